@@ -1,0 +1,636 @@
+"""The solution, as one frozen, strictly-typed model (CONTRACT §7, reference/nuviot-runtime.md §4 and §8).
+
+Both readers (native YAML/JSON and NuvIoT's export JSON) produce a ``SolutionDocument``.
+
+Conventions
+- Python attribute names are snake_case; the wire (native form) names are their camelCase aliases,
+  mirroring NuvIoT's C# property names (``listenOnPort`` <-> ``ListenOnPort``). ``populate_by_name``
+  lets readers build models from snake_case dicts too.
+- References between entities are by ``key`` (a str). Libraries live at the top of the document and
+  are indexed by the ``SolutionDocument`` lookup helpers.
+- Enums are NuvIoT's string ids (``enums.py``). Scalars are strict: ``"temp": false`` is not a number.
+- Secrets are ``SecretStr``; readers resolve ``passwordRef: env:NAME`` / ``file:PATH`` into them.
+- Unknown keys are ignored (NuvIoT's loader does the same: MissingMemberHandling.Ignore).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic.alias_generators import to_camel
+
+from runtime.core.solution.enums import (
+    BinaryParsingStrategy,
+    ContentType,
+    DateTimeZone,
+    DeploymentConfiguration,
+    DeploymentType,
+    Endian,
+    EndpointType,
+    InputTranslatorType,
+    ListenerType,
+    LogStorage,
+    MessageDirection,
+    NodeType,
+    NuvIoTEdition,
+    OutputTranslatorType,
+    ParameterLocation,
+    ParameterType,
+    ParseBinaryValueType,
+    ParseStringValueType,
+    PipelineModuleType,
+    QoS,
+    QueueType,
+    RepositoryType,
+    RestListenerType,
+    RestMethod,
+    RestServerType,
+    SearchLocation,
+    SecurityFieldType,
+    StringParsingStrategy,
+    TransmitterType,
+    WorkingStorage,
+)
+
+Str = StrictStr
+Int = StrictInt
+Float = StrictFloat
+Bool = StrictBool
+Port = Annotated[StrictInt, Field(ge=0, le=65535)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="ignore",
+        populate_by_name=True,
+        alias_generator=to_camel,
+        hide_input_in_errors=True,  # never echo secrets in validation messages
+    )
+
+
+class Entity(Model):
+    """Name, Key and optional 32-hex Id, as every NuvIoT entity has."""
+
+    key: Str
+    name: Str = ""
+    id: Str | None = None
+    description: Str | None = None
+
+
+# --------------------------------------------------------------------------- type system
+
+
+class StateDef(Model):
+    key: Str
+    name: Str = ""
+    enum_value: Int | None = None
+    is_initial_state: Bool = False
+
+
+class StateSet(Entity):
+    require_enum: Bool = False
+    states: tuple[StateDef, ...] = ()
+
+
+class Unit(Model):
+    key: Str
+    name: Str = ""
+    is_default: Bool = False
+    conversion_factor: Float | None = None  # value_in_default = value * factor
+    number_decimal_points: Int | None = None
+
+
+class UnitSet(Entity):
+    units: tuple[Unit, ...] = ()
+
+
+class CustomField(Entity):
+    """A solution setting or a device-configuration property (NuvIoT CustomField)."""
+
+    field_type: ParameterType = ParameterType.STRING
+    default_value: Str | None = None
+    is_required: Bool = False
+    state_set: Str | None = None
+    unit_set: Str | None = None
+
+
+# --------------------------------------------------------------------------- parsers and messages
+
+
+class FieldParser(Entity):
+    """NuvIoT MessageAttributeParser: where a value is and how to read it.
+
+    Used for planner id parsers, sentinel security-field locators, and (through MessageField) message fields.
+    """
+
+    search_location: SearchLocation | None = None
+    content_type: ContentType | None = None
+    storage_type: ParameterType = ParameterType.STRING
+    json_path: Str | None = None
+    x_path: Str | None = None
+    path_locator: Str | None = None
+    topic_locator: Str | None = None
+    header_name: Str | None = None
+    query_string_field: Str | None = None
+    reg_ex_value_selector: Str | None = None
+    reg_ex_group_name: Str | None = None
+    reg_ex_validation: Str | None = None
+    delimiter: Str | None = None
+    delimited_index: Int | None = None  # 1-based
+    start_index: Int | None = None  # 1-based
+    length: Int | None = None
+    binary_offset: Int | None = None  # 0-based
+    parsed_binary_field_type: ParseBinaryValueType | None = None
+    parsed_string_field_type: ParseStringValueType | None = None
+    binary_parsing_strategy: BinaryParsingStrategy | None = None
+    string_parsing_strategy: StringParsingStrategy | None = None
+    string_length_byte_count: Int | None = None
+    endian: Endian | None = None
+    field_index: Int | None = None
+    quoted_text: Bool = False
+
+
+class MessageField(FieldParser):
+    """NuvIoT DeviceMessageDefinitionField."""
+
+    default_value: Str | None = None
+    decimal_scaler: Float = 1.0
+    date_time_zone: DateTimeZone | None = None
+    is_required: Bool = False
+    min_value: Float | None = None
+    max_value: Float | None = None
+    unit_set: Str | None = None  # key into SolutionDocument.unit_sets
+    state_set: Str | None = None  # key into SolutionDocument.state_sets
+    lat_json_path: Str | None = None
+    lon_json_path: Str | None = None
+
+
+class Header(Model):
+    name: Str
+    value: Str = ""
+
+
+class MessageDefinition(Entity):
+    """NuvIoT DeviceMessageDefinition (incoming and outgoing)."""
+
+    message_id: Str
+    message_direction: MessageDirection = MessageDirection.INCOMING
+    content_type: ContentType = ContentType.JSON
+    delimiter: Str | None = None
+    quoted_text: Bool = False
+    reg_ex: Str | None = None
+    endian: Endian | None = None
+    binary_parsing_strategy: BinaryParsingStrategy | None = None
+    string_parsing_strategy: StringParsingStrategy | None = None
+    fields: tuple[MessageField, ...] = ()
+    # outgoing only
+    output_message_script: Str | None = None
+    rest_method: RestMethod | None = None
+    path_and_query_string: Str | None = None
+    topic: Str | None = None
+    headers: tuple[Header, ...] = ()
+
+    @cached_property
+    def field_by_key(self) -> dict[str, MessageField]:
+        return {f.key: f for f in self.fields}
+
+
+# --------------------------------------------------------------------------- listeners and planner
+
+
+class MqttSubscription(Model):
+    topic: Str
+    qos: QoS = QoS.QOS0
+    id: Str | None = None
+    description: Str | None = None
+
+
+class Listener(Entity):
+    """NuvIoT ListenerConfiguration. Every type validates; not every type runs here."""
+
+    listener_type: ListenerType
+    rest_listener_type: RestListenerType = RestListenerType.PIPELINE_MODULE
+    content_type: ContentType | None = None
+    # framing (rawtcp)
+    delimited_with_soheot: Bool | None = None
+    message_length_in_message: Bool | None = None
+    message_length_location: Int | None = None
+    message_length_size: Int | None = None  # 1, 2 or 4 bytes
+    message_length_byte_count_endiness: Endian | None = None
+    start_message_sequence: Str | None = None
+    end_message_sequence: Str | None = None
+    message_receive_timeout_ms: Int | None = None
+    max_message_size: Int | None = None
+    # rest
+    rest_server_type: RestServerType | None = None
+    keep_alive_to_send_reply: Bool = False
+    keep_alive_to_send_reply_timeout_ms: Int | None = None
+    default_response: Str | None = None
+    failed_response: Str | None = None
+    path: Str | None = None
+    origin: Str | None = None
+    supported_protocol: Str | None = None
+    # security
+    anonymous: Bool = True
+    secure_connection: Bool = False
+    client_id: Str | None = None
+    certificate: Str | None = None
+    certificate_password: SecretStr | None = None
+    user_name: Str | None = None
+    password: SecretStr | None = None
+    access_key_name: Str | None = None
+    access_key: SecretStr | None = None
+    credentials_file: Str | None = None
+    # endpoints
+    host_name: Str | None = None
+    listen_on_port: Port | None = None
+    connect_to_port: Port | None = None
+    endpoint: Str | None = None
+    resource_name: Str | None = None
+    consumer_group: Str | None = None
+    hub_name: Str | None = None
+    exchange_name: Str | None = None
+    queue: Str | None = None
+    topic: Str | None = None
+    port_name: Str | None = None
+    baud_rate: Int | None = None
+    # subscriptions
+    mqtt_subscriptions: tuple[MqttSubscription, ...] = ()
+    amqp_subscriptions: tuple[Str, ...] = ()
+
+
+class Planner(Entity):
+    device_id_parsers: tuple[FieldParser, ...] = ()
+    message_type_id_parsers: tuple[FieldParser, ...] = ()
+
+
+# --------------------------------------------------------------------------- route modules
+
+
+class SecurityField(Entity):
+    field_type: SecurityFieldType
+    locator: FieldParser | None = None
+    script: Str | None = None
+
+
+class Sentinel(Entity):
+    """An empty ``security_fields`` means anonymous."""
+
+    security_fields: tuple[SecurityField, ...] = ()
+
+
+class InputTranslator(Entity):
+    input_translator_type: InputTranslatorType = InputTranslatorType.MESSAGE
+    delimiter_sequence: Str | None = None
+    script: Str | None = None
+
+
+class OutputTranslator(Entity):
+    output_translator_type: OutputTranslatorType = OutputTranslatorType.MESSAGE
+    script: Str | None = None
+
+
+class Transmitter(Entity):
+    transmitter_type: TransmitterType
+    secure_connection: Bool = False
+    anonymous: Bool = True
+    user_name: Str | None = None
+    password: SecretStr | None = None
+    host_name: Str | None = None
+    connect_to_port: Port | None = None
+    access_key_name: Str | None = None
+    access_key: SecretStr | None = None
+    headers: tuple[Header, ...] = ()
+    hub_name: Str | None = None
+    queue: Str | None = None
+    exchange_name: Str | None = None
+    port_name: Str | None = None
+    baud_rate: Int | None = None
+
+
+# --------------------------------------------------------------------------- workflows
+
+
+class Connection(Model):
+    """An edge on the workflow canvas (NuvIoT Connection)."""
+
+    node_key: Str
+    node_type: NodeType
+    node_name: Str | None = None
+    input_command_key: Str | None = None  # attribute <- input command: which parameter
+    event: Str | None = None  # edge into a state machine: which event to raise
+    parameter: Str | None = None  # edge from an input command: which parameter carries the value
+
+
+_INCOMING = Field(default=(), validation_alias=AliasChoices("incomingConnections", "incoming", "incoming_connections"))
+_OUTGOING = Field(default=(), validation_alias=AliasChoices("outgoingConnections", "outgoing", "outgoing_connections"))
+
+
+class WorkflowInput(Entity):
+    input_type: ParameterType = ParameterType.STRING
+    on_set_script: Str | None = None
+    unit_set: Str | None = None
+    state_set: Str | None = None
+    incoming_connections: tuple[Connection, ...] = _INCOMING
+    outgoing_connections: tuple[Connection, ...] = _OUTGOING
+
+
+class Attribute(Entity):
+    attribute_type: ParameterType = ParameterType.STRING
+    on_set_script: Str | None = None
+    read_only: Bool = False
+    unit_set: Str | None = None
+    state_set: Str | None = None
+    default_value: Str | None = None
+    incoming_connections: tuple[Connection, ...] = _INCOMING
+    outgoing_connections: tuple[Connection, ...] = _OUTGOING
+
+
+class Parameter(Entity):
+    """Input-command and output-command parameter (NuvIoT Parameter)."""
+
+    is_required: Bool = False
+    min_value: Float | None = None
+    max_value: Float | None = None
+    default_value: Str | None = None
+    parameter_location: ParameterLocation | None = None
+    parameter_type: ParameterType = ParameterType.STRING
+    unit_set: Str | None = None
+    state_set: Str | None = None
+
+
+class InputCommand(Entity):
+    endpoint_type: EndpointType = EndpointType.GET
+    parameters: tuple[Parameter, ...] = ()
+    on_arrive_script: Str | None = None
+    incoming_connections: tuple[Connection, ...] = _INCOMING
+    outgoing_connections: tuple[Connection, ...] = _OUTGOING
+
+
+class OutputCommand(Entity):
+    parameters: tuple[Parameter, ...] = ()
+    on_execute_script: Str | None = None
+    incoming_connections: tuple[Connection, ...] = _INCOMING
+
+
+class Transition(Model):
+    """In a state: on ``event``, run ``on_transition_script`` (if any) and move to ``new_state`` (if any)."""
+
+    event: Str
+    new_state: Str | None = None
+    on_transition_script: Str | None = None
+
+
+class MachineState(Model):
+    key: Str
+    name: Str = ""
+    is_initial_state: Bool = False
+    transitions: tuple[Transition, ...] = ()
+
+
+class StateMachine(Entity):
+    events: tuple[Str, ...] = ()
+    states: tuple[MachineState, ...] = ()
+    incoming_connections: tuple[Connection, ...] = _INCOMING
+
+    @cached_property
+    def initial_state(self) -> str | None:
+        for s in self.states:
+            if s.is_initial_state:
+                return s.key
+        return self.states[0].key if self.states else None
+
+
+class BusinessRule(Entity):
+    script: Str | None = None
+    error_code: Str | None = None
+
+
+class Workflow(Entity):
+    """NuvIoT DeviceWorkflow."""
+
+    configuration_version: Str | None = None
+    pre_handler_script: Str | None = None
+    post_handler_script: Str | None = None
+    inputs: tuple[WorkflowInput, ...] = ()
+    attributes: tuple[Attribute, ...] = ()
+    input_commands: tuple[InputCommand, ...] = ()
+    output_commands: tuple[OutputCommand, ...] = ()
+    state_machines: tuple[StateMachine, ...] = ()
+    business_rules: tuple[BusinessRule, ...] = ()
+
+    @cached_property
+    def input_by_key(self) -> dict[str, WorkflowInput]:
+        return {i.key: i for i in self.inputs}
+
+    @cached_property
+    def attribute_by_key(self) -> dict[str, Attribute]:
+        return {a.key: a for a in self.attributes}
+
+    @cached_property
+    def input_command_by_key(self) -> dict[str, InputCommand]:
+        return {c.key: c for c in self.input_commands}
+
+    @cached_property
+    def output_command_by_key(self) -> dict[str, OutputCommand]:
+        return {c.key: c for c in self.output_commands}
+
+    @cached_property
+    def state_machine_by_key(self) -> dict[str, StateMachine]:
+        return {m.key: m for m in self.state_machines}
+
+
+# --------------------------------------------------------------------------- routes and device configurations
+
+
+class OutputCommandMapping(Model):
+    """Workflow -> output translator edge: which outgoing message an output command becomes."""
+
+    outgoing_message: Str  # key into SolutionDocument.messages
+    field_mappings: dict[Str, Str] = Field(default_factory=dict)  # output parameter key -> message field key
+
+
+class RouteConnection(Model):
+    """A step's primary (``next``) or secondary output (NuvIoT RouteConnection).
+
+    ``mappings`` by edge:
+    - inputtranslator -> workflow: message field key -> workflow input key (str)
+    - workflow -> outputtranslator: output command key -> OutputCommandMapping
+    - outputtranslator -> transmitter: outgoing message key -> "" (which messages this transmitter sends)
+    """
+
+    to: Str
+    name: Str | None = None
+    mappings: dict[Str, Str | OutputCommandMapping] = Field(default_factory=dict)
+
+
+class RouteStep(Model):
+    id: Str  # the route-module id; unique within the route
+    type: PipelineModuleType
+    module: Str  # key into the library for this step's type
+    name: Str | None = None
+    next: RouteConnection | None = None
+    secondary: tuple[RouteConnection, ...] = ()
+
+
+class Route(Entity):
+    is_default: Bool = False
+    message_definition: Str  # key into SolutionDocument.messages
+    steps: tuple[RouteStep, ...] = ()
+
+    @cached_property
+    def step_by_id(self) -> dict[str, RouteStep]:
+        return {s.id: s for s in self.steps}
+
+    def first_step(self, step_type: PipelineModuleType) -> RouteStep | None:
+        for s in self.steps:
+            if s.type is step_type:
+                return s
+        return None
+
+
+class DeviceConfiguration(Entity):
+    configuration_version: Str | None = None
+    watchdog_enabled_default: Bool = False
+    watchdog_seconds: Int | None = None
+    properties: tuple[CustomField, ...] = ()
+    routes: tuple[Route, ...] = ()
+
+    @cached_property
+    def route_by_key(self) -> dict[str, Route]:
+        return {r.key: r for r in self.routes}
+
+
+class Solution(Entity):
+    version: Str = "1.0"
+    default_listener: Str | None = None
+    settings: tuple[CustomField, ...] = ()
+    listeners: tuple[Listener, ...] = ()
+    planner: Planner
+    device_configurations: tuple[DeviceConfiguration, ...] = ()
+
+
+# --------------------------------------------------------------------------- instance and devices
+
+
+class DeviceRepositoryConfig(Model):
+    key: Str = "local"
+    name: Str = ""
+    repository_type: RepositoryType = RepositoryType.LOCAL
+    sqlite_path: Str | None = None
+    device_timeout_seconds: Int | None = None
+
+
+class Instance(Model):
+    """The DeploymentInstance settings a runtime needs (status and audit fields dropped)."""
+
+    key: Str | None = None
+    name: Str = ""
+    id: Str | None = None
+    nuviot_edition: NuvIoTEdition = Field(
+        default=NuvIoTEdition.CONTAINER, validation_alias=AliasChoices("nuvIoTEdition", "nuviotEdition", "nuviot_edition")
+    )
+    deployment_type: DeploymentType | None = None
+    deployment_configuration: DeploymentConfiguration | None = None
+    working_storage: WorkingStorage | None = None
+    queue_type: QueueType = QueueType.IN_MEMORY
+    log_storage: LogStorage | None = None
+    dns_host_name: Str = "localhost"
+    time_zone: Str = "UTC"
+    debug_mode: Bool = False
+    test_mode: Bool = False
+    input_command_port: Port | None = None
+    input_command_ssl: Bool = False
+    input_command_anonymous: Bool = True
+    input_command_basic_auth_user_name: Str | None = None
+    input_command_basic_auth_password: SecretStr | None = None
+    device_repository: DeviceRepositoryConfig = Field(default_factory=DeviceRepositoryConfig)
+    settings_values: dict[Str, Str] = Field(default_factory=dict)
+
+
+class DeviceSeed(Model):
+    """An optional device to provision into a local repository when the solution loads."""
+
+    device_id: Str
+    name: Str = ""
+    device_configuration: Str  # key
+    device_type: Str | None = None
+    primary_access_key: SecretStr | None = None
+    secondary_access_key: SecretStr | None = None
+    properties: dict[Str, Any] = Field(default_factory=dict)
+
+
+class SolutionDocument(Model):
+    """One self-contained document: instance, solution, libraries, optional device seed."""
+
+    schema_version: Int = 1
+    instance: Instance = Field(default_factory=Instance)
+    solution: Solution
+    messages: tuple[MessageDefinition, ...] = ()
+    workflows: tuple[Workflow, ...] = ()
+    sentinels: tuple[Sentinel, ...] = ()
+    input_translators: tuple[InputTranslator, ...] = ()
+    output_translators: tuple[OutputTranslator, ...] = ()
+    transmitters: tuple[Transmitter, ...] = ()
+    state_sets: tuple[StateSet, ...] = ()
+    unit_sets: tuple[UnitSet, ...] = ()
+    devices: tuple[DeviceSeed, ...] = ()
+
+    # ---- lookups (built once; the document is frozen)
+    @cached_property
+    def message_by_key(self) -> dict[str, MessageDefinition]:
+        return {m.key: m for m in self.messages}
+
+    @cached_property
+    def workflow_by_key(self) -> dict[str, Workflow]:
+        return {w.key: w for w in self.workflows}
+
+    @cached_property
+    def sentinel_by_key(self) -> dict[str, Sentinel]:
+        return {s.key: s for s in self.sentinels}
+
+    @cached_property
+    def input_translator_by_key(self) -> dict[str, InputTranslator]:
+        return {t.key: t for t in self.input_translators}
+
+    @cached_property
+    def output_translator_by_key(self) -> dict[str, OutputTranslator]:
+        return {t.key: t for t in self.output_translators}
+
+    @cached_property
+    def transmitter_by_key(self) -> dict[str, Transmitter]:
+        return {t.key: t for t in self.transmitters}
+
+    @cached_property
+    def state_set_by_key(self) -> dict[str, StateSet]:
+        return {s.key: s for s in self.state_sets}
+
+    @cached_property
+    def unit_set_by_key(self) -> dict[str, UnitSet]:
+        return {u.key: u for u in self.unit_sets}
+
+    @cached_property
+    def device_configuration_by_key(self) -> dict[str, DeviceConfiguration]:
+        return {d.key: d for d in self.solution.device_configurations}
+
+    @cached_property
+    def listener_by_key(self) -> dict[str, Listener]:
+        return {lst.key: lst for lst in self.solution.listeners}
+
+    def module_for(self, step: RouteStep) -> Any:
+        """The library entity a route step points at (None when the key does not resolve)."""
+        table: dict[PipelineModuleType, dict[str, Any]] = {
+            PipelineModuleType.SENTINEL: self.sentinel_by_key,
+            PipelineModuleType.INPUT_TRANSLATOR: self.input_translator_by_key,
+            PipelineModuleType.WORKFLOW: self.workflow_by_key,
+            PipelineModuleType.OUTPUT_TRANSLATOR: self.output_translator_by_key,
+            PipelineModuleType.TRANSMITTER: self.transmitter_by_key,
+        }
+        return table.get(step.type, {}).get(step.module)
+
+    @property
+    def instance_id(self) -> str:
+        return self.instance.key or self.solution.key
