@@ -1,0 +1,404 @@
+"""The MQTT command channel (CONTRACT §5): retained instance status plus operator verbs over MQTT.
+
+Topics, for ``base = nuviot/instances/{instanceId}``:
+
+- ``{base}/status``: retained ``{state, since, reason}`` (QoS 1), published on every (re)connect and on
+  every state change; the last will sets a retained ``{"state": "Offline"}``.
+- ``{base}/control/{pause|start|stop|reload}``: a command ``{token, requestId}``; the answer
+  ``{requestId, ok: true, state}`` or ``{requestId, ok: false, error: {code, message}}`` goes to
+  ``{base}/control/{verb}/reply`` (QoS 1, not retained).
+
+Decisions:
+
+- One client id for the channel's whole life (``client_id`` or ``nuviot-runtime-{instanceId}-{random}``),
+  so a reconnect takes over a half-open old session at the broker instead of letting that session's
+  last will (``Offline``) land after our fresh status.
+- A fresh ``aiomqtt.Client`` per connection attempt. aiomqtt 2.5's client is reusable, but after an
+  unexpected disconnect its ``_connected`` future stays resolved, so re-entering it returns before the
+  broker's CONNACK; a new client (same id, same will) does not have that problem.
+- ``clean_session=True`` and retained messages on the control topics are ignored: a command is run only
+  when it arrives live, never replayed from a stored session or a retained message.
+- Commands run one at a time, in arrival order (the supervisor runs operations one at a time anyway).
+- The token is checked before the verb; the log never contains a presented or the real token, nor a raw
+  payload. An unreadable command is answered with ``bad_request`` when a ``requestId`` can be recovered
+  (also from malformed or oversized payloads, by a bounded pattern search of the first 1 KiB), else it
+  is only logged.
+- Cancellation of ``run()``: if a connection is up and the current state (``control.snapshot()``) has
+  not been published yet, it is published (bounded by ``final_timeout``), then the client disconnects
+  cleanly, so the broker drops the will and the retained status stays what the supervisor last set
+  (``Stopped`` on a clean shutdown). Nothing else is published after cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import re
+import secrets
+import ssl
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomqtt
+import orjson
+import structlog
+from pydantic import SecretStr
+
+from runtime.adapters.mqtt_url import MqttUrl, parse_mqtt_url
+from runtime.core.backoff import Backoff
+from runtime.core.errors import CommandRefusedError
+from runtime.core.lifecycle import Verb
+from runtime.core.ports import ControlPort, StateChange
+
+log = structlog.get_logger(__name__)
+_MQTT_LOGGER = logging.getLogger(__name__ + ".aiomqtt")
+
+OFFLINE_PAYLOAD = b'{"state":"Offline"}'
+_QOS = 1
+_PENDING_MAX = 256  # state changes waiting to be published; the oldest are dropped beyond this
+_RECOVER_WINDOW = 1024  # bytes searched for a requestId in a payload that cannot be parsed
+_REQUEST_ID = re.compile(rb'"requestId"\s*:\s*"([^"\\]{1,256})"')
+
+
+class _Refused(Exception):
+    """A command refused before it reached the control port (internal to this module)."""
+
+    def __init__(self, code: str, message: str, request_id: str | int | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def status_payload(change: StateChange) -> bytes:
+    return orjson.dumps({"state": change.state.value, "since": _iso(change.at), "reason": change.reason})
+
+
+def _recover_request_id(payload: bytes) -> str | None:
+    found = _REQUEST_ID.search(payload[:_RECOVER_WINDOW])
+    return found.group(1).decode("utf-8", "replace") if found else None
+
+
+def _valid_request_id(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, str) and 0 < len(value) <= 256
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    return f"{text}: {_describe(cause)}" if cause is not None and cause is not exc else text
+
+
+class MqttCommandChannel:
+    """Publishes the instance status and answers operator verbs over MQTT until cancelled.
+
+    ``run()`` never raises except ``CancelledError``: a missing, restarting or vanishing broker is retried
+    with full-jitter backoff (reset after each healthy connection). ``connected`` and ``last_error``
+    (why the channel is not connected right now; ``None`` while connected) are for ``GET /status``.
+    """
+
+    def __init__(
+        self,
+        url: str | MqttUrl,
+        instance_id: str,
+        control: ControlPort,
+        token: SecretStr,
+        *,
+        backoff: Backoff | None = None,
+        max_payload: int = 64 * 1024,
+        client_id: str | None = None,
+        keepalive: int = 30,
+        timeout: float = 10.0,
+        final_timeout: float = 2.0,
+    ) -> None:
+        if not instance_id or any(c in instance_id for c in "+#\0"):
+            raise ValueError(f"instance id {instance_id!r} cannot be used in an MQTT topic")
+        if not token.get_secret_value():
+            raise ValueError("the MQTT command channel needs a non-empty token")
+        self._url = parse_mqtt_url(url) if isinstance(url, str) else url
+        self._control = control
+        self._token = token.get_secret_value().encode("utf-8", "surrogatepass")
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._max_payload = max_payload
+        self._client_id = client_id or f"nuviot-runtime-{instance_id}-{secrets.token_hex(4)}"
+        self._keepalive = keepalive
+        self._timeout = timeout
+        self._final_timeout = final_timeout
+        base = f"nuviot/instances/{instance_id}"
+        self.status_topic = f"{base}/status"
+        self.control_filter = f"{base}/control/+"
+        self._control_prefix = f"{base}/control/"
+        self._pending: asyncio.Queue[StateChange] = asyncio.Queue(maxsize=_PENDING_MAX)
+        self._status_lock = asyncio.Lock()
+        self._last_sent: StateChange | None = None
+        self._connected = False
+        self._healthy = False  # the current attempt got as far as subscribed + status published
+        self._last_error: str | None = None
+        self._running = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    def status(self) -> dict[str, Any]:
+        """For ``GET /status``; the URL is shown without its password."""
+        return {"url": str(self._url), "connected": self._connected, "lastError": self._last_error}
+
+    # ------------------------------------------------------------------ supervision
+    async def run(self) -> None:
+        if self._running:
+            raise RuntimeError("MqttCommandChannel.run() is already running")
+        self._running = True
+        unsubscribe = self._control.add_state_listener(self._on_state_change)
+        try:
+            while True:
+                self._healthy = False
+                error = "the broker closed the connection"
+                try:
+                    await self._session()
+                except* aiomqtt.MqttError as group:
+                    error = _describe(group.exceptions[0])
+                except* Exception as group:  # a bug: log it, keep the channel alive
+                    error = f"internal error: {_describe(group.exceptions[0])}"
+                    log.error("command_channel_crashed", error=error, exc_info=group)
+                self._last_error = error
+                delay = self._backoff.next_delay()
+                if self._healthy:
+                    log.warning("command_channel_disconnected", error=error, retry_in=round(delay, 3))
+                else:
+                    log.warning(
+                        "command_channel_connect_failed",
+                        broker=str(self._url),
+                        error=error,
+                        attempt=self._backoff.attempt,
+                        retry_in=round(delay, 3),
+                    )
+                await asyncio.sleep(delay)
+        finally:
+            unsubscribe()
+            self._connected = False
+            self._running = False
+
+    def _make_client(self) -> aiomqtt.Client:
+        url = self._url
+        return aiomqtt.Client(
+            url.host,
+            url.port,
+            username=url.username,
+            password=url.password.get_secret_value() if url.password is not None else None,
+            identifier=self._client_id,
+            will=aiomqtt.Will(self.status_topic, OFFLINE_PAYLOAD, qos=_QOS, retain=True),
+            clean_session=True,
+            keepalive=self._keepalive,
+            timeout=self._timeout,
+            tls_context=ssl.create_default_context() if url.tls else None,
+            max_queued_incoming_messages=_PENDING_MAX,
+            logger=_MQTT_LOGGER,
+        )
+
+    async def _session(self) -> None:
+        """One connection: connect, serve until it breaks (MqttError) or we are cancelled, disconnect."""
+        client = self._make_client()
+        self._last_sent = None
+        await self._enter(client)
+        try:
+            await self._serve(client)
+        except asyncio.CancelledError:
+            await self._publish_latest(client)
+            raise
+        finally:
+            self._connected = False
+            await self._close(client)
+
+    async def _enter(self, client: aiomqtt.Client) -> None:
+        # aiomqtt 2.5 cannot abort a connect cleanly: cancelling __aenter__ while it waits for CONNACK
+        # breaks paho's disconnect callback and leaves the socket and paho's misc task behind. So when we
+        # are cancelled while connecting, give the attempt ``final_timeout`` to finish (then publish the
+        # latest state and disconnect cleanly); otherwise close its socket first (__aexit__ sends
+        # DISCONNECT and closes it) and only then cancel it.
+        entering = asyncio.get_running_loop().create_task(client.__aenter__(), name="command:mqtt:connect")
+        try:
+            await asyncio.shield(entering)
+        except asyncio.CancelledError:
+            try:
+                async with asyncio.timeout(self._final_timeout):
+                    await asyncio.shield(entering)
+            except aiomqtt.MqttError:
+                pass
+            except TimeoutError:
+                await self._abandon(client, entering)
+            else:
+                await self._publish_latest(client)
+                await self._close(client)
+            raise
+
+    async def _abandon(self, client: aiomqtt.Client, entering: asyncio.Task[aiomqtt.Client]) -> None:
+        # Known limit: a TCP connect still hanging in aiomqtt's worker thread (an unreachable host) cannot
+        # be stopped; paho gives up on it after its own connect timeout.
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(self._final_timeout):
+                await client.__aexit__(None, None, None)
+        entering.cancel()
+        with contextlib.suppress(aiomqtt.MqttError, asyncio.CancelledError):
+            await entering
+
+    async def _close(self, client: aiomqtt.Client) -> None:
+        try:
+            await client.__aexit__(None, None, None)
+        except aiomqtt.MqttError as exc:
+            log.debug("command_channel_disconnect_failed", error=_describe(exc))
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        codes = await client.subscribe(self.control_filter, qos=_QOS)
+        if any(getattr(code, "value", code) >= 0x80 for code in codes):
+            raise aiomqtt.MqttError(f"the broker refused the subscription to {self.control_filter}")
+        self._drain_pending()  # superseded by the snapshot below
+        await self._publish_status(client, self._control.snapshot())
+        self._connected = True
+        self._healthy = True
+        self._last_error = None
+        self._backoff.reset()
+        log.info("command_channel_connected", broker=str(self._url), client_id=self._client_id)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._publish_changes(client), name="command:mqtt:status")
+            async for message in client.messages:
+                await self._on_message(client, message)
+
+    # ------------------------------------------------------------------ status
+    def _on_state_change(self, change: StateChange) -> None:
+        if self._pending.full():
+            self._pending.get_nowait()
+        self._pending.put_nowait(change)
+
+    def _drain_pending(self) -> None:
+        while not self._pending.empty():
+            self._pending.get_nowait()
+
+    async def _publish_changes(self, client: aiomqtt.Client) -> None:
+        while True:
+            change = await self._pending.get()
+            await self._publish_status(client, change)
+
+    async def _publish_status(self, client: aiomqtt.Client, change: StateChange) -> None:
+        async with self._status_lock:
+            self._last_sent = change
+            await client.publish(self.status_topic, status_payload(change), qos=_QOS, retain=True)
+
+    async def _publish_latest(self, client: aiomqtt.Client) -> None:
+        """On cancellation: publish the current state unless it is already out."""
+        latest = self._control.snapshot()
+        if latest == self._last_sent:
+            return
+        try:
+            async with asyncio.timeout(self._final_timeout):
+                await self._publish_status(client, latest)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.warning("command_channel_final_status_failed", state=latest.state.value, error=_describe(exc))
+
+    # ------------------------------------------------------------------ commands
+    async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        if not topic.startswith(self._control_prefix):
+            return
+        verb_name = topic[len(self._control_prefix) :]
+        if not verb_name or "/" in verb_name:  # e.g. our own .../reply (the + filter excludes them anyway)
+            return
+        if message.retain:
+            log.warning("command_ignored", verb=verb_name, reason="retained messages are not commands")
+            return
+        payload = message.payload
+        if isinstance(payload, (bytes, bytearray)):
+            raw = bytes(payload)
+        else:
+            raw = b"" if payload is None else str(payload).encode()
+        try:
+            await self._run_command(client, verb_name, raw)
+        except aiomqtt.MqttError:
+            raise
+        except Exception:  # a bug in handling one command must not stop the channel
+            log.exception("command_crashed", verb=verb_name)
+
+    async def _run_command(self, client: aiomqtt.Client, verb_name: str, raw: bytes) -> None:
+        reply_topic = f"{self._control_prefix}{verb_name}/reply"
+        try:
+            request_id, verb = self._check(verb_name, raw)
+        except _Refused as refused:
+            log.warning(
+                "command_rejected",
+                verb=verb_name,
+                request_id=refused.request_id,
+                code=refused.code,
+                reason=refused.message,
+            )
+            if refused.request_id is not None:
+                await self._reply_error(
+                    client, reply_topic, refused.request_id, refused.code, refused.message
+                )
+            return
+        try:
+            state = await self._control.control(verb)
+        except CommandRefusedError as exc:
+            log.info(
+                "command_refused", verb=verb.value, request_id=request_id, code=exc.code, reason=exc.message
+            )
+            await self._reply_error(client, reply_topic, request_id, exc.code, exc.message)
+            return
+        except Exception:
+            log.exception("command_failed", verb=verb.value, request_id=request_id)
+            await self._reply_error(client, reply_topic, request_id, "internal_error", f"{verb.value} failed")
+            return
+        log.info("command_accepted", verb=verb.value, request_id=request_id, state=state.value)
+        body = {"requestId": request_id, "ok": True, "state": state.value}
+        await client.publish(reply_topic, orjson.dumps(body), qos=_QOS)
+
+    def _check(self, verb_name: str, raw: bytes) -> tuple[str | int, Verb]:
+        if len(raw) > self._max_payload:
+            raise _Refused(
+                "bad_request",
+                f"payload of {len(raw)} bytes exceeds the limit of {self._max_payload}",
+                _recover_request_id(raw),
+            )
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise _Refused("bad_request", "payload is not valid JSON", _recover_request_id(raw)) from None
+        if not isinstance(body, dict):
+            raise _Refused("bad_request", "payload must be a JSON object {token, requestId}", None)
+        request_id = body.get("requestId")
+        if not _valid_request_id(request_id):
+            raise _Refused("bad_request", "requestId is missing or is not a string of 1-256 characters", None)
+        token = body.get("token")
+        presented = token.encode("utf-8", "surrogatepass") if isinstance(token, str) else b""
+        # compare_digest also runs for a missing token, so timing does not tell the two cases apart
+        if not hmac.compare_digest(presented, self._token) or not isinstance(token, str):
+            raise _Refused("unauthorized", "missing or wrong token", request_id)
+        try:
+            verb = Verb(verb_name)
+        except ValueError:
+            expected = ", ".join(v.value for v in Verb)
+            raise _Refused(
+                "unknown_verb", f"unknown verb {verb_name!r}; expected one of {expected}", request_id
+            ) from None
+        return request_id, verb
+
+    async def _reply_error(
+        self, client: aiomqtt.Client, topic: str, request_id: str | int, code: str, message: str
+    ) -> None:
+        body = {"requestId": request_id, "ok": False, "error": {"code": code, "message": message}}
+        await client.publish(topic, orjson.dumps(body), qos=_QOS)
