@@ -39,9 +39,12 @@ class MessageKind(StrEnum):
 
 
 class ReplyChannel(Protocol):
-    """How an original-listener transmitter answers: on the REST connection, back on MQTT, on the TCP socket."""
+    """How an original-listener transmitter answers: on the REST connection, back on MQTT, on the TCP socket.
 
-    async def send(self, out: OutgoingMessage) -> None: ...
+    ``send`` must not block: it hands the message over (resolves a future, enqueues a publish) and returns.
+    """
+
+    def send(self, out: OutgoingMessage) -> None: ...
 
 
 @dataclass(slots=True)
@@ -55,7 +58,8 @@ class InboundMessage:
     query: Mapping[str, str] = field(default_factory=dict)
     from_address: str | None = None
     reply: ReplyChannel | None = None
-    ack: Callable[[], None] | None = None  # call once the message is safely queued or recorded
+    ack: Callable[[], None] | None = None  # called once the message's record is committed (QoS1 PUBACK)
+    done: Callable[[MessageRecord], None] | None = None  # called with the final record (REST answers with it)
     id: str = field(default_factory=new_id)
     received_at: float = field(default_factory=time.time)
     kind: MessageKind = MessageKind.REGULAR

@@ -1,0 +1,48 @@
+# The two commands a newcomer needs: `make run` and `make test` (README). Works as root or as a user.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP_RUN  := $(VENV)/.installed-run
+STAMP_TEST := $(VENV)/.installed-test
+SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
+
+.PHONY: run test lint bench bench-quick clean mosquitto
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP_TEST): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(STAMP_RUN)
+
+run: $(STAMP_RUN)
+	$(BIN)/nuviot-runtime run
+
+# Debian's mosquitto, installed when missing (the suite starts its own broker on a free port).
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
+	  echo "installing mosquitto (Debian package)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
+
+lint: $(STAMP_TEST)
+	$(BIN)/ruff check runtime tests bench
+	$(BIN)/lint-imports
+	@if [ -f Dockerfile ]; then $(BIN)/hadolint Dockerfile; fi
+	@if [ -f entrypoint.sh ]; then $(BIN)/shellcheck entrypoint.sh; fi
+
+test: $(STAMP_TEST) mosquitto lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP_TEST) mosquitto
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP_TEST) mosquitto
+	$(BIN)/python -m bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

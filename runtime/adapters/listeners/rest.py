@@ -1,0 +1,190 @@
+"""REST listener (``rest``): an aiohttp server on the listener's port.
+
+Every request becomes one ``InboundMessage``. The handler waits (up to the keep-alive timeout) for the
+message's final record, so a bad message gets a 4xx naming the stage and reason, and, when
+``keepAliveToSendReply`` is set, an original-listener transmitter can answer on this connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from runtime.core.errors import ListenerBindError
+from runtime.core.messages import InboundMessage, MessageRecord, OutgoingMessage, PemStatus
+from runtime.core.solution.model import Listener
+from runtime.services.dataplane import Intake
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_TIMEOUT_MS = 5000
+
+# failing stage/code -> HTTP status for the device
+_STAGE_STATUS = {"sentinel": 401, "inputtranslator": 400, "workflow": 422, "outputtranslator": 500, "listener": 400}
+_CODE_STATUS = {
+    "CouldNotDetermineDeviceId": 400,
+    "CouldNotDetermineMessageId": 400,
+    "CouldNotFindDevice": 404,
+    "CouldNotFindMessage": 404,
+    "CouldNotFindDeviceConfiguration": 404,
+    "payload_too_large": 413,
+    "internal_error": 500,
+}
+
+
+def status_for(record: MessageRecord) -> int:
+    code = (record.error or "").split(":", 1)[0]
+    if code in _CODE_STATUS:
+        return _CODE_STATUS[code]
+    return _STAGE_STATUS.get(record.stage or "", 400)
+
+
+class _Reply:
+    """The original-listener channel for one request: keeps the first outgoing message."""
+
+    __slots__ = ("out",)
+
+    def __init__(self) -> None:
+        self.out: OutgoingMessage | None = None
+
+    def send(self, out: OutgoingMessage) -> None:
+        if self.out is None:
+            self.out = out
+
+
+def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+class RestListener:
+    type = "rest"
+
+    def __init__(self, config: Listener, *, port: int | None = None, host: str = "0.0.0.0") -> None:
+        self.config = config
+        self.key = config.key
+        self._host = host
+        self._port = config.listen_on_port if port is None else port
+        self._max_body = config.max_message_size or DEFAULT_MAX_BODY
+        timeout_ms = config.keep_alive_to_send_reply_timeout_ms or DEFAULT_TIMEOUT_MS
+        self._timeout = timeout_ms / 1000.0
+        self._runner: web.AppRunner | None = None
+        self._intake: Intake | None = None
+        self._state = "stopped"
+        self.bound_port: int | None = None
+        self.counters = {"requests": 0, "refused": 0, "unauthorized": 0, "tooLarge": 0, "timedOut": 0}
+        self._auth: tuple[bytes, bytes] | None = None
+        if not config.anonymous:
+            user = (config.user_name or "").encode()
+            pw = config.password.get_secret_value().encode() if config.password else b""
+            self._auth = (user, pw)
+
+    async def start(self, intake: Intake) -> None:
+        self._intake = intake
+        app = web.Application(client_max_size=self._max_body)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            self._state = "failed"
+            raise ListenerBindError(self.key, self._port, exc.strerror or str(exc)) from exc
+        sockets = getattr(site._server, "sockets", None) or []
+        self.bound_port = int(sockets[0].getsockname()[1]) if sockets else self._port
+        self._state = "listening"
+
+    async def stop(self) -> None:
+        self._state = "stopping"
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        self._state = "stopped"
+
+    def status(self) -> dict[str, Any]:
+        return {"key": self.key, "type": self.type, "state": self._state, "port": self.bound_port or self._port,
+                **self.counters}
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self._auth is None:
+            return True
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, pw = base64.b64decode(value.strip(), validate=True).partition(b":")
+        except (ValueError, TypeError):
+            return False
+        ok_user = hmac.compare_digest(user, self._auth[0])
+        ok_pw = hmac.compare_digest(pw, self._auth[1])
+        return ok_user and ok_pw
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.counters["requests"] += 1
+        intake = self._intake
+        if intake is None or not intake.accepting:
+            self.counters["refused"] += 1
+            return _json({"error": {"code": "not_running", "message": "the instance is not taking messages"}}, 503,
+                         {"Retry-After": "1"})
+        if not self._authorized(request):
+            self.counters["unauthorized"] += 1
+            return _json({"error": {"code": "unauthorized", "message": "valid Basic credentials are required"}},
+                         401, {"WWW-Authenticate": f'Basic realm="{self.key}"'})
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self.counters["tooLarge"] += 1
+            return _json({"error": {"code": "payload_too_large",
+                                    "message": f"the body is larger than {self._max_body} bytes"}}, 413)
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[MessageRecord] = loop.create_future()
+
+        def done(record: MessageRecord) -> None:
+            if not finished.done():
+                finished.set_result(record)
+
+        reply = _Reply() if self.config.keep_alive_to_send_reply else None
+        msg = InboundMessage(
+            listener=self.key,
+            payload=body,
+            path=request.path,
+            method=request.method,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            query={k: v for k, v in request.query.items()},
+            from_address=request.remote,
+            reply=reply,
+            done=done,
+        )
+        if not intake.offer(msg):
+            self.counters["refused"] += 1
+            return _json({"error": {"code": "intake_full", "message": "the runtime is busy; retry shortly"}}, 503,
+                         {"Retry-After": "1"})
+        try:
+            record = await asyncio.wait_for(finished, self._timeout)
+        except TimeoutError:
+            self.counters["timedOut"] += 1
+            return _json({"status": "accepted", "messageId": msg.id}, 202)
+        if record.status is PemStatus.FAILED:
+            code, _, detail = (record.error or "internal_error").partition(": ")
+            return _json({"error": {"code": code, "message": detail or code, "stage": record.stage},
+                          "messageId": msg.id}, status_for(record))
+        if reply is not None and reply.out is not None:
+            out = reply.out
+            return web.Response(body=out.payload, status=200, content_type=_mime(out.content_type),
+                                headers=dict(out.headers))
+        if self.config.default_response:
+            return web.Response(text=self.config.default_response, status=200)
+        return _json({"status": record.status.value, "messageId": msg.id}, 200)
+
+
+def _mime(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip() or "application/octet-stream"

@@ -1,0 +1,167 @@
+"""What the admin API and other command transports can do, independent of the transport.
+
+The HTTP adapter maps routes to these methods and errors to status codes; it holds no logic of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from runtime.core.errors import RuntimeBaseError
+from runtime.core.lifecycle import InstanceState, Verb
+from runtime.core.timefmt import iso
+from runtime.services.devices import DeviceRegistry, DeviceRegistryError
+from runtime.services.metrics import RuntimeMetrics
+from runtime.services.supervisor import Runtime
+
+
+class NotFoundError(RuntimeBaseError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class BadRequestError(RuntimeBaseError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class AdminStore(Protocol):
+    async def list_events(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    async def list_messages(self, limit: int = 100, device_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    async def list_deadletters(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    async def get_deadletter(self, record_id: str) -> dict[str, Any] | None: ...
+
+
+class Operations:
+    def __init__(
+        self,
+        runtime: Runtime,
+        store: AdminStore,
+        devices: DeviceRegistry,
+        metrics: RuntimeMetrics,
+        *,
+        instance_id: Callable[[], str],
+        extras: Callable[[], dict[str, Any]] | None = None,
+        replay: Callable[[dict[str, Any]], Awaitable[str]] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.devices = devices
+        self.metrics = metrics
+        self._instance_id = instance_id
+        self._extras = extras
+        self._replay = replay
+
+    # ---------------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        snap = self.runtime.snapshot()
+        loaded = self.runtime.loaded
+        data, commands = self.runtime.planes_status()
+        solution = None
+        if loaded is not None:
+            sol = loaded.doc.solution
+            solution = {
+                "key": sol.key,
+                "name": sol.name,
+                "version": sol.version,
+                "origin": loaded.origin,
+                "fromCache": loaded.from_cache,
+                "loadedAt": iso(loaded.loaded_at) if loaded.loaded_at else None,
+            }
+        body: dict[str, Any] = {
+            "instanceId": self._instance_id(),
+            "state": snap.state.value,
+            "since": iso(snap.at),
+            "reason": snap.reason,
+            "solution": solution,
+            "listeners": (data or {}).get("listeners", []),
+            "inputCommandPort": (commands or {}).get("port"),
+            "counters": self.metrics.counters.as_status(),
+        }
+        if self.runtime.last_reload is not None:
+            lr = self.runtime.last_reload
+            body["lastReload"] = {"at": iso(lr["at"]), "ok": lr["ok"], "error": lr["error"]}
+        if data and "intake" in data:
+            body["intake"] = data["intake"]
+        if self._extras is not None:
+            body.update(self._extras())
+        return body
+
+    def ready(self) -> tuple[bool, str]:
+        state = self.runtime.state
+        if state is not InstanceState.RUNNING:
+            return False, f"instance is {state.value}"
+        data, _ = self.runtime.planes_status()
+        for listener in (data or {}).get("listeners", []):
+            if listener.get("state") not in ("listening", "connected"):
+                return False, f"listener {listener.get('key')} is {listener.get('state')}"
+        return True, "running"
+
+    async def control(self, verb: str) -> InstanceState:
+        try:
+            v = Verb(verb)
+        except ValueError:
+            raise NotFoundError("unknown_verb", f"unknown control verb '{verb}' (pause, start, stop, reload)") from None
+        return await self.runtime.control(v)
+
+    # ---------------------------------------------------------------- records
+    async def events(self, limit: int) -> list[dict[str, Any]]:
+        return await self.store.list_events(limit)
+
+    async def messages(self, limit: int, device_id: str | None) -> list[dict[str, Any]]:
+        return await self.store.list_messages(limit, device_id)
+
+    async def deadletters(self, limit: int) -> list[dict[str, Any]]:
+        return await self.store.list_deadletters(limit)
+
+    async def deadletter(self, record_id: str) -> dict[str, Any]:
+        found = await self.store.get_deadletter(record_id)
+        if found is None:
+            raise NotFoundError("deadletter_not_found", f"no dead letter '{record_id}'")
+        return found
+
+    async def replay(self, record_id: str) -> dict[str, Any]:
+        found = await self.deadletter(record_id)
+        if self._replay is None or self.runtime.state is not InstanceState.RUNNING:
+            raise BadRequestError("not_running", f"replay needs a Running instance (now {self.runtime.state.value})")
+        message_id = await self._replay(found)
+        return {"status": "accepted", "replayOf": record_id, "messageId": message_id}
+
+    # ---------------------------------------------------------------- devices
+    def list_devices(self) -> list[dict[str, Any]]:
+        return [_device_json(d.public_view()) for d in self.devices.all()]
+
+    def get_device(self, device_id: str) -> dict[str, Any]:
+        device = self.devices.get(device_id)
+        if device is None:
+            raise NotFoundError("device_not_found", f"no device '{device_id}'")
+        return _device_json(device.public_view())
+
+    async def put_device(self, device_id: str, body: Any) -> tuple[dict[str, Any], bool]:
+        if not isinstance(body, dict):
+            raise BadRequestError("bad_body", "the body must be a JSON object")
+        if not device_id or len(device_id) > 128:
+            raise BadRequestError("bad_device_id", "device id must be 1 to 128 characters")
+        doc = self.runtime.loaded.doc if self.runtime.loaded is not None else None
+        try:
+            device, created = await self.devices.provision(device_id, body, doc)
+        except DeviceRegistryError as exc:
+            raise BadRequestError(exc.code, exc.message) from None
+        return _device_json(device.public_view()), created
+
+    async def delete_device(self, device_id: str) -> None:
+        if not await self.devices.delete(device_id):
+            raise NotFoundError("device_not_found", f"no device '{device_id}'")
+
+
+def _device_json(view: dict[str, Any]) -> dict[str, Any]:
+    view["lastSeen"] = iso(view.get("lastSeen"))
+    return view

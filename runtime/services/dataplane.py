@@ -1,0 +1,204 @@
+"""The data plane: listeners -> bounded intake -> one worker that processes batches -> effects.
+
+It starts with Starting and stops with Pausing/Stopping. Stop order (STYLE §3): (1) listeners stop
+taking messages, (2) the intake drains within ``drain_timeout``, (3) the worker ends, (4) transmitters
+flush. Nothing here awaits per message: the worker takes a batch and processes it synchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+
+from runtime.core.errors import ListenerBindError
+from runtime.core.messages import InboundMessage
+from runtime.services.metrics import Counters
+
+log = structlog.get_logger(__name__)
+
+
+class Intake:
+    """Bounded hand-off between listeners and the worker. ``offer`` never blocks: full means refused."""
+
+    def __init__(self, maxsize: int, counters: Counters) -> None:
+        self.maxsize = maxsize
+        self._buf: deque[InboundMessage] = deque()
+        self._counters = counters
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._accepting = True
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting and not self._closed
+
+    def offer(self, msg: InboundMessage) -> bool:
+        c = self._counters
+        if not self._accepting or self._closed or len(self._buf) >= self.maxsize:
+            c.refused += 1
+            return False
+        self._buf.append(msg)
+        self._empty.clear()
+        c.received += 1
+        c.by_listener[msg.listener] += 1
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        return True
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    def close(self) -> None:
+        self._closed = True
+        self._accepting = False
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def take(self, max_batch: int) -> list[InboundMessage]:
+        """Up to ``max_batch`` messages; waits while empty; [] once closed and empty."""
+        while not self._buf:
+            if self._closed:
+                return []
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        buf = self._buf
+        n = min(max_batch, len(buf))
+        batch = [buf.popleft() for _ in range(n)]
+        if not buf:
+            self._empty.set()
+        return batch
+
+    async def drained(self, within: float) -> bool:
+        """Wait until the buffer is empty (the worker took everything) or ``within`` seconds pass."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), timeout=within)
+        return not self._buf
+
+
+class Listener(Protocol):
+    key: str
+    type: str
+
+    async def start(self, intake: Intake) -> None: ...  # bind/connect, then return; raise ListenerBindError
+
+    async def stop(self) -> None: ...  # stop taking messages and close
+
+    def status(self) -> dict[str, Any]: ...  # {key, type, state, port, ...}
+
+
+class Dispatcher(Protocol):
+    def process(self, batch: list[InboundMessage]) -> None: ...  # synchronous: no await per message
+
+    async def flush(self) -> None: ...  # wait for effects of processed messages (transmits) within bounds
+
+
+class DataPlane:
+    def __init__(
+        self,
+        listeners: list[Listener],
+        dispatcher: Dispatcher,
+        counters: Counters,
+        *,
+        intake_size: int = 10_000,
+        batch_size: int = 256,
+        drain_timeout: float = 5.0,
+        on_fatal: Callable[[str], None] | None = None,
+        closers: list[Callable[[], Any]] | None = None,
+    ) -> None:
+        self.listeners = listeners
+        self.dispatcher = dispatcher
+        self.intake = Intake(intake_size, counters)
+        self._batch_size = batch_size
+        self._drain_timeout = drain_timeout
+        self._on_fatal = on_fatal
+        self._worker: asyncio.Task[None] | None = None
+        self._started: list[Listener] = []
+        self._closers = closers or []
+
+    async def start(self) -> None:
+        self._worker = asyncio.create_task(self._work(), name="dataplane:worker")
+        self._worker.add_done_callback(self._worker_done)
+        try:
+            for listener in self.listeners:
+                await listener.start(self.intake)
+                self._started.append(listener)
+                log.info("listener_started", listener=listener.key, type=listener.type,
+                         port=listener.status().get("port"))
+        except ListenerBindError:
+            await self.stop()
+            raise
+        except Exception:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        # (1) no new messages
+        self.intake.stop_accepting()
+        for listener in reversed(self._started):
+            try:
+                await asyncio.wait_for(listener.stop(), timeout=self._drain_timeout)
+            except Exception as exc:  # noqa: BLE001 - stopping goes on whatever one listener does
+                log.error("listener_stop_failed", listener=listener.key, error=repr(exc))
+        self._started.clear()
+        # (2) drain what was taken in
+        if not await self.intake.drained(self._drain_timeout):
+            log.warning("drain_timed_out", left=len(self.intake))
+        # (3) end the worker
+        self.intake.close()
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            try:
+                await asyncio.wait_for(asyncio.shield(worker), timeout=self._drain_timeout)
+            except TimeoutError:
+                worker.cancel()
+                await asyncio.gather(worker, return_exceptions=True)
+                log.warning("worker_cancelled_on_stop", task=worker.get_name())
+        # (4) flush effects (transmitters), then close what the plane owns
+        try:
+            await asyncio.wait_for(self.dispatcher.flush(), timeout=self._drain_timeout)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("flush_on_stop_incomplete", error=repr(exc))
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await asyncio.wait_for(result, timeout=self._drain_timeout)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "listeners": [listener.status() for listener in self.listeners],
+            "intake": {"depth": len(self.intake), "capacity": self.intake.maxsize},
+        }
+
+    async def _work(self) -> None:
+        intake, dispatcher, size = self.intake, self.dispatcher, self._batch_size
+        while True:
+            batch = await intake.take(size)
+            if not batch:
+                return
+            dispatcher.process(batch)
+            await asyncio.sleep(0)  # let listeners and the API run between batches
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("worker_crashed", error=repr(exc), exc_info=exc)
+            if self._on_fatal is not None:
+                self._on_fatal(f"message worker crashed: {exc!r}")

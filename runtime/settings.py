@@ -1,0 +1,184 @@
+"""Settings: CLI flag > environment > the solution's instance section > default (CONTRACT §2).
+
+``Settings`` holds what the flags and the environment said. Values that fall back to the solution
+(instance id, working storage, input-command port) stay ``None`` here and are resolved against the
+loaded solution by the ``effective_*`` helpers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from runtime.core.solution.enums import WorkingStorage
+from runtime.core.solution.model import SolutionDocument
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["json", "console"]
+
+DEFAULT_INPUT_COMMAND_PORT = 8182  # NuvIoT's default is 80, which a non-root container cannot bind
+
+# env name -> field name
+ENV: dict[str, str] = {
+    "NUVIOT_SOLUTION": "solution",
+    "NUVIOT_SOLUTION_VERSION": "solution_version",
+    "NUVIOT_INSTANCE_ID": "instance_id",
+    "NUVIOT_DATA_DIR": "data_dir",
+    "NUVIOT_WORKING_STORAGE": "working_storage",
+    "NUVIOT_CLOUD_URL": "cloud_url",
+    "NUVIOT_ACCESS_KEY": "access_key",
+    "NUVIOT_ADMIN_HOST": "admin_host",
+    "NUVIOT_ADMIN_PORT": "admin_port",
+    "NUVIOT_ADMIN_TOKEN": "admin_token",
+    "NUVIOT_CONTROL_MQTT": "control_mqtt",
+    "NUVIOT_INPUT_COMMAND_PORT": "input_command_port",
+    "NUVIOT_LOG_LEVEL": "log_level",
+    "NUVIOT_LOG_FORMAT": "log_format",
+    "NUVIOT_LISTENER_PORTS": "listener_ports",
+}
+
+
+class SettingsError(Exception):
+    """Bad settings: the CLI prints the message and exits 1."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    solution: str | None = None  # None: the packaged demo solution
+    solution_version: str | None = None
+    instance_id: str | None = None
+    data_dir: Path = Path("./data")
+    working_storage: WorkingStorage | None = None
+    cloud_url: str | None = None
+    access_key: SecretStr | None = None
+    admin_host: str = "0.0.0.0"
+    admin_port: int = Field(default=8181, ge=0, le=65535)
+    admin_token: SecretStr | None = None
+    control_mqtt: SecretStr | None = None  # the URL may hold a password
+    input_command_port: int | None = Field(default=None, ge=0, le=65535)
+    log_level: LogLevel = "info"
+    log_format: LogFormat | None = None  # None: console on a tty, else json
+    drain_timeout: float = 5.0
+    # extension: override a listener's port (``KEY=PORT``; 0 = any free port), e.g. for tests or a host
+    # where the solution's port is taken. The bound ports are shown in GET /status.
+    listener_ports: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("listener_ports", mode="before")
+    @classmethod
+    def _ports(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = [part for part in v.split(",") if part.strip()]
+        if isinstance(v, list):
+            out: dict[str, int] = {}
+            for item in v:
+                key, sep, port = str(item).partition("=")
+                if not sep or not key.strip() or not port.strip().isdigit() or int(port) > 65535:
+                    raise ValueError(f"'{item}' is not KEY=PORT")
+                out[key.strip()] = int(port)
+            return out
+        return v
+
+    @field_validator("cloud_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return v
+
+    @field_validator("control_mqtt")
+    @classmethod
+    def _mqtt_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("mqtt://", "mqtts://")):
+            raise ValueError("must look like mqtt://[user:pass@]host:port")
+        return v
+
+    # ---- resolution against the loaded solution (flag/env already won when set)
+    def effective_instance_id(self, doc: SolutionDocument | None) -> str:
+        if self.instance_id:
+            return self.instance_id
+        if doc is not None and doc.instance.key:
+            return doc.instance.key
+        return "local"
+
+    def effective_working_storage(self, doc: SolutionDocument | None) -> WorkingStorage:
+        if self.working_storage is not None:
+            return self.working_storage
+        if doc is not None and doc.instance.working_storage is not None:
+            return doc.instance.working_storage
+        return WorkingStorage.LOCAL
+
+    def effective_input_command_port(self, doc: SolutionDocument | None) -> int:
+        if self.input_command_port is not None:
+            return self.input_command_port
+        if doc is not None and doc.instance.input_command_port is not None:
+            return doc.instance.input_command_port
+        return DEFAULT_INPUT_COMMAND_PORT
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "runtime.db"
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `run` flags. Every default is None so that 'not given' falls through to the environment."""
+    a = parser.add_argument
+    a("--solution", help="path or http(s) URL of the solution (default: the packaged demo)")
+    a("--solution-version", help="solution version to ask the URL for (default: latest)")
+    a("--instance-id", help="instance id (default: the solution's instance key, else 'local')")
+    a("--data-dir", help="SQLite files, admin token, last good solution (default ./data)")
+    a("--working-storage", choices=["local", "cloud"], help="where logs, events and records go")
+    a("--cloud-url", help="base URL of the cloud log/telemetry sink (required for cloud)")
+    a("--admin-host", help="admin API bind address (default 0.0.0.0)")
+    a("--admin-port", type=int, help="admin API port (default 8181; 0 = any free port)")
+    a("--control-mqtt", help="mqtt://[user:pass@]host:port of the MQTT command channel")
+    a("--input-command-port", type=int, help="input-command HTTP port (default: the solution's)")
+    a("--log-level", choices=["debug", "info", "warning", "error"])
+    a("--log-format", choices=["json", "console"])
+    a("--listener-port", dest="listener_ports", action="append", metavar="KEY=PORT",
+      help="override a listener's port (repeatable; 0 = any free port)")
+
+
+def load_settings(args: argparse.Namespace | None, environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, field_name in ENV.items():
+        raw = env.get(name)
+        if raw is not None and raw != "":
+            values[field_name] = raw.lower() if field_name in {"log_level", "log_format", "working_storage"} else raw
+    if args is not None:
+        for field_name in Settings.model_fields:
+            flag = getattr(args, field_name, None)
+            if flag is not None:
+                values[field_name] = flag
+    try:
+        settings = Settings.model_validate(_coerce(values))
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field_name = str(err["loc"][0]) if err["loc"] else "?"
+            env_name = next((k for k, v in ENV.items() if v == field_name), None)
+            flag = {"listener_ports": "listener-port"}.get(field_name, field_name.replace("_", "-"))
+            where = f"--{flag}" + (f" / {env_name}" if env_name else "")
+            lines.append(f"{where}: {err['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+    if settings.working_storage is WorkingStorage.CLOUD and not settings.cloud_url:
+        raise SettingsError("invalid settings:\n  --cloud-url / NUVIOT_CLOUD_URL: required when working storage is cloud")
+    return settings
+
+
+def _coerce(values: dict[str, object]) -> dict[str, object]:
+    out = dict(values)
+    for key in ("admin_port", "input_command_port"):
+        v = out.get(key)
+        if isinstance(v, str):
+            try:
+                out[key] = int(v)
+            except ValueError:
+                pass  # let pydantic report it with the field name
+    return out
