@@ -18,7 +18,17 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from pydantic.alias_generators import to_camel
 
 from runtime.core.solution.enums import (
@@ -115,6 +125,8 @@ class CustomField(Entity):
     is_required: Bool = False
     state_set: Str | None = None
     unit_set: Str | None = None
+    min_value: Float | None = None
+    max_value: Float | None = None
 
 
 # --------------------------------------------------------------------------- parsers and messages
@@ -311,6 +323,19 @@ class Transmitter(Entity):
     baud_rate: Int | None = None
 
 
+class DataStreamField(Entity):
+    field_name: Str | None = None
+    field_type: ParameterType = ParameterType.STRING
+    is_required: Bool = False
+
+
+class DataStream(Entity):
+    """NuvIoT DataStream (a secondary output of an input translator). Kept so routes load; not run here."""
+
+    stream_type: Str | None = None  # NuvIoT DataStreamTypes id, e.g. "azuretablestorage"
+    fields: tuple[DataStreamField, ...] = ()
+
+
 # --------------------------------------------------------------------------- workflows
 
 
@@ -494,6 +519,7 @@ class Route(Entity):
 
 class DeviceConfiguration(Entity):
     configuration_version: Str | None = None
+    custom_status_type: Str | None = None  # key into SolutionDocument.state_sets
     watchdog_enabled_default: Bool = False
     watchdog_seconds: Int | None = None
     properties: tuple[CustomField, ...] = ()
@@ -577,6 +603,7 @@ class SolutionDocument(Model):
     transmitters: tuple[Transmitter, ...] = ()
     state_sets: tuple[StateSet, ...] = ()
     unit_sets: tuple[UnitSet, ...] = ()
+    data_streams: tuple[DataStream, ...] = ()
     devices: tuple[DeviceSeed, ...] = ()
 
     # ---- lookups (built once; the document is frozen)
@@ -613,6 +640,10 @@ class SolutionDocument(Model):
         return {u.key: u for u in self.unit_sets}
 
     @cached_property
+    def data_stream_by_key(self) -> dict[str, DataStream]:
+        return {d.key: d for d in self.data_streams}
+
+    @cached_property
     def device_configuration_by_key(self) -> dict[str, DeviceConfiguration]:
         return {d.key: d for d in self.solution.device_configurations}
 
@@ -628,6 +659,7 @@ class SolutionDocument(Model):
             PipelineModuleType.WORKFLOW: self.workflow_by_key,
             PipelineModuleType.OUTPUT_TRANSLATOR: self.output_translator_by_key,
             PipelineModuleType.TRANSMITTER: self.transmitter_by_key,
+            PipelineModuleType.DATA_STREAM: self.data_stream_by_key,
         }
         return table.get(step.type, {}).get(step.module)
 

@@ -1,0 +1,379 @@
+"""The NuvIoT export form: the JSON NuvIoT serialises (PascalCase, Newtonsoft ``$type``, EntityHeader).
+
+The reader turns it into the native wire tree (camelCase, references by key) and lets ``wire.build_document``
+validate it, so both forms end in the same model with the same problem paths.
+
+Rules
+- Field names are matched case-insensitively against the model's camelCase names (``ListenOnPort``,
+  ``KeepAliveToSendReplyTimeoutMS``, ``RESTListenerType`` all find their field); anything else is ignored
+  (audit fields, diagram locations, ``$type``), as NuvIoT's own loader does.
+- ``EntityHeader {Id, Text, Key?, Value?, HasValue}``: for an enum the string ``Id`` is the value, never the
+  ordinal ``Value``. For an entity the resolved ``Value`` is taken, collected into its library (messages,
+  workflows, sentinels, translators, transmitters, state sets, unit sets, data streams; deduplicated by key,
+  a key with two different contents is a problem) and referenced by key.
+- Routes: ``PipelineModules`` become ``steps`` (``RouteModuleConfig.Id`` -> step id, ``PrimaryOutput`` ->
+  ``next``, ``SecondaryOutputs`` -> ``secondary``); mappings per edge as model.RouteConnection documents; the
+  output translator -> transmitter mapping names the outgoing message by its hex id, converted to its key.
+- The export has no instance section: the default instance's key is the solution key.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, SecretStr
+
+from runtime.core.errors import Problem, SolutionError
+from runtime.core.solution import codes
+from runtime.core.solution import model as m
+from runtime.core.solution.enums import PipelineModuleType, RestListenerType
+from runtime.core.solution.model import SolutionDocument
+from runtime.core.solution.wire import build_document
+
+EXPORT_TOP_KEYS = ("Listeners", "Planner", "DeviceConfigurations")
+
+# library (wire name) and model by the field that references it / by route step type
+_LIBRARY_OF_FIELD = {
+    "message_definition": ("messages", m.MessageDefinition),
+    "outgoing_message": ("messages", m.MessageDefinition),
+    "state_set": ("stateSets", m.StateSet),
+    "custom_status_type": ("stateSets", m.StateSet),
+    "unit_set": ("unitSets", m.UnitSet),
+}
+_LIBRARY_OF_STEP = {
+    PipelineModuleType.SENTINEL: ("sentinels", m.Sentinel),
+    PipelineModuleType.INPUT_TRANSLATOR: ("inputTranslators", m.InputTranslator),
+    PipelineModuleType.WORKFLOW: ("workflows", m.Workflow),
+    PipelineModuleType.OUTPUT_TRANSLATOR: ("outputTranslators", m.OutputTranslator),
+    PipelineModuleType.TRANSMITTER: ("transmitters", m.Transmitter),
+    PipelineModuleType.DATA_STREAM: ("dataStreams", m.DataStream),
+}
+_LIBRARIES = ("messages", "workflows", "sentinels", "inputTranslators", "outputTranslators", "transmitters",
+              "stateSets", "unitSets", "dataStreams")  # fmt: skip
+_REST_LISTENER_ORDINALS = (
+    RestListenerType.PIPELINE_MODULE,
+    RestListenerType.INPUT_COMMAND_LISTENER,
+    RestListenerType.ACME_LISTENER,
+)
+
+
+def is_export(tree: object) -> bool:
+    """NuvIoT's form: a top-level ``$type`` or PascalCase ``Listeners``/``Planner``/``DeviceConfigurations``."""
+    return isinstance(tree, dict) and ("$type" in tree or any(k in tree for k in EXPORT_TOP_KEYS))
+
+
+def _is_eh(value: object) -> bool:
+    return isinstance(value, dict) and ("HasValue" in value or ("Text" in value and "Id" in value))
+
+
+def _strip(tp: Any) -> Any:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _non_none(tp: Any) -> Any:
+    tp = _strip(tp)
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _strip(args[0])
+    return tp
+
+
+def _ikey(d: dict[str, Any], alias: str) -> str | None:
+    """The export key for a model alias, matched case-insensitively (``id`` preferred over ``Id``)."""
+    if alias in d:
+        return alias
+    want = alias.lower()
+    found = None
+    for k in d:
+        if k.lower() == want:
+            if k == "id":
+                return k
+            found = found or k
+    return found
+
+
+class _ExportReader:
+    def __init__(self, export: dict[str, Any]) -> None:
+        self.export = export
+        self.problems: list[Problem] = []
+        self.libs: dict[str, dict[str, tuple[dict[str, Any], str]]] = {name: {} for name in _LIBRARIES}
+        self.id_to_key: dict[str, str] = {}
+        self.fixups: list[tuple[dict[str, Any], str, str]] = []  # (mappings, message id, path)
+        self._index_ids(export)
+
+    # ---------------------------------------------------------------- helpers
+    def _index_ids(self, node: Any) -> None:
+        stack = [node]
+        while stack:
+            cur = stack.pop()
+            if isinstance(cur, dict):
+                ident = cur.get("id") or cur.get("Id")
+                key = cur.get("Key")
+                if isinstance(ident, str) and isinstance(key, str) and key and not _is_eh(cur):
+                    self.id_to_key.setdefault(ident.upper(), key)
+                stack.extend(cur.values())
+            elif isinstance(cur, list):
+                stack.extend(cur)
+
+    def problem(self, path: str, code: str, message: str) -> None:
+        self.problems.append(Problem(path, code, message))
+
+    def collect(self, library: str, cls: type[BaseModel], value: dict[str, Any], path: str) -> str | None:
+        converted = self.model(cls, value, path)
+        key = converted.get("key")
+        if not isinstance(key, str) or not key:
+            self.problem(path, codes.EXPORT_UNRESOLVED, f"a {cls.__name__} without a Key")
+            return None
+        seen = self.libs[library].get(key)
+        if seen is None:
+            self.libs[library][key] = (converted, path)
+        elif seen[0] != converted:
+            self.problem(
+                path,
+                codes.EXPORT_CONFLICT,
+                f"{library} key {key!r} is defined again with different content (first at {seen[1]})",
+            )
+        return key
+
+    def reference(self, value: Any, field: str, path: str) -> str | None:
+        """An EntityHeader (or plain entity) in a key-reference field -> the key; resolved values are collected."""
+        inner = value.get("Value") if isinstance(value, dict) else None
+        if isinstance(inner, dict):
+            lib = _LIBRARY_OF_FIELD.get(field)
+            if lib is not None:
+                return self.collect(lib[0], lib[1], inner, path)
+            key = inner.get("Key")
+            if isinstance(key, str):
+                return key
+        if isinstance(value, dict):
+            for name in ("Key", "key"):
+                if isinstance(value.get(name), str) and value[name]:
+                    return str(value[name])
+            ident = value.get("Id") or value.get("id")
+            if isinstance(ident, str) and ident:
+                return self.id_to_key.get(ident.upper(), ident)
+        self.problem(path, codes.EXPORT_UNRESOLVED, "a reference without Id, Key or Value")
+        return None
+
+    # ---------------------------------------------------------------- generic, model-driven conversion
+    def value(self, raw: Any, tp: Any, field: str, path: str) -> Any:
+        if raw is None:
+            return None
+        tp = _non_none(tp)
+        origin = get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if _is_eh(raw) and isinstance(raw.get("Value"), dict):
+                raw = raw["Value"]
+            return self.model(tp, raw, path)
+        if origin is tuple:
+            if not isinstance(raw, list):
+                self.problem(path, codes.EXPORT_SHAPE, f"expected a list, got {type(raw).__name__}")
+                return None
+            item = get_args(tp)[0]
+            return [self.value(v, item, field, f"{path}[{i}]") for i, v in enumerate(raw)]
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            return self.enum_id(raw, tp, path)
+        if tp is SecretStr:
+            return raw
+        if tp is str:
+            if isinstance(raw, dict):
+                return self.reference(raw, field, path)
+            if isinstance(raw, int | float) and not isinstance(raw, bool):
+                return str(raw)  # e.g. ConfigurationVersion, a double in NuvIoT
+            return raw
+        if origin is dict and isinstance(raw, list):
+            return {kv.get("Key"): kv.get("Value") for kv in raw if isinstance(kv, dict)}
+        return raw
+
+    def enum_id(self, raw: Any, tp: type[enum.Enum], path: str) -> Any:
+        if isinstance(raw, dict):
+            ident = raw.get("Id")
+            if isinstance(ident, str) and ident:
+                return ident
+            self.problem(
+                path,
+                codes.EXPORT_ORDINAL_ONLY,
+                "an enum EntityHeader without its string Id (ordinals are not used)",
+            )
+            return None
+        if tp is RestListenerType and isinstance(raw, int) and not isinstance(raw, bool):
+            if 0 <= raw < len(_REST_LISTENER_ORDINALS):  # a plain int enum in NuvIoT
+                return _REST_LISTENER_ORDINALS[raw].value
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            self.problem(
+                path, codes.EXPORT_ORDINAL_ONLY, f"enum given as ordinal {raw}; NuvIoT's string id is needed"
+            )
+            return None
+        return raw
+
+    def model(self, cls: type[BaseModel], raw: Any, path: str) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            self.problem(
+                path, codes.EXPORT_SHAPE, f"expected an object for {cls.__name__}, got {type(raw).__name__}"
+            )
+            return {}
+        out: dict[str, Any] = {}
+        for name, info in cls.model_fields.items():
+            alias = info.alias or name
+            sub = f"{path}.{alias}" if path else alias
+            if cls is m.Route and name == "steps":
+                modules = raw.get("PipelineModules")
+                if modules is not None:
+                    out[alias] = self.steps(modules, sub)
+                continue
+            src = _ikey(raw, alias)
+            if src is None:
+                continue
+            converted = self.value(raw[src], info.annotation, name, sub)
+            if converted is not None:
+                out[alias] = converted
+        return out
+
+    # ---------------------------------------------------------------- routes
+    def steps(self, modules: Any, path: str) -> list[dict[str, Any]]:
+        if not isinstance(modules, list):
+            self.problem(path, codes.EXPORT_SHAPE, "PipelineModules must be a list")
+            return []
+        type_of: dict[str, str] = {}
+        for pm in modules:
+            if isinstance(pm, dict) and isinstance(pm.get("Id"), str):
+                type_of[pm["Id"]] = str(self.enum_id(pm.get("ModuleType"), PipelineModuleType, path) or "")
+        steps = []
+        for i, pm in enumerate(modules):
+            sub = f"{path}[{i}]"
+            if not isinstance(pm, dict):
+                self.problem(sub, codes.EXPORT_SHAPE, "a pipeline module must be an object")
+                continue
+            step: dict[str, Any] = {}
+            if pm.get("Id") is not None:
+                step["id"] = pm["Id"]
+            if pm.get("Name"):
+                step["name"] = pm["Name"]
+            step_type = (
+                self.enum_id(pm.get("ModuleType"), PipelineModuleType, f"{sub}.type")
+                if pm.get("ModuleType")
+                else None
+            )
+            if step_type is not None:
+                step["type"] = step_type
+            module = self.step_module(pm.get("Module"), step_type, f"{sub}.module")
+            if module is not None:
+                step["module"] = module
+            primary = pm.get("PrimaryOutput")
+            if isinstance(primary, dict) and primary.get("Id"):
+                step["next"] = self.connection(primary, step_type, type_of, f"{sub}.next")
+            secondary = [
+                self.connection(so, step_type, type_of, f"{sub}.secondary[{j}]")
+                for j, so in enumerate(pm.get("SecondaryOutputs") or [])
+                if isinstance(so, dict) and so.get("Id")
+            ]
+            if secondary:
+                step["secondary"] = secondary
+            steps.append(step)
+        return steps
+
+    def step_module(self, raw: Any, step_type: Any, path: str) -> str | None:
+        if raw is None:
+            return None
+        inner = raw.get("Value") if isinstance(raw, dict) else None
+        lib = (
+            _LIBRARY_OF_STEP.get(PipelineModuleType(step_type))
+            if step_type in set(PipelineModuleType)
+            else None
+        )
+        if isinstance(inner, dict) and lib is not None:
+            return self.collect(lib[0], lib[1], inner, path)
+        return self.reference(raw, "module", path)
+
+    def connection(self, raw: dict[str, Any], src: Any, type_of: dict[str, str], path: str) -> dict[str, Any]:
+        to = raw["Id"]
+        out: dict[str, Any] = {"to": to}
+        if raw.get("Name"):
+            out["name"] = raw["Name"]
+        dst = type_of.get(to)
+        mappings: dict[str, Any] = {}
+        for i, kv in enumerate(raw.get("Mappings") or []):
+            sub = f"{path}.mappings[{i}]"
+            if not isinstance(kv, dict) or not isinstance(kv.get("Key"), str):
+                self.problem(sub, codes.EXPORT_SHAPE, "a mapping must be {Key, Value} with a string Key")
+                continue
+            key, value = kv["Key"], kv.get("Value")
+            if isinstance(value, dict) and "OutgoingDeviceMessage" in value:
+                mappings[key] = self.output_command_mapping(value, f"{path}.mappings.{key}")
+            elif src == PipelineModuleType.OUTPUT_TRANSLATOR and dst == PipelineModuleType.TRANSMITTER:
+                mappings[key] = ""
+                self.fixups.append((mappings, key, sub))
+            else:
+                mappings[key] = "" if value is None else (value if isinstance(value, str) else str(value))
+        if mappings:
+            out["mappings"] = mappings
+        return out
+
+    def output_command_mapping(self, raw: dict[str, Any], path: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        msg = raw.get("OutgoingDeviceMessage")
+        if msg is not None:
+            key = self.reference(msg, "outgoing_message", f"{path}.outgoingMessage")
+            if key is not None:
+                out["outgoingMessage"] = key
+        fields = raw.get("FieldMappings") or []
+        out["fieldMappings"] = {
+            kv["Key"]: "" if kv.get("Value") is None else str(kv["Value"])
+            for kv in fields
+            if isinstance(kv, dict) and isinstance(kv.get("Key"), str)
+        }
+        return out
+
+    def apply_fixups(self) -> None:
+        by_id = {
+            str(c.get("id", "")).upper(): k for k, (c, _) in self.libs["messages"].items() if c.get("id")
+        }
+        for mappings, ident, path in self.fixups:
+            key = by_id.get(ident.upper())
+            if key is None and ident in self.libs["messages"]:
+                continue  # already a key
+            if key is None:
+                self.problem(path, codes.EXPORT_UNKNOWN_MESSAGE_ID, f"no outgoing message has id {ident}")
+                continue
+            value = mappings.pop(ident)
+            mappings[key] = value
+
+    # ---------------------------------------------------------------- document
+    def tree(self) -> dict[str, Any]:
+        solution = self.model(m.Solution, self.export, "solution")
+        self.apply_fixups()
+        doc: dict[str, Any] = {
+            "schemaVersion": 1,
+            "instance": {"key": solution.get("key"), "name": solution.get("name", "")},
+            "solution": solution,
+        }
+        for name in _LIBRARIES:
+            doc[name] = [entry for entry, _ in self.libs[name].values()]
+        return doc
+
+
+def export_tree(export: dict[str, Any]) -> dict[str, Any]:
+    """NuvIoT's export JSON (parsed) -> the native wire tree. Raises ``SolutionError`` on shape problems."""
+    reader = _ExportReader(export)
+    tree = reader.tree()
+    if reader.problems:
+        raise SolutionError(reader.problems)
+    return tree
+
+
+def export_document(export: dict[str, Any]) -> SolutionDocument:
+    """NuvIoT's export JSON (parsed) -> the document (model-validated, not cross-checked)."""
+    reader = _ExportReader(export)
+    tree = reader.tree()
+    try:
+        doc = build_document(tree)
+    except SolutionError as exc:
+        raise SolutionError(reader.problems + list(exc.problems)) from None
+    if reader.problems:
+        raise SolutionError(reader.problems)
+    return doc
