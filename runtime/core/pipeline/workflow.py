@@ -1,0 +1,538 @@
+"""The workflow stage: one device message (or input command) through a NuvIoT DeviceWorkflow.
+
+Pure: no I/O, no logging. Scripts run through the ``runtime.core.scripting`` port; a workflow without
+scripts (``scripts=None``), or a message that touches no scripted hook, makes no script call at all.
+The stage works on a copy of the device's state and returns a ``WorkflowResult``; the caller applies it
+(``result.apply_to(device)``) only when the whole message succeeded, so a failing message changes nothing.
+
+Order for a message (reference/nuviot-spec.md §2.5), see docs/scripting.md for the details we chose:
+  preHandler -> each mapped input, in the workflow's input order: onSet(value), then its mappings
+  (input -> attribute [typed; the attribute's onSet decides when present] -> attribute's own mappings;
+  input -> state machine; input -> output command) -> business rules -> postHandler.
+Order for an input command: parameters converted and checked -> onArrive() -> the command's mappings
+(-> attribute, -> state machine, -> output command). No pre/postHandler: NuvIoT's own templates describe
+them as run "when an input value is set from a message".
+State-machine events (from mappings or ``StateMachines.k.handle``) run to completion in the order raised:
+the current state's transition for the event runs ``onTransition(value)``, then the machine moves to the
+transition's new state; then the events that script raised run. An event the state has no transition for
+is ignored. Output commands are collected in the order they are enqueued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.core.devices import Device
+from runtime.core.errors import StageError
+from runtime.core.pipeline.typed import convert, is_numeric
+from runtime.core.scripting import (
+    POST_HANDLER,
+    PRE_HANDLER,
+    HookEffects,
+    ScriptError,
+    ScriptSession,
+    ScriptState,
+    SessionContext,
+    WorkflowScripts,
+    hook_attribute_on_set,
+    hook_business_rule,
+    hook_input_on_set,
+    hook_on_arrive,
+    hook_on_execute,
+    hook_on_transition,
+)
+from runtime.core.solution.enums import NodeType, PipelineModuleType
+from runtime.core.solution.model import InputCommand, Parameter, Route, SolutionDocument, StateSet, Workflow
+
+STAGE = "workflow"
+MAX_EVENTS_PER_RUN = 100
+_ERROR_CODES = {
+    "error": "script_error",
+    "timeout": "script_timeout",
+    "memory": "script_out_of_memory",
+    "compile": "script_error",
+}
+
+
+class ParameterError(StageError):
+    """An input-command parameter is missing or bad; ``parameter`` names it (HTTP 400)."""
+
+    def __init__(self, parameter: str, code: str, reason: str) -> None:
+        super().__init__(STAGE, code, f"parameter {parameter}: {reason}")
+        self.parameter = parameter
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class WorkflowResult:
+    """The device state after the run, and what it produced. Nothing is applied until the caller does."""
+
+    attributes: dict[str, Any]
+    state_machines: dict[str, str]
+    properties: dict[str, Any]
+    property_bag: dict[str, Any]
+    location: tuple[float, float] | None
+    output_commands: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)  # logConsole lines, for the structured log
+    warnings: list[str] = field(default_factory=list)
+    rule_failures: list[tuple[str | None, str]] = field(default_factory=list)  # (error code, reason)
+    script_calls: int = 0  # hooks called (0 for a run that needed no script)
+
+    def apply_to(self, device: Device) -> None:
+        device.attributes = dict(self.attributes)
+        device.state_machines = dict(self.state_machines)
+        device.properties = dict(self.properties)
+        device.property_bag = dict(self.property_bag)
+        if self.location is not None:
+            device.latitude, device.longitude = self.location
+
+
+@dataclass(frozen=True, slots=True)
+class _Edge:
+    to_type: NodeType
+    to_key: str
+    event: str | None
+    parameter: str | None
+
+
+def _edges(workflow: Workflow) -> dict[tuple[NodeType, str], tuple[_Edge, ...]]:
+    """Canvas connections from both ends (exports list an edge on one side, the other, or both)."""
+    found: dict[tuple[NodeType, str], dict[tuple[NodeType, str, str | None], _Edge]] = {}
+
+    def add(
+        src: tuple[NodeType, str], dst: tuple[NodeType, str], event: str | None, parameter: str | None
+    ) -> None:
+        bucket = found.setdefault(src, {})
+        key = (dst[0], dst[1], event)
+        old = bucket.get(key) or bucket.get((dst[0], dst[1], None))
+        if old is not None:
+            bucket.pop((old.to_type, old.to_key, old.event), None)
+            event, parameter = event or old.event, parameter or old.parameter
+        bucket[(dst[0], dst[1], event)] = _Edge(dst[0], dst[1], event, parameter)
+
+    nodes: list[tuple[NodeType, str, Sequence[Any], Sequence[Any]]] = []
+    nodes += [
+        (NodeType.INPUT, n.key, n.incoming_connections, n.outgoing_connections) for n in workflow.inputs
+    ]
+    nodes += [
+        (NodeType.ATTRIBUTE, n.key, n.incoming_connections, n.outgoing_connections)
+        for n in workflow.attributes
+    ]
+    nodes += [
+        (NodeType.INPUT_COMMAND, n.key, n.incoming_connections, n.outgoing_connections)
+        for n in workflow.input_commands
+    ]
+    nodes += [(NodeType.OUTPUT_COMMAND, n.key, n.incoming_connections, ()) for n in workflow.output_commands]
+    nodes += [(NodeType.STATE_MACHINE, n.key, n.incoming_connections, ()) for n in workflow.state_machines]
+    for ntype, key, incoming, outgoing in nodes:
+        for c in outgoing:
+            add((ntype, key), (c.node_type, c.node_key), c.event, c.parameter or c.input_command_key)
+        for c in incoming:
+            add((c.node_type, c.node_key), (ntype, key), c.event, c.parameter or c.input_command_key)
+    return {src: tuple(b.values()) for src, b in found.items()}
+
+
+def route_inputs(route: Route, values: Mapping[str, Any], workflow_key: str | None = None) -> dict[str, Any]:
+    """Workflow inputs from the input translator's values, through the route's field -> input mapping."""
+    out: dict[str, Any] = {}
+    for step in route.steps:
+        if step.type is not PipelineModuleType.INPUT_TRANSLATOR:
+            continue
+        for conn in (step.next, *step.secondary):
+            target = route.step_by_id.get(conn.to) if conn is not None else None
+            if conn is None or target is None or target.type is not PipelineModuleType.WORKFLOW:
+                continue
+            if workflow_key is not None and target.module != workflow_key:
+                continue
+            for field_key, input_key in conn.mappings.items():
+                if isinstance(input_key, str) and input_key and field_key in values:
+                    out[input_key] = values[field_key]
+    return out
+
+
+class WorkflowEngine:
+    """One workflow, prepared once per solution load. ``run`` and ``run_input_command`` are pure."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        scripts: WorkflowScripts | None = None,
+        *,
+        state_sets: Mapping[str, StateSet] | None = None,
+    ) -> None:
+        self.workflow = workflow
+        self.scripts = scripts
+        self._state_sets = dict(state_sets or {})
+        self._edges = _edges(workflow)
+
+    @classmethod
+    def for_solution(
+        cls, doc: SolutionDocument, workflow: Workflow, scripts: WorkflowScripts | None
+    ) -> WorkflowEngine:
+        return cls(workflow, scripts, state_sets=doc.state_set_by_key)
+
+    # ---- entry points
+
+    def run(
+        self, device: Device, inputs: Mapping[str, Any], *, message_id: str | None = None
+    ) -> WorkflowResult:
+        """Run the workflow for one message; ``inputs`` are ``{input key: value}`` (see ``route_inputs``)."""
+        wf = self.workflow
+        typed: dict[str, Any] = {}
+        for key, value in inputs.items():
+            node = wf.input_by_key.get(key)
+            if node is None:
+                continue
+            try:
+                typed[key] = convert(value, node.input_type, self._state_set(node.state_set))
+            except ValueError as exc:
+                raise StageError(
+                    STAGE, "input_conversion_failed", f"input {key} ({node.input_type.value}): {exc}"
+                ) from None
+        run = _Run(
+            self,
+            device,
+            SessionContext(
+                device.device_id,
+                device.name,
+                device.device_configuration,
+                device.device_type,
+                message_id,
+                typed,
+            ),
+        )
+        run.hook(PRE_HANDLER, ())
+        for node in wf.inputs:
+            if node.key not in typed:
+                continue
+            value = typed[node.key]
+            run.hook(hook_input_on_set(node.key), (value,))
+            run.fire(NodeType.INPUT, node.key, value)
+        for rule in wf.business_rules:
+            run.business_rule(rule.key, rule.error_code)
+        run.hook(POST_HANDLER, ())
+        return run.result()
+
+    def run_input_command(
+        self, command_key: str, device: Device, params: Mapping[str, Any], *, message_id: str | None = None
+    ) -> WorkflowResult:
+        """Run an input command; ``params`` are raw (query-string text or JSON values). ``ParameterError`` on bad ones."""
+        command = self.workflow.input_command_by_key.get(command_key)
+        if command is None:
+            raise StageError(
+                STAGE,
+                "unknown_input_command",
+                f"workflow {self.workflow.key} has no input command {command_key}",
+            )
+        values = self.convert_parameters(command, params)
+        run = _Run(
+            self,
+            device,
+            SessionContext(
+                device.device_id,
+                device.name,
+                device.device_configuration,
+                device.device_type,
+                message_id,
+                {},
+                values,
+            ),
+        )
+        run.hook(hook_on_arrive(command.key), ())
+        for edge in self._edges.get((NodeType.INPUT_COMMAND, command.key), ()):
+            run.command_edge(command, edge, values)
+        return run.result()
+
+    def convert_parameters(self, command: InputCommand, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Typed parameter values; a missing optional one is left out. Raises ``ParameterError``."""
+        out: dict[str, Any] = {}
+        for p in command.parameters:
+            raw = params.get(p.key)
+            if raw is None or raw == "":
+                if p.default_value is not None and p.default_value != "":
+                    raw = p.default_value
+                elif p.is_required:
+                    raise ParameterError(p.key, "missing_parameter", "is required")
+                else:
+                    continue
+            out[p.key] = self._parameter(p, raw)
+        return out
+
+    # ---- helpers shared with _Run
+
+    def _parameter(self, p: Parameter, raw: Any) -> Any:
+        try:
+            value = convert(raw, p.parameter_type, self._state_set(p.state_set))
+        except ValueError as exc:
+            raise ParameterError(
+                p.key, "invalid_parameter", f"{exc} (type {p.parameter_type.value})"
+            ) from None
+        if is_numeric(p.parameter_type):
+            if p.min_value is not None and value < p.min_value:
+                raise ParameterError(
+                    p.key, "invalid_parameter", f"{value} is below the minimum {p.min_value:g}"
+                )
+            if p.max_value is not None and value > p.max_value:
+                raise ParameterError(
+                    p.key, "invalid_parameter", f"{value} is above the maximum {p.max_value:g}"
+                )
+        return value
+
+    def _state_set(self, key: str | None) -> StateSet | None:
+        return self._state_sets.get(key) if key else None
+
+
+class _Run:
+    """The mutable working copy of one run. Never escapes the engine."""
+
+    def __init__(self, engine: WorkflowEngine, device: Device, ctx: SessionContext) -> None:
+        self.engine = engine
+        self.wf = engine.workflow
+        self.ctx = ctx
+        attributes = dict(device.attributes)
+        for attr in self.wf.attributes:
+            if attr.key not in attributes and attr.default_value is not None:
+                try:
+                    attributes[attr.key] = convert(
+                        attr.default_value, attr.attribute_type, engine._state_set(attr.state_set)
+                    )
+                except ValueError:
+                    attributes[attr.key] = attr.default_value
+        machines = dict(device.state_machines)
+        for m in self.wf.state_machines:
+            if m.key not in machines and m.initial_state is not None:
+                machines[m.key] = m.initial_state
+        location = (
+            (device.latitude, device.longitude)
+            if device.latitude is not None and device.longitude is not None
+            else None
+        )
+        self.state = ScriptState(
+            attributes, dict(device.properties), dict(device.property_bag), machines, location
+        )
+        self.session: ScriptSession | None = None
+        self.commands: list[tuple[str, dict[str, Any]]] = []
+        self.logs: list[str] = []
+        self.warnings: list[str] = []
+        self.rule_failures: list[tuple[str | None, str]] = []
+        self.calls = 0
+        self.events = 0
+
+    # ---- scripts
+
+    def call(self, hook: str, args: Sequence[Any]) -> HookEffects | None:
+        scripts = self.engine.scripts
+        if scripts is None or not scripts.has(hook):
+            return None
+        self.calls += 1
+        try:
+            if self.session is None:
+                self.session = scripts.session(self.ctx, self.state)
+            effects = self.session.call(hook, args, self.state)
+        except ScriptError as exc:
+            raise StageError(STAGE, _ERROR_CODES[exc.kind], exc.detail) from exc
+        self.logs.extend(effects.logs)
+        self.warnings.extend(effects.warnings)
+        if "attributes" in effects.state_changed:
+            self._coerce_attributes()
+        return effects
+
+    def apply(self, effects: HookEffects | None) -> None:
+        if effects is None:
+            return
+        for key, fields in effects.commands:
+            self.emit(key, fields)
+        for machine, event, value in effects.events:
+            self.raise_event(machine, event, value)
+
+    def hook(self, hook: str, args: Sequence[Any]) -> HookEffects | None:
+        effects = self.call(hook, args)
+        self.apply(effects)
+        return effects
+
+    def _coerce_attributes(self) -> None:
+        changed = False
+        attrs = self.state.attributes
+        for attr in self.wf.attributes:
+            if attr.key not in attrs or attrs[attr.key] is None:
+                continue
+            raw = attrs[attr.key]
+            try:
+                value = convert(raw, attr.attribute_type, self.engine._state_set(attr.state_set))
+            except ValueError as exc:
+                raise StageError(
+                    STAGE,
+                    "attribute_conversion_failed",
+                    f"attribute {attr.key} ({attr.attribute_type.value}): {exc}",
+                ) from None
+            if value != raw or type(value) is not type(raw):
+                attrs[attr.key] = value
+                changed = True
+        if changed:
+            self.state.version += 1
+
+    # ---- nodes
+
+    def fire(self, node_type: NodeType, key: str, value: Any) -> None:
+        """The mappings out of an input or an attribute, with ``value``."""
+        for edge in self.engine._edges.get((node_type, key), ()):
+            if edge.to_type is NodeType.ATTRIBUTE:
+                self.set_attribute(edge.to_key, value)
+            elif edge.to_type is NodeType.STATE_MACHINE:
+                self.raise_event(edge.to_key, edge.event or _event_name(value), value)
+            elif edge.to_type is NodeType.OUTPUT_COMMAND:
+                self.send(edge.to_key, (value,))
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        attr = self.wf.attribute_by_key.get(key)
+        if attr is None:
+            self.warnings.append(f"mapping to unknown attribute {key} ignored")
+            return
+        try:
+            typed = convert(value, attr.attribute_type, self.engine._state_set(attr.state_set))
+        except ValueError as exc:
+            raise StageError(
+                STAGE, "attribute_conversion_failed", f"attribute {key} ({attr.attribute_type.value}): {exc}"
+            ) from None
+        hook = hook_attribute_on_set(key)
+        effects = self.call(hook, (typed,))
+        if effects is None:  # no script: the value is set directly
+            self.state.attributes[key] = typed
+            self.state.version += 1
+        self.apply(effects)
+        self.fire(NodeType.ATTRIBUTE, key, self.state.attributes.get(key))
+
+    def send(self, key: str, args: Sequence[Any], by_key: Mapping[str, Any] | None = None) -> None:
+        """``OutputCommands.<key>.send(*args)`` from a mapping: onExecute(*args), or a command of the args."""
+        command = self.wf.output_command_by_key.get(key)
+        if command is None:
+            self.warnings.append(f"mapping to unknown output command {key} ignored")
+            return
+        effects = self.call(hook_on_execute(key), args)
+        if effects is not None:
+            self.apply(effects)
+            return
+        if by_key is not None and any(p.key in by_key for p in command.parameters):
+            fields = {p.key: by_key[p.key] for p in command.parameters if p.key in by_key}
+        else:
+            fields = {p.key: a for p, a in zip(command.parameters, args, strict=False)}
+        self.emit(key, fields)
+
+    def emit(self, key: str, fields: Mapping[str, Any]) -> None:
+        command = self.wf.output_command_by_key.get(key)
+        if command is None:
+            self.warnings.append(f"unknown output command {key} dropped")
+            return
+        out = dict(fields)
+        for p in command.parameters:
+            if p.key in out and out[p.key] is not None:
+                try:
+                    out[p.key] = convert(out[p.key], p.parameter_type, self.engine._state_set(p.state_set))
+                except ValueError as exc:
+                    self.warnings.append(f"output command {key}: field {p.key}: {exc}; sent as it is")
+        if command.parameters:
+            declared = {p.key for p in command.parameters}
+            extra = [k for k in out if k not in declared]
+            if extra:
+                self.warnings.append(
+                    f"output command {key}: fields {', '.join(extra)} are not parameters of the command"
+                )
+        self.commands.append((key, out))
+
+    def raise_event(self, machine_key: str, event: str, value: Any) -> None:
+        machine = self.wf.state_machine_by_key.get(machine_key)
+        if machine is None:
+            self.warnings.append(f"event {event} for unknown state machine {machine_key} ignored")
+            return
+        self.events += 1
+        if self.events > MAX_EVENTS_PER_RUN:
+            raise StageError(
+                STAGE, "event_limit", f"more than {MAX_EVENTS_PER_RUN} state-machine events in one run"
+            )
+        current = self.state.state_machines.get(machine.key)
+        state = next((s for s in machine.states if s.key == current), None)
+        if state is None:
+            start = machine.initial_state
+            self.warnings.append(
+                f"state machine {machine.key}: unknown state {current!r}, reset to {start!r}"
+            )
+            state = next((s for s in machine.states if s.key == start), None)
+            if state is None:
+                return
+            self.state.state_machines[machine.key] = state.key
+            self.state.version += 1
+        transition = next((t for t in state.transitions if t.event == event), None)
+        if transition is None:  # the current state does not handle it: ignored (spec §2.5.4)
+            return
+        effects = self.call(hook_on_transition(machine.key, state.key, event), (value,))
+        if transition.new_state:
+            self.state.state_machines[machine.key] = transition.new_state
+            self.state.version += 1
+        self.apply(effects)
+
+    def business_rule(self, key: str, error_code: str | None) -> None:
+        effects = self.call(hook_business_rule(key), ())
+        if effects is None:
+            return
+        ok, reason = _rule_outcome(effects.value)
+        if not ok:
+            self.rule_failures.append((error_code, reason or f"business rule {key} failed"))
+            self.warnings.append(f"business rule {key} failed: {reason or 'no reason given'}")
+        self.apply(effects)
+
+    def command_edge(self, command: InputCommand, edge: _Edge, values: Mapping[str, Any]) -> None:
+        if edge.to_type is NodeType.ATTRIBUTE:
+            param = edge.parameter
+            if param is None:
+                if edge.to_key in values:
+                    param = edge.to_key
+                elif len(command.parameters) == 1:
+                    param = command.parameters[0].key
+            if param is not None and param in values:
+                self.set_attribute(edge.to_key, values[param])
+        elif edge.to_type is NodeType.STATE_MACHINE:
+            value = values.get(edge.parameter) if edge.parameter else None
+            event = edge.event or (_event_name(value) if value is not None else command.key)
+            self.raise_event(edge.to_key, event, value)
+        elif edge.to_type is NodeType.OUTPUT_COMMAND:
+            if edge.parameter:
+                args: list[Any] = [values.get(edge.parameter)]
+            else:
+                args = [values[p.key] for p in command.parameters if p.key in values]
+            self.send(edge.to_key, args, by_key=values)
+
+    # ---- the end
+
+    def result(self) -> WorkflowResult:
+        st = self.state
+        return WorkflowResult(
+            attributes={k: v for k, v in st.attributes.items() if v is not None},
+            state_machines=dict(st.state_machines),
+            properties={k: v for k, v in st.properties.items() if v is not None},
+            property_bag=dict(st.property_bag),
+            location=st.location,
+            output_commands=self.commands,
+            logs=self.logs,
+            warnings=self.warnings,
+            rule_failures=self.rule_failures,
+            script_calls=self.calls,
+        )
+
+
+def _event_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _rule_outcome(value: Any) -> tuple[bool, str | None]:
+    """A business rule returns true/false, or ``{result: bool, reason: str}``."""
+    if isinstance(value, dict):
+        ok = value.get("result", value.get("valid", value.get("success", False)))
+        reason = value.get("reason", value.get("message"))
+        return bool(ok), (str(reason) if reason is not None else None)
+    if value is None:
+        return True, None
+    return bool(value), None
