@@ -1,0 +1,508 @@
+"""MQTT client listener (``mqttclient``): subscribes on a third-party broker and offers each message to the intake.
+
+Hot path. paho decodes a PUBLISH and aiomqtt puts it into its queue; our queue class (``queue_type``)
+turns ``put_nowait`` into "build the ``InboundMessage`` and ``intake.offer()`` it", so nothing waits in
+aiomqtt's queue and there is no await per message in our code. ``client.messages`` is still iterated,
+only to learn that the connection is gone (aiomqtt raises ``MqttError`` then).
+
+Decisions (read these before changing anything):
+
+- **QoS 1 is acknowledged once the message is recorded.** paho's automatic PUBACK is off
+  (``manual_ack_set(True)``); ``InboundMessage.ack`` sends the PUBACK and the dispatcher calls it after the
+  message's record is committed. An ack for a connection that has since ended is dropped (a fresh paho
+  client is used per connection, so a stale message id can never acknowledge a different message).
+- **A message refused at the intake (full or paused) is counted and not acknowledged.** The broker
+  only redelivers on a new connection, and an unacknowledged message holds one slot of the broker's
+  in-flight window (mosquitto's default is 20: a few refusals would stall QoS 1 delivery for good). So
+  after a QoS>=1 refusal the listener waits until the intake has drained (bounded), waits a jittered
+  delay, closes the connection cleanly and reconnects: the broker then redelivers what was refused.
+  This is backpressure by reconnection; QoS 0 messages that are refused are lost (counted).
+- **Persistent session** (``clean_session=False``) by default: the client id is stable (configured, or
+  ``{instanceId}-{listenerKey}``), and redelivery after a reconnect or a restart needs the session. Two
+  runtimes sharing an instance id would share (and fight over) the same client id; give each instance
+  its own id. ``clean_session=True`` can be forced; then refused QoS 1 messages are lost on reconnect.
+- **Delivery is at least once.** A message recorded but whose ack could not be sent (connection lost
+  in between, or a stop that waited ``ack_wait`` in vain) is redelivered and recorded again.
+- **QoS 2 subscriptions are made at QoS 1.** paho keeps QoS 2 receive state in the client object only,
+  and the QoS 2 handshake hands a message over at PUBREC, before we could record it; at-least-once
+  with ack-after-record is the stronger guarantee here.
+- **Oversized payloads** (``maxMessageSize`` of the listener, else ``max_payload``) are counted, logged
+  (rate-limited) and acknowledged without being offered: redelivering them could never succeed.
+- **stop()**: refuse new messages, wait (up to ``ack_wait``) for the acks of messages already offered,
+  unsubscribe, disconnect. Messages published while the listener is stopped or paused are therefore
+  not kept for it; messages it received but did not record are redelivered on the next start (as long
+  as the broker keeps the session).
+- **Replies** (original-listener transmitter): ``InboundMessage.reply.send(out)`` enqueues a publish of
+  ``out.payload`` to ``out.topic``, or, when the outgoing message has no topic, to the incoming topic +
+  ``/reply`` (the convention of the command channel, CONTRACT §5), at QoS 1 on this listener's
+  connection. A reply that matches one of our own subscriptions is still sent (the device side may
+  expect it) but warned about once, since it comes back to us as a device message.
+- **Readiness.** A broker that is down at start is not a bind failure: ``start()`` returns after the
+  first attempt with state ``connecting`` and keeps retrying with full-jitter backoff, forever; ``/ready``
+  reports such a listener as not up.
+- A fresh ``aiomqtt.Client`` per connection attempt (not the re-entered one STYLE §3 suggests): after an
+  unexpected disconnect aiomqtt 2.5 leaves ``_connected`` resolved, so re-entering returns before the
+  broker's CONNACK (same finding as ``adapters/command/mqtt.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections import deque
+from typing import Any
+
+import aiomqtt
+import structlog
+from paho.mqtt.client import topic_matches_sub
+
+from runtime.core.backoff import Backoff
+from runtime.core.messages import InboundMessage, OutgoingMessage
+from runtime.core.solution.model import Listener
+from runtime.services.dataplane import Intake
+
+log = structlog.get_logger(__name__)
+_MQTT_LOGGER = logging.getLogger(__name__ + ".aiomqtt")
+
+REPLY_SUFFIX = "/reply"
+_OVERSIZE_LOG_EVERY = 10.0  # seconds between two oversized-payload warnings
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+async def enter_client(client: aiomqtt.Client, cancel_grace: float, *, name: str) -> None:
+    """``await client.__aenter__()``, safe to cancel.
+
+    aiomqtt connects in a worker thread that cancellation cannot stop; on cancellation the attempt is let
+    end (bounded by ``cancel_grace`` seconds) and what it opened is closed, so no socket reader or paho task is left.
+    """
+    entering = asyncio.get_running_loop().create_task(client.__aenter__(), name=name)
+    try:
+        await asyncio.shield(entering)
+    except asyncio.CancelledError:
+        try:
+            async with asyncio.timeout(cancel_grace):
+                await entering
+        except (aiomqtt.MqttError, TimeoutError):
+            pass
+        else:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+        raise
+
+
+class _Connection:
+    """Per-connection ack bookkeeping. Acks for a connection that has ended are dropped."""
+
+    __slots__ = ("_idle", "_paho", "alive", "outstanding", "refused", "refused_event")
+
+    def __init__(self) -> None:
+        self._paho: Any = None  # the connection's paho client, bound once it exists
+        self.alive = True
+        self.outstanding = 0  # QoS>=1 messages offered and not yet acknowledged
+        self.refused = 0  # QoS>=1 messages refused (not acknowledged) on this connection
+        self.refused_event = asyncio.Event()
+        self._idle: asyncio.Future[None] | None = None
+
+    def bind(self, paho: Any) -> None:
+        self._paho = paho
+
+    def ack(self, mid: int, qos: int) -> None:
+        if self.alive:
+            self._paho.ack(mid, qos)
+
+    def acked(self, mid: int, qos: int) -> None:
+        self.outstanding -= 1
+        if self.alive:
+            self._paho.ack(mid, qos)
+        idle = self._idle
+        if self.outstanding <= 0 and idle is not None and not idle.done():
+            idle.set_result(None)
+
+    async def settled(self, within: float) -> bool:
+        """Wait until every offered message is acknowledged, or ``within`` seconds."""
+        if self.outstanding <= 0:
+            return True
+        self._idle = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle, timeout=within)
+        self._idle = None
+        return self.outstanding <= 0
+
+
+class _Ack:
+    """``InboundMessage.ack`` for one QoS>=1 message: sends its PUBACK once."""
+
+    __slots__ = ("_conn", "_mid", "_qos")
+
+    def __init__(self, conn: _Connection, mid: int, qos: int) -> None:
+        self._conn = conn
+        self._mid = mid
+        self._qos = qos
+
+    def __call__(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            self._conn = None  # type: ignore[assignment]
+            conn.acked(self._mid, self._qos)
+
+
+class _Reply:
+    """``InboundMessage.reply`` for one MQTT message (original-listener transmitter)."""
+
+    __slots__ = ("_listener", "_topic")
+
+    def __init__(self, listener: MqttClientListener, topic: str) -> None:
+        self._listener = listener
+        self._topic = topic
+
+    def send(self, out: OutgoingMessage) -> None:
+        self._listener.enqueue_reply(out.topic or self._topic + REPLY_SUFFIX, out.payload)
+
+
+def _intake_queue_type(listener: MqttClientListener, conn: _Connection) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """An ``asyncio.Queue`` whose ``put_nowait`` offers the message to the intake (aiomqtt's ``queue_type``)."""
+
+    class IntakeQueue(asyncio.Queue):  # type: ignore[type-arg]
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            listener.take(item, conn)
+
+    return IntakeQueue
+
+
+class MqttClientListener:
+    type = "mqttclient"
+
+    def __init__(
+        self,
+        config: Listener,
+        *,
+        instance_id: str,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 30.0,
+        max_payload: int = 256 * 1024,
+        clean_session: bool = False,
+        ack_wait: float = 2.0,
+        redeliver_wait: float = 5.0,
+        connect_timeout: float = 10.0,
+        keepalive: int = 30,
+        reply_queue_size: int = 1000,
+    ) -> None:
+        if not config.host_name:
+            raise ValueError(f"mqttclient listener {config.key}: hostName is required")
+        subs = [s for s in config.mqtt_subscriptions if s.topic.strip()]
+        if not subs:
+            raise ValueError(f"mqttclient listener {config.key}: at least one subscription is required")
+        self.key = config.key
+        self._host = config.host_name
+        self._port = config.connect_to_port or (8883 if config.secure_connection else 1883)
+        self._tls = config.secure_connection
+        self._username = None if config.anonymous else config.user_name
+        self._password = None
+        if not config.anonymous and config.password is not None:
+            self._password = config.password.get_secret_value()
+        self.client_id = config.client_id or f"{instance_id}-{config.key}"
+        self._subscriptions = [(s.topic, min(s.qos.level, 1)) for s in subs]
+        self._max_payload = config.max_message_size or max_payload
+        self._clean_session = clean_session
+        self._ack_wait = ack_wait
+        self._redeliver_wait = redeliver_wait
+        self._connect_timeout = connect_timeout
+        self._keepalive = keepalive
+        self._backoff = Backoff(base=backoff_base, cap=backoff_cap)
+        self._redeliver_backoff = Backoff(base=max(backoff_base, 0.5), cap=backoff_cap)
+        self._replies: deque[tuple[str, bytes]] = deque()
+        self._reply_queue_size = reply_queue_size
+        self._reply_wake = asyncio.Event()
+        self._reply_loop_warned = False
+
+        self._intake: Intake | None = None
+        self._accepting = False
+        self._conn: _Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop_requested = asyncio.Event()
+        self._first_attempt = asyncio.Event()
+        self._state = "stopped"
+        self._ever_connected = False
+        self.last_error: str | None = None
+        self._last_oversize_log = 0.0
+        self.counters = {
+            "received": 0,
+            "refused": 0,
+            "oversized": 0,
+            "errors": 0,
+            "redeliveries": 0,
+            "repliesSent": 0,
+            "repliesFailed": 0,
+            "repliesDropped": 0,
+        }
+
+    # ------------------------------------------------------------------ Listener protocol
+    async def start(self, intake: Intake) -> None:
+        if self._task is not None:
+            raise RuntimeError(f"listener {self.key} is already started")
+        self._intake = intake
+        self._stop_requested.clear()
+        self._first_attempt.clear()
+        self._ever_connected = False
+        self._state = "connecting"
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"listener:{self.key}")
+        waiter = asyncio.ensure_future(self._first_attempt.wait())
+        await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+        if self._task.done():  # a bug: surface it
+            task, self._task = self._task, None
+            self._state = "stopped"
+            task.result()
+
+    async def stop(self) -> None:
+        task = self._task
+        if task is None:
+            return
+        self._stop_requested.set()
+        self._accepting = False
+        limit = 2 * self._ack_wait + self._connect_timeout  # settle acks, unsubscribe, disconnect
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=limit)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            log.warning("listener_stop_timed_out", listener=self.key)
+        except asyncio.CancelledError:  # the caller gave up waiting (DataPlane's drain timeout): end it now
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
+        except Exception as exc:  # noqa: BLE001 - a crashed supervision task must not stop the stop
+            log.error("listener_crashed", listener=self.key, error=_describe(exc))
+        finally:
+            self._task = None
+            self._state = "stopped"
+            self._replies.clear()
+        log.info("listener_stopped", listener=self.key, **self.counters)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "type": self.type,
+            "state": self._state,
+            "port": self._port,
+            "host": self._host,
+            "clientId": self.client_id,
+            "lastError": self.last_error,
+            **self.counters,
+        }
+
+    # ------------------------------------------------------------------ hot path (called by paho via put_nowait)
+    def take(self, m: aiomqtt.Message, conn: _Connection) -> None:
+        try:
+            payload = m.payload
+            qos = m.qos
+            if len(payload) > self._max_payload:  # type: ignore[arg-type]
+                self._oversized(m, conn)
+                return
+            topic = m.topic.value
+            msg = InboundMessage(self.key, payload, topic)  # type: ignore[arg-type]
+            msg.reply = _Reply(self, topic)
+            if qos:
+                msg.ack = _Ack(conn, m.mid, qos)
+            if self._accepting and self._intake.offer(msg):  # type: ignore[union-attr]
+                self.counters["received"] += 1
+                if qos:
+                    conn.outstanding += 1
+            else:
+                self.counters["refused"] += 1
+                if qos:
+                    conn.refused += 1
+                    conn.refused_event.set()
+        except Exception as exc:  # one bad message must not break the connection
+            self.counters["errors"] += 1
+            log.error("listener_message_crashed", listener=self.key, error=_describe(exc), exc_info=exc)
+
+    def _oversized(self, m: aiomqtt.Message, conn: _Connection) -> None:
+        self.counters["oversized"] += 1
+        if m.qos:
+            conn.ack(m.mid, m.qos)  # a poison message: redelivery could never succeed
+        now = time.monotonic()
+        if now - self._last_oversize_log >= _OVERSIZE_LOG_EVERY:
+            self._last_oversize_log = now
+            log.warning(
+                "message_refused_oversized",
+                listener=self.key,
+                topic=m.topic.value,
+                size=len(m.payload),  # type: ignore[arg-type]
+                limit=self._max_payload,
+                total=self.counters["oversized"],
+            )
+
+    # ------------------------------------------------------------------ replies
+    def enqueue_reply(self, topic: str, payload: bytes) -> None:
+        if self._task is None or len(self._replies) >= self._reply_queue_size:
+            self.counters["repliesDropped"] += 1
+            return
+        if not self._reply_loop_warned and any(topic_matches_sub(f, topic) for f, _ in self._subscriptions):
+            self._reply_loop_warned = True
+            log.warning("reply_topic_subscribed", listener=self.key, topic=topic)
+        self._replies.append((topic, payload))
+        self._reply_wake.set()
+
+    async def _publish_replies(self, client: aiomqtt.Client) -> None:
+        replies = self._replies
+        while True:
+            if not replies:
+                self._reply_wake.clear()
+                await self._reply_wake.wait()
+                continue
+            topic, payload = replies[0]
+            try:
+                await client.publish(topic, payload, qos=1)
+            except aiomqtt.MqttError:
+                raise  # the connection is gone: keep the reply for the next connection
+            except Exception as exc:  # noqa: BLE001 - e.g. an invalid topic: drop this one reply
+                replies.popleft()
+                self.counters["repliesFailed"] += 1
+                log.warning("reply_failed", listener=self.key, topic=topic, error=_describe(exc))
+                continue
+            replies.popleft()
+            self.counters["repliesSent"] += 1
+
+    # ------------------------------------------------------------------ supervision
+    async def _run(self) -> None:
+        try:
+            while not self._stop_requested.is_set():
+                outcome = "lost"
+                try:
+                    outcome = await self._session()
+                    error = None
+                except* aiomqtt.MqttError as group:
+                    error = _describe(group.exceptions[0])
+                except* Exception as group:  # a bug: log it, keep the listener alive
+                    error = f"internal error: {_describe(group.exceptions[0])}"
+                    log.error("listener_session_crashed", listener=self.key, exc_info=group.exceptions[0])
+                self._first_attempt.set()
+                if outcome == "stopped":
+                    return
+                if outcome == "redeliver":
+                    continue
+                self.last_error = error or "the broker closed the connection"
+                self._state = "disconnected" if self._ever_connected else "connecting"
+                delay = self._backoff.next_delay()
+                log.warning(
+                    "listener_disconnected" if self._ever_connected else "listener_connect_failed",
+                    listener=self.key,
+                    broker=f"{self._host}:{self._port}",
+                    error=self.last_error,
+                    attempt=self._backoff.attempt,
+                    retry_in=round(delay, 3),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_requested.wait(), timeout=delay)
+        finally:
+            self._accepting = False
+            self._first_attempt.set()
+
+    def _make_client(self, conn: _Connection) -> aiomqtt.Client:
+        client = aiomqtt.Client(
+            self._host,
+            self._port,
+            username=self._username,
+            password=self._password,
+            identifier=self.client_id,
+            queue_type=_intake_queue_type(self, conn),
+            clean_session=self._clean_session,
+            keepalive=self._keepalive,
+            timeout=self._connect_timeout,
+            tls_context=ssl.create_default_context() if self._tls else None,
+            logger=_MQTT_LOGGER,
+        )
+        paho = client._client  # paho's manual ack has no aiomqtt API
+        paho.manual_ack_set(True)
+        conn.bind(paho)
+        return client
+
+    async def _session(self) -> str:
+        """One connection. Returns ``stopped`` or ``redeliver``; raises ``MqttError`` when the connection is lost."""
+        conn = _Connection()
+        client = self._make_client(conn)
+        # open before CONNACK: a persistent session's pending messages arrive before our SUBSCRIBE is acked
+        self._accepting = not self._stop_requested.is_set()
+        await enter_client(client, self._connect_timeout, name=f"listener:{self.key}:connect")
+        started = time.monotonic()
+        try:
+            return await self._serve(client, conn)
+        finally:
+            conn.alive = False
+            self._accepting = False
+            self._conn = None
+            if self._state == "connected":
+                self._state = "disconnected"
+            if time.monotonic() - started > 10 * self._redeliver_backoff.base:
+                self._redeliver_backoff.reset()
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)
+
+    async def _serve(self, client: aiomqtt.Client, conn: _Connection) -> str:
+        for topic, qos in self._subscriptions:
+            codes = await client.subscribe(topic, qos=qos)
+            if any(getattr(code, "value", code) >= 0x80 for code in codes):
+                raise aiomqtt.MqttError(f"the broker refused the subscription to {topic}")
+        self._conn = conn
+        self._state = "connected"
+        self._ever_connected = True
+        self.last_error = None
+        self._backoff.reset()
+        self._first_attempt.set()
+        log.info("listener_connected", listener=self.key, broker=f"{self._host}:{self._port}",
+                 client_id=self.client_id, subscriptions=[t for t, _ in self._subscriptions])
+        watch = asyncio.ensure_future(self._watch(client))
+        replies = asyncio.ensure_future(self._publish_replies(client))
+        stop = asyncio.ensure_future(self._stop_requested.wait())
+        redeliver = asyncio.ensure_future(self._redelivery_wanted(conn))
+        tasks = (watch, replies, stop, redeliver)
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for t in (watch, replies):
+            if t in done:
+                t.result()  # raises MqttError: the connection is gone
+        stopping = stop in done or self._stop_requested.is_set()
+        await self._close(client, conn, unsubscribe=stopping)
+        if stopping:
+            return "stopped"
+        self.counters["redeliveries"] += 1
+        log.info("listener_reconnecting_for_redelivery", listener=self.key, refused=conn.refused)
+        return "redeliver"
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        async for _ in client.messages:  # never yields: our queue offers everything itself
+            pass
+
+    async def _redelivery_wanted(self, conn: _Connection) -> None:
+        """Returns when refused QoS>=1 messages should be fetched again by reconnecting."""
+        await conn.refused_event.wait()
+        intake = self._intake
+        assert intake is not None
+        await intake.drained(self._redeliver_wait)
+        if not intake.accepting:  # the data plane is stopping us: stop() comes next
+            await self._stop_requested.wait()
+        await asyncio.sleep(self._redeliver_backoff.next_delay())
+
+    async def _close(self, client: aiomqtt.Client, conn: _Connection, *, unsubscribe: bool) -> None:
+        """Refuse new messages, wait for the acks of offered ones, optionally unsubscribe; then disconnect."""
+        self._accepting = False
+        if not await conn.settled(self._ack_wait):
+            log.warning("listener_closed_with_unacked", listener=self.key, unacked=conn.outstanding)
+        if unsubscribe:
+            try:
+                await client.unsubscribe([t for t, _ in self._subscriptions], timeout=self._ack_wait)
+            except aiomqtt.MqttError as exc:
+                log.info("listener_unsubscribe_failed", listener=self.key, error=_describe(exc))
