@@ -1,0 +1,219 @@
+"""Rows of ``runtime.db``: the SQL the store runs, and the conversions values -> rows -> admin API JSON.
+
+The JSON shapes are CONTRACT §4's: camelCase keys, times as ISO-8601 UTC strings with milliseconds and
+``Z``. Rows are plain tuples in the column order of the ``*_COLUMNS`` constants below.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from runtime.core.devices import Device
+from runtime.core.messages import MessageRecord
+
+Row = Sequence[Any]
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds -> ``2024-05-01T12:00:00.123Z``."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON for data (device state, message detail): a value orjson cannot encode is a bad row."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def dumps_lenient(value: Any) -> str:
+    """JSON for log fields: anything orjson does not know is written as ``str(value)``."""
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+# --- events and logs -------------------------------------------------------------------------------
+
+INSERT_EVENT = "INSERT INTO events (at, from_state, to_state, reason) VALUES (?, ?, ?, ?)"
+SELECT_EVENTS = "SELECT at, from_state, to_state, reason FROM events ORDER BY seq DESC LIMIT ?"
+
+INSERT_LOG = "INSERT INTO logs (at, level, event, fields) VALUES (?, ?, ?, ?)"
+SELECT_LOGS = "SELECT at, level, event, fields FROM logs ORDER BY seq DESC LIMIT ?"
+
+
+def event_dict(row: Row) -> dict[str, Any]:
+    return {"at": iso(row[0]), "from": row[1], "to": row[2], "reason": row[3]}
+
+
+def log_dict(row: Row) -> dict[str, Any]:
+    return {"at": iso(row[0]), "level": row[1], "event": row[2], "fields": _loads(row[3])}
+
+
+# --- message records and dead letters ----------------------------------------------------------------
+
+MESSAGE_COLUMNS = (
+    "id, received_at, listener, status, device_id, message_id, stage, error, processing_ms, kind, detail"
+)
+INSERT_MESSAGE = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_DEADLETTER = (
+    f"INSERT INTO deadletters ({MESSAGE_COLUMNS}, payload, topic, path, headers) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_MESSAGES = f"SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY seq DESC LIMIT ?"
+SELECT_DEVICE_MESSAGES = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE device_id = ? ORDER BY received_at DESC, seq DESC LIMIT ?"
+)
+SELECT_DEADLETTERS = f"SELECT {MESSAGE_COLUMNS}, replayed_at FROM deadletters ORDER BY seq DESC LIMIT ?"
+SELECT_DEADLETTER = (
+    f"SELECT {MESSAGE_COLUMNS}, replayed_at, payload, topic, path, headers FROM deadletters WHERE id = ?"
+)
+MARK_REPLAYED = "UPDATE deadletters SET replayed_at = ? WHERE id = ?"
+
+
+def message_params(rec: MessageRecord) -> tuple[Any, ...]:
+    return (
+        rec.id,
+        rec.received_at,
+        rec.listener,
+        str(rec.status),
+        rec.device_id,
+        rec.message_id,
+        rec.stage,
+        rec.error,
+        rec.processing_ms,
+        str(rec.kind),
+        None if rec.detail is None else dumps(rec.detail),
+    )
+
+
+def deadletter_params(rec: MessageRecord, base: tuple[Any, ...]) -> tuple[Any, ...]:
+    headers = None if rec.headers is None else dumps(dict(rec.headers))
+    payload = None if rec.payload is None else bytes(rec.payload)
+    return (*base, payload, rec.topic, rec.path, headers)
+
+
+def message_dict(row: Row) -> dict[str, Any]:
+    return {
+        "id": row[0],
+        "receivedAt": iso(row[1]),
+        "listener": row[2],
+        "deviceId": row[4],
+        "messageId": row[5],
+        "status": row[3],
+        "stage": row[6],
+        "error": row[7],
+        "processingMs": row[8],
+    }
+
+
+def deadletter_dict(row: Row) -> dict[str, Any]:
+    """A row of SELECT_DEADLETTERS: the message shape plus ``replayedAt``."""
+    return {**message_dict(row), "replayedAt": iso(row[11])}
+
+
+def deadletter_detail(row: Row) -> dict[str, Any]:
+    """A row of SELECT_DEADLETTER: adds the raw payload (base64, and as text when it is UTF-8) and its origin."""
+    payload: bytes | None = row[12]
+    text: str | None = None
+    if payload is not None:
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    return {
+        **deadletter_dict(row),
+        "kind": row[9],
+        "detail": _loads(row[10]),
+        "payload": None if payload is None else base64.b64encode(payload).decode("ascii"),
+        "payloadText": text,
+        "topic": row[13],
+        "path": row[14],
+        "headers": _loads(row[15]),
+    }
+
+
+# --- devices -------------------------------------------------------------------------------------------
+
+DEVICE_COLUMNS = (
+    "device_id, device_configuration, name, device_type, primary_access_key, secondary_access_key, status, "
+    "properties, attributes, state_machines, property_bag, latitude, longitude, last_seen, created_at, updated_at"
+)
+_DEVICE_VALUES = "VALUES (" + ", ".join("?" * 16) + ")"
+UPSERT_DEVICE = (
+    f"INSERT INTO devices ({DEVICE_COLUMNS}) {_DEVICE_VALUES} ON CONFLICT (device_id) DO UPDATE SET "
+    "device_configuration = excluded.device_configuration, name = excluded.name, "
+    "device_type = excluded.device_type, primary_access_key = excluded.primary_access_key, "
+    "secondary_access_key = excluded.secondary_access_key, status = excluded.status, "
+    "properties = excluded.properties, attributes = excluded.attributes, "
+    "state_machines = excluded.state_machines, property_bag = excluded.property_bag, "
+    "latitude = excluded.latitude, longitude = excluded.longitude, last_seen = excluded.last_seen, "
+    "created_at = coalesce(devices.created_at, excluded.created_at), updated_at = excluded.updated_at"
+)
+# The data plane's write: only what workflows change. A device not yet in the table is inserted whole.
+SAVE_DEVICE_STATE = (
+    f"INSERT INTO devices ({DEVICE_COLUMNS}) {_DEVICE_VALUES} ON CONFLICT (device_id) DO UPDATE SET "
+    "attributes = excluded.attributes, state_machines = excluded.state_machines, "
+    "property_bag = excluded.property_bag, latitude = excluded.latitude, longitude = excluded.longitude, "
+    "last_seen = excluded.last_seen, updated_at = excluded.updated_at"
+)
+SELECT_DEVICE = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?"
+SELECT_DEVICES = f"SELECT {DEVICE_COLUMNS} FROM devices ORDER BY device_id"
+DELETE_DEVICE = "DELETE FROM devices WHERE device_id = ?"
+
+
+def device_params(d: Device, now: float) -> tuple[Any, ...]:
+    return (
+        d.device_id,
+        d.device_configuration,
+        d.name,
+        d.device_type,
+        d.primary_access_key,
+        d.secondary_access_key,
+        d.status,
+        dumps(d.properties),
+        dumps(d.attributes),
+        dumps(d.state_machines),
+        dumps(d.property_bag),
+        d.latitude,
+        d.longitude,
+        d.last_seen,
+        now if d.created_at is None else d.created_at,
+        now,
+    )
+
+
+def device_from_row(row: Row) -> Device:
+    return Device(
+        device_id=row[0],
+        device_configuration=row[1],
+        name=row[2],
+        device_type=row[3],
+        primary_access_key=row[4],
+        secondary_access_key=row[5],
+        status=row[6],
+        properties=orjson.loads(row[7]),
+        attributes=orjson.loads(row[8]),
+        state_machines=orjson.loads(row[9]),
+        property_bag=orjson.loads(row[10]),
+        latitude=row[11],
+        longitude=row[12],
+        last_seen=row[13],
+        created_at=row[14],
+        updated_at=row[15],
+    )
+
+
+# --- outbox --------------------------------------------------------------------------------------------
+
+COUNT_OUTBOX = "SELECT count(*) FROM outbox"
+INSERT_OUTBOX = "INSERT INTO outbox (kind, payload, created_at) VALUES (?, ?, ?)"
+SELECT_OUTBOX = "SELECT id, kind, payload FROM outbox ORDER BY id LIMIT ?"
+DELETE_OUTBOX = "DELETE FROM outbox WHERE id = ?"
