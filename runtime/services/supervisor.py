@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -36,6 +36,8 @@ class LoadedSolution:
     from_cache: bool = False  # the URL was unreachable: this is the last good copy
     version: str | None = None
     loaded_at: float = 0.0
+    scripts: Mapping[str, Any] = field(default_factory=dict)  # compiled workflow scripts, by workflow key
+    warnings: tuple[str, ...] = ()
 
 
 class SolutionLoader(Protocol):

@@ -496,3 +496,39 @@ async def test_close_on_a_locked_database_gives_up_counted_not_forever(db_path: 
         blocker.close()
     assert store.failed["event"] == 20 and store.written["event"] == 0
     assert await query(db_path, "SELECT count(*) FROM events") == [(0,)]
+
+
+async def test_on_commit_runs_only_after_the_record_is_readable(db_path: Path) -> None:
+    """The QoS1 acknowledgement hook: run once committed, in order, never before."""
+    async with SqliteStore.open(db_path, batch_size=50) as store:
+        seen: list[tuple[str, int]] = []
+
+        def acker(rec_id: str) -> Any:
+            def ack() -> None:
+                # synchronous sqlite read on another connection: the row must already be there
+                with sqlite3.connect(db_path) as other:
+                    found = other.execute("SELECT count(*) FROM messages WHERE id = ?", (rec_id,)).fetchone()[0]
+                seen.append((rec_id, found))
+
+            return ack
+
+        ids = [f"r{i:04d}" for i in range(120)]
+        for rec_id in ids:
+            store.record_message(MessageRecord(id=rec_id, received_at=1.0, listener="l", status=PemStatus.COMPLETED),
+                                 acker(rec_id))
+        assert seen == []  # nothing acknowledged before the writer ran
+        await store.flush()
+        assert [r for r, _ in seen] == ids
+        assert all(found == 1 for _, found in seen)
+
+
+async def test_on_commit_runs_at_once_when_the_record_cannot_be_queued(db_path: Path) -> None:
+    async with SqliteStore.open(db_path, batch_size=5, queue_size=1) as store:
+        calls: list[int] = []
+        for i in range(3):
+            store.record_message(MessageRecord(id=f"q{i}", received_at=1.0, listener="l", status=PemStatus.COMPLETED),
+                                 lambda i=i: calls.append(i))
+        assert 1 in calls and 2 in calls  # refused ones are acknowledged at once (processed, record dropped)
+        await store.flush()
+        assert sorted(calls) == [0, 1, 2]
+        assert store.dropped["message"] == 2

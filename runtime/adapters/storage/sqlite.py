@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -200,12 +200,20 @@ class SqliteStore:
         """``fields`` is encoded when its batch is written (values orjson does not know become text)."""
         self._writer.offer("log", (at, level, event, fields))
 
-    def record_message(self, rec: MessageRecord) -> None:
+    def record_message(self, rec: MessageRecord, on_commit: Callable[[], None] | None = None) -> None:
         """A Failed record is also a dead letter and keeps its payload, topic, path and headers.
 
         The record is read when its batch is written: do not change it after handing it over.
+        ``on_commit`` (e.g. the MQTT PUBACK) runs once the record is committed; when the record cannot be
+        queued (queue full, counted in ``dropped``) it runs at once: the message was processed, and
+        holding its acknowledgement would only stall the sender.
         """
-        self._writer.offer("message", rec)
+        queued = self._writer.offer("message", rec)
+        if on_commit is not None:
+            if queued:
+                self._writer.after_commit(on_commit)
+            else:
+                on_commit()
 
     def save_device_state(self, device: Device) -> None:
         """Upsert attributes, state machines, property bag, location and last seen (last save in a batch wins).

@@ -124,6 +124,7 @@ class BatchWriter:
         self._accepted = 0  # items taken in (records and operations), in queue order
         self._done = 0  # items committed (or counted as failed)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._callbacks: deque[tuple[int, Callable[[], None]]] = deque()  # (queue position, run once committed)
         self._since_prune = dict.fromkeys(("messages", "deadletters", "logs", "events"), 0)
         self._drop_logged_at = -_DROP_LOG_INTERVAL
         self.dropped = dict.fromkeys(KINDS, 0)
@@ -153,6 +154,17 @@ class BatchWriter:
         else:  # e.g. a logging handler called from a library's thread
             self._loop.call_soon_threadsafe(self._wakeup.set)
         return True
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the loop, without awaiting) once everything queued so far is committed.
+
+        This is how a QoS1 message is acknowledged only after its record is on disk. Cheap: no future,
+        no task; callbacks run in queue order right after the batch that covers them.
+        """
+        if self._done >= self._accepted:
+            callback()
+        else:
+            self._callbacks.append((self._accepted, callback))
 
     async def submit(self, fn: Operation) -> Any:
         """Run ``fn(db)`` inside the writer's next transaction; return its result once committed."""
@@ -219,6 +231,13 @@ class BatchWriter:
             self._items.clear()
 
     def _release_waiters(self) -> None:
+        callbacks, done = self._callbacks, self._done
+        while callbacks and callbacks[0][0] <= done:
+            callback = callbacks.popleft()[1]
+            try:
+                callback()
+            except Exception:  # a failing callback (an ack on a dead connection) must not stop the writer
+                log.exception("storage_commit_callback_failed")
         keep: list[tuple[int, asyncio.Future[None]]] = []
         for target, future in self._waiters:
             if future.done():

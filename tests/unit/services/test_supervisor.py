@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from runtime.core.errors import CommandRefusedError, ListenerBindError, Problem, SolutionError
-from runtime.core.lifecycle import InstanceState as S, Verb
+from runtime.core.lifecycle import InstanceState as S
+from runtime.core.lifecycle import Verb
 from runtime.core.ports import StateChange
 from runtime.core.solution.model import SolutionDocument
 from runtime.services.supervisor import LoadedSolution, Runtime, wait_for_state
@@ -80,7 +81,7 @@ def states(changes: list[StateChange]) -> list[str]:
 
 
 async def test_boot_reaches_running_through_the_documented_states(running: Any) -> None:
-    rt, loader, planes, changes, _ = running
+    _rt, loader, planes, changes, _ = running
     assert states(changes) == ["StartingRuntime", "Initializing", "Starting", "Running"]
     assert planes.log == ["solution", "commands:start", "data:start"]
     assert loader.accepted_count == 1
@@ -101,7 +102,7 @@ async def test_pause_keeps_the_command_plane_and_start_resumes(running: Any) -> 
 
 
 async def test_stop_closes_everything_and_start_again(running: Any) -> None:
-    rt, _, planes, changes, _ = running
+    rt, _, planes, _changes, _ = running
     await rt.control(Verb.STOP)
     await wait_for_state(rt, {S.STOPPED}, 5)
     assert planes.log[-2:] == ["data:stop", "commands:stop"]
@@ -140,7 +141,7 @@ async def test_busy_port_fails_to_start_naming_it() -> None:
 
 
 async def test_reload_keeps_the_old_solution_when_the_new_one_is_bad(running: Any) -> None:
-    rt, loader, planes, changes, _ = running
+    rt, loader, _planes, changes, _ = running
     before = len(changes)
     loader.fail = SolutionError([Problem("solution.planner", "INS1002", "no planner")])
     assert await rt.control(Verb.RELOAD) is S.RUNNING
@@ -159,7 +160,7 @@ async def test_reload_keeps_the_old_solution_when_the_new_one_is_bad(running: An
 
 
 async def test_fatal_report_moves_to_fatal_error_and_start_recovers(running: Any) -> None:
-    rt, _, planes, _, _ = running
+    rt, _, _planes, _, _ = running
     rt.report_fatal("worker crashed")
     await wait_for_state(rt, {S.FATAL_ERROR}, 5)
     assert rt.snapshot().reason == "worker crashed"

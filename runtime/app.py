@@ -1,0 +1,167 @@
+"""Composition root: builds the adapters, wires the ports, owns the outer tasks and the signals.
+
+Acquire in order, release in reverse (STYLE §3): store -> devices -> runtime -> admin API -> command
+channel. SIGTERM/SIGINT set ``stop``; the supervisor then drains to Stopped and ``main`` returns 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import time
+from typing import Any
+
+import structlog
+from pydantic import SecretStr
+
+from runtime import logsetup
+from runtime.adapters.command.http import AdminApi
+from runtime.adapters.storage.sqlite import SqliteStore
+from runtime.core.ports import StateChange
+from runtime.core.timefmt import iso
+from runtime.planes import AppPlanes
+from runtime.services.commands import Operations
+from runtime.services.devices import DeviceRegistry
+from runtime.services.metrics import RuntimeMetrics
+from runtime.services.supervisor import Runtime
+from runtime.settings import Settings
+from runtime.solution_loading import AppSolutionLoader
+
+log = structlog.get_logger(__name__)
+
+
+class StartupError(Exception):
+    """The process cannot serve at all (admin port taken, data dir not writable): exit 1."""
+
+
+def admin_token(settings: Settings) -> SecretStr:
+    """NUVIOT_ADMIN_TOKEN, else DATA_DIR/admin-token (created once, mode 0600)."""
+    if settings.admin_token is not None:
+        return settings.admin_token
+    path = settings.data_dir / "admin-token"
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return SecretStr(token)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    os.chmod(path, 0o600)
+    log.info("admin_token_generated", path=str(path))
+    return SecretStr(token)
+
+
+async def main(settings: Settings) -> int:
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        token = admin_token(settings)
+    except OSError as exc:
+        log.error("data_dir_unusable", data_dir=str(settings.data_dir), error=str(exc))
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, stop, sig)
+    try:
+        return await _serve(settings, token, stop)
+    except StartupError as exc:
+        log.error("startup_failed", error=str(exc))
+        return 1
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    log.info("signal_received", signal=sig.name)
+    stop.set()
+
+
+async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> int:
+    metrics = RuntimeMetrics()
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(SqliteStore.open(settings.db_path))
+        remove_sink = logsetup.add_sink(lambda level, event, fields: store.record_log(
+            time.time(), level, event, fields))
+        stack.callback(remove_sink)
+        devices = DeviceRegistry(store)
+        await devices.load()
+        metrics.add_gauge("nuviot_devices", lambda: len(devices))
+        metrics.add_gauge("nuviot_store_queue_depth", lambda: store.queue_depth)
+
+        def on_transition(change: StateChange) -> None:
+            store.record_event(change.at, change.previous.value if change.previous else "", change.state.value,
+                               change.reason)
+            metrics.on_transition(change.previous, change.state)
+
+        loader = AppSolutionLoader(settings)
+        planes = AppPlanes(settings, store, devices, metrics)
+        runtime = Runtime(loader, planes, on_transition=on_transition)
+        planes.bind(runtime)
+
+        channel: Any = None
+        if settings.control_mqtt is not None:
+            from runtime.adapters.command.mqtt import MqttCommandChannel
+
+            channel = MqttCommandChannel(
+                settings.control_mqtt.get_secret_value(),
+                settings.effective_instance_id(None),
+                runtime,
+                token,
+            )
+
+        def extras() -> dict[str, Any]:
+            body: dict[str, Any] = {
+                "storage": {
+                    "workingStorage": settings.effective_working_storage(
+                        runtime.loaded.doc if runtime.loaded else None).value,
+                    "queueDepth": store.queue_depth,
+                    "dropped": store.dropped_total,
+                },
+                "adminPort": api.port,
+                "startedAt": iso(started_at),
+            }
+            if channel is not None:
+                body["commandChannel"] = {"connected": channel.connected, "lastError": channel.last_error}
+            return body
+
+        started_at = time.time()
+        ops = Operations(
+            runtime,
+            store,
+            devices,
+            metrics,
+            instance_id=lambda: settings.effective_instance_id(runtime.loaded.doc if runtime.loaded else None),
+            extras=extras,
+            replay=planes.replay,
+        )
+        api = AdminApi(ops, token, host=settings.admin_host, port=settings.admin_port)
+        try:
+            await api.start()
+        except OSError as exc:
+            raise StartupError(f"admin API cannot bind {settings.admin_host}:{settings.admin_port}: {exc}") from exc
+        stack.push_async_callback(api.stop)
+
+        async with asyncio.TaskGroup() as tg:
+            channel_task = None
+            if channel is not None:
+                channel_task = tg.create_task(channel.run(), name="command:mqtt")
+            await runtime.run(stop)
+            if channel_task is not None:
+                await _stop_channel(channel, channel_task)
+        log.info("runtime_exited", state=runtime.state.value)
+    return 0
+
+
+async def _stop_channel(channel: Any, task: asyncio.Task[None]) -> None:
+    publish_final = getattr(channel, "publish_final", None)
+    if publish_final is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(publish_final(), timeout=2)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+

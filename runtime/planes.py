@@ -1,0 +1,154 @@
+"""What starts and stops with the lifecycle, built per solution (part of the composition root).
+
+- The *command plane* (Starting..Stopped, so also while Paused): the transmitters, the dispatcher that
+  runs routes and input commands, and the input-command server.
+- The *data plane* (Running only): the listeners, the intake and its worker, feeding that dispatcher.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import structlog
+
+from runtime.adapters.command.input_commands import InputCommandError, InputCommandServer
+from runtime.adapters.listeners.mqtt import MqttClientListener
+from runtime.adapters.listeners.rest import RestListener
+from runtime.adapters.outbound.factory import build_transmitter
+from runtime.adapters.storage.sqlite import SqliteStore
+from runtime.core.errors import CommandRefusedError, ListenerBindError
+from runtime.core.lifecycle import InstanceState
+from runtime.core.messages import InboundMessage, MessageKind, MessageRecord, OutgoingMessage
+from runtime.core.solution.enums import ListenerType, RestListenerType
+from runtime.core.solution.model import Listener
+from runtime.services.dataplane import DataPlane
+from runtime.services.devices import DeviceRegistry
+from runtime.services.dispatcher import Dispatcher, InputCommandRefusedError, build_engines
+from runtime.services.metrics import RuntimeMetrics
+from runtime.services.supervisor import LoadedSolution, Runtime
+from runtime.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class UnsupportedListenerError(ListenerBindError):
+    pass
+
+
+class CommandPlane:
+    """Transmitters + dispatcher + input-command server for one loaded solution."""
+
+    def __init__(self, owner: AppPlanes, loaded: LoadedSolution) -> None:
+        self.owner = owner
+        s = owner.settings
+        doc = loaded.doc
+        instance_id = s.effective_instance_id(doc)
+        self.transmitters = {t.key: build_transmitter(t, instance_id=instance_id, counters=owner.metrics.counters)
+                             for t in doc.transmitters if _used(doc, t.key)}
+        self.dispatcher = Dispatcher(doc, owner.devices, owner.store, owner.metrics.counters,
+                                     build_engines(doc, loaded.scripts), self.transmitters)
+        inst = doc.instance
+        auth = None
+        if not inst.input_command_anonymous and inst.input_command_basic_auth_user_name:
+            pw = inst.input_command_basic_auth_password
+            auth = (inst.input_command_basic_auth_user_name, pw.get_secret_value() if pw else "")
+        self.server = InputCommandServer(_InputCommands(self.dispatcher), owner.state, port=s.effective_input_command_port(doc),
+                                         basic_auth=auth)
+        self._started: list[Any] = []
+
+    async def start(self) -> None:
+        for t in self.transmitters.values():
+            await t.start()
+            self._started.append(t)
+        await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        for t in reversed(self._started):
+            await t.stop(self.owner.settings.drain_timeout)
+        self._started.clear()
+
+    def status(self) -> dict[str, Any]:
+        return {**self.server.status(), "transmitters": [t.status() for t in self.transmitters.values()]}
+
+
+class _InputCommands:
+    """Adapts the dispatcher's input-command errors to the server's."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._d = dispatcher
+
+    def run_input_command(self, **kwargs: Any) -> tuple[MessageRecord, OutgoingMessage | None]:
+        try:
+            return self._d.run_input_command(**kwargs)
+        except InputCommandRefusedError as exc:
+            raise InputCommandError(exc.status, exc.code, exc.message, exc.headers) from None
+
+
+def _used(doc: Any, transmitter_key: str) -> bool:
+    for config in doc.solution.device_configurations:
+        for route in config.routes:
+            for step in route.steps:
+                if step.module == transmitter_key:
+                    return True
+    return False
+
+
+class AppPlanes:
+    def __init__(self, settings: Settings, store: SqliteStore, devices: DeviceRegistry,
+                 metrics: RuntimeMetrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.devices = devices
+        self.metrics = metrics
+        self.runtime: Runtime | None = None
+        self.commands: CommandPlane | None = None
+        self.data: DataPlane | None = None
+
+    def bind(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def state(self) -> InstanceState:
+        return self.runtime.state if self.runtime is not None else InstanceState.OFFLINE
+
+    async def solution_changed(self, loaded: LoadedSolution) -> None:
+        added = await self.devices.seed(loaded.doc)
+        if added:
+            log.info("devices_seeded", count=added)
+
+    def command_plane(self, loaded: LoadedSolution) -> CommandPlane:
+        self.commands = CommandPlane(self, loaded)
+        return self.commands
+
+    def data_plane(self, loaded: LoadedSolution) -> DataPlane:
+        if self.commands is None:
+            self.commands = CommandPlane(self, loaded)
+        instance_id = self.settings.effective_instance_id(loaded.doc)
+        listeners = [self._listener(cfg, instance_id) for cfg in loaded.doc.solution.listeners
+                     if cfg.rest_listener_type is not RestListenerType.INPUT_COMMAND_LISTENER]
+        runtime = self.runtime
+        self.data = DataPlane(listeners, self.commands.dispatcher, self.metrics.counters,
+                              drain_timeout=self.settings.drain_timeout,
+                              on_fatal=runtime.report_fatal if runtime is not None else None)
+        return self.data
+
+    def _listener(self, cfg: Listener, instance_id: str) -> Any:
+        port = self.settings.listener_ports.get(cfg.key)
+        if cfg.listener_type is ListenerType.REST:
+            return RestListener(cfg, port=port)
+        if cfg.listener_type is ListenerType.MQTT_CLIENT:
+            return MqttClientListener(cfg, instance_id=instance_id)
+        raise UnsupportedListenerError(cfg.key, cfg.listen_on_port,
+                                       f"listener type {cfg.listener_type.value} is not supported by this runtime")
+
+    async def replay(self, dead: dict[str, Any]) -> str:
+        if self.data is None or not self.data.intake.accepting:
+            raise CommandRefusedError("not_running", "replay needs a Running instance")
+        payload = base64.b64decode(dead.get("payload") or b"")
+        msg = InboundMessage(listener=dead.get("listener") or "replay", payload=payload, topic=dead.get("topic"),
+                             path=dead.get("path"), headers=dead.get("headers") or {}, kind=MessageKind.REGULAR)
+        if not self.data.intake.offer(msg):
+            raise CommandRefusedError("intake_full", "the runtime is busy; retry shortly")
+        await self.store.mark_replayed(dead["id"], msg.received_at)
+        return msg.id

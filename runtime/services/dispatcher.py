@@ -1,0 +1,326 @@
+"""The dispatcher: runs each message through its route. The only catch site for stage errors.
+
+Per message, synchronously (no await): planner -> device lookup -> route -> sentinel -> input translator
+-> workflow -> output translator; then, without blocking, the outgoing messages go to the transmitters'
+queues, the changed device and the message record to the store's batching writer. A ``StageError`` is
+a Failed record (a dead letter) with its stage, code and detail; any other exception is a bug: logged
+with its stack, recorded as ``internal_error``, and the next message goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import structlog
+
+from runtime.core.devices import Device
+from runtime.core.errors import StageError
+from runtime.core.messages import (
+    InboundMessage,
+    MessageKind,
+    MessageRecord,
+    OutgoingMessage,
+    PemStatus,
+    new_id,
+)
+from runtime.core.parsing.view import MessageView
+from runtime.core.pipeline.output import build_outgoing
+from runtime.core.pipeline.planner import could_not_find_device, plan, select_route
+from runtime.core.pipeline.sentinel import check as sentinel_check
+from runtime.core.pipeline.translator import translate
+from runtime.core.pipeline.workflow import ParameterError, WorkflowEngine, WorkflowResult, route_inputs
+from runtime.core.scripting import WorkflowScripts
+from runtime.core.solution.enums import EndpointType, PipelineModuleType
+from runtime.core.solution.model import Route, SolutionDocument
+from runtime.services.devices import DeviceRegistry
+from runtime.services.metrics import Counters
+
+log = structlog.get_logger(__name__)
+
+PT = PipelineModuleType
+
+
+class RecordSink(Protocol):
+    def record_message(self, rec: MessageRecord, on_commit: Callable[[], None] | None = None) -> None: ...
+
+
+class TransmitterPort(Protocol):
+    key: str
+
+    def submit(self, out: OutgoingMessage, inbound: InboundMessage | None = None) -> bool: ...
+
+
+class InputCommandRefusedError(Exception):
+    """An input command that cannot run: HTTP status, stable code, message naming the bad part."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def build_engines(doc: SolutionDocument, scripts: Mapping[str, WorkflowScripts | None]) -> dict[str, WorkflowEngine]:
+    return {wf.key: WorkflowEngine.for_solution(doc, wf, scripts.get(wf.key)) for wf in doc.workflows}
+
+
+def _copy(device: Device) -> Device:
+    return Device(**{name: getattr(device, name) for name in Device.__slots__})
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        doc: SolutionDocument,
+        devices: DeviceRegistry,
+        records: RecordSink,
+        counters: Counters,
+        engines: Mapping[str, WorkflowEngine],
+        transmitters: Mapping[str, TransmitterPort],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.doc = doc
+        self._planner = doc.solution.planner
+        self._devices = devices
+        self._records = records
+        self._counters = counters
+        self._engines = engines
+        self._transmitters = transmitters
+        self._clock = clock
+
+    # ------------------------------------------------------------------ data plane
+    def process(self, batch: list[InboundMessage]) -> None:
+        for msg in batch:
+            self.handle(msg)
+
+    async def flush(self) -> None:
+        return None  # transmitters flush when the command plane stops them
+
+    def handle(self, msg: InboundMessage) -> MessageRecord:
+        started = time.perf_counter()
+        device_id: str | None = None
+        message_id: str | None = None
+        stage = "planner"
+        status = PemStatus.COMPLETED
+        error: str | None = None
+        detail: dict[str, Any] | None = None
+        try:
+            view = MessageView(msg.payload, topic=msg.topic, path=msg.path, method=msg.method, headers=msg.headers,
+                               query=msg.query, received_at=msg.received_at)
+            device_id, message_id = plan(self._planner, view)
+            device = self._devices.get(device_id)
+            if device is None:
+                raise could_not_find_device(device_id)
+            config = self.doc.device_configuration_by_key.get(device.device_configuration)
+            if config is None:
+                raise StageError("planner", "CouldNotFindDeviceConfiguration",
+                                 f"device {device_id} uses device configuration {device.device_configuration!r}, "
+                                 "which is not in the solution")
+            route = select_route(self.doc, config, message_id)
+            message_def = self.doc.message_by_key[route.message_definition]
+            if message_id is None:
+                message_id = message_def.message_id
+            stage = "sentinel"
+            for step in route.steps:
+                if step.type is PT.SENTINEL:
+                    sentinel = self.doc.sentinel_by_key.get(step.module)
+                    if sentinel is not None:
+                        sentinel_check(sentinel, view, device)
+            stage = "inputtranslator"
+            values = translate(self.doc, message_def, view)
+            stage = "workflow"
+            warnings, logs, sent = self._run_workflows(msg, route, device, values, message_id)
+            if warnings:
+                status = PemStatus.COMPLETED_WITH_WARNINGS
+            if warnings or logs or sent:
+                detail = {k: v for k, v in (("warnings", warnings), ("logs", logs), ("sent", sent)) if v}
+            stage = None  # type: ignore[assignment]
+        except StageError as exc:
+            status, stage, error = PemStatus.FAILED, exc.stage, f"{exc.code}: {exc.detail}"
+        except Exception as exc:
+            log.exception("stage_crashed", stage=stage, message=msg.id, listener=msg.listener)
+            status, error = PemStatus.FAILED, f"internal_error: {type(exc).__name__}: {exc}"
+        return self._finish(msg, status, stage, error, device_id, message_id, started, detail)
+
+    def _run_workflows(
+        self, msg: InboundMessage | None, route: Route, device: Device, values: dict[str, Any], message_id: str
+    ) -> tuple[list[str], list[str], list[str]]:
+        warnings: list[str] = []
+        logs: list[str] = []
+        sent: list[str] = []
+        working = device
+        for step in route.steps:
+            if step.type is not PT.WORKFLOW:
+                continue
+            engine = self._engines.get(step.module)
+            if engine is None:
+                continue
+            inputs = route_inputs(route, values, step.module)
+            result = engine.run(working, inputs, message_id=message_id)
+            working = self._apply(working, result)
+            warnings += result.warnings + [f"business rule {code}: {why}" for code, why in result.rule_failures]
+            logs += result.logs
+            sent += self._transmit(route, device.device_id, result, step.module, msg, warnings, logs)
+        working.last_seen = self._clock()
+        self._devices.state_changed(working)
+        for line in logs:
+            log.info("script_console", device_id=device.device_id, line=line[:1000])
+        return warnings, logs, sent
+
+    def _apply(self, device: Device, result: WorkflowResult) -> Device:
+        updated = _copy(device)
+        result.apply_to(updated)
+        updated.updated_at = self._clock()
+        return updated
+
+    def _transmit(
+        self,
+        route: Route,
+        device_id: str,
+        result: WorkflowResult,
+        workflow_key: str,
+        inbound: InboundMessage | None,
+        warnings: list[str],
+        logs: list[str],
+    ) -> list[str]:
+        if not result.output_commands:
+            return []
+        engine = self._engines[workflow_key]
+        out = build_outgoing(self.doc, route, device_id, result.output_commands, engine.scripts,
+                             workflow_key=workflow_key)
+        warnings += out.warnings
+        logs += out.logs
+        sent: list[str] = []
+        for outgoing, steps in out.messages:
+            for step in steps:
+                transmitter = self._transmitters.get(step.module)
+                if transmitter is None:
+                    warnings.append(f"transmitter {step.module} is not running; {outgoing.message_key} not sent")
+                    continue
+                if transmitter.submit(outgoing, inbound):
+                    sent.append(f"{outgoing.message_key}->{step.module}")
+                else:
+                    warnings.append(f"transmitter {step.module} refused {outgoing.message_key} (queue full)")
+        return sent
+
+    def _finish(
+        self,
+        msg: InboundMessage,
+        status: PemStatus,
+        stage: str | None,
+        error: str | None,
+        device_id: str | None,
+        message_id: str | None,
+        started: float,
+        detail: dict[str, Any] | None,
+    ) -> MessageRecord:
+        failed = status is PemStatus.FAILED
+        rec = MessageRecord(
+            id=msg.id,
+            received_at=msg.received_at,
+            listener=msg.listener,
+            status=status,
+            device_id=device_id,
+            message_id=message_id,
+            stage=stage if failed else None,
+            error=error,
+            processing_ms=(time.perf_counter() - started) * 1000.0,
+            kind=msg.kind,
+            payload=msg.payload if failed else None,
+            topic=msg.topic if failed else None,
+            path=msg.path if failed else None,
+            headers=dict(msg.headers) if failed and msg.headers else None,
+            detail=detail,
+        )
+        c = self._counters
+        if failed:
+            c.failed += 1
+            c.dead_lettered += 1
+            c.failed_by_stage[stage or "unknown"] += 1
+            log.warning("message_failed", message=msg.id, listener=msg.listener, device_id=device_id,
+                        stage=stage, error=(error or "")[:500])
+        else:
+            c.processed += 1
+        self._records.record_message(rec, msg.ack)
+        if msg.done is not None:
+            msg.done(rec)
+        return rec
+
+    # ------------------------------------------------------------------ input commands
+    def run_input_command(
+        self,
+        *,
+        device_configuration: str,
+        route: str,
+        workflow: str,
+        command: str,
+        device_id: str,
+        method: str,
+        query: dict[str, str],
+        body: Any | None,
+    ) -> tuple[MessageRecord, OutgoingMessage | None]:
+        config = self.doc.device_configuration_by_key.get(device_configuration)
+        route_obj = config.route_by_key.get(route) if config is not None else None
+        wf_step = None
+        if route_obj is not None:
+            wf_step = next((s for s in route_obj.steps if s.type is PT.WORKFLOW and s.module == workflow), None)
+        engine = self._engines.get(workflow) if wf_step is not None else None
+        cmd = engine.workflow.input_command_by_key.get(command) if engine is not None else None
+        if config is None or route_obj is None or engine is None or cmd is None:
+            raise InputCommandRefusedError(
+                404, "unknown_command",
+                f"no input command {device_configuration}/{route}/{workflow}/{command} in the solution")
+        expected = cmd.endpoint_type.value.upper()
+        if method.upper() != expected:
+            raise InputCommandRefusedError(405, "method_not_allowed", f"{command} takes {expected}, not {method}",
+                                           {"Allow": expected})
+        device = self._devices.get(device_id)
+        if device is None or device.device_configuration != device_configuration:
+            raise InputCommandRefusedError(404, "unknown_device",
+                                           f"no device {device_id} with device configuration {device_configuration}")
+        params: dict[str, Any] = {}
+        if cmd.endpoint_type in (EndpointType.GET, EndpointType.DELETE):
+            params.update(query)
+        else:
+            if body is not None and not isinstance(body, dict):
+                raise InputCommandRefusedError(400, "bad_body", "the JSON body must be an object of parameters")
+            params.update(query)
+            params.update(body or {})
+        msg = InboundMessage(listener="inputcommand", payload=b"", path=f"/{device_configuration}/{route}/"
+                             f"{workflow}/{command}/{device_id}", method=method, query=query,
+                             kind=MessageKind.INPUT_COMMAND)
+        msg.id = new_id()
+        started = time.perf_counter()
+        status, stage, error, detail = PemStatus.COMPLETED, None, None, None
+        try:
+            result = engine.run_input_command(command, device, params, message_id=command)
+        except ParameterError as exc:
+            raise InputCommandRefusedError(400, exc.code, exc.detail) from None
+        except StageError as exc:
+            status, stage, error = PemStatus.FAILED, exc.stage, f"{exc.code}: {exc.detail}"
+            result = None
+        except Exception as exc:
+            log.exception("stage_crashed", stage="workflow", input_command=command)
+            status, stage, error = PemStatus.FAILED, "workflow", f"internal_error: {type(exc).__name__}: {exc}"
+            result = None
+        if result is not None:
+            try:
+                updated = self._apply(device, result)
+                updated.last_seen = device.last_seen
+                warnings: list[str] = list(result.warnings)
+                logs: list[str] = list(result.logs)
+                sent = self._transmit(route_obj, device_id, result, workflow, None, warnings, logs)
+                self._devices.state_changed(updated)
+                if warnings:
+                    status = PemStatus.COMPLETED_WITH_WARNINGS
+                detail = {k: v for k, v in (("warnings", warnings), ("logs", logs), ("sent", sent)) if v} or None
+                for line in logs:
+                    log.info("script_console", device_id=device_id, line=line[:1000])
+            except StageError as exc:
+                status, stage, error = PemStatus.FAILED, exc.stage, f"{exc.code}: {exc.detail}"
+        rec = self._finish(msg, status, stage, error, device_id, command, started, detail)
+        return rec, None
