@@ -5,10 +5,11 @@ The HTTP adapter maps routes to these methods and errors to status codes; it hol
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from runtime.core.errors import RuntimeBaseError
+from runtime.core.errors import RuntimeBaseError, TransientError
 from runtime.core.lifecycle import InstanceState, Verb
 from runtime.core.timefmt import iso
 from runtime.services.devices import DeviceRegistry, DeviceRegistryError
@@ -31,6 +32,8 @@ class BadRequestError(RuntimeBaseError):
 
 
 class AdminStore(Protocol):
+    async def flush(self) -> None: ...
+
     async def list_events(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
     async def list_messages(self, limit: int = 100, device_id: str | None = None) -> list[dict[str, Any]]: ...
@@ -113,16 +116,28 @@ class Operations:
         return await self.runtime.control(v)
 
     # ---------------------------------------------------------------- records
+    # Records are written behind, in batches. Reads first wait (briefly) for what is queued, so the API
+    # shows every message processed before the request: read-your-writes for operators and scripts.
+    async def _settled(self) -> None:
+        try:
+            await asyncio.wait_for(self.store.flush(), timeout=2.0)
+        except (TimeoutError, TransientError):
+            pass  # answer with what is committed; the writer is behind or the disk is busy
+
     async def events(self, limit: int) -> list[dict[str, Any]]:
+        await self._settled()
         return await self.store.list_events(limit)
 
     async def messages(self, limit: int, device_id: str | None) -> list[dict[str, Any]]:
+        await self._settled()
         return await self.store.list_messages(limit, device_id)
 
     async def deadletters(self, limit: int) -> list[dict[str, Any]]:
+        await self._settled()
         return await self.store.list_deadletters(limit)
 
     async def deadletter(self, record_id: str) -> dict[str, Any]:
+        await self._settled()
         found = await self.store.get_deadletter(record_id)
         if found is None:
             raise NotFoundError("deadletter_not_found", f"no dead letter '{record_id}'")

@@ -204,7 +204,7 @@ class Dispatcher:
                 if transmitter.submit(outgoing, inbound):
                     sent.append(f"{outgoing.message_key}->{step.module}")
                 else:
-                    warnings.append(f"transmitter {step.module} refused {outgoing.message_key} (queue full)")
+                    warnings.append(f"transmitter {step.module} did not take {outgoing.message_key}; see its status")
         return sent
 
     def _finish(

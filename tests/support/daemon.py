@@ -122,3 +122,5 @@ class Daemon:
                 self.kill()
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
