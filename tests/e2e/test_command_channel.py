@@ -15,8 +15,8 @@ from tests.support.mosquitto import Mosquitto
 pytestmark = pytest.mark.e2e
 
 
-async def retained_status(broker: Mosquitto, topic: str, want: str, timeout: float = 10.0) -> dict:
-    async with asyncio.timeout(timeout):
+async def retained_status(broker: Mosquitto, topic: str, want: str, within: float = 10.0) -> dict:
+    async with asyncio.timeout(within):
         while True:
             async with aiomqtt.Client(broker.host, broker.port) as client:
                 await client.subscribe(topic, qos=1)
@@ -67,7 +67,7 @@ async def test_status_verbs_and_broker_restart(own_mosquitto: Mosquitto, tmp_pat
         assert (await asyncio.to_thread(d.request, "POST", "/control/start"))[0] == 202
         await asyncio.to_thread(d.wait_state, "Running")
         own_mosquitto.start()
-        await retained_status(own_mosquitto, topic, "Running", timeout=20)
+        await retained_status(own_mosquitto, topic, "Running", within=20)
         reply = await command(own_mosquitto, "e2e1", "stop", d.token, "r4")
         assert reply["ok"] is True
         await retained_status(own_mosquitto, topic, "Stopped")

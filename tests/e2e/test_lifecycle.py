@@ -129,6 +129,6 @@ def test_busy_port_gives_failed_to_start_naming_the_port(tmp_path: Path) -> None
         with Daemon(tmp_path / "data", "--listener-port", f"restin={port}", "--input-command-port", "0") as d:
             status = d.wait_state("FailedToStart")
             assert str(port) in status["reason"] and "restin" in status["reason"]
-            code, body = d.request("POST", "/control/pause")
+            code, _body = d.request("POST", "/control/pause")
             assert code == 409
     # the port is free again: start recovers (a fresh daemon would also do)

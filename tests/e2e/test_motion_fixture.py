@@ -40,7 +40,7 @@ def test_three_motion_messages_count_to_three_and_reply_with_the_ack(motion: tup
     d, rest, _ = motion
     replies = []
     for level in (1, 2, 3):
-        code, body, headers = http("POST", f"{rest}/sensor/md001/motion001", motion_message(level),
+        code, body, _headers = http("POST", f"{rest}/sensor/md001/motion001", motion_message(level),
                                    {"Content-Type": "application/json"})
         assert code == 200, body
         replies.append(body)
@@ -86,7 +86,7 @@ def test_unknown_device_and_malformed_body_are_dead_lettered(motion: tuple[Daemo
 
 
 def test_input_commands_set_pump_status_also_while_paused(motion: tuple[Daemon, str, str]) -> None:
-    d, rest, icp = motion
+    d, _rest, icp = motion
     base = f"{icp}/genericmd/routeone/simplemotion"
     code, body, _ = http("GET", f"{base}/pumpon/md001")
     assert code == 202 and body["status"] == "accepted", body

@@ -22,14 +22,14 @@ pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mqtt-telemetry.yaml"
 
 
-async def wait_processed(d: Daemon, n: int, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
+async def wait_processed(d: Daemon, n: int, within: float = 10.0) -> dict:
+    deadline = time.monotonic() + within
     while True:
         status = (await asyncio.to_thread(d.request, "GET", "/status"))[1]
         if status["counters"]["processed"] + status["counters"]["failed"] >= n:
             return status
         if time.monotonic() > deadline:
-            raise AssertionError(f"only {status['counters']} after {timeout}s")
+            raise AssertionError(f"only {status['counters']} after {within}s")
         await asyncio.sleep(0.05)
 
 
