@@ -34,8 +34,10 @@ from runtime.core.pipeline.workflow import ParameterError, WorkflowEngine, Workf
 from runtime.core.scripting import WorkflowScripts
 from runtime.core.solution.enums import EndpointType, PipelineModuleType
 from runtime.core.solution.model import Route, SolutionDocument
+from runtime.core.system_messages import SYSTEM_PREFIXES
 from runtime.services.devices import DeviceRegistry
 from runtime.services.metrics import Counters
+from runtime.services.system_messages import SystemMessageHandler
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +84,7 @@ class Dispatcher:
         transmitters: Mapping[str, TransmitterPort],
         *,
         clock: Callable[[], float] = time.time,
+        system_messages: SystemMessageHandler | None = None,
     ) -> None:
         self.doc = doc
         self._planner = doc.solution.planner
@@ -91,6 +94,7 @@ class Dispatcher:
         self._engines = engines
         self._transmitters = transmitters
         self._clock = clock
+        self._system = system_messages or SystemMessageHandler(doc, devices, clock)
 
     # ------------------------------------------------------------------ data plane
     def process(self, batch: list[InboundMessage]) -> None:
@@ -102,6 +106,9 @@ class Dispatcher:
 
     def handle(self, msg: InboundMessage) -> MessageRecord:
         started = time.perf_counter()
+        if (msg.topic or msg.path or "").startswith(SYSTEM_PREFIXES):  # reference §5.4: never the pipeline
+            r = self._system.handle(msg)
+            return self._finish(msg, r.status, r.stage, r.error, r.device_id, r.message_id, started, r.detail)
         device_id: str | None = None
         message_id: str | None = None
         stage = "planner"

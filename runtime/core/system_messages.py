@@ -1,0 +1,559 @@
+"""NuvIoT device system messages (reference/nuviot-runtime.md §5.4, nuviot-spec.md §4.5): pure parsing and planning.
+
+A message whose topic starts with ``nuviot/srvr/dvcsrvc`` (or path ``/nuviot/srvr/dvcsrvc``) never enters
+the pipeline: ``parse`` reads it, ``plan_update`` says what changes on the device and what to answer.
+Both raise ``StageError("system", code, detail)`` on bad input; neither logs nor touches storage.
+
+**Address.** ``nuviot/srvr/dvcsrvc/{deviceId}/{type}[/...]``, with or without a leading ``/`` (a trailing
+``/`` is ignored); at least 5 segments, the first three exactly as shown. Types:
+
+=============================  ====================================================================
+``online``                     ``firmwareSku``, ``firmwareVersion``, ``rssi``, ``reconnect``, ``ipAddress``,
+                               ``sim``, plus property values. Replies ``srvrlvl``.
+``state``                      property values (the device twin); ``[readonly-]firmwareSku|Version``.
+``heartbeat``                  ``lat``, ``lon``, ``batlvl``, ``batvlt``, ``onbat``; any other key goes into
+                               the property bag under its own name (never a ``_system.`` key).
+``geo``                        ``lat,lon[,alt]`` (signed decimal degrees) or ``nofix``.
+``err/{code}/{raise|clear}``   the payload is the error's details (free text).
+``err/{raise|clear}``          the code is in the payload: ``code=E1,details=...`` (also ``errorCode``,
+                               ``errCode``; other pairs become the details), or ``E1[,details...]``.
+``relays``                     exactly 8 values, ``1`` or ``0``.
+``iovalues``                   exactly 16 numbers: IO 0-7, then ADC 0-7 (values 8-15). An empty value
+                               keeps the previous reading (NuvIoT's simulator sends blanks).
+``desiredconfig/send``         replies ``lvl`` and one ``prop`` per property.
+``desiredconfig/lvl/{n}``      the device now runs configuration revision ``n`` (an integer >= 0).
+``notification/{key}``         replies ``notification/{key}/ack``.
+=============================  ====================================================================
+
+**Payload of key/value types** (online, state, heartbeat): comma-separated ``key=value`` pairs (blanks
+around items ignored; empty items skipped; a value may contain ``=``), or a JSON object. A key may carry
+a type prefix ``type-key``: ``int``/``integer`` (int, else MGV1008), ``dbl``/``double``/``decimal``/``float``
+(float, else MGV1009), ``bool``/``boolean`` (true/false/1/0/yes/no/on/off, else MGV1005), ``str``/``string``
+and ``readonly`` (text). Any other text before a ``-`` is part of the key. Without a prefix the value
+is text until it meets a typed target: a device-configuration property is converted to the property's
+``fieldType`` (integer, decimal/valuewithunit, true-false; anything else stays text), and the system
+fields below have fixed types. Only keys that match the configuration's property keys change
+properties, and only when the converted value differs (type and value); others are listed as ignored.
+
+**Property bag** (shown by ``GET /devices/{id}`` as ``propertyBag``; ``_system.`` keys are reserved):
+``_system.firmwareSku``/``firmwareVersion`` (text), ``_system.connection`` ``{at, rssi, reconnect,
+ipAddress, sim}`` (last ``online``), ``_system.twin`` ``{at, reported}`` (last ``state``, every pair as
+sent), ``_system.lastHeartbeat`` (epoch s), ``_system.batteryLevel``/``batteryVoltage`` (float),
+``_system.onBattery`` (bool), ``_system.gpsFix`` (bool), ``_system.altitude`` (float),
+``_system.locationAt`` (epoch s), ``_system.errors`` ``{code: {raisedAt, lastRaisedAt, count, details}}``
+(active errors only), ``_system.relays`` (8 bools), ``_system.io`` and ``_system.adc`` (8 numbers or
+null each), ``_system.desiredConfigLevel`` (int, default 0; the cloud or a script sets it),
+``_system.actualConfigLevel`` (int), ``_system.lastNotification`` ``{key, at, payload}``.
+The location itself is the device's latitude/longitude.
+
+**Replies** (text payloads, sent through the inbound message's reply channel):
+``nuviot/dvcsrvc/{id}/desiredconfig/srvrlvl/{n}`` and ``.../desiredconfig/lvl/{n}``: payload ``{n}``, the
+desired revision; ``.../desiredconfig/prop/{key}``: ``{prefix}-{key}={value}`` (prefix ``int``, ``dbl``,
+``bool`` or ``str`` from the property's type; the device's value, else the property's default; a
+property with neither is not sent); ``.../notification/{key}/ack``: ``ack``.
+
+**Error codes** (stage ``system``): ``invalid_topic``, ``unknown_system_message``, ``invalid_payload``,
+``invalid_value_count``, ``invalid_config_level``, ``missing_error_code``, and NuvIoT's value codes
+MGV1005 (bool), MGV1008 (int), MGV1009 (decimal), MGV1010 (malformed location), MGV1011 (out of range).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from runtime.core.devices import Device
+from runtime.core.errors import StageError
+from runtime.core.parsing.errors import shown
+from runtime.core.solution.enums import ParameterType
+from runtime.core.solution.model import CustomField, DeviceConfiguration
+
+SYSTEM_PREFIXES = ("nuviot/srvr/dvcsrvc", "/nuviot/srvr/dvcsrvc")  # reference §2.3 step 1.1
+STAGE = "system"
+RESERVED = "_system."
+
+FIRMWARE_SKU = "_system.firmwareSku"
+FIRMWARE_VERSION = "_system.firmwareVersion"
+CONNECTION = "_system.connection"
+TWIN = "_system.twin"
+LAST_HEARTBEAT = "_system.lastHeartbeat"
+BATTERY_LEVEL = "_system.batteryLevel"
+BATTERY_VOLTAGE = "_system.batteryVoltage"
+ON_BATTERY = "_system.onBattery"
+GPS_FIX = "_system.gpsFix"
+ALTITUDE = "_system.altitude"
+LOCATION_AT = "_system.locationAt"
+ERRORS = "_system.errors"
+RELAYS = "_system.relays"
+IO = "_system.io"
+ADC = "_system.adc"
+DESIRED_CONFIG_LEVEL = "_system.desiredConfigLevel"
+ACTUAL_CONFIG_LEVEL = "_system.actualConfigLevel"
+LAST_NOTIFICATION = "_system.lastNotification"
+
+_DETAILS_MAX = 1000
+
+
+class Kind(StrEnum):
+    ONLINE = "online"
+    STATE = "state"
+    HEARTBEAT = "heartbeat"
+    GEO = "geo"
+    ERR_RAISE = "err-raise"
+    ERR_CLEAR = "err-clear"
+    RELAYS = "relays"
+    IOVALUES = "iovalues"
+    DESIRED_CONFIG_SEND = "desiredconfig-send"
+    DESIRED_CONFIG_LEVEL = "desiredconfig-lvl"
+    NOTIFICATION = "notification"
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    key: str
+    value: Any  # str unless the key had a type prefix or the payload was JSON
+
+
+@dataclass(frozen=True, slots=True)
+class SystemMessage:
+    """One parsed system message. Which fields are set depends on ``kind``."""
+
+    device_id: str
+    kind: Kind
+    pairs: tuple[Pair, ...] = ()  # online, state, heartbeat
+    location: tuple[float, float, float | None] | None = None  # geo with a fix
+    code: str | None = None  # err-*
+    details: str = ""  # err-*
+    relays: tuple[bool, ...] = ()
+    values: tuple[float | None, ...] = ()  # iovalues
+    level: int | None = None  # desiredconfig-lvl
+    key: str | None = None  # notification
+    text: str = ""  # notification payload
+
+    @property
+    def message_id(self) -> str:
+        """The record's message id: ``system:{kind}``; ``system:notification-{key}`` for notifications."""
+        return f"system:notification-{self.key}" if self.kind is Kind.NOTIFICATION else f"system:{self.kind}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    topic: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class SystemUpdate:
+    """What a system message changes on its device and what it answers."""
+
+    properties: dict[str, Any] = field(default_factory=dict)  # changed values only
+    bag: dict[str, Any] = field(default_factory=dict)  # property-bag keys to set
+    location: tuple[float, float] | None = None
+    replies: list[Reply] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)  # for the message record's detail
+
+    def applied_to(self, device: Device, now: float) -> Device:
+        """A copy of ``device`` with the update applied (the original is untouched)."""
+        lat, lon = self.location if self.location is not None else (device.latitude, device.longitude)
+        return replace(
+            device,
+            properties={**device.properties, **self.properties},
+            property_bag={**device.property_bag, **self.bag},
+            attributes=dict(device.attributes),
+            state_machines=dict(device.state_machines),
+            latitude=lat,
+            longitude=lon,
+            last_seen=now,
+            updated_at=now,
+        )
+
+    def detail(self) -> dict[str, Any]:
+        out = dict(self.notes)
+        if self.properties:
+            out["properties"] = self.properties
+        if self.bag:
+            out["propertyBag"] = sorted(self.bag)
+        if self.location is not None:
+            out["location"] = {"latitude": self.location[0], "longitude": self.location[1]}
+        if self.replies:
+            out["replies"] = [r.topic for r in self.replies]
+        return out
+
+
+def fail(code: str, detail: str) -> StageError:
+    return StageError(STAGE, code, detail)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse(address: str, payload: bytes) -> SystemMessage:
+    """Read a system message from its topic (or REST path) and payload."""
+    return parse_body(*split_address(address), payload)
+
+
+def split_address(address: str) -> tuple[str, list[str]]:
+    """``(deviceId, [type, ...])`` from ``[/]nuviot/srvr/dvcsrvc/{deviceId}/{type}[/...]``."""
+    parts = address.strip().strip("/").split("/")
+    if len(parts) < 5 or parts[:3] != ["nuviot", "srvr", "dvcsrvc"] or not parts[3]:
+        raise fail("invalid_topic", f"{shown(address)} is not nuviot/srvr/dvcsrvc/{{deviceId}}/{{type}}[/...]")
+    return parts[3], parts[4:]
+
+
+def parse_body(device_id: str, rest: list[str], payload: bytes) -> SystemMessage:
+    """The message of type ``rest`` (the address segments after the device id) for ``device_id``."""
+    try:
+        text = payload.decode("utf-8").strip().strip("\x00").strip()
+    except UnicodeDecodeError:
+        raise fail("invalid_payload", f"the payload is not UTF-8 text: {shown(payload)}") from None
+    head, n = rest[0], len(rest)
+    if n == 1 and head in ("online", "state", "heartbeat"):
+        return SystemMessage(device_id, Kind(head), pairs=parse_pairs(text))
+    if n == 1 and head == "geo":
+        return _geo(device_id, text)
+    if head == "err" and n in (2, 3) and rest[-1] in ("raise", "clear"):
+        kind = Kind.ERR_RAISE if rest[-1] == "raise" else Kind.ERR_CLEAR
+        code, details = (rest[1], text) if n == 3 else _error_from_payload(text)
+        if not code:
+            raise fail("missing_error_code", f"{'/'.join(rest)}: no error code (topic err/{{code}}/{rest[-1]} "
+                                             "or payload code=...)")
+        return SystemMessage(device_id, kind, code=code, details=details[:_DETAILS_MAX])
+    if n == 1 and head == "relays":
+        items = _items(text, 8, "relays")
+        return SystemMessage(device_id, Kind.RELAYS, relays=tuple(_relay(i, v) for i, v in enumerate(items)))
+    if n == 1 and head == "iovalues":
+        items = _items(text, 16, "iovalues")
+        return SystemMessage(device_id, Kind.IOVALUES,
+                             values=tuple(None if not v else _float(v, f"iovalues[{i}]") for i, v in enumerate(items)))
+    if head == "desiredconfig" and rest[1:] == ["send"]:
+        return SystemMessage(device_id, Kind.DESIRED_CONFIG_SEND)
+    if head == "desiredconfig" and n == 3 and rest[1] == "lvl":
+        if not rest[2].isdigit():
+            raise fail("invalid_config_level", f"desiredconfig/lvl/{shown(rest[2])}: the level must be an integer >= 0")
+        return SystemMessage(device_id, Kind.DESIRED_CONFIG_LEVEL, level=int(rest[2]))
+    if head == "notification" and n == 2 and rest[1]:
+        return SystemMessage(device_id, Kind.NOTIFICATION, key=rest[1], text=text[:_DETAILS_MAX])
+    raise fail("unknown_system_message", f"{shown('/'.join(rest))} is not a system message type (online, state, "
+                                         "heartbeat, geo, err, relays, iovalues, desiredconfig, notification)")
+
+
+_PREFIXES = {
+    "int": ParameterType.INTEGER, "integer": ParameterType.INTEGER,
+    "dbl": ParameterType.DECIMAL, "double": ParameterType.DECIMAL, "decimal": ParameterType.DECIMAL,
+    "float": ParameterType.DECIMAL,
+    "bool": ParameterType.TRUE_FALSE, "boolean": ParameterType.TRUE_FALSE,
+    "str": ParameterType.STRING, "string": ParameterType.STRING, "readonly": ParameterType.STRING,
+}
+
+
+def parse_pairs(text: str) -> tuple[Pair, ...]:
+    """``k=v,type-k=v`` (or a JSON object) -> pairs, typed by prefix. Later duplicates win."""
+    if not text:
+        return ()
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text, parse_constant=_no_constant)
+        except ValueError as exc:
+            raise fail("invalid_payload", f"the payload is not a JSON object: {exc}") from None
+        if not isinstance(obj, dict):
+            raise fail("invalid_payload", "the payload is not a JSON object")
+        return tuple(Pair(str(k), v) for k, v in obj.items())
+    pairs: dict[str, Pair] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key:
+            raise fail("invalid_payload", f"{shown(item)} is not key=value (payload: comma-separated key=value pairs)")
+        prefix, dash, name = key.partition("-")
+        target = _PREFIXES.get(prefix.lower()) if dash and name else None
+        if target is None:
+            pairs[key] = Pair(key, raw)
+        else:
+            pairs[name] = Pair(name, coerce(raw, target, name))
+    return tuple(pairs.values())
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
+_FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
+
+
+def coerce(value: Any, field_type: ParameterType, key: str) -> Any:
+    """A value converted to a property type: int, float, bool, or (anything else) left as is / text."""
+    if field_type is ParameterType.INTEGER:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise fail("MGV1008", f"{key}: {shown(value)} is not an integer")
+    if field_type in (ParameterType.DECIMAL, ParameterType.VALUE_WITH_UNIT):
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        if isinstance(value, str):
+            return _float(value, key)
+        raise fail("MGV1009", f"{key}: {shown(value)} is not a decimal number")
+    if field_type is ParameterType.TRUE_FALSE:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if isinstance(value, str | int) else ""
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise fail("MGV1005", f"{key}: {shown(value)} is not a boolean (true/false, 1/0)")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _float(text: str, key: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise fail("MGV1009", f"{key}: {shown(text)} is not a decimal number")
+    return number
+
+
+def _items(text: str, count: int, what: str) -> list[str]:
+    items = [v.strip() for v in text.split(",")] if text else []
+    if len(items) != count:
+        raise fail("invalid_value_count", f"{what} expects {count} comma-separated values, got {len(items)}")
+    return items
+
+
+def _relay(index: int, text: str) -> bool:
+    if text not in ("1", "0"):
+        raise fail("MGV1005", f"relays[{index}]: {shown(text)} is not 1 or 0")
+    return text == "1"
+
+
+def _geo(device_id: str, text: str) -> SystemMessage:
+    if text.lower() == "nofix":
+        return SystemMessage(device_id, Kind.GEO)
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (2, 3):
+        raise fail("MGV1010", f"geo: {shown(text)} is not lat,lon[,alt] or nofix")
+    try:
+        nums = [float(p) for p in parts]
+    except ValueError:
+        raise fail("MGV1010", f"geo: {shown(text)} is not lat,lon[,alt] in decimal degrees") from None
+    lat, lon = _lat_lon(nums[0], nums[1])
+    alt = nums[2] if len(nums) == 3 else None
+    if alt is not None and not math.isfinite(alt):
+        raise fail("MGV1010", f"geo: altitude {shown(parts[2])} is not a number")
+    return SystemMessage(device_id, Kind.GEO, location=(lat, lon, alt))
+
+
+def _lat_lon(lat: float, lon: float) -> tuple[float, float]:
+    if not (math.isfinite(lat) and -90.0 <= lat <= 90.0):
+        raise fail("MGV1011", f"latitude {lat} is outside -90..90")
+    if not (math.isfinite(lon) and -180.0 <= lon <= 180.0):
+        raise fail("MGV1011", f"longitude {lon} is outside -180..180")
+    return lat, lon
+
+
+def _error_from_payload(text: str) -> tuple[str, str]:
+    first = text.split(",", 1)[0]
+    if "=" not in first:
+        code, _, details = text.partition(",")
+        return code.strip(), details.strip()
+    pairs = {p.key: p.value for p in parse_pairs(text)}
+    code = ""
+    for name in ("code", "errorCode", "errCode", "errorcode", "errcode"):
+        if name in pairs:
+            code = str(pairs.pop(name)).strip()
+            break
+    details = pairs.pop("details", None)
+    parts = [] if details is None else [str(details)]
+    parts += [f"{k}={v}" for k, v in pairs.items()]
+    return code, ",".join(parts)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def desired_level(device: Device) -> int:
+    level = device.property_bag.get(DESIRED_CONFIG_LEVEL, 0)
+    return level if isinstance(level, int) and not isinstance(level, bool) and level >= 0 else 0
+
+
+def reply_topic(device_id: str, *tail: str) -> str:
+    return "/".join(("nuviot", "dvcsrvc", device_id, *tail))
+
+
+def plan_update(msg: SystemMessage, device: Device, config: DeviceConfiguration, now: float) -> SystemUpdate:
+    """What ``msg`` changes on ``device`` (whose configuration is ``config``) and what to answer."""
+    up = SystemUpdate()
+    bag = device.property_bag
+    kind = msg.kind
+    if kind is Kind.ONLINE:
+        values = {p.key: p.value for p in msg.pairs}
+        _firmware(values, bag, up)
+        up.bag[CONNECTION] = {
+            "at": now,
+            "rssi": _number(values.pop("rssi"), "rssi") if "rssi" in values else None,
+            "reconnect": coerce(values.pop("reconnect"), ParameterType.TRUE_FALSE, "reconnect")
+            if "reconnect" in values else None,
+            "ipAddress": _text(values.pop("ipAddress", None)),
+            "sim": _text(values.pop("sim", None)),
+        }
+        _properties(values, device, config, up)
+        level = desired_level(device)
+        up.replies.append(Reply(reply_topic(device.device_id, "desiredconfig", "srvrlvl", str(level)),
+                                str(level).encode()))
+    elif kind is Kind.STATE:
+        values = {p.key: p.value for p in msg.pairs}
+        up.bag[TWIN] = {"at": now, "reported": dict(values)}
+        _firmware(values, bag, up)
+        _properties(values, device, config, up)
+    elif kind is Kind.HEARTBEAT:
+        _heartbeat({p.key: p.value for p in msg.pairs}, now, up)
+    elif kind is Kind.GEO:
+        up.bag[GPS_FIX] = msg.location is not None
+        if msg.location is not None:
+            lat, lon, alt = msg.location
+            up.location = (lat, lon)
+            up.bag[LOCATION_AT] = now
+            if alt is not None:
+                up.bag[ALTITUDE] = alt
+    elif kind in (Kind.ERR_RAISE, Kind.ERR_CLEAR):
+        _error(msg, bag, now, up)
+    elif kind is Kind.RELAYS:
+        up.bag[RELAYS] = list(msg.relays)
+    elif kind is Kind.IOVALUES:
+        for key, chunk in ((IO, msg.values[:8]), (ADC, msg.values[8:])):
+            previous = bag.get(key)
+            old = previous if isinstance(previous, list) and len(previous) == 8 else [None] * 8
+            up.bag[key] = [old[i] if v is None else v for i, v in enumerate(chunk)]
+    elif kind is Kind.DESIRED_CONFIG_SEND:
+        _send_config(device, config, up)
+    elif kind is Kind.DESIRED_CONFIG_LEVEL:
+        up.bag[ACTUAL_CONFIG_LEVEL] = msg.level
+        up.notes["inSync"] = msg.level == desired_level(device)
+    elif kind is Kind.NOTIFICATION:
+        key = msg.key or ""
+        up.bag[LAST_NOTIFICATION] = {"key": key, "at": now, "payload": msg.text}
+        up.replies.append(Reply(reply_topic(device.device_id, "notification", key, "ack"), b"ack"))
+    return up
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else coerce(value, ParameterType.STRING, "")
+
+
+def _number(value: Any, key: str) -> int | float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    try:
+        return int(text)
+    except ValueError:
+        return _float(text, key)
+
+
+def _firmware(values: dict[str, Any], bag: dict[str, Any], up: SystemUpdate) -> None:
+    for name, key in (("firmwareSku", FIRMWARE_SKU), ("firmwareVersion", FIRMWARE_VERSION)):
+        if name not in values:
+            continue
+        new = _text(values.pop(name))
+        old = bag.get(key)
+        if new != old:
+            up.bag[key] = new
+            if name == "firmwareVersion" and old is not None:
+                up.notes["firmwareChanged"] = {"from": old, "to": new}
+
+
+def _properties(values: dict[str, Any], device: Device, config: DeviceConfiguration, up: SystemUpdate) -> None:
+    fields: dict[str, CustomField] = {f.key: f for f in config.properties}
+    unchanged: list[str] = []
+    ignored: list[str] = []
+    for key, raw in values.items():
+        spec = fields.get(key)
+        if spec is None:
+            ignored.append(key)
+            continue
+        value = coerce(raw, spec.field_type, key)
+        old = device.properties.get(key)
+        if type(old) is type(value) and old == value:
+            unchanged.append(key)
+        else:
+            up.properties[key] = value
+    if unchanged:
+        up.notes["unchanged"] = unchanged
+    if ignored:
+        up.notes["ignored"] = ignored
+
+
+def _heartbeat(values: dict[str, Any], now: float, up: SystemUpdate) -> None:
+    up.bag[LAST_HEARTBEAT] = now
+    lat, lon = values.pop("lat", None), values.pop("lon", None)
+    if lat is not None or lon is not None:
+        if lat is None or lon is None:
+            raise fail("MGV1010", "heartbeat: lat and lon must be sent together")
+        up.location = _lat_lon(coerce(lat, ParameterType.DECIMAL, "lat"), coerce(lon, ParameterType.DECIMAL, "lon"))
+        up.bag[LOCATION_AT] = now
+    for name, key, kind in (("batlvl", BATTERY_LEVEL, ParameterType.DECIMAL),
+                            ("batvlt", BATTERY_VOLTAGE, ParameterType.DECIMAL),
+                            ("onbat", ON_BATTERY, ParameterType.TRUE_FALSE)):
+        if name in values:
+            up.bag[key] = coerce(values.pop(name), kind, name)
+    ignored = [k for k in values if k.startswith(RESERVED)]
+    for key, value in values.items():
+        if not key.startswith(RESERVED):
+            up.bag[key] = value
+    if ignored:
+        up.notes["ignored"] = ignored
+
+
+def _error(msg: SystemMessage, bag: dict[str, Any], now: float, up: SystemUpdate) -> None:
+    current = bag.get(ERRORS)
+    errors: dict[str, Any] = dict(current) if isinstance(current, dict) else {}
+    code = msg.code or ""
+    was_active = code in errors
+    if msg.kind is Kind.ERR_RAISE:
+        prev = errors.get(code) if isinstance(errors.get(code), dict) else {}
+        errors[code] = {"raisedAt": prev.get("raisedAt", now), "lastRaisedAt": now,
+                        "count": int(prev.get("count", 0)) + 1, "details": msg.details}
+    else:
+        errors.pop(code, None)
+    up.bag[ERRORS] = errors
+    up.notes["error"] = {"code": code, "action": "raise" if msg.kind is Kind.ERR_RAISE else "clear",
+                         "wasActive": was_active}
+
+
+_REPLY_PREFIX = {ParameterType.INTEGER: "int", ParameterType.DECIMAL: "dbl", ParameterType.VALUE_WITH_UNIT: "dbl",
+                 ParameterType.TRUE_FALSE: "bool"}
+
+
+def _send_config(device: Device, config: DeviceConfiguration, up: SystemUpdate) -> None:
+    level = str(desired_level(device))
+    up.replies.append(Reply(reply_topic(device.device_id, "desiredconfig", "lvl", level), level.encode()))
+    for spec in config.properties:
+        value = device.properties.get(spec.key, spec.default_value)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, dict | list):
+            text = json.dumps(value, separators=(",", ":"))
+        else:
+            text = str(value)
+        prefix = _REPLY_PREFIX.get(spec.field_type, "str")
+        up.replies.append(Reply(reply_topic(device.device_id, "desiredconfig", "prop", spec.key),
+                                f"{prefix}-{spec.key}={text}".encode()))

@@ -1,0 +1,87 @@
+"""Device system messages (reference/nuviot-runtime.md §5.4): the imperative shell around ``core.system_messages``.
+
+The dispatcher hands over every message whose topic starts with ``nuviot/srvr/dvcsrvc`` (or path
+``/nuviot/srvr/dvcsrvc``) before its pipeline; ``SystemMessageHandler.handle`` parses it, finds the device,
+applies the update to a copy of the device, writes it behind through ``DeviceRegistry.state_changed`` and
+sends the replies through the inbound message's reply channel (MQTT: published on the listener's own
+connection; REST with ``keepAliveToSendReply``: the first reply is the response body; other listeners or
+none: the replies are only listed in the record). It returns an ``Outcome`` that the dispatcher turns into
+a normal message record (message id ``system:{kind}``). This is the catch site for the system-message path,
+as the dispatcher is for the pipeline: a ``StageError`` is a Failed record (dead letter) with its stage and
+code; any other exception is logged with its stack and recorded as ``internal_error``.
+
+No sentinel runs (NuvIoT's ``HandleSystemMessageAsync`` does not authenticate them either); an unknown device
+is the planner's ``CouldNotFindDevice``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import structlog
+
+from runtime.core.errors import StageError
+from runtime.core.messages import InboundMessage, OutgoingMessage, PemStatus
+from runtime.core.pipeline.planner import could_not_find_device
+from runtime.core.solution.model import SolutionDocument
+from runtime.core.system_messages import parse_body, plan_update, split_address
+from runtime.services.devices import DeviceRegistry
+
+log = structlog.get_logger(__name__)
+
+
+class Outcome(NamedTuple):
+    """What the dispatcher records for one system message."""
+
+    status: PemStatus
+    stage: str | None
+    error: str | None  # "CODE: detail"
+    device_id: str | None
+    message_id: str | None
+    detail: dict[str, Any] | None
+
+
+class SystemMessageHandler:
+    def __init__(self, doc: SolutionDocument, devices: DeviceRegistry,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.doc = doc
+        self._devices = devices
+        self._clock = clock
+
+    def handle(self, msg: InboundMessage) -> Outcome:
+        device_id: str | None = None
+        message_id: str | None = None
+        stage = "system"
+        try:
+            device_id, rest = split_address(msg.topic if msg.topic is not None else msg.path or "")
+            parsed = parse_body(device_id, rest, msg.payload)
+            message_id = parsed.message_id
+            device = self._devices.get(device_id)
+            if device is None:
+                raise could_not_find_device(device_id)
+            config = self.doc.device_configuration_by_key.get(device.device_configuration)
+            if config is None:
+                raise StageError("planner", "CouldNotFindDeviceConfiguration",
+                                 f"device {device_id} uses device configuration {device.device_configuration!r}, "
+                                 "which is not in the solution")
+            now = self._clock()
+            update = plan_update(parsed, device, config, now)
+            self._devices.state_changed(update.applied_to(device, now))
+            detail = update.detail()
+            if update.replies:
+                if msg.reply is None:
+                    detail["repliesNotSent"] = f"listener {msg.listener} has no reply channel"
+                else:
+                    for reply in update.replies:
+                        msg.reply.send(OutgoingMessage(message_key="system", message_id=message_id,
+                                                       device_id=device_id, payload=reply.payload,
+                                                       content_type="text/plain", topic=reply.topic))
+            return Outcome(PemStatus.COMPLETED, None, None, device_id, message_id, detail or None)
+        except StageError as exc:
+            return Outcome(PemStatus.FAILED, exc.stage, f"{exc.code}: {exc.detail}", device_id, message_id, None)
+        except Exception as exc:
+            log.exception("stage_crashed", stage=stage, message=msg.id, listener=msg.listener)
+            return Outcome(PemStatus.FAILED, stage, f"internal_error: {type(exc).__name__}: {exc}", device_id,
+                           message_id, None)
