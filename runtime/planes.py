@@ -15,6 +15,9 @@ import structlog
 from runtime.adapters.command.input_commands import InputCommandError, InputCommandServer
 from runtime.adapters.listeners.mqtt import MqttClientListener
 from runtime.adapters.listeners.rest import RestListener
+from runtime.adapters.listeners.tcp import TcpListener
+from runtime.adapters.listeners.udp import UdpListener
+from runtime.adapters.listeners.websocket import WebSocketListener
 from runtime.adapters.outbound.factory import build_transmitter
 from runtime.adapters.storage.sqlite import SqliteStore
 from runtime.core.errors import CommandRefusedError, ListenerBindError
@@ -33,7 +36,14 @@ log = structlog.get_logger(__name__)
 
 
 class UnsupportedListenerError(ListenerBindError):
-    pass
+    """A listener this runtime cannot run (its type, or its configuration): FailedToStart naming it."""
+
+    def __init__(self, key: str, port: int | None, reason: str) -> None:
+        super().__init__(key, port, reason)
+        self.args = (f"listener {key} cannot run: {reason}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class CommandPlane:
@@ -135,12 +145,23 @@ class AppPlanes:
 
     def _listener(self, cfg: Listener, instance_id: str) -> Any:
         port = self.settings.listener_ports.get(cfg.key)
-        if cfg.listener_type is ListenerType.REST:
-            return RestListener(cfg, port=port)
-        if cfg.listener_type is ListenerType.MQTT_CLIENT:
-            return MqttClientListener(cfg, instance_id=instance_id)
+        kind = cfg.listener_type
+        try:
+            if kind is ListenerType.REST:
+                return RestListener(cfg, port=port)
+            if kind is ListenerType.MQTT_CLIENT:
+                return MqttClientListener(cfg, instance_id=instance_id)
+            if kind is ListenerType.RAW_TCP:
+                return TcpListener(cfg, port=port)
+            if kind is ListenerType.RAW_UDP:
+                return UdpListener(cfg, port=port)
+            if kind is ListenerType.WEBSOCKET:
+                return WebSocketListener(cfg, port=port)
+        except ValueError as exc:  # a configuration the listener cannot run (e.g. a bad framing escape)
+            raise UnsupportedListenerError(cfg.key, port if port is not None else cfg.listen_on_port,
+                                           str(exc)) from exc
         raise UnsupportedListenerError(cfg.key, cfg.listen_on_port,
-                                       f"listener type {cfg.listener_type.value} is not supported by this runtime")
+                                       f"listener type {kind.value} is not supported by this runtime")
 
     async def replay(self, dead: dict[str, Any]) -> str:
         if self.data is None or not self.data.intake.accepting:

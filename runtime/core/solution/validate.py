@@ -204,10 +204,13 @@ class _Checker:
             ports[inst.input_command_port] = "instance.inputCommandPort"
         for i, lst in enumerate(sol.listeners):
             path = f"solution.listeners[{i}]"
+            required = _LISTENER_REQUIRED.get(lst.listener_type, ())
+            if lst.listener_type is ListenerType.WEBSOCKET and not lst.host_name and lst.listen_on_port is not None:
+                required = ("listenOnPort",)  # server mode (our extension): devices connect to the runtime
             self.required(
                 lst,
                 f"{lst.listener_type.value} listener",
-                _LISTENER_REQUIRED.get(lst.listener_type, ()),
+                required,
                 path,
                 codes.LISTENER_FIELD_REQUIRED,
             )
