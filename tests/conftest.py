@@ -8,12 +8,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from tests.support.mosquitto import Mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_FIXTURE = REPO.parent / "shared" / "fixtures" / "nuviot-motionhandler-2018.json"
 LOCAL_FIXTURE = REPO / "tests" / "fixtures" / "nuviot-motionhandler-2018.json"
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
+    """Tests run on uvloop, the loop the daemon runs on (its transports differ from asyncio's)."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import structlog
@@ -82,11 +83,15 @@ class UdpListener:
             raise RuntimeError(f"listener {self.key} is already started")
         self._intake = intake
         loop = asyncio.get_running_loop()
+        # Bind the socket ourselves: uvloop sets SO_REUSEADDR on datagram endpoints, which would let a
+        # second listener share a port that is in use instead of failing to start.
+        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Endpoint(self), local_addr=(self._host, self._port)
-            )
+            sock.bind((self._host, self._port))
+            sock.setblocking(False)
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Endpoint(self), sock=sock)
         except OSError as exc:
+            sock.close()
             self._state = "failed"
             raise ListenerBindError(self.key, self._port, exc.strerror or str(exc)) from exc
         self._transport = transport
