@@ -18,9 +18,11 @@ import structlog
 from pydantic import SecretStr
 
 from runtime import logsetup
+from runtime.adapters.cloud import CloudCheckedLoader, CloudConfig, CloudRecords, CloudSink
 from runtime.adapters.command.http import AdminApi
 from runtime.adapters.storage.sqlite import SqliteStore
 from runtime.core.ports import StateChange
+from runtime.core.solution.enums import WorkingStorage
 from runtime.core.timefmt import iso
 from runtime.planes import AppPlanes
 from runtime.services.commands import Operations
@@ -84,10 +86,36 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
 async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> int:
     metrics = RuntimeMetrics()
     async with contextlib.AsyncExitStack() as stack:
-        store = await stack.enter_async_context(SqliteStore.open(settings.db_path))
+        store = await stack.enter_async_context(
+            SqliteStore.open(settings.db_path, outbox_max_rows=settings.outbox_max_rows))
         remove_sink = logsetup.add_sink(lambda level, event, fields: store.record_log(
             time.time(), level, event, fields))
         stack.callback(remove_sink)
+        runtimes: list[Runtime] = []  # the runtime is built below; the cloud sink asks it for the solution
+
+        def current_doc() -> Any:
+            return runtimes[0].loaded.doc if runtimes and runtimes[0].loaded is not None else None
+
+        cloud: CloudSink | None = None
+        if settings.cloud_url:  # cloud working storage and/or status reporting (CONTRACT §8, reference §1.5)
+            cloud = await stack.enter_async_context(CloudSink(
+                store,
+                CloudConfig(url=settings.cloud_url,
+                            access_key=settings.access_key.get_secret_value() if settings.access_key else None,
+                            batch_size=settings.cloud_batch_size,
+                            max_batches_per_second=settings.cloud_max_batches_per_second,
+                            timeout=settings.cloud_timeout, retry_max=settings.cloud_retry_max),
+                instance_id=lambda: settings.effective_instance_id(current_doc()),
+                mirror=lambda: settings.effective_working_storage(current_doc()) is WorkingStorage.CLOUD,
+                data_dir=settings.data_dir,
+            ))
+            stack.callback(logsetup.add_sink(lambda level, event, fields: cloud.record_log(
+                time.time(), level, event, fields)))
+            metrics.add_gauge("nuviot_cloud_outbox_depth", lambda: cloud.depth)
+            metrics.add_gauge("nuviot_cloud_delivered", lambda: sum(cloud.stats.delivered.values()))
+            metrics.add_gauge("nuviot_cloud_quarantined", lambda: cloud.stats.quarantined)
+            metrics.add_gauge("nuviot_cloud_refused", lambda: cloud.stats.dropped + store.outbox_refused_total)
+            metrics.add_gauge("nuviot_cloud_delivery_failures", lambda: cloud.stats.failures)
         devices = DeviceRegistry(store)
         await devices.load()
         metrics.add_gauge("nuviot_devices", lambda: len(devices))
@@ -97,10 +125,15 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
             store.record_event(change.at, change.previous.value if change.previous else "", change.state.value,
                                change.reason)
             metrics.on_transition(change.previous, change.state)
+            if cloud is not None:
+                cloud.record_event(change)
+                doc = current_doc()
+                cloud.report_status(change, doc.solution.version if doc is not None else None)
 
-        loader = AppSolutionLoader(settings)
-        planes = AppPlanes(settings, store, devices, metrics)
+        loader = CloudCheckedLoader(AppSolutionLoader(settings), settings)
+        planes = AppPlanes(settings, CloudRecords(store, cloud) if cloud is not None else store, devices, metrics)
         runtime = Runtime(loader, planes, on_transition=on_transition)
+        runtimes.append(runtime)
         planes.bind(runtime)
 
         channel: Any = None
@@ -125,6 +158,8 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
                 "adminPort": api.port,
                 "startedAt": iso(started_at),
             }
+            if cloud is not None:
+                body["storage"]["outbox"] = {**cloud.status(), "refusedByStore": store.outbox_refused_total}
             if channel is not None:
                 body["commandChannel"] = {"connected": channel.connected, "lastError": channel.last_error}
             return body

@@ -40,6 +40,12 @@ ENV: dict[str, str] = {
     "NUVIOT_LOG_LEVEL": "log_level",
     "NUVIOT_LOG_FORMAT": "log_format",
     "NUVIOT_LISTENER_PORTS": "listener_ports",
+    # extensions (cloud working storage tuning; README "Container")
+    "NUVIOT_CLOUD_BATCH_SIZE": "cloud_batch_size",
+    "NUVIOT_CLOUD_MAX_BATCHES_PER_SECOND": "cloud_max_batches_per_second",
+    "NUVIOT_CLOUD_TIMEOUT": "cloud_timeout",
+    "NUVIOT_CLOUD_RETRY_MAX": "cloud_retry_max",
+    "NUVIOT_OUTBOX_MAX_ROWS": "outbox_max_rows",
 }
 
 
@@ -68,6 +74,12 @@ class Settings(BaseModel):
     # extension: override a listener's port (``KEY=PORT``; 0 = any free port), e.g. for tests or a host
     # where the solution's port is taken. The bound ports are shown in GET /status.
     listener_ports: dict[str, int] = Field(default_factory=dict)
+    # extension: cloud working storage (rows per POST, POSTs per second, seconds per POST, backoff cap)
+    cloud_batch_size: int = Field(default=200, ge=1, le=10_000)
+    cloud_max_batches_per_second: float = Field(default=5.0, gt=0, le=1000)
+    cloud_timeout: float = Field(default=10.0, gt=0, le=600)
+    cloud_retry_max: float = Field(default=30.0, gt=0, le=3600)
+    outbox_max_rows: int = Field(default=100_000, ge=1)
 
     @field_validator("listener_ports", mode="before")
     @classmethod
