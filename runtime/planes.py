@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from runtime.adapters.command.input_commands import InputCommandError, InputCommandServer
+from runtime.adapters.command.input_commands import InputCommandServer
 from runtime.adapters.listeners.mqtt import MqttClientListener
 from runtime.adapters.listeners.rest import RestListener
 from runtime.adapters.listeners.tcp import TcpListener
@@ -22,12 +22,12 @@ from runtime.adapters.outbound.factory import build_transmitter
 from runtime.adapters.storage.sqlite import SqliteStore
 from runtime.core.errors import CommandRefusedError, ListenerBindError
 from runtime.core.lifecycle import InstanceState
-from runtime.core.messages import InboundMessage, MessageKind, MessageRecord, OutgoingMessage
+from runtime.core.messages import InboundMessage, MessageKind
 from runtime.core.solution.enums import ListenerType, RestListenerType
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import DataPlane
 from runtime.services.devices import DeviceRegistry
-from runtime.services.dispatcher import Dispatcher, InputCommandRefusedError, build_engines
+from runtime.services.dispatcher import Dispatcher, build_engines
 from runtime.services.metrics import RuntimeMetrics
 from runtime.services.supervisor import LoadedSolution, Runtime
 from runtime.settings import Settings
@@ -63,7 +63,7 @@ class CommandPlane:
         if not inst.input_command_anonymous and inst.input_command_basic_auth_user_name:
             pw = inst.input_command_basic_auth_password
             auth = (inst.input_command_basic_auth_user_name, pw.get_secret_value() if pw else "")
-        self.server = InputCommandServer(_InputCommands(self.dispatcher), owner.state, port=s.effective_input_command_port(doc),
+        self.server = InputCommandServer(self.dispatcher, owner.state, port=s.effective_input_command_port(doc),
                                          basic_auth=auth)
         self._started: list[Any] = []
 
@@ -81,19 +81,6 @@ class CommandPlane:
 
     def status(self) -> dict[str, Any]:
         return {**self.server.status(), "transmitters": [t.status() for t in self.transmitters.values()]}
-
-
-class _InputCommands:
-    """Adapts the dispatcher's input-command errors to the server's."""
-
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self._d = dispatcher
-
-    def run_input_command(self, **kwargs: Any) -> tuple[MessageRecord, OutgoingMessage | None]:
-        try:
-            return self._d.run_input_command(**kwargs)
-        except InputCommandRefusedError as exc:
-            raise InputCommandError(exc.status, exc.code, exc.message, exc.headers) from None
 
 
 def _used(doc: Any, transmitter_key: str) -> bool:

@@ -269,7 +269,9 @@ class Dispatcher:
         method: str,
         query: dict[str, str],
         body: Any | None,
-    ) -> tuple[MessageRecord, OutgoingMessage | None]:
+    ) -> MessageRecord:
+        """Run one input command (CONTRACT §6). Raises ``InputCommandRefusedError`` (400/404/405) when it
+        cannot run; a command that runs and fails is a Failed record (a dead letter) like a message."""
         config = self.doc.device_configuration_by_key.get(device_configuration)
         route_obj = config.route_by_key.get(route) if config is not None else None
         wf_step = None
@@ -329,5 +331,4 @@ class Dispatcher:
                     log.info("script_console", device_id=device_id, line=line[:1000])
             except StageError as exc:
                 status, stage, error = PemStatus.FAILED, exc.stage, f"{exc.code}: {exc.detail}"
-        rec = self._finish(msg, status, stage, error, device_id, command, started, detail)
-        return rec, None
+        return self._finish(msg, status, stage, error, device_id, command, started, detail)

@@ -17,23 +17,13 @@ from aiohttp import web
 
 from runtime.core.errors import ListenerBindError
 from runtime.core.lifecycle import InstanceState
-from runtime.core.messages import MessageRecord, OutgoingMessage, PemStatus
+from runtime.core.messages import MessageRecord, PemStatus
+from runtime.services.dispatcher import InputCommandRefusedError
 
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 256 * 1024
 SERVING = frozenset({InstanceState.RUNNING, InstanceState.PAUSED})
-
-
-class InputCommandError(Exception):
-    """A request the server refuses: status, stable code, message naming the bad part."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
 
 
 class InputCommandExecutor(Protocol):
@@ -48,7 +38,7 @@ class InputCommandExecutor(Protocol):
         method: str,
         query: dict[str, str],
         body: Any | None,
-    ) -> tuple[MessageRecord, OutgoingMessage | None]: ...  # raises InputCommandError for 400/404/405
+    ) -> MessageRecord: ...  # raises InputCommandRefusedError for 400/404/405
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
@@ -113,7 +103,7 @@ class InputCommandServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self._serve(request)
-        except InputCommandError as exc:
+        except InputCommandRefusedError as exc:
             self.counters["refused"] += 1
             return _json({"error": {"code": exc.code, "message": exc.message}}, exc.status, exc.headers)
         except web.HTTPRequestEntityTooLarge:
@@ -123,26 +113,26 @@ class InputCommandServer:
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         state = self._state()
         if state not in SERVING:
-            raise InputCommandError(503, "not_serving", f"input commands are not served while {state.value}",
+            raise InputCommandRefusedError(503, "not_serving", f"input commands are not served while {state.value}",
                                     {"Retry-After": "1"})
         if not self._authorized(request):
-            raise InputCommandError(401, "unauthorized", "valid Basic credentials are required",
+            raise InputCommandRefusedError(401, "unauthorized", "valid Basic credentials are required",
                                     {"WWW-Authenticate": 'Basic realm="input-commands"'})
         parts = [p for p in request.path.split("/") if p]
         if len(parts) != 5:
-            raise InputCommandError(
+            raise InputCommandRefusedError(
                 404, "unknown_command",
                 "expected /{deviceConfigKey}/{routeKey}/{workflowKey}/{inputCommandKey}/{deviceId}")
         body: Any | None = None
         raw = await request.read()
         if raw:
             if request.method in ("GET", "DELETE"):
-                raise InputCommandError(400, "body_not_allowed", f"a body is not allowed on {request.method}")
+                raise InputCommandRefusedError(400, "body_not_allowed", f"a body is not allowed on {request.method}")
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
-                raise InputCommandError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
-        record, reply = self._executor.run_input_command(
+                raise InputCommandRefusedError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
+        record = self._executor.run_input_command(
             device_configuration=parts[0], route=parts[1], workflow=parts[2], command=parts[3], device_id=parts[4],
             method=request.method, query={k: v for k, v in request.query.items()}, body=body,
         )
@@ -152,5 +142,4 @@ class InputCommandServer:
             return _json({"error": {"code": code, "message": detail or code, "stage": record.stage},
                           "messageId": record.id}, status)
         self.counters["accepted"] += 1
-        _ = reply
         return _json({"status": "accepted", "messageId": record.id}, 202)
