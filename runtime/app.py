@@ -21,6 +21,7 @@ from runtime import logsetup
 from runtime.adapters.cloud import CloudCheckedLoader, CloudConfig, CloudRecords, CloudSink
 from runtime.adapters.command.http import AdminApi
 from runtime.adapters.storage.sqlite import SqliteStore
+from runtime.core.lifecycle import InstanceState as S
 from runtime.core.ports import StateChange
 from runtime.core.solution.enums import WorkingStorage
 from runtime.core.timefmt import iso
@@ -33,6 +34,28 @@ from runtime.settings import Settings
 from runtime.solution_loading import AppSolutionLoader
 
 log = structlog.get_logger(__name__)
+
+
+class InstanceIdentity:
+    """The instance id, fixed for the life of the process so that MQTT topics, cloud paths and /status
+    never move under an operator: the flag or env when given, else the solution's instance key at the
+    first load (``local`` when that load failed)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._value: str | None = settings.instance_id
+        self.settled = asyncio.Event()
+        if self._value:
+            self.settled.set()
+
+    def pin(self, doc: Any) -> None:
+        if self._value is None:
+            self._value = self._settings.effective_instance_id(doc)
+        self.settled.set()
+
+    @property
+    def value(self) -> str:
+        return self._value or self._settings.effective_instance_id(None)
 
 
 class StartupError(Exception):
@@ -96,6 +119,8 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
         def current_doc() -> Any:
             return runtimes[0].loaded.doc if runtimes and runtimes[0].loaded is not None else None
 
+        identity = InstanceIdentity(settings)
+
         cloud: CloudSink | None = None
         if settings.cloud_url:  # cloud working storage and/or status reporting (CONTRACT §8, reference §1.5)
             cloud = await stack.enter_async_context(CloudSink(
@@ -105,7 +130,7 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
                             batch_size=settings.cloud_batch_size,
                             max_batches_per_second=settings.cloud_max_batches_per_second,
                             timeout=settings.cloud_timeout, retry_max=settings.cloud_retry_max),
-                instance_id=lambda: settings.effective_instance_id(current_doc()),
+                instance_id=lambda: identity.value,
                 mirror=lambda: settings.effective_working_storage(current_doc()) is WorkingStorage.CLOUD,
                 data_dir=settings.data_dir,
             ))
@@ -122,6 +147,8 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
         metrics.add_gauge("nuviot_store_queue_depth", lambda: store.queue_depth)
 
         def on_transition(change: StateChange) -> None:
+            if change.previous is S.INITIALIZING or change.state is S.STOPPING:
+                identity.pin(current_doc())  # the first load decides the instance id for good
             store.record_event(change.at, change.previous.value if change.previous else "", change.state.value,
                                change.reason)
             metrics.on_transition(change.previous, change.state)
@@ -136,16 +163,7 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
         runtimes.append(runtime)
         planes.bind(runtime)
 
-        channel: Any = None
-        if settings.control_mqtt is not None:
-            from runtime.adapters.command.mqtt import MqttCommandChannel
-
-            channel = MqttCommandChannel(
-                settings.control_mqtt.get_secret_value(),
-                settings.effective_instance_id(None),
-                runtime,
-                token,
-            )
+        channel: Any = None  # created once the instance id is settled (after the first load)
 
         def extras() -> dict[str, Any]:
             body: dict[str, Any] = {
@@ -170,7 +188,7 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
             store,
             devices,
             metrics,
-            instance_id=lambda: settings.effective_instance_id(runtime.loaded.doc if runtime.loaded else None),
+            instance_id=lambda: identity.value,
             extras=extras,
             replay=planes.replay,
         )
@@ -182,21 +200,24 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
         stack.push_async_callback(api.stop)
 
         async with asyncio.TaskGroup() as tg:
+            run = tg.create_task(runtime.run(stop), name="runtime")
             channel_task = None
-            if channel is not None:
+            if settings.control_mqtt is not None:
+                await identity.settled.wait()  # set on the first transition out of Initializing (or Stopping)
+                from runtime.adapters.command.mqtt import MqttCommandChannel
+
+                channel = MqttCommandChannel(settings.control_mqtt.get_secret_value(), identity.value, runtime, token)
                 channel_task = tg.create_task(channel.run(), name="command:mqtt")
-            await runtime.run(stop)
+            await run
             if channel_task is not None:
-                await _stop_channel(channel, channel_task)
+                await _stop_channel(channel_task)
         log.info("runtime_exited", state=runtime.state.value)
     return 0
 
 
-async def _stop_channel(channel: Any, task: asyncio.Task[None]) -> None:
-    publish_final = getattr(channel, "publish_final", None)
-    if publish_final is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(publish_final(), timeout=2)
+async def _stop_channel(task: asyncio.Task[None]) -> None:
+    """Cancelling the channel publishes the latest status (Stopped) if not yet published, then disconnects
+    cleanly, so the broker keeps Stopped retained rather than the last will."""
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 

@@ -46,20 +46,21 @@ async def command(broker: Mosquitto, instance: str, verb: str, token: str, reque
 
 async def test_status_verbs_and_broker_restart(own_mosquitto: Mosquitto, tmp_path: Path) -> None:
     d = Daemon(tmp_path / "data", "--listener-port", "restin=0", "--input-command-port", "0",
-               "--instance-id", "e2e1", "--control-mqtt", own_mosquitto.url)
+               "--control-mqtt", own_mosquitto.url)  # instance id: the demo solution's instance key
     with d:
-        await asyncio.to_thread(d.wait_state, "Running")
-        topic = "nuviot/instances/e2e1/status"
+        status = await asyncio.to_thread(d.wait_state, "Running")
+        assert status["instanceId"] == "demo"
+        topic = "nuviot/instances/demo/status"
         running = await retained_status(own_mosquitto, topic, "Running")
         assert running["since"].endswith("Z")
 
-        reply = await command(own_mosquitto, "e2e1", "pause", "wrong", "r1")
+        reply = await command(own_mosquitto, "demo", "pause", "wrong", "r1")
         assert reply == {"requestId": "r1", "ok": False, "error": reply["error"]}
         assert reply["error"]["code"] == "unauthorized"
-        reply = await command(own_mosquitto, "e2e1", "pause", d.token, "r2")
+        reply = await command(own_mosquitto, "demo", "pause", d.token, "r2")
         assert reply["ok"] is True and reply["state"] in ("Pausing", "Paused")
         await retained_status(own_mosquitto, topic, "Paused")
-        reply = await command(own_mosquitto, "e2e1", "pause", d.token, "r3")
+        reply = await command(own_mosquitto, "demo", "pause", d.token, "r3")
         assert reply["ok"] is False and reply["error"]["code"] == "DEP1006"
 
         # the broker goes away; the operator starts the instance over HTTP meanwhile; the broker returns
@@ -68,7 +69,7 @@ async def test_status_verbs_and_broker_restart(own_mosquitto: Mosquitto, tmp_pat
         await asyncio.to_thread(d.wait_state, "Running")
         own_mosquitto.start()
         await retained_status(own_mosquitto, topic, "Running", within=20)
-        reply = await command(own_mosquitto, "e2e1", "stop", d.token, "r4")
+        reply = await command(own_mosquitto, "demo", "stop", d.token, "r4")
         assert reply["ok"] is True
         await retained_status(own_mosquitto, topic, "Stopped")
         status = (await asyncio.to_thread(d.request, "GET", "/status"))[1]
