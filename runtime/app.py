@@ -21,6 +21,7 @@ from runtime import logsetup
 from runtime.adapters.cloud import CloudCheckedLoader, CloudConfig, CloudRecords, CloudSink
 from runtime.adapters.command.http import AdminApi
 from runtime.adapters.storage.sqlite import SqliteStore
+from runtime.core.errors import ListenerBindError
 from runtime.core.lifecycle import InstanceState as S
 from runtime.core.ports import StateChange
 from runtime.core.solution.enums import WorkingStorage
@@ -195,8 +196,8 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
         api = AdminApi(ops, token, host=settings.admin_host, port=settings.admin_port)
         try:
             await api.start()
-        except OSError as exc:
-            raise StartupError(f"admin API cannot bind {settings.admin_host}:{settings.admin_port}: {exc}") from exc
+        except ListenerBindError as exc:
+            raise StartupError(f"admin API cannot bind {settings.admin_host}:{settings.admin_port}: {exc.reason}") from exc
         stack.push_async_callback(api.stop)
 
         async with asyncio.TaskGroup() as tg:

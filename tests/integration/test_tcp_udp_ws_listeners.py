@@ -13,9 +13,10 @@ import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from runtime.adapters.httpsite import BasicCredentials
 from runtime.adapters.listeners.tcp import TcpListener
 from runtime.adapters.listeners.udp import UdpListener
-from runtime.adapters.listeners.websocket import WebSocketListener, basic_auth
+from runtime.adapters.listeners.websocket import WebSocketListener
 from runtime.core.errors import ListenerBindError
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
@@ -395,9 +396,9 @@ async def test_ws_server_path_auth_subprotocol_and_size_cap() -> None:
                  supported_protocol="nuviot", max_message_size=64)
     async with running(WebSocketListener(cfg, host=LOCAL), intake) as wsl:
         base = f"http://{LOCAL}:{wsl.status()['port']}"
-        good = {"Authorization": basic_auth("dev", "s3cret")}
+        good = {"Authorization": BasicCredentials("dev", "s3cret").header()}
         for path, headers, status in [("/other", good, 404), ("/devices", {}, 401),
-                                      ("/devices", {"Authorization": basic_auth("dev", "wrong")}, 401)]:
+                                      ("/devices", {"Authorization": BasicCredentials("dev", "wrong").header()}, 401)]:
             with pytest.raises(aiohttp.WSServerHandshakeError) as err:
                 async with ws_connect(base + path, headers=headers):
                     pass

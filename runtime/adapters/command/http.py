@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
+from runtime.adapters.httpsite import start_site
 from runtime.core.errors import CommandRefusedError
 from runtime.services.commands import BadRequestError, NotFoundError, Operations
 
@@ -97,13 +98,7 @@ class AdminApi:
         return app
 
     async def start(self) -> int:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1]) if sockets else self._port
+        self._runner, self.port = await start_site(self.app(), self._host, self._port, key="admin")
         log.info("admin_api_started", host=self._host, port=self.port)
         return self.port
 

@@ -6,8 +6,6 @@ It serves while the instance is Starting..Paused (Paused included) and is closed
 
 from __future__ import annotations
 
-import base64
-import hmac
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -15,7 +13,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from runtime.core.errors import ListenerBindError
+from runtime.adapters.httpsite import BasicCredentials, start_site
 from runtime.core.lifecycle import InstanceState
 from runtime.core.messages import MessageRecord, PemStatus
 from runtime.services.dispatcher import InputCommandRefusedError
@@ -59,7 +57,7 @@ class InputCommandServer:
         self._state = state
         self._host = host
         self._port = port
-        self._auth = None if basic_auth is None else (basic_auth[0].encode(), basic_auth[1].encode())
+        self._auth = None if basic_auth is None else BasicCredentials(*basic_auth)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.counters = {"accepted": 0, "refused": 0}
@@ -67,17 +65,7 @@ class InputCommandServer:
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            self._runner = None
-            raise ListenerBindError("inputcommands", self._port, exc.strerror or str(exc)) from exc
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1]) if sockets else self._port
+        self._runner, self.port = await start_site(app, self._host, self._port, key="inputcommands")
         log.info("input_command_server_started", port=self.port)
 
     async def stop(self) -> None:
@@ -87,18 +75,6 @@ class InputCommandServer:
 
     def status(self) -> dict[str, Any]:
         return {"port": self.port, "state": "listening" if self._runner else "stopped", **self.counters}
-
-    def _authorized(self, request: web.Request) -> bool:
-        if self._auth is None:
-            return True
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, pw = base64.b64decode(value.strip(), validate=True).partition(b":")
-        except (ValueError, TypeError):
-            return False
-        return hmac.compare_digest(user, self._auth[0]) & hmac.compare_digest(pw, self._auth[1])
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -115,7 +91,7 @@ class InputCommandServer:
         if state not in SERVING:
             raise InputCommandRefusedError(503, "not_serving", f"input commands are not served while {state.value}",
                                     {"Retry-After": "1"})
-        if not self._authorized(request):
+        if self._auth is not None and not self._auth.check(request.headers.get("Authorization")):
             raise InputCommandRefusedError(401, "unauthorized", "valid Basic credentials are required",
                                     {"WWW-Authenticate": 'Basic realm="input-commands"'})
         parts = [p for p in request.path.split("/") if p]

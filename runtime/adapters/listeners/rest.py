@@ -8,14 +8,13 @@ message's final record, so a bad message gets a 4xx naming the stage and reason,
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
 
+from runtime.adapters.httpsite import BasicCredentials
 from runtime.core.errors import ListenerBindError
 from runtime.core.messages import InboundMessage, MessageRecord, OutgoingMessage, PemStatus
 from runtime.core.solution.model import Listener
@@ -79,11 +78,10 @@ class RestListener:
         self._state = "stopped"
         self.bound_port: int | None = None
         self.counters = {"requests": 0, "refused": 0, "unauthorized": 0, "tooLarge": 0, "timedOut": 0}
-        self._auth: tuple[bytes, bytes] | None = None
+        self._auth: BasicCredentials | None = None
         if not config.anonymous:
-            user = (config.user_name or "").encode()
-            pw = config.password.get_secret_value().encode() if config.password else b""
-            self._auth = (user, pw)
+            pw = config.password.get_secret_value() if config.password else ""
+            self._auth = BasicCredentials(config.user_name or "", pw)
 
     async def start(self, intake: Intake) -> None:
         self._intake = intake
@@ -114,20 +112,6 @@ class RestListener:
         return {"key": self.key, "type": self.type, "state": self._state, "port": self.bound_port or self._port,
                 **self.counters}
 
-    def _authorized(self, request: web.Request) -> bool:
-        if self._auth is None:
-            return True
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, pw = base64.b64decode(value.strip(), validate=True).partition(b":")
-        except (ValueError, TypeError):
-            return False
-        ok_user = hmac.compare_digest(user, self._auth[0])
-        ok_pw = hmac.compare_digest(pw, self._auth[1])
-        return ok_user and ok_pw
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.counters["requests"] += 1
         intake = self._intake
@@ -135,7 +119,7 @@ class RestListener:
             self.counters["refused"] += 1
             return _json({"error": {"code": "not_running", "message": "the instance is not taking messages"}}, 503,
                          {"Retry-After": "1"})
-        if not self._authorized(request):
+        if self._auth is not None and not self._auth.check(request.headers.get("Authorization")):
             self.counters["unauthorized"] += 1
             return _json({"error": {"code": "unauthorized", "message": "valid Basic credentials are required"}},
                          401, {"WWW-Authenticate": f'Basic realm="{self.key}"'})

@@ -26,9 +26,7 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hmac
 from collections import deque
 from typing import Any
 
@@ -36,6 +34,7 @@ import aiohttp
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from runtime.adapters.httpsite import BasicCredentials, start_site
 from runtime.adapters.listeners.framing import DEFAULT_MAX_MESSAGE_SIZE
 from runtime.core.backoff import Backoff
 from runtime.core.errors import ListenerBindError
@@ -136,10 +135,10 @@ class WebSocketListener:
         self._heartbeat = heartbeat
         self._connect_timeout = connect_timeout
         self._protocols = (config.supported_protocol,) if config.supported_protocol else ()
-        self._auth: tuple[str, str] | None = None
+        self._auth: BasicCredentials | None = None
         if not config.anonymous:
             pw = config.password.get_secret_value() if config.password else ""
-            self._auth = (config.user_name or "", pw)
+            self._auth = BasicCredentials(config.user_name or "", pw)
         self._host = host
         if config.host_name:
             self.mode = "client"
@@ -292,7 +291,7 @@ class WebSocketListener:
     # ------------------------------------------------------------------ client mode
     async def _run_client(self) -> None:
         assert self._session is not None and self.url is not None
-        headers = {"Authorization": basic_auth(*self._auth)} if self._auth is not None else None
+        headers = {"Authorization": self._auth.header()} if self._auth is not None else None
         while not self._stop_requested.is_set():
             error: str | None = None
             try:
@@ -333,36 +332,15 @@ class WebSocketListener:
         app = web.Application()
         path = self.config.path
         app.router.add_get(("/" + path.lstrip("/")) if path else "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
         try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
+            self._runner, self.bound_port = await start_site(app, self._host, self._port or 0, key=self.key)
+        except ListenerBindError:
             self._state = "failed"
-            raise ListenerBindError(self.key, self._port, exc.strerror or str(exc)) from exc
-        self._runner = runner
-        sockets = getattr(site._server, "sockets", None) or []
-        self.bound_port = int(sockets[0].getsockname()[1]) if sockets else self._port
+            raise
         self._state = "listening"
 
-    def _authorized(self, request: web.Request) -> bool:
-        if self._auth is None:
-            return True
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, pw = base64.b64decode(value.strip(), validate=True).partition(b":")
-        except (ValueError, TypeError):
-            return False
-        ok_user = hmac.compare_digest(user, self._auth[0].encode())
-        ok_pw = hmac.compare_digest(pw, self._auth[1].encode())
-        return ok_user and ok_pw
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorized(request):
+        if self._auth is not None and not self._auth.check(request.headers.get("Authorization")):
             self.counters["unauthorized"] += 1
             return web.Response(status=401, headers={"WWW-Authenticate": f'Basic realm="{self.key}"'})
         ws = web.WebSocketResponse(protocols=self._protocols, max_msg_size=self.max_size, heartbeat=self._heartbeat)
@@ -375,11 +353,6 @@ class WebSocketListener:
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else request.remote
         await self._serve(ws, address)
         return ws
-
-
-def basic_auth(user: str, password: str) -> str:
-    """An ``Authorization`` header value (aiohttp's ``BasicAuth`` is deprecated)."""
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def _client_url(config: Listener) -> str:
