@@ -19,6 +19,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     NUVIOT_DATA_DIR=/data \
     NUVIOT_LOG_FORMAT=json
+# Debian's mosquitto serves the built-in MQTT listener (listenerType mqttlistener) as a child process.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends mosquitto=2.0.* \
+    && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels /wheels/nuviot_runtime-*.whl \
@@ -37,8 +41,9 @@ EXPOSE 8181 8182
 # No curl in a slim image: ask /health with the image's Python.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os,sys,urllib.request as u; p=os.environ.get('NUVIOT_ADMIN_PORT') or '8181'; sys.exit(0 if u.urlopen('http://127.0.0.1:'+p+'/health', timeout=3).status == 200 else 1)"]
-# The entrypoint execs the daemon: it is PID 1 and gets SIGTERM (drain, exit 0 within 10 s). It starts
-# no child processes, so no init (tini) is needed; `docker run --init` adds one if wanted.
+# The entrypoint execs the daemon: it is PID 1 and gets SIGTERM (drain, exit 0 within 10 s). Its only
+# possible child, mosquitto for an mqttlistener, is stopped by the daemon and dies with it
+# (PR_SET_PDEATHSIG), so no init (tini) is needed; `docker run --init` adds one if wanted.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
 CMD []

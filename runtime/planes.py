@@ -13,7 +13,9 @@ from typing import Any
 import structlog
 
 from runtime.adapters.command.input_commands import InputCommandServer
+from runtime.adapters.listeners.amqp import AmqpListener
 from runtime.adapters.listeners.mqtt import MqttClientListener
+from runtime.adapters.listeners.mqtt_broker import MqttBrokerListener
 from runtime.adapters.listeners.rest import RestListener
 from runtime.adapters.listeners.tcp import TcpListener
 from runtime.adapters.listeners.udp import UdpListener
@@ -144,6 +146,13 @@ class AppPlanes:
                 return UdpListener(cfg, port=port)
             if kind is ListenerType.WEBSOCKET:
                 return WebSocketListener(cfg, port=port)
+            if kind in (ListenerType.AMQP, ListenerType.RABBITMQ_CLIENT):
+                return AmqpListener(cfg, instance_id=instance_id)
+            if kind is ListenerType.MQTT_LISTENER:
+                if port is not None:
+                    cfg = cfg.model_copy(update={"listen_on_port": port})
+                return MqttBrokerListener(cfg, instance_id=instance_id,
+                                          workdir=self.settings.data_dir / "mqttlistener" / cfg.key)
         except ValueError as exc:  # a configuration the listener cannot run (e.g. a bad framing escape)
             raise UnsupportedListenerError(cfg.key, port if port is not None else cfg.listen_on_port,
                                            str(exc)) from exc
