@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -226,36 +227,54 @@ class _Idle(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def test_tcp_thousands_of_idle_connections() -> None:
-    n = 3000
-    loop = asyncio.get_running_loop()
+_IDLE_CLIENTS = """
+import resource, socket, sys
+n, port = int(sys.argv[1]), int(sys.argv[2])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 512), hard))
+socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+print("connected", flush=True)
+sys.stdin.read()  # hold them open until the test says so (closes stdin)
+"""
+
+
+def _raise_fd_limit(need: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"needs {need} file descriptors; the hard limit here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
+async def test_tcp_ten_thousand_idle_connections() -> None:
+    """Issue 8's bad input: 10,000 connections that never send. The clients live in a child process."""
+    n = 10_000
+    _raise_fd_limit(n + 1024)
     intake = new_intake()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    transports: list[asyncio.BaseTransport] = []
-    protocols: list[_Idle] = []
-    try:
-        async with running(TcpListener(config("rawtcp"), host=LOCAL), intake) as tcp:
-            port = tcp.status()["port"]
-            started = time.monotonic()
-            async with asyncio.timeout(30):
-                for _ in range(0, n, 250):
-                    made = await asyncio.gather(*(loop.create_connection(_Idle, LOCAL, port) for _ in range(250)))
-                    transports += [t for t, _ in made]
-                    protocols += [p for _, p in made]
-                await wait_until(lambda: tcp.status()["connections"] == n, within=20)
+    async with running(TcpListener(config("rawtcp"), host=LOCAL, max_connections=n + 1), intake) as tcp:
+        port = tcp.status()["port"]
+        clients = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _IDLE_CLIENTS, str(n), str(port),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        try:
+            async with asyncio.timeout(60):
+                assert clients.stdout is not None
+                assert (await clients.stdout.readline()).strip() == b"connected"
+                await wait_until(lambda: tcp.status()["connections"] == n, within=40)
             async with tcp_client(port) as (_, writer):  # still serving
                 writer.write(b"alive\n")
                 assert [m.payload for m in await take(intake, 1)] == [b"alive"]
-            assert time.monotonic() - started < 30
-        # stop() closed every one of them
-        async with asyncio.timeout(10):
-            await asyncio.gather(*(p.closed for p in protocols))
-        grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-        assert grown_mib < 200, f"{n} idle connections grew the peak RSS by {grown_mib:.0f} MiB"
-    finally:
-        for t in transports:
-            t.close()
-        await asyncio.sleep(0)
+            assert tcp.status()["received"] == 1
+        finally:
+            assert clients.stdin is not None
+            clients.stdin.close()
+            async with asyncio.timeout(20):
+                await clients.wait()
+    assert tcp.status()["connections"] == 0  # stop() closed every one of them
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert grown_mib < 200, f"{n} idle connections grew the peak RSS by {grown_mib:.0f} MiB"
 
 
 async def test_tcp_paused_intake_refuses_and_keeps_the_connection() -> None:
