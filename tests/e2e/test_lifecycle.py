@@ -132,3 +132,52 @@ def test_busy_port_gives_failed_to_start_naming_the_port(tmp_path: Path) -> None
             code, _body = d.request("POST", "/control/pause")
             assert code == 409
     # the port is free again: start recovers (a fresh daemon would also do)
+
+
+def test_reload_swaps_a_valid_solution_and_keeps_the_old_one_on_a_bad_one(tmp_path: Path) -> None:
+    demo = Path(__file__).resolve().parents[2] / "runtime" / "demo" / "solution.yaml"
+    solution = tmp_path / "solution.yaml"
+    solution.write_text(demo.read_text())
+    env = {"NUVIOT_ADMIN_TOKEN": ""}  # unset: the daemon generates one into the data dir
+    d = Daemon(tmp_path / "data", "--solution", str(solution), "--listener-port", "restin=0",
+               "--input-command-port", "0", env=env)
+    with d:
+        token_file = tmp_path / "data" / "admin-token"
+        deadline = time.monotonic() + 10
+        while not token_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+        d.token = token_file.read_text().strip()
+        d.wait_state("Running")
+
+        # a broken version: the old solution keeps running, the reason is reported, no transition
+        events_before = len(d.request("GET", "/events")[1])
+        solution.write_text(demo.read_text().replace("messageDefinition: telemetry", "messageDefinition: nosuch"))
+        assert d.request("POST", "/control/reload")[0] == 202
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = d.request("GET", "/status")[1]
+            if status.get("lastReload"):
+                break
+            time.sleep(0.05)
+        assert status["state"] == "Running" and status["lastReload"]["ok"] is False
+        assert "nosuch" in status["lastReload"]["error"]
+        assert len(d.request("GET", "/events")[1]) == events_before
+
+        # a valid new version: swapped through Initializing -> Starting -> Running
+        solution.write_text(demo.read_text().replace('version: "1.0"', 'version: "1.1"'))
+        assert d.request("POST", "/control/reload")[0] == 202
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = d.request("GET", "/status")[1]
+            if status["state"] == "Running" and status["solution"]["version"] == "1.1":
+                break
+            time.sleep(0.05)
+        assert status["solution"]["version"] == "1.1" and status["lastReload"]["ok"] is True
+        assert [e["to"] for e in d.request("GET", "/events?limit=3")[1]] == ["Running", "Starting", "Initializing"]
+
+        code, metrics, _ = http("GET", d.base + "/metrics")
+        assert code == 200
+        assert 'nuviot_instance_state{state="Running"} 1.0' in metrics
+        assert 'nuviot_state_transitions_total{from_state="Initializing",to_state="Starting"}' in metrics
+        assert "nuviot_messages_processed_total" in metrics
