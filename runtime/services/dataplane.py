@@ -106,6 +106,8 @@ class Dispatcher(Protocol):
 
     async def flush(self) -> None: ...  # wait for effects of processed messages (transmits) within bounds
 
+    async def ready(self) -> None: ...  # awaited between batches: back-pressure from the store
+
 
 class DataPlane:
     def __init__(
@@ -193,6 +195,7 @@ class DataPlane:
                 return
             dispatcher.process(batch)
             await asyncio.sleep(0)  # let listeners and the API run between batches
+            await dispatcher.ready()  # the store is behind: wait (the intake fills, listeners push back)
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

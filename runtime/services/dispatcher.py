@@ -47,6 +47,8 @@ PT = PipelineModuleType
 class RecordSink(Protocol):
     def record_message(self, rec: MessageRecord, on_commit: Callable[[], None] | None = None) -> None: ...
 
+    async def writable(self) -> None: ...  # returns once the writer's queue is below its high-water mark
+
 
 class TransmitterPort(Protocol):
     key: str
@@ -103,6 +105,10 @@ class Dispatcher:
 
     async def flush(self) -> None:
         return None  # transmitters flush when the command plane stops them
+
+    async def ready(self) -> None:
+        """Back-pressure between batches: wait while the record sink's queue is above its high-water mark."""
+        await self._records.writable()
 
     def handle(self, msg: InboundMessage) -> MessageRecord:
         started = time.perf_counter()

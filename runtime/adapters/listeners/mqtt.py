@@ -69,6 +69,7 @@ _MQTT_LOGGER = logging.getLogger(__name__ + ".aiomqtt")
 
 REPLY_SUFFIX = "/reply"
 _OVERSIZE_LOG_EVERY = 10.0  # seconds between two oversized-payload warnings
+_READ_SIZE = 32 * 1024  # bytes per socket read (at most ~6,500 minimal PUBLISH packets)
 
 
 def _describe(exc: BaseException) -> str:
@@ -163,6 +164,50 @@ class _Reply:
 
     def send(self, out: OutgoingMessage) -> None:
         self._listener.enqueue_reply(out.topic or self._topic + REPLY_SUFFIX, out.payload)
+
+
+class _BufferedSocket:
+    """paho's socket, read in big chunks: the listener's one change to how paho reads (hot path).
+
+    paho reads a packet with three ``recv`` calls (command byte, length byte, rest) and, for QoS 0, aiomqtt
+    handles one packet per readable event: ~3 syscalls and one event-loop turn per message. This wrapper
+    reads up to ``_READ_SIZE`` bytes at once and serves paho's small reads from that buffer; ``pending()``
+    (the hook aiomqtt's reader already loops on for TLS) makes aiomqtt call ``loop_read`` until the buffer
+    is used up. ``gate()`` false (the intake is filling up) makes an empty buffer look like "no data yet"
+    without reading: the bytes stay in the kernel, TCP pushes back on the broker, and the loop calls again
+    on its next turn, after the worker took a batch.
+    """
+
+    __slots__ = ("_buf", "_gate", "_pos", "_sock")
+
+    def __init__(self, sock: Any, gate: Any) -> None:
+        self._sock = sock
+        self._gate = gate
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, n: int) -> bytes:
+        pos = self._pos
+        buf = self._buf
+        if pos >= len(buf):
+            if not self._gate():
+                raise BlockingIOError
+            data = self._sock.recv(_READ_SIZE if n < _READ_SIZE else n)
+            if len(data) <= n:
+                self._buf, self._pos = b"", 0
+                return data
+            self._buf, self._pos = data, n
+            return data[:n]
+        end = pos + n
+        self._pos = end
+        return buf[pos:end]
+
+    def pending(self) -> int:
+        inner = getattr(self._sock, "pending", None)
+        return len(self._buf) - self._pos + (inner() if inner is not None else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 def _intake_queue_type(listener: MqttClientListener, conn: _Connection) -> type[asyncio.Queue[aiomqtt.Message]]:
@@ -300,6 +345,16 @@ class MqttClientListener:
         }
 
     # ------------------------------------------------------------------ hot path (called by paho via put_nowait)
+    def _reading_allowed(self) -> bool:
+        """Read more from the socket only while the intake is below a quarter full (see _BufferedSocket).
+
+        Not accepting (stopping): read, so that what arrives is refused and counted as before. A worker
+        stuck for longer than the keep-alive (30 s) lets the broker drop the connection: QoS 1 messages
+        are then redelivered on the next one.
+        """
+        intake = self._intake
+        return intake is None or not intake.accepting or len(intake) < max(1, intake.maxsize // 4)
+
     def take(self, m: aiomqtt.Message, conn: _Connection) -> None:
         try:
             payload = m.payload
@@ -325,7 +380,33 @@ class MqttClientListener:
             self.counters["errors"] += 1
             log.error("listener_message_crashed", listener=self.key, error=_describe(exc), exc_info=exc)
 
-    def _oversized(self, m: aiomqtt.Message, conn: _Connection) -> None:
+    def take_paho(self, m: Any, conn: _Connection) -> None:
+        """``take`` for paho's own ``MQTTMessage`` (``topic`` is a decoded str there)."""
+        try:
+            payload = m.payload
+            qos = m.qos
+            if len(payload) > self._max_payload:
+                self._oversized(m, conn, m.topic)
+                return
+            topic = m.topic
+            msg = InboundMessage(self.key, payload, topic)
+            msg.reply = _Reply(self, topic)
+            if qos:
+                msg.ack = _Ack(conn, m.mid, qos)
+            if self._accepting and self._intake.offer(msg):  # type: ignore[union-attr]
+                self.counters["received"] += 1
+                if qos:
+                    conn.outstanding += 1
+            else:
+                self.counters["refused"] += 1
+                if qos:
+                    conn.refused += 1
+                    conn.refused_event.set()
+        except Exception as exc:  # one bad message (e.g. a topic that is not UTF-8) must not break the connection
+            self.counters["errors"] += 1
+            log.error("listener_message_crashed", listener=self.key, error=_describe(exc), exc_info=exc)
+
+    def _oversized(self, m: Any, conn: _Connection, topic: str | None = None) -> None:
         self.counters["oversized"] += 1
         if m.qos:
             conn.ack(m.mid, m.qos)  # a poison message: redelivery could never succeed
@@ -335,7 +416,7 @@ class MqttClientListener:
             log.warning(
                 "message_refused_oversized",
                 listener=self.key,
-                topic=m.topic.value,
+                topic=topic if topic is not None else m.topic.value,
                 size=len(m.payload),  # type: ignore[arg-type]
                 limit=self._max_payload,
                 total=self.counters["oversized"],
@@ -423,6 +504,17 @@ class MqttClientListener:
         )
         paho = client._client  # paho's manual ack has no aiomqtt API
         paho.manual_ack_set(True)
+        create_socket = paho._create_socket
+        paho._create_socket = lambda: _BufferedSocket(create_socket(), self._reading_allowed)
+        # Straight from paho's decoded PUBLISH to ``take``: paho would first match the topic against its
+        # (empty: aiomqtt adds none) per-filter callbacks, and aiomqtt would build and validate its own
+        # Message only for our queue to unpack it. Same message, about a fifth less work per message.
+        take = self.take_paho
+
+        def handle_on_message(message: Any) -> None:
+            take(message, conn)
+
+        paho._handle_on_message = handle_on_message
         conn.bind(paho)
         return client
 

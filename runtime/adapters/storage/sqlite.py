@@ -222,6 +222,10 @@ class SqliteStore:
         """
         self._writer.offer("device", device)
 
+    async def writable(self) -> None:
+        """Return once the writer's queue is below its high-water mark (back-pressure for the message worker)."""
+        await self._writer.writable()
+
     async def flush(self) -> None:
         """Return once everything queued before the call is committed; TransientError if the DB stays locked."""
         await self._writer.flush()

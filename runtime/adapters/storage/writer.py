@@ -124,6 +124,8 @@ class BatchWriter:
         self._accepted = 0  # items taken in (records and operations), in queue order
         self._done = 0  # items committed (or counted as failed)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._room: list[asyncio.Future[None]] = []  # producers waiting for the queue to drop below high water
+        self._high_water = max(2 * batch_size, min(queue_size // 4, 4 * batch_size))
         self._callbacks: deque[tuple[int, Callable[[], None]]] = deque()  # (queue position, run once committed)
         self._since_prune = dict.fromkeys(("messages", "deadletters", "logs", "events"), 0)
         self._drop_logged_at = -_DROP_LOG_INTERVAL
@@ -166,6 +168,22 @@ class BatchWriter:
         else:
             self._callbacks.append((self._accepted, callback))
 
+    async def writable(self) -> None:
+        """Return once the queue is below its high-water mark (at once when it is).
+
+        Back-pressure for a producer that can wait (the message worker): it keeps the queue, and the
+        memory it holds, small, instead of filling it up to ``queue_size`` and dropping records.
+        """
+        if len(self._items) < self._high_water or self._closing:
+            return
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._room.append(future)
+        try:
+            await future
+        finally:
+            if not future.done():
+                future.cancel()
+
     async def submit(self, fn: Operation) -> Any:
         """Run ``fn(db)`` inside the writer's next transaction; return its result once committed."""
         if self._closing:
@@ -187,6 +205,7 @@ class BatchWriter:
     def close(self) -> None:
         """Refuse new writes; ``run`` returns once everything queued so far is committed."""
         self._closing = True
+        self._release_room(all_=True)
         self._wakeup.set()
 
     # --- the writer task ---
@@ -221,6 +240,7 @@ class BatchWriter:
                 await self._prune()
         finally:
             stopped = TransientError("storage writer stopped")
+            self._release_room(all_=True)
             self._fail_waiters(stopped)
             for kind, value in [*self._inflight, *self._items]:  # only when cancelled: count what is lost
                 if kind != "op":
@@ -230,7 +250,15 @@ class BatchWriter:
             self._inflight = []
             self._items.clear()
 
+    def _release_room(self, *, all_: bool = False) -> None:
+        if self._room and (all_ or len(self._items) < self._high_water):
+            room, self._room = self._room, []
+            for future in room:
+                if not future.done():
+                    future.set_result(None)
+
     def _release_waiters(self) -> None:
+        self._release_room()
         callbacks, done = self._callbacks, self._done
         while callbacks and callbacks[0][0] <= done:
             callback = callbacks.popleft()[1]
@@ -350,6 +378,17 @@ class BatchWriter:
 
     async def _commit_bulk(self, segments: list[_Segment]) -> None:
         db = self._db
+        in_thread = getattr(db, "_execute", None)
+        if in_thread is not None and not any(isinstance(seg, _Op) for seg in segments):
+            # Records only (the usual batch): the whole transaction is one call on the connection's thread,
+            # not four awaited round trips that each wait for an event-loop turn behind the message worker.
+            grouped: dict[str, list[tuple[Any, ...]]] = {}
+            for seg in segments:
+                for unit in seg:  # type: ignore[union-attr]
+                    for sql, params in unit.stmts:
+                        grouped.setdefault(sql, []).append(params)
+            await in_thread(_commit_rows, db._conn, grouped)
+            return
         await db.execute("BEGIN IMMEDIATE")
         try:
             for seg in segments:
@@ -467,6 +506,58 @@ class BatchWriter:
                 await self._rollback()
                 raise
             removed += cursor.rowcount
+
+
+_ROWS_PER_STATEMENT = 128  # x <= 15 columns: far below SQLite's 32,766 variables per statement
+_multi_sql: dict[tuple[str, int], str | None] = {}
+
+
+def _multi_row(sql: str, k: int) -> str | None:
+    """``INSERT ... VALUES (?, ...) [tail]`` with ``k`` value tuples, or None for any other statement."""
+    key = (sql, k)
+    if key not in _multi_sql:
+        head, sep, rest = sql.partition(" VALUES (")
+        close = rest.find(")")
+        if not sep or not head.lstrip().upper().startswith("INSERT") or close < 0 or "(" in rest[:close]:
+            _multi_sql[key] = None
+        else:
+            group = "(" + rest[: close + 1]
+            _multi_sql[key] = head + " VALUES " + ", ".join([group] * k) + rest[close + 1:]
+    return _multi_sql[key]
+
+
+def _insert_many(conn: sqlite3.Connection, sql: str, many: list[tuple[Any, ...]]) -> None:
+    """``executemany``, but up to ``_ROWS_PER_STATEMENT`` rows per statement (same rows, same order).
+
+    Why: sqlite3 releases the GIL around every ``sqlite3_step``, i.e. per row with ``executemany``; with the
+    event loop busy, each re-acquisition waits for the loop thread to give the GIL up (a convoy), so a
+    500-row batch took longer than the loop needs to process it. One multi-row statement is one step.
+    """
+    n = len(many)
+    step = _ROWS_PER_STATEMENT
+    i = 0
+    while n - i >= 2:
+        k = min(step, n - i)
+        multi = _multi_row(sql, k)
+        if multi is None:
+            break
+        conn.execute(multi, [v for row in many[i:i + k] for v in row])
+        i += k
+    if i < n:
+        conn.executemany(sql, many[i:])
+
+
+def _commit_rows(conn: sqlite3.Connection, grouped: dict[str, list[tuple[Any, ...]]]) -> None:
+    """One transaction of plain record rows; runs on the aiosqlite thread (``_commit_bulk``)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, many in grouped.items():
+            _insert_many(conn, sql, many)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 _TABLE_OF = {
