@@ -1,0 +1,153 @@
+"""``python -m bench [--quick]``: the runtime's end-to-end benchmark (``make bench`` / ``make bench-quick``).
+
+Starts its own mosquitto and the real daemon on ``bench/solution.yaml``, provisions the devices through the
+admin API, then, in one run: the bare-aiomqtt baseline (QoS 0 and 1), the end-to-end rate (records
+committed in SQLite, QoS 0 and 1), latency at a fixed offered load, REST through aiohttp clients, and the
+daemon's RSS. Prints a table, then, as the last line, one JSON object. Writes ``bench/results/<mode>.json``
+and ``.md`` unless ``--no-save``. Measurement details: ``bench/harness.py``. Never part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Bench, machine, rss_mb, rss_series_summary, run_baseline
+from tests.support.mosquitto import Mosquitto
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GOALS = {"e2e_msgs_per_s": 10_000, "ratio_q0": 0.60, "p99_ms": 25.0, "rss_mb": 200.0}
+
+PROFILES = {
+    #          e2e QoS0   e2e QoS1  baseline  latency s  REST n  devices
+    "full": dict(n0=1_000_000, n1=200_000, nb=200_000, lat_s=30, rest_n=50_000, devices=1000),
+    "quick": dict(n0=60_000, n1=30_000, nb=60_000, lat_s=8, rest_n=10_000, devices=200),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer messages: under two minutes")
+    ap.add_argument("--rate", type=float, default=2000.0, help="offered load of the latency runs (msg/s)")
+    ap.add_argument("--concurrency", type=int, default=32, help="REST clients")
+    ap.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    args = ap.parse_args()
+    mode = "quick" if args.quick else "full"
+    p = PROFILES[mode]
+    t0 = time.time()
+    run = f"r{int(t0) % 100000}"
+    res: dict[str, Any] = {"mode": mode, "devices": p["devices"], "machine": machine()}
+    with tempfile.TemporaryDirectory(prefix="nuviot-bench-") as tmp, Mosquitto(Path(tmp) / "broker") as broker:
+        print(f"# nuviot-runtime benchmark ({mode}): broker {broker.host}:{broker.port}, {p['devices']} devices",
+              file=sys.stderr)
+        b0 = run_baseline(broker.host, broker.port, 0, p["nb"], p["devices"], run + "b0")
+        b1 = run_baseline(broker.host, broker.port, 1, p["nb"] // 2, p["devices"], run + "b1")
+        bench = Bench(Path(tmp), broker, p["devices"])
+        bench.start_daemon()
+        try:
+            rss_start = rss_mb(bench.pid)
+            q0 = bench.throughput(0, p["n0"], run + "q0")
+            rss_after_q0 = rss_mb(bench.pid)
+            q1 = bench.throughput(1, p["n1"], run + "q1")
+            l0 = bench.latency(0, args.rate, p["lat_s"], run + "l0")
+            l1 = bench.latency(1, args.rate, p["lat_s"], run + "l1")
+            rest = bench.rest(p["rest_n"], args.concurrency, run + "h")
+            rss_end = rss_mb(bench.pid)
+            final = bench.counters()
+        finally:
+            code = bench.stop_daemon()
+    res.update({
+        "baseline_q0": b0, "baseline_q1": b1,
+        "e2e_q0": {k: v for k, v in q0.items() if k != "rss"} | rss_series_summary(q0["rss"]),
+        "e2e_q1": {k: v for k, v in q1.items() if k != "rss"},
+        "latency_q0": l0, "latency_q1": l1, "rest": rest,
+        "rss": {"start_mb": rss_start, "after_q0_mb": rss_after_q0, "end_mb": rss_end},
+        "rss_samples_q0": [(c, round(mb, 1)) for _, c, mb in q0["rss"]],
+        "final_counters": final, "daemon_exit": code, "seconds": round(time.time() - t0, 1),
+    })
+    summary = {
+        "e2e_msgs_per_s": round(q0["msgs_per_s"]),
+        "baseline_msgs_per_s": round(b0["msgs_per_s"]),
+        "ratio_q0": round(q0["msgs_per_s"] / b0["msgs_per_s"], 3) if b0["msgs_per_s"] else None,
+        "e2e_q1_msgs_per_s": round(q1["msgs_per_s"]),
+        "baseline_q1_msgs_per_s": round(b1["msgs_per_s"]),
+        "ratio_q1": round(q1["msgs_per_s"] / b1["msgs_per_s"], 3) if b1["msgs_per_s"] else None,
+        "p50_ms": round(l0["p50_ms"], 2), "p99_ms": round(l0["p99_ms"], 2),
+        "p99_processed_ms": round(l0["processed_p99_ms"], 2), "p99_q1_ms": round(l1["p99_ms"], 2),
+        "rss_mb": round(max(rss_end, res["e2e_q0"].get("rss_peak_mb", 0.0)), 1),
+        "rss_start_mb": round(rss_start, 1),
+        "rest_req_per_s": round(rest["req_per_s"]), "rest_p99_ms": round(rest["p99_ms"], 2),
+        "messages_q0": q0["committed"], "refused_q0": q0["refused"], "mode": mode,
+        "nproc": res["machine"]["nproc"],
+    }
+    res["summary"] = summary
+    table = render_table(res, summary)
+    print(table)
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"{mode}.json").write_text(json.dumps(res, indent=2) + "\n")
+        (RESULTS / f"{mode}.md").write_text(render_markdown(res, table))
+    print(json.dumps(summary))
+    return 0
+
+
+def _ok(flag: bool) -> str:
+    return "met" if flag else "NOT met"
+
+
+def render_table(res: dict[str, Any], s: dict[str, Any]) -> str:
+    q0, q1, b0, b1 = res["e2e_q0"], res["e2e_q1"], res["baseline_q0"], res["baseline_q1"]
+    l0, l1, rest, rss = res["latency_q0"], res["latency_q1"], res["rest"], res["rss"]
+    rows = [
+        ("baseline QoS0 (bare aiomqtt)", f"{b0['msgs_per_s']:,.0f} msg/s", f"{b0['received']:,} of {b0['sent']:,}", ""),
+        ("baseline QoS1 (bare aiomqtt)", f"{b1['msgs_per_s']:,.0f} msg/s", f"{b1['received']:,} of {b1['sent']:,}", ""),
+        ("end to end QoS0 (committed)", f"{q0['msgs_per_s']:,.0f} msg/s",
+         f"{q0['committed']:,} of {q0['sent']:,}; refused {q0['refused']:,}",
+         f">= {GOALS['e2e_msgs_per_s']:,}: {_ok(s['e2e_msgs_per_s'] >= GOALS['e2e_msgs_per_s'])}"),
+        ("  ratio to baseline QoS0", f"{s['ratio_q0']:.2f}", "", f">= 0.60: {_ok((s['ratio_q0'] or 0) >= 0.6)}"),
+        ("end to end QoS1 (committed)", f"{q1['msgs_per_s']:,.0f} msg/s",
+         f"{q1['committed']:,} of {q1['sent']:,}; refused {q1['refused']:,}", ""),
+        ("  ratio to baseline QoS1", f"{s['ratio_q1']:.2f}", "", ""),
+        (f"latency QoS0 @ {l0['offered_per_s']:,.0f}/s committed", f"p50 {l0['p50_ms']:.1f} / p99 {l0['p99_ms']:.1f} ms",
+         f"max {l0['max_ms']:.1f}; {l0['committed']:,} of {l0['sent']:,}", f"p99 < 25 ms: {_ok(l0['p99_ms'] < 25)}"),
+        ("  same, processed (receivedAt+processingMs)",
+         f"p50 {l0['processed_p50_ms']:.1f} / p99 {l0['processed_p99_ms']:.1f} ms", "", ""),
+        (f"latency QoS1 @ {l1['offered_per_s']:,.0f}/s committed", f"p50 {l1['p50_ms']:.1f} / p99 {l1['p99_ms']:.1f} ms",
+         f"max {l1['max_ms']:.1f}; {l1['committed']:,} of {l1['sent']:,}", ""),
+        (f"REST ({rest['count']:,} POSTs)", f"{rest['req_per_s']:,.0f} req/s",
+         f"p50 {rest['p50_ms']:.1f} / p99 {rest['p99_ms']:.1f} ms; {rest['statuses']}", ""),
+        ("RSS start / after QoS0 / end", f"{rss['start_mb']:.0f} / {rss['after_q0_mb']:.0f} / {rss['end_mb']:.0f} MB",
+         f"QoS0 run: at 10% {q0.get('rss_at_10pct_mb', 0):.0f}, peak {q0.get('rss_peak_mb', 0):.0f} MB",
+         f"< 200 MB: {_ok(s['rss_mb'] < GOALS['rss_mb'])}"),
+    ]
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [" | ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    m = res["machine"]
+    head = (f"nuviot-runtime benchmark ({res['mode']}, {res['devices']} devices): {m['nproc']} CPUs, "
+            f"{m['memory_gb']} GB, Python {m['python']}, {res['seconds']} s")
+    return head + "\n" + "\n".join(lines)
+
+
+def render_markdown(res: dict[str, Any], table: str) -> str:
+    m = res["machine"]
+    return (
+        f"# Benchmark results ({res['mode']})\n\n"
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB, Python {m['python']}, {m['mosquitto']}.\n"
+        "The machine is shared and noisy (a CI-like VM with other jobs on it): absolute figures move by tens of\n"
+        "percent between runs. Read the ratios against the same-run baseline (bare aiomqtt subscriber on the\n"
+        "same broker and the same publisher, measured minutes before), not the absolute numbers.\n\n"
+        "Broker, publisher (hand-built MQTT packets, `bench/publisher.py`), daemon and the measuring\n"
+        "process all share those CPUs. Method: `bench/harness.py`.\n\n"
+        "```\n" + table + "\n```\n\n"
+        "Summary (the JSON line `python -m bench` prints last):\n\n"
+        "```json\n" + json.dumps(res["summary"]) + "\n```\n"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
