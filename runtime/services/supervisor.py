@@ -73,11 +73,13 @@ class Runtime:
         on_transition: Callable[[StateChange], None] | None = None,
         clock: Callable[[], float] = time.time,
         op_timeout: float = 60.0,
+        grace: float = 2.0,
     ) -> None:
         self._loader = loader
         self._planes = planes
         self._clock = clock
         self._op_timeout = op_timeout
+        self._grace = grace
         self._state = S.OFFLINE
         self._since = clock()
         self._reason: str | None = None
@@ -145,7 +147,11 @@ class Runtime:
                         get.cancel()
                         await asyncio.gather(get, return_exceptions=True)
                     if op is not None:
-                        op.cancel()
+                        # let a running operation (a pause, a start) finish briefly, then cancel it: the
+                        # shutdown below must still drain and exit within the 10 s budget
+                        await asyncio.wait({op}, timeout=self._grace)
+                        if not op.done():
+                            op.cancel()
                         await asyncio.gather(op, return_exceptions=True)
                     break
                 if op is not None and op in done:
@@ -234,19 +240,20 @@ class Runtime:
         self._set(S.RUNNING, "all listeners up")
 
     async def _stop_planes(self, *, commands: bool) -> None:
-        data, self._data = self._data, None
-        if data is not None:
+        # A plane is forgotten only once its stop() returned: if this is cancelled half-way (a signal
+        # during a pause), the shutdown that follows stops it again (stop() is safe to repeat).
+        if self._data is not None:
             try:
-                await data.stop()
+                await self._data.stop()
             except Exception as exc:
                 log.error("data_plane_stop_failed", error=repr(exc), exc_info=exc)
-        if commands:
-            cmds, self._commands = self._commands, None
-            if cmds is not None:
-                try:
-                    await cmds.stop()
-                except Exception as exc:
-                    log.error("command_plane_stop_failed", error=repr(exc), exc_info=exc)
+            self._data = None
+        if commands and self._commands is not None:
+            try:
+                await self._commands.stop()
+            except Exception as exc:
+                log.error("command_plane_stop_failed", error=repr(exc), exc_info=exc)
+            self._commands = None
 
     async def _pause(self, fut: asyncio.Future[S] | None) -> None:
         self._set(S.PAUSING, "pause requested")

@@ -166,3 +166,31 @@ async def test_fatal_report_moves_to_fatal_error_and_start_recovers(running: Any
     assert rt.snapshot().reason == "worker crashed"
     await rt.control(Verb.START)
     await wait_for_state(rt, {S.RUNNING}, 5)
+
+
+class SlowStopPlane(FakePlane):
+    """A data plane whose stop takes a while and counts how often it ran to the end."""
+
+    stops = 0
+
+    async def stop(self) -> None:
+        await asyncio.sleep(0.3)
+        SlowStopPlane.stops += 1
+        self.log.append(f"{self.name}:stop")
+
+
+async def test_signal_during_a_pause_still_stops_every_plane() -> None:
+    loader, planes, changes = FakeLoader(), FakePlanes(), []
+    planes.data_plane = lambda loaded: SlowStopPlane("data", planes.log)  # type: ignore[method-assign]
+    rt = Runtime(loader, planes, on_transition=changes.append, grace=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(rt.run(stop))
+    await wait_for_state(rt, {S.RUNNING}, 5)
+    SlowStopPlane.stops = 0
+    await rt.control(Verb.PAUSE)  # the data plane is stopping (0.3 s) ...
+    stop.set()  # ... when the signal arrives: the pause is cancelled after the grace period
+    await asyncio.wait_for(task, 5)
+    assert rt.state is S.STOPPED
+    assert SlowStopPlane.stops == 1  # the half-stopped plane was stopped again, to the end
+    assert planes.log[-1] == "commands:stop"
+    assert states(changes)[-3:] == ["Pausing", "Stopping", "Stopped"]
