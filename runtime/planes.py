@@ -62,9 +62,9 @@ class CommandPlane:
                                      build_engines(doc, loaded.scripts), self.transmitters)
         inst = doc.instance
         auth = None
-        if not inst.input_command_anonymous and inst.input_command_basic_auth_user_name:
+        if not inst.input_command_anonymous:  # validation requires both; never fall back to open access
             pw = inst.input_command_basic_auth_password
-            auth = (inst.input_command_basic_auth_user_name, pw.get_secret_value() if pw else "")
+            auth = (inst.input_command_basic_auth_user_name or "", pw.get_secret_value() if pw else "")
         self.server = InputCommandServer(self.dispatcher, owner.state, port=s.effective_input_command_port(doc),
                                          basic_auth=auth)
         self._started: list[Any] = []
