@@ -123,7 +123,7 @@ async def observer(broker: Mosquitto, instance_id: str) -> AsyncIterator[Observe
         yield Observer(client, base)
 
 
-async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
+async def eventually(condition: Callable[[], bool], within: float = 15.0) -> None:
     # the channel's connected/last_error are plain attributes (for GET /status): nothing to wait on
     async with asyncio.timeout(within):
         while not condition():  # noqa: ASYNC110
