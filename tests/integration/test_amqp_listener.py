@@ -99,7 +99,7 @@ async def publisher(rabbit: Rabbit, names: Names) -> AsyncIterator[Callable[...,
         yield publish
 
 
-async def take(intake: Intake, n: int, within: float = 5.0) -> list[InboundMessage]:
+async def take(intake: Intake, n: int, within: float = 15.0) -> list[InboundMessage]:
     got: list[InboundMessage] = []
     async with asyncio.timeout(within):
         while len(got) < n:

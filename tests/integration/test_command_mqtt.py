@@ -68,7 +68,7 @@ class Observer:
         return None
 
     async def expect(
-        self, topic: str, where: Callable[[Any], bool] = lambda d: True, within: float = 5.0
+        self, topic: str, where: Callable[[Any], bool] = lambda d: True, within: float = 15.0
     ) -> Any:
         found = self._take(topic, where)
         if found is not None:
@@ -83,7 +83,7 @@ class Observer:
                     return found
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def expect_state(self, state: InstanceState, within: float = 5.0) -> Any:
+    async def expect_state(self, state: InstanceState, within: float = 15.0) -> Any:
         return await self.expect(f"{self.base}/status", lambda d: d["state"] == state.value, within)
 
     async def quiet(self, seconds: float) -> None:
@@ -100,7 +100,7 @@ class Observer:
         await self.client.publish(f"{self.base}/control/{verb}", body, qos=1)
         return rid
 
-    async def command(self, verb: str, token: str | None = TOKEN, within: float = 5.0) -> Any:
+    async def command(self, verb: str, token: str | None = TOKEN, within: float = 15.0) -> Any:
         rid = uuid.uuid4().hex
         body: dict[str, Any] = {"requestId": rid}
         if token is not None:
@@ -108,7 +108,7 @@ class Observer:
         await self.send(verb, orjson.dumps(body))
         return await self.reply(verb, rid, within)
 
-    async def reply(self, verb: str, request_id: str, within: float = 5.0) -> Any:
+    async def reply(self, verb: str, request_id: str, within: float = 15.0) -> Any:
         return await self.expect(
             f"{self.base}/control/{verb}/reply", lambda d: d.get("requestId") == request_id, within
         )

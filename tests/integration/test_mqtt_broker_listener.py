@@ -55,13 +55,13 @@ async def running(listener: MqttBrokerListener, intake: Intake) -> AsyncIterator
         await listener.stop()
 
 
-async def until_listening(lst: MqttBrokerListener, within: float = 5.0) -> None:
+async def until_listening(lst: MqttBrokerListener, within: float = 15.0) -> None:
     async with asyncio.timeout(within):
         while lst.status()["state"] != "listening":  # noqa: ASYNC110 - polling status as an operator would
             await asyncio.sleep(0.02)
 
 
-async def take(intake: Intake, n: int, within: float = 5.0) -> list[InboundMessage]:
+async def take(intake: Intake, n: int, within: float = 15.0) -> list[InboundMessage]:
     got: list[InboundMessage] = []
     async with asyncio.timeout(within):
         while len(got) < n:

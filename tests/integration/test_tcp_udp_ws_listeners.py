@@ -42,7 +42,7 @@ def out(payload: bytes) -> OutgoingMessage:
     return OutgoingMessage(message_key="m", message_id="m", device_id="d", payload=payload)
 
 
-async def take(intake: Intake, n: int, within: float = 5.0) -> list[InboundMessage]:
+async def take(intake: Intake, n: int, within: float = 15.0) -> list[InboundMessage]:
     got: list[InboundMessage] = []
     async with asyncio.timeout(within):
         while len(got) < n:
@@ -50,7 +50,7 @@ async def take(intake: Intake, n: int, within: float = 5.0) -> list[InboundMessa
     return got
 
 
-async def wait_until(check: Callable[[], bool], within: float = 5.0) -> None:
+async def wait_until(check: Callable[[], bool], within: float = 15.0) -> None:
     async with asyncio.timeout(within):
         while not check():  # noqa: ASYNC110 - polling a status dict is what an operator does too
             await asyncio.sleep(0.01)
@@ -80,7 +80,7 @@ async def tcp_client(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asy
             pass
 
 
-async def read_eof(reader: asyncio.StreamReader, within: float = 5.0) -> bytes:
+async def read_eof(reader: asyncio.StreamReader, within: float = 15.0) -> bytes:
     async with asyncio.timeout(within):
         try:
             return await reader.read()
