@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 # Schema version N is MIGRATIONS[N - 1]; PRAGMA user_version holds the version applied.
 MIGRATIONS: tuple[str, ...] = (resources.files(__package__).joinpath("schema.sql").read_text("utf-8"),)
 MAX_READ_LIMIT = 10_000
+WAL_AUTOCHECKPOINT_BACKSTOP = 20_000
 
 
 def _statements(script: str) -> list[str]:
@@ -92,6 +93,9 @@ async def _connection(
             mode = next(iter(await db.execute_fetchall("PRAGMA journal_mode = WAL")))[0]
             if str(mode).lower() != "wal":
                 raise FatalError(f"{path}: could not switch to WAL mode (got {mode})")
+            # Checkpoints run beside the writer (writer.Checkpointer), not inside its COMMITs; this is only
+            # the backstop should those keep failing (20,000 pages: an 80 MB WAL).
+            await db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_BACKSTOP}")
         await db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a commit survives a process crash
         yield db
 
@@ -147,6 +151,7 @@ class SqliteStore:
                 queue_size=queue_size,
                 retention=retention or Retention(),
                 lock_attempts=lock_attempts,
+                checkpoint_path=path,
             )
             store = cls(path, rdb, writer, outbox_max_rows=outbox_max_rows)
             task = asyncio.create_task(writer.run(), name="storage:sqlite-writer")
