@@ -8,16 +8,26 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+_ids = random.Random(os.urandom(32))  # our own generator: a global random.seed() elsewhere cannot repeat ids
+_bits = _ids.getrandbits
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+
 
 def new_id() -> str:
-    """A 32-hex id, like NuvIoT's NormalizedId32."""
-    return os.urandom(16).hex()
+    """A 32-hex id, like NuvIoT's NormalizedId32: 128 random bits.
+
+    Not ``os.urandom`` per id: it is a syscall that releases the GIL, so on the message path (one id per
+    message) the loop thread lost the GIL to the storage thread at every message. Ids name records; they
+    are not secrets.
+    """
+    return _bits(128).to_bytes(16, "big").hex()
 
 
 class PemStatus(StrEnum):

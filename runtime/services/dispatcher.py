@@ -30,7 +30,7 @@ from runtime.core.pipeline.output import build_outgoing
 from runtime.core.pipeline.planner import could_not_find_device, plan, select_route
 from runtime.core.pipeline.sentinel import check as sentinel_check
 from runtime.core.pipeline.translator import translate
-from runtime.core.pipeline.workflow import ParameterError, WorkflowEngine, WorkflowResult, route_inputs
+from runtime.core.pipeline.workflow import ParameterError, WorkflowEngine, WorkflowResult
 from runtime.core.scripting import WorkflowScripts
 from runtime.core.solution.enums import EndpointType, PipelineModuleType
 from runtime.core.solution.model import Route, SolutionDocument
@@ -72,7 +72,61 @@ def build_engines(doc: SolutionDocument, scripts: Mapping[str, WorkflowScripts |
 
 
 def _copy(device: Device) -> Device:
-    return Device(**{name: getattr(device, name) for name in Device.__slots__})
+    d = device
+    return Device(d.device_id, d.device_configuration, d.name, d.device_type, d.primary_access_key,
+                  d.secondary_access_key, d.properties, d.attributes, d.state_machines, d.property_bag, d.latitude,
+                  d.longitude, d.status, d.last_seen, d.created_at, d.updated_at)
+
+
+if tuple(Device.__dataclass_fields__) != (  # _copy passes them by position
+    "device_id", "device_configuration", "name", "device_type", "primary_access_key", "secondary_access_key",
+    "properties", "attributes", "state_machines", "property_bag", "latitude", "longitude", "status", "last_seen",
+    "created_at", "updated_at",
+):  # pragma: no cover - a guard for whoever adds a field to Device
+    raise ImportError("runtime.core.devices.Device changed: update dispatcher._copy")
+
+
+class RoutePlan:
+    """What a route needs per message, worked out once per (dispatcher, route): its sentinels, and per
+    workflow step (in step order) the module key and the translator's field -> input mappings, as
+    ``route_inputs`` would find them."""
+
+    __slots__ = ("sentinels", "workflows")
+
+    def __init__(self, doc: SolutionDocument, route: Route) -> None:
+        sentinels = []
+        workflows = []
+        for step in route.steps:
+            if step.type is PT.SENTINEL:
+                sentinel = doc.sentinel_by_key.get(step.module)
+                if sentinel is not None:
+                    sentinels.append(sentinel)
+            elif step.type is PT.WORKFLOW:
+                workflows.append((step.module, _input_mappings(route, step.module)))
+        self.sentinels = tuple(sentinels)
+        self.workflows = tuple(workflows)
+
+
+def _input_mappings(route: Route, workflow_key: str) -> tuple[tuple[str, str], ...]:
+    """``route_inputs(route, values, workflow_key)`` as (field key, input key) pairs, in its order."""
+    out: list[tuple[str, str]] = []
+    for step in route.steps:
+        if step.type is not PT.INPUT_TRANSLATOR:
+            continue
+        for conn in (step.next, *step.secondary):
+            target = route.step_by_id.get(conn.to) if conn is not None else None
+            if conn is None or target is None or target.type is not PT.WORKFLOW or target.module != workflow_key:
+                continue
+            out.extend((f, i) for f, i in conn.mappings.items() if isinstance(i, str) and i)
+    return tuple(out)
+
+
+def _inputs(mappings: tuple[tuple[str, str], ...], values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field_key, input_key in mappings:
+        if field_key in values:
+            out[input_key] = values[field_key]
+    return out
 
 
 class Dispatcher:
@@ -97,6 +151,18 @@ class Dispatcher:
         self._transmitters = transmitters
         self._clock = clock
         self._system = system_messages or SystemMessageHandler(doc, devices, clock)
+        self._plans: dict[int, tuple[Route, SolutionDocument, RoutePlan]] = {}  # id(route) -> plan
+
+    def route_plan(self, route: Route) -> RoutePlan:
+        """The route's plan, made on first use; a plan is only reused for the same route of the same document."""
+        entry = self._plans.get(id(route))
+        if entry is not None and entry[0] is route and entry[1] is self.doc:
+            return entry[2]
+        plan_ = RoutePlan(self.doc, route)
+        if len(self._plans) >= 4096:
+            self._plans.clear()
+        self._plans[id(route)] = (route, self.doc, plan_)
+        return plan_
 
     # ------------------------------------------------------------------ data plane
     def process(self, batch: list[InboundMessage]) -> None:
@@ -138,15 +204,13 @@ class Dispatcher:
             if message_id is None:
                 message_id = message_def.message_id
             stage = "sentinel"
-            for step in route.steps:
-                if step.type is PT.SENTINEL:
-                    sentinel = self.doc.sentinel_by_key.get(step.module)
-                    if sentinel is not None:
-                        sentinel_check(sentinel, view, device)
+            route_plan = self.route_plan(route)
+            for sentinel in route_plan.sentinels:
+                sentinel_check(sentinel, view, device)
             stage = "inputtranslator"
             values = translate(self.doc, message_def, view)
             stage = "workflow"
-            warnings, logs, sent = self._run_workflows(msg, route, device, values, message_id)
+            warnings, logs, sent = self._run_workflows(msg, route, device, values, message_id, route_plan)
             if warnings:
                 status = PemStatus.COMPLETED_WITH_WARNINGS
             if warnings or logs or sent:
@@ -160,33 +224,49 @@ class Dispatcher:
         return self._finish(msg, status, stage, error, device_id, message_id, started, detail)
 
     def _run_workflows(
-        self, msg: InboundMessage | None, route: Route, device: Device, values: dict[str, Any], message_id: str
+        self,
+        msg: InboundMessage | None,
+        route: Route,
+        device: Device,
+        values: dict[str, Any],
+        message_id: str,
+        route_plan: RoutePlan | None = None,
     ) -> tuple[list[str], list[str], list[str]]:
         warnings: list[str] = []
         logs: list[str] = []
         sent: list[str] = []
         working = device
-        for step in route.steps:
-            if step.type is not PT.WORKFLOW:
-                continue
-            engine = self._engines.get(step.module)
+        for module, mappings in (route_plan or self.route_plan(route)).workflows:
+            engine = self._engines.get(module)
             if engine is None:
                 continue
-            inputs = route_inputs(route, values, step.module)
-            result = engine.run(working, inputs, message_id=message_id)
-            working = self._apply(working, result)
-            warnings += result.warnings + [f"business rule {code}: {why}" for code, why in result.rule_failures]
-            logs += result.logs
-            sent += self._transmit(route, device.device_id, result, step.module, msg, warnings, logs)
+            result = engine.run(working, _inputs(mappings, values), message_id=message_id)
+            working = self._apply(working, result, owned=True)
+            if result.warnings or result.rule_failures:
+                warnings += result.warnings + [f"business rule {code}: {why}" for code, why in result.rule_failures]
+            if result.logs:
+                logs += result.logs
+            if result.output_commands:
+                sent += self._transmit(route, device.device_id, result, module, msg, warnings, logs)
         working.last_seen = self._clock()
         self._devices.state_changed(working)
         for line in logs:
             log.info("script_console", device_id=device.device_id, line=line[:1000])
         return warnings, logs, sent
 
-    def _apply(self, device: Device, result: WorkflowResult) -> Device:
+    def _apply(self, device: Device, result: WorkflowResult, *, owned: bool = False) -> Device:
+        """A copy of ``device`` with the result applied. ``owned``: the result is not used afterwards (its
+        dicts, fresh from the run, become the device's without another copy)."""
         updated = _copy(device)
-        result.apply_to(updated)
+        if owned:
+            updated.attributes = result.attributes
+            updated.state_machines = result.state_machines
+            updated.properties = result.properties
+            updated.property_bag = result.property_bag
+            if result.location is not None:
+                updated.latitude, updated.longitude = result.location
+        else:
+            result.apply_to(updated)
         updated.updated_at = self._clock()
         return updated
 

@@ -139,10 +139,22 @@ _SIMPLE: dict[ParameterType, Callable[[Any], Any]] = {
 }
 
 
+# Exact types a converter returns unchanged (bool is not int here: ``type(True) is bool``).
+_ALREADY: dict[ParameterType, type] = {
+    ParameterType.STRING: str,
+    ParameterType.INTEGER: int,
+    ParameterType.DECIMAL: float,
+    ParameterType.TRUE_FALSE: bool,
+}
+
+
 def convert(value: Any, ptype: ParameterType, state_set: StateSet | None = None) -> Any:
     """``value`` in the stored form of ``ptype``; ``ValueError`` when it cannot be converted."""
     if value is None:
         return None
+    exact = _ALREADY.get(ptype)  # already in its stored form (the usual case: a typed input set on an attribute)
+    if exact is not None and type(value) is exact and (exact is not float or math.isfinite(value)):
+        return value
     if ptype is ParameterType.STATE:
         return _state(value, state_set)
     fn = _SIMPLE.get(ptype)

@@ -166,6 +166,25 @@ class WorkflowEngine:
         self.scripts = scripts
         self._state_sets = dict(state_sets or {})
         self._edges = _edges(workflow)
+        # Prepared once per solution load (the engine is rebuilt with the document): per message, dict
+        # lookups instead of scans of the workflow's lists.
+        self._defaulted_attributes = tuple(a for a in workflow.attributes if a.default_value is not None)
+        self._initial_states = tuple(
+            (m.key, m.initial_state) for m in workflow.state_machines if m.initial_state is not None
+        )
+        # id(machine) -> state key -> its first state; id(state) -> event -> its first transition
+        self._states: dict[int, dict[str | None, Any]] = {}
+        self._transitions: dict[int, dict[str, Any]] = {}
+        for m in workflow.state_machines:
+            states = self._states.setdefault(id(m), {})
+            for st in m.states:
+                states.setdefault(st.key, st)
+                events = self._transitions.setdefault(id(st), {})
+                for t in st.transitions:
+                    events.setdefault(t.event, t)
+        self._input_plan = tuple(
+            (node.key, node, self._state_set(node.state_set)) for node in workflow.inputs
+        )
 
     @classmethod
     def for_solution(
@@ -181,8 +200,9 @@ class WorkflowEngine:
         """Run the workflow for one message; ``inputs`` are ``{input key: value}`` (see ``route_inputs``)."""
         wf = self.workflow
         typed: dict[str, Any] = {}
+        input_by_key = wf.input_by_key
         for key, value in inputs.items():
-            node = wf.input_by_key.get(key)
+            node = input_by_key.get(key)
             if node is None:
                 continue
             try:
@@ -191,28 +211,31 @@ class WorkflowEngine:
                 raise StageError(
                     STAGE, "input_conversion_failed", f"input {key} ({node.input_type.value}): {exc}"
                 ) from None
-        run = _Run(
-            self,
-            device,
-            SessionContext(
+        ctx = None
+        if self.scripts is not None:  # only a script session reads the context
+            ctx = SessionContext(
                 device.device_id,
                 device.name,
                 device.device_configuration,
                 device.device_type,
                 message_id,
                 typed,
-            ),
-        )
-        run.hook(PRE_HANDLER, ())
-        for node in wf.inputs:
-            if node.key not in typed:
+            )
+        run = _Run(self, device, ctx)
+        scripted = run.scripted
+        if scripted:
+            run.hook(PRE_HANDLER, ())
+        for key, _node, _states in self._input_plan:
+            if key not in typed:
                 continue
-            value = typed[node.key]
-            run.hook(hook_input_on_set(node.key), (value,))
-            run.fire(NodeType.INPUT, node.key, value)
-        for rule in wf.business_rules:
-            run.business_rule(rule.key, rule.error_code)
-        run.hook(POST_HANDLER, ())
+            value = typed[key]
+            if scripted:
+                run.hook(hook_input_on_set(key), (value,))
+            run.fire(NodeType.INPUT, key, value)
+        if scripted:  # without scripts, rules and the post handler have nothing to run
+            for rule in wf.business_rules:
+                run.business_rule(rule.key, rule.error_code)
+            run.hook(POST_HANDLER, ())
         return run.result()
 
     def run_input_command(
@@ -287,13 +310,14 @@ class WorkflowEngine:
 class _Run:
     """The mutable working copy of one run. Never escapes the engine."""
 
-    def __init__(self, engine: WorkflowEngine, device: Device, ctx: SessionContext) -> None:
+    def __init__(self, engine: WorkflowEngine, device: Device, ctx: SessionContext | None) -> None:
         self.engine = engine
         self.wf = engine.workflow
         self.ctx = ctx
+        self.scripted = engine.scripts is not None
         attributes = dict(device.attributes)
-        for attr in self.wf.attributes:
-            if attr.key not in attributes and attr.default_value is not None:
+        for attr in engine._defaulted_attributes:
+            if attr.key not in attributes:
                 try:
                     attributes[attr.key] = convert(
                         attr.default_value, attr.attribute_type, engine._state_set(attr.state_set)
@@ -301,9 +325,9 @@ class _Run:
                 except ValueError:
                     attributes[attr.key] = attr.default_value
         machines = dict(device.state_machines)
-        for m in self.wf.state_machines:
-            if m.key not in machines and m.initial_state is not None:
-                machines[m.key] = m.initial_state
+        for key, initial in engine._initial_states:
+            if key not in machines:
+                machines[key] = initial
         location = (
             (device.latitude, device.longitude)
             if device.latitude is not None and device.longitude is not None
@@ -329,6 +353,7 @@ class _Run:
         self.calls += 1
         try:
             if self.session is None:
+                assert self.ctx is not None  # built by the engine whenever it has scripts
                 self.session = scripts.session(self.ctx, self.state)
             effects = self.session.call(hook, args, self.state)
         except ScriptError as exc:
@@ -396,12 +421,12 @@ class _Run:
             raise StageError(
                 STAGE, "attribute_conversion_failed", f"attribute {key} ({attr.attribute_type.value}): {exc}"
             ) from None
-        hook = hook_attribute_on_set(key)
-        effects = self.call(hook, (typed,))
+        effects = self.call(hook_attribute_on_set(key), (typed,)) if self.scripted else None
         if effects is None:  # no script: the value is set directly
             self.state.attributes[key] = typed
             self.state.version += 1
-        self.apply(effects)
+        else:
+            self.apply(effects)
         self.fire(NodeType.ATTRIBUTE, key, self.state.attributes.get(key))
 
     def send(self, key: str, args: Sequence[Any], by_key: Mapping[str, Any] | None = None) -> None:
@@ -452,21 +477,24 @@ class _Run:
                 STAGE, "event_limit", f"more than {MAX_EVENTS_PER_RUN} state-machine events in one run"
             )
         current = self.state.state_machines.get(machine.key)
-        state = next((s for s in machine.states if s.key == current), None)
+        states = self.engine._states[id(machine)]
+        state = states.get(current)
         if state is None:
             start = machine.initial_state
             self.warnings.append(
                 f"state machine {machine.key}: unknown state {current!r}, reset to {start!r}"
             )
-            state = next((s for s in machine.states if s.key == start), None)
+            state = states.get(start)
             if state is None:
                 return
             self.state.state_machines[machine.key] = state.key
             self.state.version += 1
-        transition = next((t for t in state.transitions if t.event == event), None)
+        transition = self.engine._transitions[id(state)].get(event)
         if transition is None:  # the current state does not handle it: ignored (spec §2.5.4)
             return
-        effects = self.call(hook_on_transition(machine.key, state.key, event), (value,))
+        effects = (
+            self.call(hook_on_transition(machine.key, state.key, event), (value,)) if self.scripted else None
+        )
         if transition.new_state:
             self.state.state_machines[machine.key] = transition.new_state
             self.state.version += 1
