@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS messages (
     detail        TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_device_received ON messages (device_id, received_at);
-CREATE INDEX IF NOT EXISTS messages_status ON messages (status);
+-- no index on status: dead letters are their own table, and nothing reads messages by status
 
 -- Failed records again, with what replay needs (raw payload, topic, path, headers). Kept apart from
 -- `messages` so that dead letters have their own retention and outlive the lean records.
