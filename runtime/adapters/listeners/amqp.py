@@ -57,6 +57,7 @@ from aio_pika.connection import make_url
 from aiormq.abc import DeliveredMessage
 from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
 
+from runtime.adapters.listeners.supervised import SupervisedListener
 from runtime.core.backoff import Backoff
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
@@ -182,7 +183,7 @@ class _Reply:
             lst.enqueue_reply(lst.exchange_name, self._routing_key + REPLY_SUFFIX, out, None)
 
 
-class AmqpListener:
+class AmqpListener(SupervisedListener):
     def __init__(
         self,
         config: Listener,
@@ -255,46 +256,10 @@ class AmqpListener:
 
     # ------------------------------------------------------------------ Listener protocol
     async def start(self, intake: Intake) -> None:
-        if self._task is not None:
-            raise RuntimeError(f"listener {self.key} is already started")
-        self._intake = intake
-        self._stop_requested.clear()
-        self._first_attempt.clear()
-        self._state = "connecting"
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"listener:{self.key}")
-        waiter = asyncio.ensure_future(self._first_attempt.wait())
-        await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not waiter.done():
-            waiter.cancel()
-            await asyncio.gather(waiter, return_exceptions=True)
-        if self._task.done():  # a bug: surface it
-            task, self._task = self._task, None
-            self._state = "stopped"
-            task.result()
+        await self._launch(intake)
 
     async def stop(self) -> None:
-        task = self._task
-        if task is None:
-            return
-        self._stop_requested.set()
-        self._accepting = False
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=self._ack_wait + 2 * self._connect_timeout)
-        except TimeoutError:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            log.warning("listener_stop_timed_out", listener=self.key)
-        except asyncio.CancelledError:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            raise
-        except Exception as exc:  # noqa: BLE001 - a crashed supervision task must not stop the stop
-            log.error("listener_crashed", listener=self.key, error=_describe(exc))
-        finally:
-            self._task = None
-            self._state = "stopped"
-            self._replies.clear()
-        log.info("listener_stopped", listener=self.key, **self.counters)
+        await self._end(self._ack_wait + 2 * self._connect_timeout)
 
     def status(self) -> dict[str, Any]:
         return {

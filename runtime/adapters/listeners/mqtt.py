@@ -59,6 +59,7 @@ import aiomqtt
 import structlog
 from paho.mqtt.client import MQTTMessage, MQTTv5, topic_matches_sub
 
+from runtime.adapters.listeners.supervised import SupervisedListener
 from runtime.core.backoff import Backoff
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
@@ -267,7 +268,7 @@ def _intake_queue_type(listener: MqttClientListener, conn: _Connection) -> type[
     return IntakeQueue
 
 
-class MqttClientListener:
+class MqttClientListener(SupervisedListener):
     type = "mqttclient"
 
     def __init__(
@@ -336,48 +337,11 @@ class MqttClientListener:
 
     # ------------------------------------------------------------------ Listener protocol
     async def start(self, intake: Intake) -> None:
-        if self._task is not None:
-            raise RuntimeError(f"listener {self.key} is already started")
-        self._intake = intake
-        self._stop_requested.clear()
-        self._first_attempt.clear()
         self._ever_connected = False
-        self._state = "connecting"
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"listener:{self.key}")
-        waiter = asyncio.ensure_future(self._first_attempt.wait())
-        await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not waiter.done():
-            waiter.cancel()
-            await asyncio.gather(waiter, return_exceptions=True)
-        if self._task.done():  # a bug: surface it
-            task, self._task = self._task, None
-            self._state = "stopped"
-            task.result()
+        await self._launch(intake)
 
     async def stop(self) -> None:
-        task = self._task
-        if task is None:
-            return
-        self._stop_requested.set()
-        self._accepting = False
-        limit = 2 * self._ack_wait + self._connect_timeout  # settle acks, unsubscribe, disconnect
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=limit)
-        except TimeoutError:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            log.warning("listener_stop_timed_out", listener=self.key)
-        except asyncio.CancelledError:  # the caller gave up waiting (DataPlane's drain timeout): end it now
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            raise
-        except Exception as exc:  # noqa: BLE001 - a crashed supervision task must not stop the stop
-            log.error("listener_crashed", listener=self.key, error=_describe(exc))
-        finally:
-            self._task = None
-            self._state = "stopped"
-            self._replies.clear()
-        log.info("listener_stopped", listener=self.key, **self.counters)
+        await self._end(2 * self._ack_wait + self._connect_timeout)  # settle acks, unsubscribe, disconnect
 
     def status(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,82 @@
+"""Start and stop for the listeners that run one supervision task: connect to a broker, consume, and
+reconnect with backoff until stopped (the MQTT client and AMQP listeners).
+
+``start`` returns once the first connection attempt was made (a broker that is down is not a start
+failure: the listener says ``connecting``); ``stop`` asks the task to end (settle acknowledgements,
+unsubscribe, disconnect) within a bound, then cancels it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import structlog
+
+from runtime.services.dataplane import Intake
+
+log = structlog.get_logger(__name__)
+
+
+def describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+class SupervisedListener:
+    """Mixin. The class provides ``key``, ``counters``, ``async _run()``, and sets the attributes below."""
+
+    key: str
+    counters: dict[str, int]
+    _task: asyncio.Task[None] | None
+    _intake: Intake | None
+    _stop_requested: asyncio.Event
+    _first_attempt: asyncio.Event
+    _state: str
+    _accepting: bool
+    _replies: deque[Any]
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def _launch(self, intake: Intake) -> None:
+        if self._task is not None:
+            raise RuntimeError(f"listener {self.key} is already started")
+        self._intake = intake
+        self._stop_requested.clear()
+        self._first_attempt.clear()
+        self._state = "connecting"
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"listener:{self.key}")
+        waiter = asyncio.ensure_future(self._first_attempt.wait())
+        await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+        if self._task.done():  # a bug: surface it
+            task, self._task = self._task, None
+            self._state = "stopped"
+            task.result()
+
+    async def _end(self, limit: float) -> None:
+        task = self._task
+        if task is None:
+            return
+        self._stop_requested.set()
+        self._accepting = False
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=limit)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            log.warning("listener_stop_timed_out", listener=self.key)
+        except asyncio.CancelledError:  # the caller gave up waiting (DataPlane's drain timeout): end it now
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
+        except Exception as exc:  # noqa: BLE001 - a crashed supervision task must not stop the stop
+            log.error("listener_crashed", listener=self.key, error=describe(exc))
+        finally:
+            self._task = None
+            self._state = "stopped"
+            self._replies.clear()
+        log.info("listener_stopped", listener=self.key, **self.counters)
