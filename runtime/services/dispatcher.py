@@ -30,7 +30,13 @@ from runtime.core.pipeline.output import build_outgoing
 from runtime.core.pipeline.planner import could_not_find_device, plan, select_route
 from runtime.core.pipeline.sentinel import check as sentinel_check
 from runtime.core.pipeline.translator import translate
-from runtime.core.pipeline.workflow import ParameterError, WorkflowEngine, WorkflowResult
+from runtime.core.pipeline.workflow import (
+    ParameterError,
+    WorkflowEngine,
+    WorkflowResult,
+    input_mappings,
+    mapped_inputs,
+)
 from runtime.core.scripting import WorkflowScripts
 from runtime.core.solution.enums import EndpointType, PipelineModuleType
 from runtime.core.solution.model import Route, SolutionDocument
@@ -88,8 +94,7 @@ if tuple(Device.__dataclass_fields__) != (  # _copy passes them by position
 
 class RoutePlan:
     """What a route needs per message, worked out once per (dispatcher, route): its sentinels, and per
-    workflow step (in step order) the module key and the translator's field -> input mappings, as
-    ``route_inputs`` would find them."""
+    workflow step (in step order) the module key and the translator's field -> input mappings."""
 
     __slots__ = ("sentinels", "workflows")
 
@@ -102,31 +107,9 @@ class RoutePlan:
                 if sentinel is not None:
                     sentinels.append(sentinel)
             elif step.type is PT.WORKFLOW:
-                workflows.append((step.module, _input_mappings(route, step.module)))
+                workflows.append((step.module, input_mappings(route, step.module)))
         self.sentinels = tuple(sentinels)
         self.workflows = tuple(workflows)
-
-
-def _input_mappings(route: Route, workflow_key: str) -> tuple[tuple[str, str], ...]:
-    """``route_inputs(route, values, workflow_key)`` as (field key, input key) pairs, in its order."""
-    out: list[tuple[str, str]] = []
-    for step in route.steps:
-        if step.type is not PT.INPUT_TRANSLATOR:
-            continue
-        for conn in (step.next, *step.secondary):
-            target = route.step_by_id.get(conn.to) if conn is not None else None
-            if conn is None or target is None or target.type is not PT.WORKFLOW or target.module != workflow_key:
-                continue
-            out.extend((f, i) for f, i in conn.mappings.items() if isinstance(i, str) and i)
-    return tuple(out)
-
-
-def _inputs(mappings: tuple[tuple[str, str], ...], values: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for field_key, input_key in mappings:
-        if field_key in values:
-            out[input_key] = values[field_key]
-    return out
 
 
 class Dispatcher:
@@ -240,7 +223,7 @@ class Dispatcher:
             engine = self._engines.get(module)
             if engine is None:
                 continue
-            result = engine.run(working, _inputs(mappings, values), message_id=message_id)
+            result = engine.run(working, mapped_inputs(mappings, values), message_id=message_id)
             working = self._apply(working, result, owned=True)
             if result.warnings or result.rule_failures:
                 warnings += result.warnings + [f"business rule {code}: {why}" for code, why in result.rule_failures]

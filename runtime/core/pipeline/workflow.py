@@ -134,9 +134,10 @@ def _edges(workflow: Workflow) -> dict[tuple[NodeType, str], tuple[_Edge, ...]]:
     return {src: tuple(b.values()) for src, b in found.items()}
 
 
-def route_inputs(route: Route, values: Mapping[str, Any], workflow_key: str | None = None) -> dict[str, Any]:
-    """Workflow inputs from the input translator's values, through the route's field -> input mapping."""
-    out: dict[str, Any] = {}
+def input_mappings(route: Route, workflow_key: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The route's input translator -> workflow mappings as (field key, input key) pairs, in route order;
+    only those into ``workflow_key`` when given. Pure and cheap to cache per route."""
+    out: list[tuple[str, str]] = []
     for step in route.steps:
         if step.type is not PipelineModuleType.INPUT_TRANSLATOR:
             continue
@@ -146,10 +147,18 @@ def route_inputs(route: Route, values: Mapping[str, Any], workflow_key: str | No
                 continue
             if workflow_key is not None and target.module != workflow_key:
                 continue
-            for field_key, input_key in conn.mappings.items():
-                if isinstance(input_key, str) and input_key and field_key in values:
-                    out[input_key] = values[field_key]
-    return out
+            out.extend((f, i) for f, i in conn.mappings.items() if isinstance(i, str) and i)
+    return tuple(out)
+
+
+def mapped_inputs(mappings: tuple[tuple[str, str], ...], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Workflow inputs ``{input key: value}`` from the translator's values through ``mappings``."""
+    return {input_key: values[field_key] for field_key, input_key in mappings if field_key in values}
+
+
+def route_inputs(route: Route, values: Mapping[str, Any], workflow_key: str | None = None) -> dict[str, Any]:
+    """Workflow inputs from the input translator's values, through the route's field -> input mapping."""
+    return mapped_inputs(input_mappings(route, workflow_key), values)
 
 
 class WorkflowEngine:
