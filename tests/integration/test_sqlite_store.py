@@ -474,7 +474,7 @@ async def test_locked_database_retries_then_raises_transient_to_flush(db_path: P
 
 
 def test_iso_times_are_utc_with_milliseconds() -> None:
-    from runtime.adapters.storage.rows import iso
+    from runtime.core.timefmt import iso
 
     assert iso(0) == "1970-01-01T00:00:00.000Z"
     assert iso(T0 + 0.1234) == "2023-11-14T22:13:20.123Z"

@@ -38,7 +38,6 @@ import logging
 import re
 import secrets
 import ssl
-from datetime import UTC, datetime
 from typing import Any
 
 import aiomqtt
@@ -51,6 +50,7 @@ from runtime.core.backoff import Backoff
 from runtime.core.errors import CommandRefusedError
 from runtime.core.lifecycle import Verb
 from runtime.core.ports import ControlPort, StateChange
+from runtime.core.timefmt import iso
 
 log = structlog.get_logger(__name__)
 _MQTT_LOGGER = logging.getLogger(__name__ + ".aiomqtt")
@@ -72,12 +72,9 @@ class _Refused(Exception):
         self.request_id = request_id
 
 
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 def status_payload(change: StateChange) -> bytes:
-    return orjson.dumps({"state": change.state.value, "since": _iso(change.at), "reason": change.reason})
+    return orjson.dumps({"state": change.state.value, "since": iso(change.at), "reason": change.reason})
 
 
 def _recover_request_id(payload: bytes) -> str | None:

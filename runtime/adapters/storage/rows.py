@@ -8,22 +8,17 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from runtime.core.devices import Device
 from runtime.core.messages import MessageRecord
+from runtime.core.timefmt import iso
 
 Row = Sequence[Any]
 
 
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds -> ``2024-05-01T12:00:00.123Z``."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def dumps(value: Any) -> str:
