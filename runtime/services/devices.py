@@ -77,7 +77,7 @@ class DeviceRegistry:
         if existing is None:
             device = Device(device_id=device_id, device_configuration=config, created_at=now)
         else:
-            device = Device(**{f: getattr(existing, f) for f in Device.__slots__})  # a copy: the old one may be in use
+            device = existing.copy()  # the old one may be in use by the message worker
             device.device_configuration = config
         if "name" in body and body["name"] is not None:
             device.name = body["name"]

@@ -77,21 +77,6 @@ def build_engines(doc: SolutionDocument, scripts: Mapping[str, WorkflowScripts |
     return {wf.key: WorkflowEngine.for_solution(doc, wf, scripts.get(wf.key)) for wf in doc.workflows}
 
 
-def _copy(device: Device) -> Device:
-    d = device
-    return Device(d.device_id, d.device_configuration, d.name, d.device_type, d.primary_access_key,
-                  d.secondary_access_key, d.properties, d.attributes, d.state_machines, d.property_bag, d.latitude,
-                  d.longitude, d.status, d.last_seen, d.created_at, d.updated_at)
-
-
-if tuple(Device.__dataclass_fields__) != (  # _copy passes them by position
-    "device_id", "device_configuration", "name", "device_type", "primary_access_key", "secondary_access_key",
-    "properties", "attributes", "state_machines", "property_bag", "latitude", "longitude", "status", "last_seen",
-    "created_at", "updated_at",
-):  # pragma: no cover - a guard for whoever adds a field to Device
-    raise ImportError("runtime.core.devices.Device changed: update dispatcher._copy")
-
-
 class RoutePlan:
     """What a route needs per message, worked out once per (dispatcher, route): its sentinels, and per
     workflow step (in step order) the module key and the translator's field -> input mappings."""
@@ -240,7 +225,7 @@ class Dispatcher:
     def _apply(self, device: Device, result: WorkflowResult, *, owned: bool = False) -> Device:
         """A copy of ``device`` with the result applied. ``owned``: the result is not used afterwards (its
         dicts, fresh from the run, become the device's without another copy)."""
-        updated = _copy(device)
+        updated = device.copy()
         if owned:
             updated.attributes = result.attributes
             updated.state_machines = result.state_machines
