@@ -107,3 +107,9 @@ class MessageRecord:
     path: str | None = None
     headers: Mapping[str, str] | None = None
     detail: dict[str, Any] | None = None  # extra JSON (warnings, script logs, outgoing messages)
+
+
+if tuple(MessageRecord.__dataclass_fields__)[:10] != (  # Dispatcher._finish passes these by position
+    "id", "received_at", "listener", "status", "device_id", "message_id", "stage", "error", "processing_ms", "kind",
+):  # pragma: no cover - a guard for whoever reorders MessageRecord
+    raise ImportError("runtime.core.messages.MessageRecord changed: update Dispatcher._finish")

@@ -280,23 +280,27 @@ class Dispatcher:
         detail: dict[str, Any] | None,
     ) -> MessageRecord:
         failed = status is PemStatus.FAILED
-        rec = MessageRecord(
-            id=msg.id,
-            received_at=msg.received_at,
-            listener=msg.listener,
-            status=status,
-            device_id=device_id,
-            message_id=message_id,
-            stage=stage if failed else None,
-            error=error,
-            processing_ms=(time.perf_counter() - started) * 1000.0,
-            kind=msg.kind,
-            payload=msg.payload if failed else None,
-            topic=msg.topic if failed else None,
-            path=msg.path if failed else None,
-            headers=dict(msg.headers) if failed and msg.headers else None,
-            detail=detail,
-        )
+        if not failed and detail is None:  # the usual record: by position (keywords cost ~0.4 us), rest defaults
+            rec = MessageRecord(msg.id, msg.received_at, msg.listener, status, device_id, message_id, None, error,
+                                (time.perf_counter() - started) * 1000.0, msg.kind)
+        else:
+            rec = MessageRecord(
+                id=msg.id,
+                received_at=msg.received_at,
+                listener=msg.listener,
+                status=status,
+                device_id=device_id,
+                message_id=message_id,
+                stage=stage if failed else None,
+                error=error,
+                processing_ms=(time.perf_counter() - started) * 1000.0,
+                kind=msg.kind,
+                payload=msg.payload if failed else None,
+                topic=msg.topic if failed else None,
+                path=msg.path if failed else None,
+                headers=dict(msg.headers) if failed and msg.headers else None,
+                detail=detail,
+            )
         c = self._counters
         if failed:
             c.failed += 1

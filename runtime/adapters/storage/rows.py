@@ -173,10 +173,10 @@ def device_params(d: Device, now: float) -> tuple[Any, ...]:
         d.primary_access_key,
         d.secondary_access_key,
         d.status,
-        dumps(d.properties),
+        "{}" if not d.properties and type(d.properties) is dict else dumps(d.properties),  # empty: as dumps
         dumps(d.attributes),
         dumps(d.state_machines),
-        dumps(d.property_bag),
+        "{}" if not d.property_bag and type(d.property_bag) is dict else dumps(d.property_bag),
         d.latitude,
         d.longitude,
         d.last_seen,

@@ -329,7 +329,7 @@ class BatchWriter:
 
     async def _write(self, batch: list[tuple[str, Any]]) -> None:
         prepared = self._prepare(batch)
-        backoff = Backoff(base=self._backoff_base, cap=self._backoff_cap)
+        backoff: Backoff | None = None  # made on the first busy retry (seeding a Random per batch is not free)
         careful = False
         attempt = 0
         while True:
@@ -362,6 +362,8 @@ class BatchWriter:
                             if isinstance(seg, _Plain):
                                 seg.error = error
                         break
+                if backoff is None:
+                    backoff = Backoff(base=self._backoff_base, cap=self._backoff_cap)
                 delay = backoff.next_delay()
                 log.warning("storage_busy", error=str(exc), attempt=attempt, delay=round(delay, 3))
                 await asyncio.sleep(delay)

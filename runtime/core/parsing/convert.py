@@ -139,6 +139,15 @@ def _check_whole(raw: Any) -> None:
 # --------------------------------------------------------------------------- storage types
 
 
+# (storage, wire) pairs whose storage conversion runs the wire check's own parser first, on the same raw value
+# with the same error: the check would only parse the value twice.
+_CHECKED_BY_STORAGE = frozenset({
+    (ParameterType.DECIMAL, ParseStringValueType.REAL_NUMBER),  # parse_decimal (then the scaler)
+    (ParameterType.INTEGER, ParseStringValueType.WHOLE_NUMBER),  # parse_integer (a whole float fails it too)
+    (ParameterType.TRUE_FALSE, ParseStringValueType.BOOLEAN),  # parse_boolean
+})
+
+
 def make_converter(
     storage: ParameterType,
     wire: ParseStringValueType | None = None,
@@ -152,7 +161,7 @@ def make_converter(
 ) -> Converter:
     store = _storage(storage, scaler, zone, state_set, unit_set, state_set_key, unit_set_key)
     check = _check_wire(wire)
-    if check is None:
+    if check is None or (storage, wire) in _CHECKED_BY_STORAGE:
         return store
 
     def convert(raw: Any) -> Any:
