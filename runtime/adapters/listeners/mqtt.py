@@ -59,7 +59,7 @@ import aiomqtt
 import structlog
 from paho.mqtt.client import MQTTMessage, MQTTv5, topic_matches_sub
 
-from runtime.adapters.listeners.supervised import SupervisedListener
+from runtime.adapters.listeners.supervised import Outstanding, SupervisedListener
 from runtime.core.backoff import Backoff
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
@@ -98,18 +98,17 @@ async def enter_client(client: aiomqtt.Client, cancel_grace: float, *, name: str
         raise
 
 
-class _Connection:
+class _Connection(Outstanding):
     """Per-connection ack bookkeeping. Acks for a connection that has ended are dropped."""
 
-    __slots__ = ("_idle", "_paho", "alive", "outstanding", "refused", "refused_event")
+    __slots__ = ("_paho", "alive", "refused", "refused_event")
 
     def __init__(self) -> None:
+        super().__init__()  # outstanding: QoS>=1 messages offered and not yet acknowledged
         self._paho: Any = None  # the connection's paho client, bound once it exists
         self.alive = True
-        self.outstanding = 0  # QoS>=1 messages offered and not yet acknowledged
         self.refused = 0  # QoS>=1 messages refused (not acknowledged) on this connection
         self.refused_event = asyncio.Event()
-        self._idle: asyncio.Future[None] | None = None
 
     def bind(self, paho: Any) -> None:
         self._paho = paho
@@ -119,22 +118,9 @@ class _Connection:
             self._paho.ack(mid, qos)
 
     def acked(self, mid: int, qos: int) -> None:
-        self.outstanding -= 1
         if self.alive:
             self._paho.ack(mid, qos)
-        idle = self._idle
-        if self.outstanding <= 0 and idle is not None and not idle.done():
-            idle.set_result(None)
-
-    async def settled(self, within: float) -> bool:
-        """Wait until every offered message is acknowledged, or ``within`` seconds."""
-        if self.outstanding <= 0:
-            return True
-        self._idle = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle, timeout=within)
-        self._idle = None
-        return self.outstanding <= 0
+        self._one_settled()
 
 
 class _Ack:
@@ -366,6 +352,23 @@ class MqttClientListener(SupervisedListener):
         intake = self._intake
         return intake is None or not intake.accepting or len(intake) < max(1, intake.maxsize // 4)
 
+    def _deliver(self, topic: str, payload: bytes, qos: int, mid: int, conn: _Connection) -> None:
+        """One message into the intake (what ``take``, ``take_raw`` and ``take_paho`` share); a QoS>=1
+        message refused here is not acknowledged, so the broker delivers it again."""
+        msg = InboundMessage(self.key, payload, topic)
+        msg.reply = _Reply(self, topic)
+        if qos:
+            msg.ack = _Ack(conn, mid, qos)
+        if self._accepting and self._intake.offer(msg):  # type: ignore[union-attr]
+            self.counters["received"] += 1
+            if qos:
+                conn.outstanding += 1
+        else:
+            self.counters["refused"] += 1
+            if qos:
+                conn.refused += 1
+                conn.refused_event.set()
+
     def take(self, m: aiomqtt.Message, conn: _Connection) -> None:
         try:
             payload = m.payload
@@ -373,20 +376,7 @@ class MqttClientListener(SupervisedListener):
             if len(payload) > self._max_payload:  # type: ignore[arg-type]
                 self._oversized(m, conn)
                 return
-            topic = m.topic.value
-            msg = InboundMessage(self.key, payload, topic)  # type: ignore[arg-type]
-            msg.reply = _Reply(self, topic)
-            if qos:
-                msg.ack = _Ack(conn, m.mid, qos)
-            if self._accepting and self._intake.offer(msg):  # type: ignore[union-attr]
-                self.counters["received"] += 1
-                if qos:
-                    conn.outstanding += 1
-            else:
-                self.counters["refused"] += 1
-                if qos:
-                    conn.refused += 1
-                    conn.refused_event.set()
+            self._deliver(m.topic.value, payload, qos, m.mid, conn)  # type: ignore[arg-type]
         except Exception as exc:  # one bad message must not break the connection
             self.counters["errors"] += 1
             log.error("listener_message_crashed", listener=self.key, error=_describe(exc), exc_info=exc)
@@ -400,20 +390,7 @@ class MqttClientListener(SupervisedListener):
             self.take_paho(m, conn)
             return
         try:
-            text = topic.decode("ascii")
-            msg = InboundMessage(self.key, payload, text)
-            msg.reply = _Reply(self, text)
-            if qos:
-                msg.ack = _Ack(conn, mid, qos)
-            if self._accepting and self._intake.offer(msg):  # type: ignore[union-attr]
-                self.counters["received"] += 1
-                if qos:
-                    conn.outstanding += 1
-            else:
-                self.counters["refused"] += 1
-                if qos:
-                    conn.refused += 1
-                    conn.refused_event.set()
+            self._deliver(topic.decode("ascii"), payload, qos, mid, conn)
         except Exception as exc:  # one bad message must not break the connection
             self.counters["errors"] += 1
             log.error("listener_message_crashed", listener=self.key, error=_describe(exc), exc_info=exc)
@@ -426,20 +403,7 @@ class MqttClientListener(SupervisedListener):
             if len(payload) > self._max_payload:
                 self._oversized(m, conn, m.topic)
                 return
-            topic = m.topic
-            msg = InboundMessage(self.key, payload, topic)
-            msg.reply = _Reply(self, topic)
-            if qos:
-                msg.ack = _Ack(conn, m.mid, qos)
-            if self._accepting and self._intake.offer(msg):  # type: ignore[union-attr]
-                self.counters["received"] += 1
-                if qos:
-                    conn.outstanding += 1
-            else:
-                self.counters["refused"] += 1
-                if qos:
-                    conn.refused += 1
-                    conn.refused_event.set()
+            self._deliver(m.topic, payload, qos, m.mid, conn)
         except Exception as exc:  # one bad message (e.g. a topic that is not UTF-8) must not break the connection
             self.counters["errors"] += 1
             log.error("listener_message_crashed", listener=self.key, error=_describe(exc), exc_info=exc)
