@@ -57,7 +57,7 @@ from aio_pika.connection import make_url
 from aiormq.abc import DeliveredMessage
 from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
 
-from runtime.adapters.listeners.supervised import SupervisedListener
+from runtime.adapters.listeners.supervised import Outstanding, SupervisedListener
 from runtime.core.backoff import Backoff
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
@@ -117,38 +117,25 @@ class _Transport(TransportFactory):
         self._writers.clear()
 
 
-class _Connection:
+class _Connection(Outstanding):
     """Per-connection ack/nack bookkeeping; written out by ``_settle``. Dead connections drop their acks."""
 
-    __slots__ = ("_idle", "acks", "alive", "outstanding", "refused", "refused_event", "rejects", "wake")
+    __slots__ = ("acks", "alive", "refused", "refused_event", "rejects", "wake")
 
     def __init__(self) -> None:
+        super().__init__()  # outstanding: offered, not yet acknowledged
         self.alive = True
-        self.outstanding = 0  # offered, not yet acknowledged
         self.acks: deque[int] = deque()
         self.rejects: deque[int] = deque()  # dropped without requeue (oversized)
         self.refused: list[int] = []  # to be nacked with requeue
         self.wake = asyncio.Event()
         self.refused_event = asyncio.Event()
-        self._idle: asyncio.Future[None] | None = None
 
     def acked(self, tag: int) -> None:
-        self.outstanding -= 1
         if self.alive:
             self.acks.append(tag)
             self.wake.set()
-        idle = self._idle
-        if self.outstanding <= 0 and idle is not None and not idle.done():
-            idle.set_result(None)
-
-    async def settled(self, within: float) -> bool:
-        if self.outstanding <= 0:
-            return True
-        self._idle = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle, timeout=within)
-        self._idle = None
-        return self.outstanding <= 0
+        self._one_settled()
 
 
 class _Ack:

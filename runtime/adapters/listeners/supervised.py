@@ -9,6 +9,7 @@ unsubscribe, disconnect) within a bound, then cancels it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import Any
 
@@ -17,6 +18,32 @@ import structlog
 from runtime.services.dataplane import Intake
 
 log = structlog.get_logger(__name__)
+
+
+class Outstanding:
+    """Counts a connection's messages offered and not yet acknowledged, so ``stop`` can let them settle."""
+
+    __slots__ = ("_idle", "outstanding")
+
+    def __init__(self) -> None:
+        self.outstanding = 0
+        self._idle: asyncio.Future[None] | None = None
+
+    def _one_settled(self) -> None:
+        self.outstanding -= 1
+        idle = self._idle
+        if self.outstanding <= 0 and idle is not None and not idle.done():
+            idle.set_result(None)
+
+    async def settled(self, within: float) -> bool:
+        """Wait until every offered message is acknowledged, or ``within`` seconds."""
+        if self.outstanding <= 0:
+            return True
+        self._idle = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle, timeout=within)
+        self._idle = None
+        return self.outstanding <= 0
 
 
 def describe(exc: BaseException) -> str:
