@@ -21,6 +21,7 @@ from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
 from runtime.services.metrics import Counters
+from tests.support.intake import nothing_arrives, take, until
 from tests.support.net import free_port
 from tests.support.rabbitmq import Rabbit, find_or_start
 
@@ -99,24 +100,7 @@ async def publisher(rabbit: Rabbit, names: Names) -> AsyncIterator[Callable[...,
         yield publish
 
 
-async def take(intake: Intake, n: int, within: float = 15.0) -> list[InboundMessage]:
-    got: list[InboundMessage] = []
-    async with asyncio.timeout(within):
-        while len(got) < n:
-            got.extend(await intake.take(n - len(got)))
-    return got
 
-
-async def nothing_arrives(intake: Intake, within: float = 0.7) -> None:
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(within):
-            await intake.take(1)
-
-
-async def until(pred: Callable[[], bool], within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while not pred():  # noqa: ASYNC110 - polling a status dict is what an operator does too
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture

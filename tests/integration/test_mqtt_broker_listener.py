@@ -20,10 +20,11 @@ import pytest
 
 from runtime.adapters.listeners.mqtt_broker import MqttBrokerListener, find_mosquitto
 from runtime.core.errors import ListenerBindError
-from runtime.core.messages import InboundMessage, OutgoingMessage
+from runtime.core.messages import OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
 from runtime.services.metrics import Counters
+from tests.support.intake import take
 
 pytestmark = [
     pytest.mark.integration,
@@ -60,13 +61,6 @@ async def until_listening(lst: MqttBrokerListener, within: float = 15.0) -> None
         while lst.status()["state"] != "listening":  # noqa: ASYNC110 - polling status as an operator would
             await asyncio.sleep(0.02)
 
-
-async def take(intake: Intake, n: int, within: float = 15.0) -> list[InboundMessage]:
-    got: list[InboundMessage] = []
-    async with asyncio.timeout(within):
-        while len(got) < n:
-            got.extend(await intake.take(n - len(got)))
-    return got
 
 
 def device(port: int, **kw: Any) -> aiomqtt.Client:

@@ -19,10 +19,11 @@ from runtime.adapters.listeners.tcp import TcpListener
 from runtime.adapters.listeners.udp import UdpListener
 from runtime.adapters.listeners.websocket import WebSocketListener
 from runtime.core.errors import ListenerBindError
-from runtime.core.messages import InboundMessage, OutgoingMessage
+from runtime.core.messages import OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
 from runtime.services.metrics import Counters
+from tests.support.intake import take
 
 pytestmark = pytest.mark.integration
 
@@ -41,13 +42,6 @@ def new_intake(size: int = 10_000) -> Intake:
 def out(payload: bytes) -> OutgoingMessage:
     return OutgoingMessage(message_key="m", message_id="m", device_id="d", payload=payload)
 
-
-async def take(intake: Intake, n: int, within: float = 15.0) -> list[InboundMessage]:
-    got: list[InboundMessage] = []
-    async with asyncio.timeout(within):
-        while len(got) < n:
-            got += await intake.take(n - len(got))
-    return got
 
 
 async def wait_until(check: Callable[[], bool], within: float = 15.0) -> None:
