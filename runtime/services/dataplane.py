@@ -35,6 +35,8 @@ class Intake:
         self._accepting = True
         self._empty = asyncio.Event()
         self._empty.set()
+        self.low_water = max(1, maxsize // 4)
+        self._on_room: list[Callable[[], None]] = []
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -57,8 +59,30 @@ class Intake:
             w.set_result(None)
         return True
 
+    @property
+    def has_room(self) -> bool:
+        """Below a quarter full: where a listener that paused reading (TCP pushes back) reads again."""
+        return len(self._buf) < self.low_water
+
+    def call_when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, on the event loop, when the buffer is back below ``low_water`` or the
+        intake stops accepting (what arrives then is refused and counted, so it should be read)."""
+        if not self.accepting or self.has_room:
+            callback()
+        else:
+            self._on_room.append(callback)
+
+    def _room(self) -> None:
+        callbacks, self._on_room = self._on_room, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as exc:  # one listener's resume must not stop the worker
+                log.error("intake_room_callback_failed", error=repr(exc), exc_info=exc)
+
     def stop_accepting(self) -> None:
         self._accepting = False
+        self._room()
 
     def close(self) -> None:
         self._closed = True
@@ -66,6 +90,7 @@ class Intake:
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+        self._room()
 
     async def take(self, max_batch: int) -> list[InboundMessage]:
         """Up to ``max_batch`` messages; waits while empty; [] once closed and empty."""
@@ -82,6 +107,8 @@ class Intake:
         batch = [buf.popleft() for _ in range(n)]
         if not buf:
             self._empty.set()
+        if self._on_room and len(buf) < self.low_water:
+            self._room()
         return batch
 
     async def drained(self, within: float) -> bool:

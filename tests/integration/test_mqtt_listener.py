@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -160,6 +161,31 @@ async def test_refused_qos1_messages_are_redelivered_once_the_intake_has_room(
                 got.extend(batch)
         assert sorted(m.payload for m in got) == [b"0", b"1", b"2", b"3", b"4"]
         assert lst.status()["redeliveries"] >= 1
+
+
+async def test_a_full_intake_parks_the_socket_and_every_message_arrives_once_there_is_room(
+    mosquitto: Mosquitto, unique_topic: str
+) -> None:
+    """Back-pressure costs no CPU: while the intake is full the socket is off the event loop (it used to
+    wake the loop on every turn, a core's worth of spinning while the store caught up); then reading resumes."""
+    intake = Intake(4000, Counters())
+    cfg = listener_config(mosquitto, [(f"{unique_topic}/#", "qos0")], client_id=f"cid-{unique_topic}")
+    lst = make_listener(cfg)
+    n = 5000
+    async with running(lst, intake), publisher(mosquitto) as pub:
+        for i in range(n):
+            await pub.publish(f"{unique_topic}/m", str(i).encode(), qos=0)
+        await until(lambda: len(intake) >= intake.low_water)
+        await asyncio.sleep(0.2)  # whatever was already read is in
+        parked = len(intake)
+        assert parked < n  # reading stopped with messages still waiting at the broker / in the kernel
+        cpu = time.process_time()
+        await asyncio.sleep(0.5)
+        assert time.process_time() - cpu < 0.25  # idle, not polling a socket it may not read
+        assert len(intake) == parked
+        got = await take(intake, n)
+        assert [int(m.payload) for m in got] == list(range(n))
+        assert lst.status()["refused"] == 0
 
 
 async def test_reconnects_by_itself_after_the_broker_restarts(

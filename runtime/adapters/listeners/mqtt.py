@@ -53,6 +53,7 @@ import logging
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -101,11 +102,12 @@ async def enter_client(client: aiomqtt.Client, cancel_grace: float, *, name: str
 class _Connection(Outstanding):
     """Per-connection ack bookkeeping. Acks for a connection that has ended are dropped."""
 
-    __slots__ = ("_paho", "alive", "refused", "refused_event")
+    __slots__ = ("_paho", "alive", "refused", "refused_event", "resume_reading")
 
     def __init__(self) -> None:
         super().__init__()  # outstanding: QoS>=1 messages offered and not yet acknowledged
         self._paho: Any = None  # the connection's paho client, bound once it exists
+        self.resume_reading: Callable[[], None] | None = None  # set while the socket is off the loop
         self.alive = True
         self.refused = 0  # QoS>=1 messages refused (not acknowledged) on this connection
         self.refused_event = asyncio.Event()
@@ -161,24 +163,29 @@ class _BufferedSocket:
     reads up to ``_READ_SIZE`` bytes at once and serves paho's small reads from that buffer; ``pending()``
     (the hook aiomqtt's reader already loops on for TLS) makes aiomqtt call ``loop_read`` until the buffer
     is used up. ``gate()`` false (the intake is filling up) makes an empty buffer look like "no data yet"
-    without reading: the bytes stay in the kernel, TCP pushes back on the broker, and the loop calls again
-    on its next turn, after the worker took a batch.
+    without reading: the bytes stay in the kernel and TCP pushes back on the broker. The gate also takes
+    the socket off the event loop until the intake has room again (``MqttClientListener._make_client``):
+    a readable socket left on it would wake the loop on every turn, for nothing, while the worker waits
+    for the store (that spinning took a fifth of the loop thread's time at full load).
     """
 
-    __slots__ = ("_buf", "_gate", "_pos", "_sock")
+    __slots__ = ("_blocked", "_buf", "_gate", "_pos", "_sock")
 
     def __init__(self, sock: Any, gate: Any) -> None:
         self._sock = sock
         self._gate = gate
         self._buf = b""
         self._pos = 0
+        self._blocked = False  # the gate said no: bytes a TLS layer holds are not "pending" for aiomqtt
 
     def recv(self, n: int) -> bytes:
         pos = self._pos
         buf = self._buf
         if pos >= len(buf):
             if not self._gate():
+                self._blocked = True
                 raise BlockingIOError
+            self._blocked = False
             data = self._sock.recv(_READ_SIZE if n < _READ_SIZE else n)
             if len(data) <= n:
                 self._buf, self._pos = b"", 0
@@ -190,7 +197,7 @@ class _BufferedSocket:
         return buf[pos:end]
 
     def pending(self) -> int:
-        inner = getattr(self._sock, "pending", None)
+        inner = None if self._blocked else getattr(self._sock, "pending", None)
         return len(self._buf) - self._pos + (inner() if inner is not None else 0)
 
     def drain_publishes(self, take: Any) -> int:
@@ -345,12 +352,12 @@ class MqttClientListener(SupervisedListener):
     def _reading_allowed(self) -> bool:
         """Read more from the socket only while the intake is below a quarter full (see _BufferedSocket).
 
-        Not accepting (stopping): read, so that what arrives is refused and counted as before. A worker
-        stuck for longer than the keep-alive (30 s) lets the broker drop the connection: QoS 1 messages
-        are then redelivered on the next one.
+        Not accepting (stopping, either side): read, so that what arrives is refused and counted as before
+        and the UNSUBACK of a stopping listener is seen. A worker stuck for longer than the keep-alive (30 s)
+        lets the broker drop the connection: QoS 1 messages are then redelivered on the next one.
         """
         intake = self._intake
-        return intake is None or not intake.accepting or len(intake) < max(1, intake.maxsize // 4)
+        return intake is None or not self._accepting or not intake.accepting or intake.has_room
 
     def _deliver(self, topic: str, payload: bytes, qos: int, mid: int, conn: _Connection) -> None:
         """One message into the intake (what ``take``, ``take_raw`` and ``take_paho`` share); a QoS>=1
@@ -507,7 +514,8 @@ class MqttClientListener(SupervisedListener):
         paho = client._client  # paho's manual ack has no aiomqtt API
         paho.manual_ack_set(True)
         create_socket = paho._create_socket
-        paho._create_socket = lambda: _BufferedSocket(create_socket(), self._reading_allowed)
+        gate = self._read_gate(client, conn)  # here: paho creates the socket in aiomqtt's connect thread
+        paho._create_socket = lambda: _BufferedSocket(create_socket(), gate)
         # Straight from paho's decoded PUBLISH to ``take``: paho would first match the topic against its
         # (empty: aiomqtt adds none) per-filter callbacks, and aiomqtt would build and validate its own
         # Message only for our queue to unpack it. Same message, about a fifth less work per message.
@@ -536,6 +544,50 @@ class MqttClientListener(SupervisedListener):
         paho.loop_read = fast_loop_read
         conn.bind(paho)
         return client
+
+    def _read_gate(self, client: aiomqtt.Client, conn: _Connection) -> Callable[[], bool]:
+        """The connection's ``_BufferedSocket`` gate: ``_reading_allowed``, and when it says no, the socket
+        is taken off the event loop until the intake has room (``Intake.call_when_room``) or the listener
+        stops accepting (``_close``). aiomqtt's reader is then put back as this equivalent of it
+        (``Client._on_socket_open``: read while the socket has bytes pending; an error ends the connection).
+        """
+        loop = asyncio.get_running_loop()
+        paho = client._client
+
+        def read_ready() -> None:
+            try:
+                while True:
+                    paho.loop_read()
+                    sock = paho._sock
+                    if sock is None or sock.pending() <= 0:
+                        break
+            except Exception as exc:  # noqa: BLE001 - the connection broke: aiomqtt's watcher raises it
+                disconnected = client._disconnected
+                if not disconnected.done():
+                    disconnected.set_exception(exc)
+
+        def gate() -> bool:
+            if self._reading_allowed():
+                return True
+            if conn.resume_reading is None and self._intake is not None:
+                sock = paho._sock
+                fd = sock.fileno() if sock is not None else -1
+                if fd >= 0:
+                    loop.remove_reader(fd)
+
+                    def resume() -> None:
+                        if conn.resume_reading is not resume:
+                            return
+                        conn.resume_reading = None
+                        if conn.alive and paho._sock is sock and sock.fileno() == fd:
+                            loop.add_reader(fd, read_ready)
+                            loop.call_soon(read_ready)  # bytes already read by a TLS layer wake no reader
+
+                    conn.resume_reading = resume
+                    self._intake.call_when_room(resume)
+            return False
+
+        return gate
 
     async def _session(self) -> str:
         """One connection. Returns ``stopped`` or ``redeliver``; raises ``MqttError`` when the connection is lost."""
@@ -610,6 +662,8 @@ class MqttClientListener(SupervisedListener):
     async def _close(self, client: aiomqtt.Client, conn: _Connection, *, unsubscribe: bool) -> None:
         """Refuse new messages, wait for the acks of offered ones, optionally unsubscribe; then disconnect."""
         self._accepting = False
+        if conn.resume_reading is not None:  # paused for room: read again (refusing), the UNSUBACK included
+            conn.resume_reading()
         if not await conn.settled(self._ack_wait):
             log.warning("listener_closed_with_unacked", listener=self.key, unacked=conn.outstanding)
         if unsubscribe:
