@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
-from runtime.adapters.storage.sqlite import Retention, SqliteStore
+from runtime.adapters.storage.sqlite import MIGRATIONS, Retention, SqliteStore
 from runtime.core.devices import Device
 from runtime.core.errors import TransientError
 from runtime.core.messages import MessageRecord, PemStatus
@@ -339,9 +339,28 @@ async def test_wal_mode_and_idempotent_versioned_schema(db_path: Path) -> None:
         assert await query(db_path, "PRAGMA journal_mode") == [("wal",)]
     async with SqliteStore.open(db_path) as store:  # second open: no migration replayed, data intact
         assert len(await store.list_events()) == 1
-    assert await query(db_path, "PRAGMA user_version") == [(1,)]
+    assert await query(db_path, "PRAGMA user_version") == [(2,)]
     assert await query(db_path, "PRAGMA integrity_check") == [("ok",)]
 
+
+
+async def test_a_version_1_database_loses_the_per_device_index_and_keeps_its_records(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(MIGRATIONS[0])
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO messages (id, received_at, listener, status, device_id) "
+                     "VALUES ('old1', ?, 'mq', 'Completed', 'dev1')", (T0,))
+    assert await query(db_path, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'") \
+        == [("messages_device_received",)]
+    async with SqliteStore.open(db_path) as store:
+        store.record_message(MessageRecord(id="new1", received_at=T0 + 1, listener="mq",
+                                           status=PemStatus.COMPLETED, device_id="dev1"))
+        await store.flush()
+        assert [m["id"] for m in await store.list_messages(device_id="dev1")] == ["new1", "old1"]
+    assert await query(db_path, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'") \
+        == []
+    assert await query(db_path, "PRAGMA user_version") == [(2,)]
 
 CHILD = """
 import asyncio, sys, time
