@@ -39,10 +39,10 @@ test: $(STAMP_TEST) mosquitto lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP_TEST) mosquitto
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-quick: $(STAMP_TEST) mosquitto
-	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -5,6 +5,8 @@ admin API, then, in one run: the bare-aiomqtt baseline (QoS 0 and 1), the end-to
 committed in SQLite, QoS 0 and 1), latency at a fixed offered load, REST through aiohttp clients, and the
 daemon's RSS. Prints a table, then, as the last line, one JSON object. Writes ``bench/results/<mode>.json``
 and ``.md`` unless ``--no-save``. Measurement details: ``bench/harness.py``. Never part of ``make test``.
+``--nodered`` adds the peer run (``bench/nodered.py``): the same flow in Node-RED 4, installed with npm on
+first use, fed by the same publisher through the same broker (``make bench BENCH_ARGS=--nodered``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Bench, machine, rss_mb, rss_series_summary, run_baseline
+from bench.nodered import ensure_installed, run_nodered
 from tests.support.mosquitto import Mosquitto
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -36,17 +39,23 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=2000.0, help="offered load of the latency runs (msg/s)")
     ap.add_argument("--concurrency", type=int, default=32, help="REST clients")
     ap.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    ap.add_argument("--nodered", action="store_true",
+                    help="peer run: the same flow in Node-RED 4 (installed with npm on first use; bench/nodered.py)")
     args = ap.parse_args()
     mode = "quick" if args.quick else "full"
     p = PROFILES[mode]
     t0 = time.time()
     run = f"r{int(t0) % 100000}"
     res: dict[str, Any] = {"mode": mode, "devices": p["devices"], "machine": machine()}
+    red_js, why_not = ensure_installed() if args.nodered else (None, "")  # before the clock matters
     with tempfile.TemporaryDirectory(prefix="nuviot-bench-") as tmp, Mosquitto(Path(tmp) / "broker") as broker:
         print(f"# nuviot-runtime benchmark ({mode}): broker {broker.host}:{broker.port}, {p['devices']} devices",
               file=sys.stderr)
         b0 = run_baseline(broker.host, broker.port, 0, p["nb"], p["devices"], run + "b0")
         b1 = run_baseline(broker.host, broker.port, 1, p["nb"] // 2, p["devices"], run + "b1")
+        if args.nodered:
+            res["nodered_q0"] = (run_nodered(broker.host, broker.port, 0, p["nb"], p["devices"], run + "nr")
+                                 if red_js is not None else {"skipped": why_not})
         bench = Bench(Path(tmp), broker, p["devices"])
         bench.start_daemon()
         try:
@@ -85,6 +94,10 @@ def main() -> int:
         "messages_q0": q0["committed"], "refused_q0": q0["refused"], "mode": mode,
         "nproc": res["machine"]["nproc"],
     }
+    nr = res.get("nodered_q0")
+    if nr is not None and "msgs_per_s" in nr:
+        summary["nodered_msgs_per_s"] = round(nr["msgs_per_s"])
+        summary["ratio_to_nodered"] = round(q0["msgs_per_s"] / nr["msgs_per_s"], 2) if nr["msgs_per_s"] else None
     res["summary"] = summary
     table = render_table(res, summary)
     print(table)
@@ -125,6 +138,14 @@ def render_table(res: dict[str, Any], s: dict[str, Any]) -> str:
          f"QoS0 run: at 10% {q0.get('rss_at_10pct_mb', 0):.0f}, peak {q0.get('rss_peak_mb', 0):.0f} MB",
          f"< 200 MB: {_ok(s['rss_mb'] < GOALS['rss_mb'])}"),
     ]
+    nr = res.get("nodered_q0")
+    if nr is not None:
+        if "msgs_per_s" in nr:
+            rows.insert(4, (f"peer: Node-RED {nr['version']} QoS0 (file sink)", f"{nr['msgs_per_s']:,.0f} msg/s",
+                            f"{nr['received']:,} of {nr['sent']:,}; RSS {nr['rss_mb']:.0f} MB",
+                            f"end to end / Node-RED: {s['ratio_to_nodered']:.2f}"))
+        else:
+            rows.insert(4, ("peer: Node-RED", "skipped", nr["skipped"][:60], ""))
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [" | ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
     m = res["machine"]
