@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bench.publisher import payload
 from runtime.adapters.listeners.mqtt import _BufferedSocket
@@ -175,6 +177,36 @@ def test_drain_publishes_leaves_qos2_and_malformed_packets_to_paho() -> None:
         sock._buf, sock._pos = packet, 0
         assert sock.drain_publishes(lambda *a: None) == 0
         assert sock.pending() == len(packet)
+
+
+_packets = st.lists(st.tuples(st.binary(min_size=1, max_size=40), st.binary(max_size=300),
+                               st.integers(0, 1), st.integers(1, 65535)), max_size=20)
+
+
+@given(_packets, st.binary(max_size=8))
+def test_drain_publishes_decodes_any_run_of_publish_packets_exactly(
+    packets: list[tuple[bytes, bytes, int, int]], tail: bytes
+) -> None:
+    stream = b"".join(_publish(t, b, q, m) for t, b, q, m in packets)
+    sock = _BufferedSocket(_Sock([]), lambda: True)
+    sock._buf, sock._pos = stream + tail, 0
+    taken: list[tuple[bytes, bytes, int, int]] = []
+    sock.drain_publishes(lambda t, b, q, m: taken.append((t, b, q, m)))
+    assert taken[:len(packets)] == [(t, b, q, m if q else 0) for t, b, q, m in packets]
+    assert sock._pos >= len(stream)
+    assert sock._pos <= len(stream + tail)
+
+
+@given(st.binary(max_size=2000))
+def test_drain_publishes_never_raises_nor_reads_past_its_buffer(data: bytes) -> None:
+    sock = _BufferedSocket(_Sock([]), lambda: True)
+    sock._buf, sock._pos = data, 0
+    taken: list[tuple[bytes, bytes, int, int]] = []
+    n = sock.drain_publishes(lambda t, b, q, m: taken.append((t, b, q, m)))
+    assert n == len(taken)
+    assert 0 <= sock._pos <= len(data)
+    assert sum(len(t) + len(b) for t, b, _, _ in taken) <= sock._pos
+    assert all(t and q in (0, 1) for t, _, q, _ in taken)
 
 
 # --------------------------------------------------------------------------- storage
