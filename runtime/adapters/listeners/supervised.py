@@ -50,6 +50,17 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+async def first_attempt_or_end(task: asyncio.Task[None], first_attempt: asyncio.Event) -> bool:
+    """Wait until a supervision task made its first connection attempt (``first_attempt`` set) or ended;
+    True when it ended: it never should while running, so the caller surfaces what it raised."""
+    waiter = asyncio.ensure_future(first_attempt.wait())
+    await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    if not waiter.done():
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+    return task.done()
+
+
 class SupervisedListener:
     """Mixin. The class provides ``key``, ``counters``, ``async _run()``, and sets the attributes below."""
 
@@ -74,12 +85,7 @@ class SupervisedListener:
         self._first_attempt.clear()
         self._state = "connecting"
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"listener:{self.key}")
-        waiter = asyncio.ensure_future(self._first_attempt.wait())
-        await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not waiter.done():
-            waiter.cancel()
-            await asyncio.gather(waiter, return_exceptions=True)
-        if self._task.done():  # a bug: surface it
+        if await first_attempt_or_end(self._task, self._first_attempt):  # a bug: surface it
             task, self._task = self._task, None
             self._state = "stopped"
             task.result()

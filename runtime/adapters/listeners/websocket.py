@@ -36,6 +36,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from runtime.adapters.httpsite import BasicCredentials, start_site
 from runtime.adapters.listeners.framing import DEFAULT_MAX_MESSAGE_SIZE
+from runtime.adapters.listeners.supervised import first_attempt_or_end
 from runtime.core.backoff import Backoff
 from runtime.core.errors import ListenerBindError
 from runtime.core.messages import InboundMessage, OutgoingMessage
@@ -189,12 +190,7 @@ class WebSocketListener:
                                         sock_connect=self._connect_timeout)
         self._session = aiohttp.ClientSession(timeout=timeout)
         self._task = asyncio.get_running_loop().create_task(self._run_client(), name=f"listener:{self.key}")
-        waiter = asyncio.ensure_future(self._first_attempt.wait())
-        await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not waiter.done():
-            waiter.cancel()
-            await asyncio.gather(waiter, return_exceptions=True)
-        if self._task.done():  # a bug: surface it
+        if await first_attempt_or_end(self._task, self._first_attempt):  # a bug: surface it
             task, self._task = self._task, None
             await self._close_session()
             self._state = "failed"
