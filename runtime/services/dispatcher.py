@@ -27,7 +27,7 @@ from runtime.core.messages import (
 )
 from runtime.core.parsing.view import MessageView
 from runtime.core.pipeline.output import build_outgoing
-from runtime.core.pipeline.planner import could_not_find_device, plan, select_route
+from runtime.core.pipeline.planner import plan, planned_device, select_route
 from runtime.core.pipeline.sentinel import check as sentinel_check
 from runtime.core.pipeline.translator import translate
 from runtime.core.pipeline.workflow import (
@@ -159,14 +159,7 @@ class Dispatcher:
             view = MessageView(msg.payload, topic=msg.topic, path=msg.path, method=msg.method, headers=msg.headers,
                                query=msg.query, received_at=msg.received_at)
             device_id, message_id = plan(self._planner, view)
-            device = self._devices.get(device_id)
-            if device is None:
-                raise could_not_find_device(device_id)
-            config = self.doc.device_configuration_by_key.get(device.device_configuration)
-            if config is None:
-                raise StageError("planner", "CouldNotFindDeviceConfiguration",
-                                 f"device {device_id} uses device configuration {device.device_configuration!r}, "
-                                 "which is not in the solution")
+            device, config = planned_device(self.doc, device_id, self._devices.get(device_id))
             route = select_route(self.doc, config, message_id)
             message_def = self.doc.message_by_key[route.message_definition]
             if message_id is None:

@@ -24,7 +24,7 @@ import structlog
 
 from runtime.core.errors import StageError
 from runtime.core.messages import InboundMessage, OutgoingMessage, PemStatus
-from runtime.core.pipeline.planner import could_not_find_device
+from runtime.core.pipeline.planner import planned_device
 from runtime.core.solution.model import SolutionDocument
 from runtime.core.system_messages import parse_body, plan_update, split_address
 from runtime.services.devices import DeviceRegistry
@@ -58,14 +58,7 @@ class SystemMessageHandler:
             device_id, rest = split_address(msg.topic if msg.topic is not None else msg.path or "")
             parsed = parse_body(device_id, rest, msg.payload)
             message_id = parsed.message_id
-            device = self._devices.get(device_id)
-            if device is None:
-                raise could_not_find_device(device_id)
-            config = self.doc.device_configuration_by_key.get(device.device_configuration)
-            if config is None:
-                raise StageError("planner", "CouldNotFindDeviceConfiguration",
-                                 f"device {device_id} uses device configuration {device.device_configuration!r}, "
-                                 "which is not in the solution")
+            device, config = planned_device(self.doc, device_id, self._devices.get(device_id))
             now = self._clock()
             update = plan_update(parsed, device, config, now)
             self._devices.state_changed(update.applied_to(device, now))

@@ -6,11 +6,13 @@
 - ``select_route``: the route whose message definition's ``message_id`` equals the parsed id, else the
   configuration's ``is_default`` route, else, only when no message id was parsed, the route of the one
   message the configuration handles (spec §2.2 inferred fallback).
-- The device lookup happens in the dispatcher; ``could_not_find_device`` builds its error.
+- The device lookup happens in the dispatcher; ``planned_device`` checks what it found and finds its
+  configuration.
 """
 
 from __future__ import annotations
 
+from runtime.core.devices import Device
 from runtime.core.errors import StageError
 from runtime.core.parsing.errors import ParseError, shown
 from runtime.core.parsing.locate import MISSING, as_text, locator_for
@@ -23,6 +25,7 @@ STAGE = "planner"
 COULD_NOT_DETERMINE_DEVICE_ID = "CouldNotDetermineDeviceId"
 COULD_NOT_DETERMINE_MESSAGE_ID = "CouldNotDetermineMessageId"
 COULD_NOT_FIND_DEVICE = "CouldNotFindDevice"
+COULD_NOT_FIND_DEVICE_CONFIGURATION = "CouldNotFindDeviceConfiguration"
 COULD_NOT_FIND_MESSAGE = "CouldNotFindMessage"
 
 
@@ -113,8 +116,16 @@ def select_route(doc: SolutionDocument, config: DeviceConfiguration, message_id:
     )
 
 
-def could_not_find_device(device_id: str) -> StageError:
-    """The error the dispatcher raises when the repository has no device with the planned id."""
-    return StageError(
-        STAGE, COULD_NOT_FIND_DEVICE, f"device {shown(device_id)} is not in the device repository"
-    )
+def planned_device(
+    doc: SolutionDocument, device_id: str, device: Device | None
+) -> tuple[Device, DeviceConfiguration]:
+    """The device the repository returned for the planned id, with its configuration from the solution;
+    raises ``StageError(planner, CouldNotFindDevice | CouldNotFindDeviceConfiguration)``."""
+    if device is None:
+        raise StageError(STAGE, COULD_NOT_FIND_DEVICE, f"device {shown(device_id)} is not in the device repository")
+    config = doc.device_configuration_by_key.get(device.device_configuration)
+    if config is None:
+        raise StageError(STAGE, COULD_NOT_FIND_DEVICE_CONFIGURATION,
+                         f"device {device_id} uses device configuration {device.device_configuration!r}, "
+                         "which is not in the solution")
+    return device, config

@@ -8,15 +8,17 @@ from typing import Any
 
 import pytest
 
+from runtime.core.devices import Device
 from runtime.core.errors import StageError
 from runtime.core.parsing.view import MessageView
 from runtime.core.pipeline.planner import (
     COULD_NOT_DETERMINE_DEVICE_ID,
     COULD_NOT_DETERMINE_MESSAGE_ID,
     COULD_NOT_FIND_DEVICE,
+    COULD_NOT_FIND_DEVICE_CONFIGURATION,
     COULD_NOT_FIND_MESSAGE,
-    could_not_find_device,
     plan,
+    planned_device,
     select_route,
 )
 from runtime.core.solution.model import (
@@ -183,7 +185,15 @@ def test_select_route_fails(routes: tuple[Route, ...], message_id: str | None, c
     assert (info.value.stage, info.value.code) == ("planner", code)
 
 
-def test_could_not_find_device() -> None:
-    error = could_not_find_device("dev404")
-    assert (error.stage, error.code) == ("planner", COULD_NOT_FIND_DEVICE)
-    assert "dev404" in error.detail
+def test_planned_device_finds_the_configuration_or_names_what_is_missing() -> None:
+    doc, config = setup(MOTION)
+    known = Device(device_id="dev1", device_configuration="cfg")
+    assert planned_device(doc, "dev1", known) == (known, config)
+    with pytest.raises(StageError) as info:
+        planned_device(doc, "dev404", None)
+    assert (info.value.stage, info.value.code) == ("planner", COULD_NOT_FIND_DEVICE)
+    assert "dev404" in info.value.detail
+    with pytest.raises(StageError) as info:
+        planned_device(doc, "dev2", Device(device_id="dev2", device_configuration="gone"))
+    assert (info.value.stage, info.value.code) == ("planner", COULD_NOT_FIND_DEVICE_CONFIGURATION)
+    assert "'gone'" in info.value.detail and "dev2" in info.value.detail
