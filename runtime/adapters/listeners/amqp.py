@@ -171,6 +171,8 @@ class _Reply:
 
 
 class AmqpListener(SupervisedListener):
+    _connection_errors = _CONNECTION_ERRORS  # a lost connection: reconnect after the backoff
+
     def __init__(
         self,
         config: Listener,
@@ -356,32 +358,7 @@ class AmqpListener(SupervisedListener):
             replies.popleft()
             self.counters["repliesSent"] += 1
 
-    # ------------------------------------------------------------------ supervision
-    async def _run(self) -> None:
-        try:
-            while not self._stop_requested.is_set():
-                try:
-                    await self._session()
-                    error = None
-                except* _CONNECTION_ERRORS as group:
-                    error = _describe(group.exceptions[0])
-                except* Exception as group:  # a bug or an unexpected library error: log, keep going
-                    error = f"internal error: {_describe(group.exceptions[0])}"
-                    log.error("listener_session_crashed", listener=self.key, exc_info=group.exceptions[0])
-                self._first_attempt.set()
-                if self._stop_requested.is_set():
-                    return
-                self.last_error = error or "the broker closed the connection"
-                self._state = "connecting"
-                delay = self._backoff.next_delay()
-                log.warning("listener_disconnected", listener=self.key, broker=f"{self._host}:{self._port}",
-                            error=self.last_error, attempt=self._backoff.attempt, retry_in=round(delay, 3))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop_requested.wait(), timeout=delay)
-        finally:
-            self._accepting = False
-            self._first_attempt.set()
-
+    # ------------------------------------------------------------------ supervision (SupervisedListener._run)
     async def _connect(self, transport: _Transport) -> aio_pika.abc.AbstractConnection:
         url = make_url(host=self._host, port=self._port, login=self._login, password=self._password,
                        ssl=self._tls, name=self.connection_name, heartbeat=self._heartbeat)

@@ -263,6 +263,7 @@ def _intake_queue_type(listener: MqttClientListener, conn: _Connection) -> type[
 
 class MqttClientListener(SupervisedListener):
     type = "mqttclient"
+    _connection_errors = (aiomqtt.MqttError,)  # a lost connection: reconnect after the backoff
 
     def __init__(
         self,
@@ -462,40 +463,11 @@ class MqttClientListener(SupervisedListener):
             replies.popleft()
             self.counters["repliesSent"] += 1
 
-    # ------------------------------------------------------------------ supervision
-    async def _run(self) -> None:
-        try:
-            while not self._stop_requested.is_set():
-                outcome = "lost"
-                try:
-                    outcome = await self._session()
-                    error = None
-                except* aiomqtt.MqttError as group:
-                    error = _describe(group.exceptions[0])
-                except* Exception as group:  # a bug: log it, keep the listener alive
-                    error = f"internal error: {_describe(group.exceptions[0])}"
-                    log.error("listener_session_crashed", listener=self.key, exc_info=group.exceptions[0])
-                self._first_attempt.set()
-                if outcome == "stopped":
-                    return
-                if outcome == "redeliver":
-                    continue
-                self.last_error = error or "the broker closed the connection"
-                self._state = "disconnected" if self._ever_connected else "connecting"
-                delay = self._backoff.next_delay()
-                log.warning(
-                    "listener_disconnected" if self._ever_connected else "listener_connect_failed",
-                    listener=self.key,
-                    broker=f"{self._host}:{self._port}",
-                    error=self.last_error,
-                    attempt=self._backoff.attempt,
-                    retry_in=round(delay, 3),
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop_requested.wait(), timeout=delay)
-        finally:
-            self._accepting = False
-            self._first_attempt.set()
+    # ------------------------------------------------------------------ supervision (SupervisedListener._run)
+    def _after_loss(self) -> tuple[str, str]:
+        if self._ever_connected:
+            return "disconnected", "listener_disconnected"
+        return "connecting", "listener_connect_failed"
 
     def _make_client(self, conn: _Connection) -> aiomqtt.Client:
         client = aiomqtt.Client(

@@ -1,5 +1,5 @@
-"""Start and stop for the listeners that run one supervision task: connect to a broker, consume, and
-reconnect with backoff until stopped (the MQTT client and AMQP listeners).
+"""Start, supervise and stop the listeners that run one supervision task: connect to a broker, consume, and
+reconnect with jittered backoff until stopped (``_run``; the MQTT client and AMQP listeners).
 
 ``start`` returns once the first connection attempt was made (a broker that is down is not a start
 failure: the listener says ``connecting``); ``stop`` asks the task to end (settle acknowledgements,
@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from runtime.core.backoff import Backoff
 from runtime.services.dataplane import Intake
 
 log = structlog.get_logger(__name__)
@@ -62,10 +63,17 @@ async def first_attempt_or_end(task: asyncio.Task[None], first_attempt: asyncio.
 
 
 class SupervisedListener:
-    """Mixin. The class provides ``key``, ``counters``, ``async _run()``, and sets the attributes below."""
+    """Mixin. The class provides ``key``, ``counters``, ``async _session()`` (one connection: returns
+    ``"stopped"``, ``"redeliver"`` (reconnect at once) or None, or raises one of ``_connection_errors``
+    when the connection is lost), and sets the attributes below."""
 
     key: str
     counters: dict[str, int]
+    last_error: str | None
+    _connection_errors: tuple[type[BaseException], ...]
+    _host: str
+    _port: int
+    _backoff: Backoff
     _task: asyncio.Task[None] | None
     _intake: Intake | None
     _stop_requested: asyncio.Event
@@ -74,8 +82,41 @@ class SupervisedListener:
     _accepting: bool
     _replies: deque[Any]
 
-    async def _run(self) -> None:
+    async def _session(self) -> str | None:
         raise NotImplementedError
+
+    def _after_loss(self) -> tuple[str, str]:
+        """The state a lost (or never made) connection leaves, and the warning logged for it."""
+        return "connecting", "listener_disconnected"
+
+    async def _run(self) -> None:
+        """Sessions until stopped; after a lost connection, wait the jittered backoff (stop cuts it short)."""
+        try:
+            while not self._stop_requested.is_set():
+                outcome = None
+                try:
+                    outcome = await self._session()
+                    error = None
+                except* self._connection_errors as group:
+                    error = describe(group.exceptions[0])
+                except* Exception as group:  # a bug or an unexpected library error: log, keep the listener
+                    error = f"internal error: {describe(group.exceptions[0])}"
+                    log.error("listener_session_crashed", listener=self.key, exc_info=group.exceptions[0])
+                self._first_attempt.set()
+                if outcome == "stopped" or self._stop_requested.is_set():
+                    return
+                if outcome == "redeliver":
+                    continue
+                self.last_error = error or "the broker closed the connection"
+                self._state, event = self._after_loss()
+                delay = self._backoff.next_delay()
+                log.warning(event, listener=self.key, broker=f"{self._host}:{self._port}", error=self.last_error,
+                            attempt=self._backoff.attempt, retry_in=round(delay, 3))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_requested.wait(), timeout=delay)
+        finally:
+            self._accepting = False
+            self._first_attempt.set()
 
     async def _launch(self, intake: Intake) -> None:
         if self._task is not None:
