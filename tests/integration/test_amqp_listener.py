@@ -21,7 +21,7 @@ from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
 from runtime.services.metrics import Counters
-from tests.support.intake import nothing_arrives, take, until
+from tests.support.intake import nothing_arrives, running, take, until
 from tests.support.net import free_port
 from tests.support.rabbitmq import Rabbit, find_or_start
 
@@ -76,15 +76,6 @@ def make(cfg: Listener, **kw: Any) -> AmqpListener:
     kw.setdefault("connect_timeout", 3.0)
     kw.setdefault("requeue_delay", 0.05)
     return AmqpListener(cfg, instance_id="test", **kw)
-
-
-@asynccontextmanager
-async def running(listener: AmqpListener, intake: Intake) -> AsyncIterator[AmqpListener]:
-    await listener.start(intake)
-    try:
-        yield listener
-    finally:
-        await listener.stop()
 
 
 @asynccontextmanager

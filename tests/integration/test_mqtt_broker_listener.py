@@ -10,8 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from runtime.core.messages import OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
 from runtime.services.metrics import Counters
-from tests.support.intake import take
+from tests.support.intake import running, take
 
 pytestmark = [
     pytest.mark.integration,
@@ -45,15 +43,6 @@ def make(cfg: Listener, tmp_path: Path, **kw: Any) -> MqttBrokerListener:
     kw.setdefault("ack_wait", 0.3)
     kw.setdefault("connect_timeout", 2.0)
     return MqttBrokerListener(cfg, instance_id="test", workdir=tmp_path / "broker", bind_host="127.0.0.1", **kw)
-
-
-@asynccontextmanager
-async def running(listener: MqttBrokerListener, intake: Intake) -> AsyncIterator[MqttBrokerListener]:
-    await listener.start(intake)
-    try:
-        yield listener
-    finally:
-        await listener.stop()
 
 
 async def until_listening(lst: MqttBrokerListener, within: float = 15.0) -> None:

@@ -16,7 +16,7 @@ from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
 from runtime.services.metrics import Counters
-from tests.support.intake import nothing_arrives, take, until
+from tests.support.intake import nothing_arrives, running, take, until
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -41,15 +41,6 @@ def make_listener(config: Listener, **kw: Any) -> MqttClientListener:
     kw.setdefault("ack_wait", 0.3)
     kw.setdefault("connect_timeout", 2.0)
     return MqttClientListener(config, instance_id="test", **kw)
-
-
-@asynccontextmanager
-async def running(listener: MqttClientListener, intake: Intake) -> AsyncIterator[MqttClientListener]:
-    await listener.start(intake)
-    try:
-        yield listener
-    finally:
-        await listener.stop()
 
 
 @asynccontextmanager

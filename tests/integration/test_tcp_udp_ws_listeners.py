@@ -23,7 +23,7 @@ from runtime.core.messages import OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
 from runtime.services.metrics import Counters
-from tests.support.intake import take
+from tests.support.intake import running, take, until
 
 pytestmark = pytest.mark.integration
 
@@ -42,21 +42,6 @@ def new_intake(size: int = 10_000) -> Intake:
 def out(payload: bytes) -> OutgoingMessage:
     return OutgoingMessage(message_key="m", message_id="m", device_id="d", payload=payload)
 
-
-
-async def wait_until(check: Callable[[], bool], within: float = 15.0) -> None:
-    async with asyncio.timeout(within):
-        while not check():  # noqa: ASYNC110 - polling a status dict is what an operator does too
-            await asyncio.sleep(0.01)
-
-
-@asynccontextmanager
-async def running(listener: Any, intake: Intake) -> AsyncIterator[Any]:
-    await listener.start(intake)
-    try:
-        yield listener
-    finally:
-        await listener.stop()
 
 
 @asynccontextmanager
@@ -177,7 +162,7 @@ async def test_tcp_half_frame_times_out_and_is_dropped() -> None:
     async with running(TcpListener(cfg, host=LOCAL), intake) as tcp:
         async with tcp_client(tcp.status()["port"]) as (_, writer):
             writer.write(b"half a message")
-            await wait_until(lambda: tcp.status()["timedOut"] == 1)
+            await until(lambda: tcp.status()["timedOut"] == 1, within=15.0)
             writer.write(b" and its late rest\nnext\n")  # the rest of a dropped frame is not a frame
             assert [m.payload for m in await take(intake, 1)] == [b"next"]
             assert tcp.status()["connections"] == 1
@@ -195,7 +180,7 @@ async def test_tcp_idle_connection_is_closed_after_the_idle_timeout() -> None:
                 assert await read_eof(reader) == b""
                 assert 0.15 < time.monotonic() - started < 2.0
             assert len(await take(intake, 4)) == 4
-            await wait_until(lambda: tcp.status()["closedIdle"] == 1)
+            await until(lambda: tcp.status()["closedIdle"] == 1, within=15.0)
             assert tcp.status()["connections"] == 1
 
 
@@ -204,7 +189,7 @@ async def test_tcp_connection_limit_refuses_new_connections() -> None:
     async with running(TcpListener(config("rawtcp"), host=LOCAL, max_connections=2), intake) as tcp:
         port = tcp.status()["port"]
         async with tcp_client(port), tcp_client(port) as (_, w2):
-            await wait_until(lambda: tcp.status()["connections"] == 2)
+            await until(lambda: tcp.status()["connections"] == 2, within=15.0)
             async with tcp_client(port) as (reader3, _):
                 assert await read_eof(reader3) == b""
             assert tcp.status()["rejectedConnections"] == 1
@@ -256,7 +241,7 @@ async def test_tcp_ten_thousand_idle_connections() -> None:
             async with asyncio.timeout(60):
                 assert clients.stdout is not None
                 assert (await clients.stdout.readline()).strip() == b"connected"
-                await wait_until(lambda: tcp.status()["connections"] == n, within=40)
+                await until(lambda: tcp.status()["connections"] == n, within=40)
             async with tcp_client(port) as (_, writer):  # still serving
                 writer.write(b"alive\n")
                 assert [m.payload for m in await take(intake, 1)] == [b"alive"]
@@ -277,10 +262,10 @@ async def test_tcp_paused_intake_refuses_and_keeps_the_connection() -> None:
         async with tcp_client(tcp.status()["port"]) as (reader, writer):
             intake.stop_accepting()
             writer.write(b"one\ntwo\n")
-            await wait_until(lambda: tcp.status()["refused"] == 2)
+            await until(lambda: tcp.status()["refused"] == 2, within=15.0)
             assert len(intake) == 0
             writer.write(b"three\n")
-            await wait_until(lambda: tcp.status()["refused"] == 3)
+            await until(lambda: tcp.status()["refused"] == 3, within=15.0)
             assert tcp.status()["connections"] == 1 and not reader.at_eof()
 
 
@@ -291,11 +276,11 @@ async def test_tcp_reply_to_a_closed_connection_is_dropped_and_stop_closes_conne
         async with tcp_client(port) as (_, writer):
             writer.write(b"bye\n")
             [m] = await take(intake, 1)
-        await wait_until(lambda: tcp.status()["connections"] == 0)
+        await until(lambda: tcp.status()["connections"] == 0, within=15.0)
         m.reply.send(out(b"too late"))  # type: ignore[union-attr]
         assert tcp.status()["repliesDropped"] == 1
         async with tcp_client(port) as (reader, _):
-            await wait_until(lambda: tcp.status()["connections"] == 1)
+            await until(lambda: tcp.status()["connections"] == 1, within=15.0)
             await tcp.stop()
             assert await read_eof(reader) == b""
 
@@ -361,7 +346,7 @@ async def test_udp_paused_intake_refuses() -> None:
         intake.stop_accepting()
         async with udp_client(udp.status()["port"]) as (transport, _):
             transport.sendto(b"refused")
-            await wait_until(lambda: udp.status()["refused"] == 1)
+            await until(lambda: udp.status()["refused"] == 1, within=15.0)
         assert len(intake) == 0
 
 
@@ -398,7 +383,7 @@ async def test_ws_server_frames_and_replies() -> None:
             assert (r1.type, r1.data) == (WSMsgType.TEXT, "text back")
             assert (r2.type, r2.data) == (WSMsgType.BINARY, b"\xffbinary back")
             assert wsl.status()["connections"] == 1
-        await wait_until(lambda: wsl.status()["connections"] == 0)
+        await until(lambda: wsl.status()["connections"] == 0, within=15.0)
         text.reply.send(out(b"gone"))  # type: ignore[union-attr]
         assert wsl.status()["repliesDropped"] == 1
 
@@ -425,7 +410,7 @@ async def test_ws_server_path_auth_subprotocol_and_size_cap() -> None:
             async with asyncio.timeout(5):
                 closing = await ws.receive()
             assert closing.type is WSMsgType.CLOSE and closing.data == WSCloseCode.MESSAGE_TOO_BIG
-        await wait_until(lambda: wsl.status()["oversized"] == 1)
+        await until(lambda: wsl.status()["oversized"] == 1, within=15.0)
 
 
 async def test_ws_server_paused_intake_refuses_and_stop_closes_clients() -> None:
@@ -434,7 +419,7 @@ async def test_ws_server_paused_intake_refuses_and_stop_closes_clients() -> None
         async with ws_connect(f"http://{LOCAL}:{wsl.status()['port']}/") as ws:
             intake.stop_accepting()
             await ws.send_str("refused")
-            await wait_until(lambda: wsl.status()["refused"] == 1)
+            await until(lambda: wsl.status()["refused"] == 1, within=15.0)
             assert not ws.closed
             await wsl.stop()
             async with asyncio.timeout(5):
@@ -527,14 +512,14 @@ async def test_ws_client_reconnects_when_the_server_restarts(device_server: Devi
             _, ws = await device_server.sockets.get()
         await ws.send_str("before")
         await device_server.stop()
-        await wait_until(lambda: wsl.status()["state"] == "connecting")
+        await until(lambda: wsl.status()["state"] == "connecting", within=15.0)
         await asyncio.sleep(0.3)  # a few failed attempts while the server is down
         await device_server.start()  # same port
         async with asyncio.timeout(10):
             _, ws = await device_server.sockets.get()
         await ws.send_str("after")
         assert [m.payload for m in await take(intake, 2)] == [b"before", b"after"]
-        await wait_until(lambda: wsl.status()["state"] == "connected")
+        await until(lambda: wsl.status()["state"] == "connected", within=15.0)
         assert wsl.status()["connects"] == 2
 
 

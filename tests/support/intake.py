@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import pytest
 
 from runtime.core.messages import InboundMessage
-from runtime.services.dataplane import Intake
+from runtime.services.dataplane import Intake, Listener
+
+L = TypeVar("L", bound=Listener)
 
 
 async def take(intake: Intake, n: int, within: float = 15.0) -> list[InboundMessage]:
@@ -31,3 +35,13 @@ async def until(pred: Callable[[], bool], within: float = 10.0) -> None:
     async with asyncio.timeout(within):
         while not pred():  # noqa: ASYNC110 - polling a status dict is what an operator does too
             await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def running(listener: L, intake: Intake) -> AsyncIterator[L]:
+    """A data-plane listener started on ``intake`` for the block, stopped after it."""
+    await listener.start(intake)
+    try:
+        yield listener
+    finally:
+        await listener.stop()
