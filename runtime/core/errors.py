@@ -73,3 +73,8 @@ class ListenerBindError(RuntimeBaseError):
         self.key = key
         self.port = port
         self.reason = reason
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line for a status field or a log: its message, else its type's name."""
+    return str(exc) or type(exc).__name__

@@ -59,6 +59,7 @@ from aiormq.connection import TCPTransportFactory, TLSTransportFactory, Transpor
 
 from runtime.adapters.listeners.supervised import Outstanding, SupervisedListener
 from runtime.core.backoff import Backoff
+from runtime.core.errors import describe
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
@@ -70,9 +71,6 @@ REPLY_SUFFIX = ".reply"
 _OVERSIZE_LOG_EVERY = 10.0
 _CONNECTION_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
 
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
 
 
 def binding_pattern(subscription: str) -> str:
@@ -301,7 +299,7 @@ class AmqpListener(SupervisedListener):
                     conn.refused_event.set()
         except Exception as exc:  # one bad message must not break the connection
             self.counters["errors"] += 1
-            log.error("listener_message_crashed", listener=self.key, error=_describe(exc), exc_info=exc)
+            log.error("listener_message_crashed", listener=self.key, error=describe(exc), exc_info=exc)
 
     def _oversized(self, m: DeliveredMessage, conn: _Connection) -> None:
         self.counters["oversized"] += 1
@@ -353,7 +351,7 @@ class AmqpListener(SupervisedListener):
             except Exception as exc:  # noqa: BLE001 - e.g. a bad header value: drop this reply
                 replies.popleft()
                 self.counters["repliesFailed"] += 1
-                log.warning("reply_failed", listener=self.key, routing_key=routing_key, error=_describe(exc))
+                log.warning("reply_failed", listener=self.key, routing_key=routing_key, error=describe(exc))
                 continue
             replies.popleft()
             self.counters["repliesSent"] += 1

@@ -62,6 +62,7 @@ from paho.mqtt.client import MQTTMessage, MQTTv5, topic_matches_sub
 
 from runtime.adapters.listeners.supervised import Outstanding, SupervisedListener
 from runtime.core.backoff import Backoff
+from runtime.core.errors import describe
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
@@ -73,9 +74,6 @@ REPLY_SUFFIX = "/reply"
 _OVERSIZE_LOG_EVERY = 10.0  # seconds between two oversized-payload warnings
 _READ_SIZE = 32 * 1024  # bytes per socket read (at most ~6,500 minimal PUBLISH packets)
 
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
 
 
 async def enter_client(client: aiomqtt.Client, cancel_grace: float, *, name: str) -> None:
@@ -387,7 +385,7 @@ class MqttClientListener(SupervisedListener):
             self._deliver(m.topic.value, payload, qos, m.mid, conn)  # type: ignore[arg-type]
         except Exception as exc:  # one bad message must not break the connection
             self.counters["errors"] += 1
-            log.error("listener_message_crashed", listener=self.key, error=_describe(exc), exc_info=exc)
+            log.error("listener_message_crashed", listener=self.key, error=describe(exc), exc_info=exc)
 
     def take_raw(self, topic: bytes, payload: bytes, qos: int, mid: int, conn: _Connection) -> None:
         """``take`` for a PUBLISH decoded by ``_BufferedSocket.drain_publishes`` (no paho message built)."""
@@ -401,7 +399,7 @@ class MqttClientListener(SupervisedListener):
             self._deliver(topic.decode("ascii"), payload, qos, mid, conn)
         except Exception as exc:  # one bad message must not break the connection
             self.counters["errors"] += 1
-            log.error("listener_message_crashed", listener=self.key, error=_describe(exc), exc_info=exc)
+            log.error("listener_message_crashed", listener=self.key, error=describe(exc), exc_info=exc)
 
     def take_paho(self, m: Any, conn: _Connection) -> None:
         """``take`` for paho's own ``MQTTMessage`` (``topic`` is a decoded str there)."""
@@ -414,7 +412,7 @@ class MqttClientListener(SupervisedListener):
             self._deliver(m.topic, payload, qos, m.mid, conn)
         except Exception as exc:  # one bad message (e.g. a topic that is not UTF-8) must not break the connection
             self.counters["errors"] += 1
-            log.error("listener_message_crashed", listener=self.key, error=_describe(exc), exc_info=exc)
+            log.error("listener_message_crashed", listener=self.key, error=describe(exc), exc_info=exc)
 
     def _oversized(self, m: Any, conn: _Connection, topic: str | None = None) -> None:
         self.counters["oversized"] += 1
@@ -458,7 +456,7 @@ class MqttClientListener(SupervisedListener):
             except Exception as exc:  # noqa: BLE001 - e.g. an invalid topic: drop this one reply
                 replies.popleft()
                 self.counters["repliesFailed"] += 1
-                log.warning("reply_failed", listener=self.key, topic=topic, error=_describe(exc))
+                log.warning("reply_failed", listener=self.key, topic=topic, error=describe(exc))
                 continue
             replies.popleft()
             self.counters["repliesSent"] += 1
@@ -642,4 +640,4 @@ class MqttClientListener(SupervisedListener):
             try:
                 await client.unsubscribe([t for t, _ in self._subscriptions], timeout=self._ack_wait)
             except aiomqtt.MqttError as exc:
-                log.info("listener_unsubscribe_failed", listener=self.key, error=_describe(exc))
+                log.info("listener_unsubscribe_failed", listener=self.key, error=describe(exc))

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from runtime.core.backoff import Backoff
+from runtime.core.errors import describe
 from runtime.services.dataplane import Intake
 
 log = structlog.get_logger(__name__)
@@ -46,9 +47,6 @@ class Outstanding:
         self._idle = None
         return self.outstanding <= 0
 
-
-def describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
 
 
 async def first_attempt_or_end(task: asyncio.Task[None], first_attempt: asyncio.Event) -> bool:

@@ -38,7 +38,7 @@ from runtime.adapters.httpsite import BasicCredentials, start_site
 from runtime.adapters.listeners.framing import DEFAULT_MAX_MESSAGE_SIZE
 from runtime.adapters.listeners.supervised import first_attempt_or_end
 from runtime.core.backoff import Backoff
-from runtime.core.errors import ListenerBindError
+from runtime.core.errors import ListenerBindError, describe
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
@@ -47,9 +47,6 @@ log = structlog.get_logger(__name__)
 
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
 
 
 class _Reply:
@@ -104,7 +101,7 @@ class _Peer:
                 c["repliesDropped"] += 1 + len(queue)
                 queue.clear()
                 self.alive = False
-                log.info("reply_dropped", listener=self.listener.key, peer=self.address, error=_describe(exc))
+                log.info("reply_dropped", listener=self.listener.key, peer=self.address, error=describe(exc))
                 return
             c["repliesSent"] += 1
 
@@ -257,7 +254,7 @@ class WebSocketListener:
                         self.counters["oversized"] += 1
                     else:
                         self.counters["errors"] += 1
-                    error = _describe(exc)
+                    error = describe(exc)
                     break
         finally:
             self._peers.discard(peer)
@@ -303,9 +300,9 @@ class WebSocketListener:
                     error = await self._serve(ws, self.url)
                     error = error or f"the server closed the connection (code {ws.close_code})"
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                error = _describe(exc)
+                error = describe(exc)
             except Exception as exc:  # a bug: log it, keep the listener alive
-                error = f"internal error: {_describe(exc)}"
+                error = f"internal error: {describe(exc)}"
                 log.error("listener_session_crashed", listener=self.key, exc_info=exc)
             self._first_attempt.set()
             if self._stop_requested.is_set():

@@ -28,6 +28,7 @@ import structlog
 from runtime.adapters.listeners.mqtt import enter_client
 from runtime.adapters.outbound.base import Item, QueuedTransmitter
 from runtime.core.backoff import Backoff
+from runtime.core.errors import describe
 from runtime.core.messages import OutgoingMessage
 from runtime.core.solution.model import Transmitter as TransmitterConfig
 
@@ -35,9 +36,6 @@ log = structlog.get_logger(__name__)
 _MQTT_LOGGER = logging.getLogger(__name__ + ".aiomqtt")
 QOS = 1
 
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
 
 
 class MqttTransmitter(QueuedTransmitter):
@@ -80,9 +78,9 @@ class MqttTransmitter(QueuedTransmitter):
             try:
                 await self._session()
             except* aiomqtt.MqttError as group:
-                self.last_error = _describe(group.exceptions[0])
+                self.last_error = describe(group.exceptions[0])
             except* Exception as group:  # a bug: log it, keep the transmitter alive
-                self.last_error = f"internal error: {_describe(group.exceptions[0])}"
+                self.last_error = f"internal error: {describe(group.exceptions[0])}"
                 log.error("transmitter_session_crashed", transmitter=self.key, exc_info=group.exceptions[0])
             self.state = "disconnected" if self.state == "connected" else self.state
             delay = self._connect_backoff.next_delay()
@@ -149,11 +147,11 @@ class MqttTransmitter(QueuedTransmitter):
             raise
         except aiomqtt.MqttError as exc:
             if self._retry_delay(item) is None:
-                self._failed(item, _describe(exc))
+                self._failed(item, describe(exc))
             else:
                 self._requeue(item)  # next connection (the backoff of the reconnect spaces the attempts)
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. an invalid topic: a failure of this message only
-            self._failed(item, f"{type(exc).__name__}: {_describe(exc)}")
+            self._failed(item, f"{type(exc).__name__}: {describe(exc)}")
             return
         self._sent(item)
