@@ -139,7 +139,8 @@ class AppPlanes:
             if kind is ListenerType.REST:
                 return RestListener(cfg, port=port)
             if kind is ListenerType.MQTT_CLIENT:
-                return MqttClientListener(cfg, instance_id=instance_id)
+                return MqttClientListener(cfg, instance_id=instance_id, keepalive=self.settings.mqtt_keepalive,
+                                          fast_path=self.settings.mqtt_fastpath)
             if kind is ListenerType.RAW_TCP:
                 return TcpListener(cfg, port=port)
             if kind is ListenerType.RAW_UDP:
@@ -152,7 +153,8 @@ class AppPlanes:
                 if port is not None:
                     cfg = cfg.model_copy(update={"listen_on_port": port})
                 return MqttBrokerListener(cfg, instance_id=instance_id,
-                                          workdir=self.settings.data_dir / "mqttlistener" / cfg.key)
+                                          workdir=self.settings.data_dir / "mqttlistener" / cfg.key,
+                                          fast_path=self.settings.mqtt_fastpath)
         except ValueError as exc:  # a configuration the listener cannot run (e.g. a bad framing escape)
             raise UnsupportedListenerError(cfg.key, port if port is not None else cfg.listen_on_port,
                                            str(exc)) from exc

@@ -46,6 +46,9 @@ ENV: dict[str, str] = {
     "NUVIOT_CLOUD_TIMEOUT": "cloud_timeout",
     "NUVIOT_CLOUD_RETRY_MAX": "cloud_retry_max",
     "NUVIOT_OUTBOX_MAX_ROWS": "outbox_max_rows",
+    # extensions (MQTT client listeners; docs/listeners.md)
+    "NUVIOT_MQTT_KEEPALIVE": "mqtt_keepalive",
+    "NUVIOT_MQTT_FASTPATH": "mqtt_fastpath",
 }
 
 
@@ -80,6 +83,10 @@ class Settings(BaseModel):
     cloud_timeout: float = Field(default=10.0, gt=0, le=600)
     cloud_retry_max: float = Field(default=30.0, gt=0, le=3600)
     outbox_max_rows: int = Field(default=100_000, ge=1)
+    # extension: MQTT client listeners' keep-alive (s; a hung broker is noticed within one period) and
+    # their fast path (adapters/listeners/mqtt_fastpath.py; false forces plain aiomqtt, e.g. to compare)
+    mqtt_keepalive: int = Field(default=30, ge=2, le=3600)
+    mqtt_fastpath: bool = True
 
     @field_validator("listener_ports", mode="before")
     @classmethod
@@ -154,6 +161,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     a("--log-format", choices=["json", "console"])
     a("--listener-port", dest="listener_ports", action="append", metavar="KEY=PORT",
       help="override a listener's port (repeatable; 0 = any free port)")
+    a("--mqtt-keepalive", type=int, help="MQTT client listeners' keep-alive in seconds (default 30)")
 
 
 def load_settings(args: argparse.Namespace | None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -36,6 +36,15 @@ def own_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
 
 
+@pytest.fixture(params=["fastpath", "fallback"])
+def mqtt_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test on the MQTT listener's fast path and again on plain aiomqtt (the fallback that
+    ``runtime/adapters/listeners/mqtt_fastpath.py`` chooses when paho's or aiomqtt's internals differ)."""
+    if request.param == "fallback":
+        monkeypatch.setattr("runtime.adapters.listeners.mqtt.fastpath_enabled", lambda wanted: False)
+    return str(request.param)
+
+
 @pytest.fixture
 def unique_topic() -> str:
     return f"t{uuid.uuid4().hex[:12]}"

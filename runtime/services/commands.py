@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from runtime.core.errors import RuntimeBaseError, TransientError
 from runtime.core.lifecycle import InstanceState, Verb
+from runtime.core.listener_state import ListenerState
 from runtime.core.timefmt import iso
 from runtime.services.devices import DeviceRegistry, DeviceRegistryError
 from runtime.services.metrics import RuntimeMetrics
@@ -96,6 +97,8 @@ class Operations:
             body["intake"] = data["intake"]
         if self._extras is not None:
             body.update(self._extras())
+        ok, why = self.ready()
+        body["ready"] = {"ok": ok, "reason": why}  # what GET /ready answers, from the same listener states
         return body
 
     def ready(self) -> tuple[bool, str]:
@@ -103,10 +106,7 @@ class Operations:
         if state is not InstanceState.RUNNING:
             return False, f"instance is {state.value}"
         data, _ = self.runtime.planes_status()
-        for listener in (data or {}).get("listeners", []):
-            if listener.get("state") not in ("listening", "connected"):
-                return False, f"listener {listener.get('key')} is {listener.get('state')}"
-        return True, "running"
+        return _listeners_ready((data or {}).get("listeners", []))
 
     async def control(self, verb: str) -> InstanceState:
         try:
@@ -180,3 +180,15 @@ class Operations:
 def _device_json(view: dict[str, Any]) -> dict[str, Any]:
     view["lastSeen"] = iso(view.get("lastSeen"))
     return view
+
+
+def _listeners_ready(listeners: list[dict[str, Any]]) -> tuple[bool, str]:
+    """Running is ready only while every data listener is up (``ListenerState.up``); else the first that is not."""
+    for listener in listeners:
+        state = listener.get("state")
+        if state not in _UP:
+            return False, f"listener {listener.get('key')} is {state}"
+    return True, "running"
+
+
+_UP = frozenset(s.value for s in ListenerState if s.up)

@@ -237,7 +237,7 @@ class Runtime:
             await self._stop_planes(commands=True)
             self._set(S.FAILED_TO_START, f"could not start: {exc!r}")
             return
-        self._set(S.RUNNING, "all listeners up")
+        self._set(S.RUNNING, "listeners started")  # up or still connecting: /ready says which
 
     async def _stop_planes(self, *, commands: bool) -> None:
         # A plane is forgotten only once its stop() returned: if this is cancelled half-way (a signal

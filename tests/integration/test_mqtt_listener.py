@@ -20,6 +20,7 @@ from tests.support.intake import nothing_arrives, running, take, until
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
+both_modes = pytest.mark.usefixtures("mqtt_mode")  # fast path and plain-aiomqtt fallback
 
 
 def listener_config(broker: Mosquitto, subs: list[tuple[str, str]], **extra: Any) -> Listener:
@@ -58,11 +59,12 @@ def intake() -> Intake:
 
 
 async def test_qos0_and_qos1_messages_arrive_with_topic_and_payload(
-    mosquitto: Mosquitto, unique_topic: str, intake: Intake
+    mosquitto: Mosquitto, unique_topic: str, intake: Intake, mqtt_mode: str
 ) -> None:
     cfg = listener_config(mosquitto, [(f"{unique_topic}/a", "qos0"), (f"{unique_topic}/b", "qos1")])
     async with running(make_listener(cfg), intake) as lst, publisher(mosquitto) as pub:
         assert lst.status()["state"] == "connected"
+        assert lst.status()["fastPath"] is (mqtt_mode == "fastpath")
         await pub.publish(f"{unique_topic}/a", b"zero", qos=0)
         await pub.publish(f"{unique_topic}/b", b"one", qos=1)
         got = sorted(await take(intake, 2), key=lambda m: m.topic or "")
@@ -85,6 +87,7 @@ def test_client_id_defaults_to_instance_and_listener_key(mosquitto: Mosquitto) -
     assert make_listener(cfg).client_id == "test-mq"
 
 
+@both_modes
 async def test_wildcard_subscriptions(mosquitto: Mosquitto, unique_topic: str, intake: Intake) -> None:
     cfg = listener_config(mosquitto, [(f"{unique_topic}/+/data", "qos0"), (f"{unique_topic}/deep/#", "qos1")])
     async with running(make_listener(cfg), intake), publisher(mosquitto) as pub:
@@ -99,6 +102,7 @@ async def test_wildcard_subscriptions(mosquitto: Mosquitto, unique_topic: str, i
     assert sorted(m.topic or "" for m in got) == [f"{unique_topic}/deep/a/b/c", f"{unique_topic}/dev1/data"]
 
 
+@both_modes
 async def test_oversized_payload_is_refused_and_counted_and_the_listener_goes_on(
     mosquitto: Mosquitto, unique_topic: str, intake: Intake
 ) -> None:
@@ -114,6 +118,7 @@ async def test_oversized_payload_is_refused_and_counted_and_the_listener_goes_on
         assert lst.status()["state"] == "connected"
 
 
+@both_modes
 async def test_puback_is_withheld_until_ack(mosquitto: Mosquitto, unique_topic: str) -> None:
     """A persistent session redelivers a message that was taken in but never acknowledged."""
     cfg = listener_config(mosquitto, [(f"{unique_topic}/#", "qos1")], client_id=f"cid-{unique_topic}")
@@ -133,6 +138,7 @@ async def test_puback_is_withheld_until_ack(mosquitto: Mosquitto, unique_topic: 
         await nothing_arrives(intake)
 
 
+@both_modes
 async def test_refused_qos1_messages_are_redelivered_once_the_intake_has_room(
     mosquitto: Mosquitto, unique_topic: str
 ) -> None:
@@ -157,8 +163,9 @@ async def test_refused_qos1_messages_are_redelivered_once_the_intake_has_room(
 async def test_a_full_intake_parks_the_socket_and_every_message_arrives_once_there_is_room(
     mosquitto: Mosquitto, unique_topic: str
 ) -> None:
-    """Back-pressure costs no CPU: while the intake is full the socket is off the event loop (it used to
-    wake the loop on every turn, a core's worth of spinning while the store caught up); then reading resumes."""
+    """Fast path only (the fallback refuses instead, see the redelivery test): back-pressure costs no CPU.
+    While the intake is full the socket is off the event loop (it used to wake the loop on every turn, a
+    core's worth of spinning while the store caught up); then reading resumes."""
     intake = Intake(4000, Counters())
     cfg = listener_config(mosquitto, [(f"{unique_topic}/#", "qos0")], client_id=f"cid-{unique_topic}")
     lst = make_listener(cfg)
@@ -179,6 +186,7 @@ async def test_a_full_intake_parks_the_socket_and_every_message_arrives_once_the
         assert lst.status()["refused"] == 0
 
 
+@both_modes
 async def test_reconnects_by_itself_after_the_broker_restarts(
     own_mosquitto: Mosquitto, unique_topic: str, intake: Intake
 ) -> None:
@@ -198,6 +206,7 @@ async def test_reconnects_by_itself_after_the_broker_restarts(
         assert lst.status()["lastError"] is None
 
 
+@both_modes
 async def test_broker_down_at_start_is_not_a_failure_and_connects_when_it_appears(
     own_mosquitto: Mosquitto, unique_topic: str, intake: Intake
 ) -> None:
@@ -216,6 +225,7 @@ async def test_broker_down_at_start_is_not_a_failure_and_connects_when_it_appear
         assert got.payload == b"hello"
 
 
+@both_modes
 async def test_reply_channel_publishes_back_on_the_same_connection(
     mosquitto: Mosquitto, unique_topic: str, intake: Intake
 ) -> None:
@@ -242,6 +252,7 @@ async def test_reply_channel_publishes_back_on_the_same_connection(
         await until(lambda: lst.status()["repliesSent"] == 2)  # the PUBACK may come after delivery
 
 
+@both_modes
 async def test_refused_when_the_intake_is_not_accepting(mosquitto: Mosquitto, unique_topic: str) -> None:
     intake = Intake(10, Counters())
     intake.stop_accepting()
@@ -250,3 +261,51 @@ async def test_refused_when_the_intake_is_not_accepting(mosquitto: Mosquitto, un
         await pub.publish(f"{unique_topic}/x", b"1", qos=0)
         await until(lambda: lst.status()["refused"] == 1)
         assert lst.status()["received"] == 0
+
+
+@both_modes
+async def test_stop_keeps_the_session_so_what_is_published_while_stopped_arrives_on_the_next_start(
+    mosquitto: Mosquitto, unique_topic: str, intake: Intake
+) -> None:
+    """A stop (and so a pause or a restart) never unsubscribes: the broker queues QoS 1 messages for the
+    persistent session and delivers them when the listener starts again (issue 18.2)."""
+    cfg = listener_config(mosquitto, [(f"{unique_topic}/#", "qos1")])
+    async with running(make_listener(cfg), intake):
+        pass
+    async with publisher(mosquitto) as pub:
+        for i in range(50):
+            await pub.publish(f"{unique_topic}/m", str(i).encode(), qos=1)
+    async with running(make_listener(cfg), intake):
+        got = await take(intake, 50)
+        for m in got:
+            m.ack()  # type: ignore[misc]
+    assert sorted(int(m.payload) for m in got) == list(range(50))
+
+
+@both_modes
+async def test_a_hung_broker_is_detected_within_one_and_a_half_keepalives_and_reconnected_to(
+    own_mosquitto: Mosquitto, unique_topic: str, intake: Intake
+) -> None:
+    """SIGSTOP: the broker's socket stays open and silent. The listener must not wait for TCP to notice
+    (it never would) nor for paho's keep-alive (up to two periods): disconnected within 1.5 periods."""
+    keepalive = 2
+    cfg = listener_config(own_mosquitto, [(f"{unique_topic}/#", "qos1")])
+    lst = make_listener(cfg, keepalive=keepalive)
+    async with running(lst, intake):
+        assert lst.status()["state"] == "connected"
+        own_mosquitto.hang()
+        hung_at = time.monotonic()
+        try:
+            await until(lambda: lst.status()["state"] != "connected", within=3 * keepalive)
+            noticed = time.monotonic() - hung_at
+            assert lst.status()["state"] == "disconnected"
+            assert "did not answer" in lst.status()["lastError"]
+        finally:
+            own_mosquitto.unhang()
+        assert noticed <= 1.5 * keepalive, f"noticed after {noticed:.2f}s"
+        await until(lambda: lst.status()["state"] == "connected", within=30)
+        async with publisher(own_mosquitto) as pub:
+            await pub.publish(f"{unique_topic}/after", b"back", qos=1)
+            (got,) = await take(intake, 1)
+        got.ack()  # type: ignore[misc]
+        assert got.payload == b"back"

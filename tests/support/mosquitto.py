@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class Mosquitto:
         ]
         self.conf.write_text("\n".join(lines) + "\n")
         self._proc: subprocess.Popen[bytes] | None = None
+        self._hung = False
 
     @property
     def url(self) -> str:
@@ -56,9 +58,21 @@ class Mosquitto:
         )
         wait_for_port(self.host, self.port, timeout=10)
 
+    def hang(self) -> None:
+        """SIGSTOP: the broker stops answering but its sockets stay open (a hung broker, not a closed one)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+        self._hung = True
+
+    def unhang(self) -> None:
+        if self._proc is not None and self._hung:
+            self._proc.send_signal(signal.SIGCONT)
+        self._hung = False
+
     def stop(self) -> None:
         if self._proc is None:
             return
+        self.unhang()  # a stopped process would not see SIGTERM
         self._proc.terminate()
         try:
             self._proc.wait(timeout=5)

@@ -60,6 +60,7 @@ from aiormq.connection import TCPTransportFactory, TLSTransportFactory, Transpor
 from runtime.adapters.listeners.supervised import Outstanding, SupervisedListener
 from runtime.core.backoff import Backoff
 from runtime.core.errors import describe
+from runtime.core.listener_state import ListenerState
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
@@ -214,20 +215,12 @@ class AmqpListener(SupervisedListener):
         self._redeliver_wait = redeliver_wait
         self._connect_timeout = connect_timeout
         self._heartbeat = heartbeat
-        self._backoff = Backoff(base=backoff_base, cap=backoff_cap)
+        self._init_supervision(backoff_base, backoff_cap)
         self._requeue_backoff = Backoff(base=requeue_delay, cap=max(requeue_delay, backoff_cap))
         self._replies: deque[tuple[str, str, OutgoingMessage, str | None]] = deque()
         self._reply_queue_size = reply_queue_size
         self._reply_wake = asyncio.Event()
         self._reply_loop_warned = False
-
-        self._intake: Intake | None = None
-        self._accepting = False
-        self._task: asyncio.Task[None] | None = None
-        self._stop_requested = asyncio.Event()
-        self._first_attempt = asyncio.Event()
-        self._state = "stopped"
-        self.last_error: str | None = None
         self._last_oversize_log = 0.0
         self.counters = {
             "received": 0,
@@ -314,7 +307,7 @@ class AmqpListener(SupervisedListener):
 
     # ------------------------------------------------------------------ replies
     def enqueue_reply(self, exchange: str, routing_key: str, out: OutgoingMessage, correlation_id: str | None) -> None:
-        if self._task is None or len(self._replies) >= self._reply_queue_size:
+        if not self._runner.running or len(self._replies) >= self._reply_queue_size:
             self.counters["repliesDropped"] += 1
             return
         if exchange == self.exchange_name and not self._reply_loop_warned and any(
@@ -394,7 +387,7 @@ class AmqpListener(SupervisedListener):
             for pattern in self.bindings:
                 await queue.bind(exchange, routing_key=pattern)
             raw = await channel.get_underlay_channel()
-            self._accepting = not self._stop_requested.is_set()
+            self._accepting = not self._runner.stop_requested.is_set()
 
             async def deliver(m: DeliveredMessage) -> None:  # aiormq runs each delivery as a task of its own
                 self.take(m, conn)
@@ -402,10 +395,10 @@ class AmqpListener(SupervisedListener):
             tag = (await raw.basic_consume(queue.name, deliver, no_ack=False)).consumer_tag
             if self.counters["received"] or self.last_error:
                 self.counters["reconnects"] += 1
-            self._state = "connected"
+            self._set_state(ListenerState.CONNECTED)
             self.last_error = None
             self._backoff.reset()
-            self._first_attempt.set()
+            self._runner.attempted.set()
             log.info("listener_connected", listener=self.key, broker=f"{self._host}:{self._port}",
                      exchange=self.exchange_name, queue=self.queue_name, bindings=self.bindings)
             await self._serve(channel, raw, conn, lost)
@@ -424,10 +417,11 @@ class AmqpListener(SupervisedListener):
             transport.close()
 
     async def _serve(self, channel: Any, raw: Any, conn: _Connection, lost: asyncio.Future[Any]) -> None:
-        settle = asyncio.ensure_future(self._settle(raw, conn))
-        requeue = asyncio.ensure_future(self._requeue(raw, conn))
-        replies = asyncio.ensure_future(self._publish_replies(channel))
-        stop = asyncio.ensure_future(self._stop_requested.wait())
+        loop, name = asyncio.get_running_loop(), f"listener:{self.key}"
+        settle = loop.create_task(self._settle(raw, conn), name=f"{name}:settle")
+        requeue = loop.create_task(self._requeue(raw, conn), name=f"{name}:requeue")
+        replies = loop.create_task(self._publish_replies(channel), name=f"{name}:replies")
+        stop = loop.create_task(self._runner.stop_requested.wait(), name=f"{name}:stop")
         tasks = (settle, requeue, replies, stop, lost)
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

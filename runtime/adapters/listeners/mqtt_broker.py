@@ -56,9 +56,11 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
+from runtime.adapters.listeners.base import ListenerBase
 from runtime.adapters.listeners.mqtt import MqttClientListener
 from runtime.core.backoff import Backoff
 from runtime.core.errors import ListenerBindError
+from runtime.core.listener_state import ListenerState
 from runtime.core.solution.model import Listener, MqttSubscription
 from runtime.services.dataplane import Intake
 
@@ -95,7 +97,7 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-class MqttBrokerListener:
+class MqttBrokerListener(ListenerBase):
     type = "mqttlistener"
 
     def __init__(
@@ -180,19 +182,23 @@ class MqttBrokerListener:
             self._broker_up = False
         log.info("listener_stopped", listener=self.key, port=self.port)
 
+    @property
+    def state(self) -> ListenerState:
+        """Derived: the broker process and the internal client's connection to it."""
+        if self._supervisor is None:
+            return ListenerState.STOPPED
+        if not self._broker_up:
+            return ListenerState.FAILED
+        client = self._client.state if self._client is not None else ListenerState.STOPPED
+        return ListenerState.LISTENING if client is ListenerState.CONNECTED else ListenerState.CONNECTING
+
     def status(self) -> dict[str, Any]:
         inner = self._client.status() if self._client is not None else {}
-        if self._supervisor is None:
-            state = "stopped"
-        elif not self._broker_up:
-            state = "failed"
-        else:
-            state = "listening" if inner.get("state") == "connected" else "connecting"
-        counters = {k: v for k, v in inner.items() if isinstance(v, int) and k != "port"}
+        counters = {k: v for k, v in inner.items() if type(v) is int and k != "port"}
         return {
             "key": self.key,
             "type": self.type,
-            "state": state,
+            "state": self.state,
             "port": self.port,
             "host": self._bind_host or "*",
             "broker": "mosquitto",

@@ -15,7 +15,9 @@ import structlog
 from aiohttp import web
 
 from runtime.adapters.httpsite import BasicCredentials
+from runtime.adapters.listeners.base import ListenerBase
 from runtime.core.errors import ListenerBindError
+from runtime.core.listener_state import ListenerState
 from runtime.core.messages import InboundMessage, MessageRecord, OutgoingMessage, PemStatus
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
@@ -62,7 +64,7 @@ def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> web.
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
 
 
-class RestListener:
+class RestListener(ListenerBase):
     type = "rest"
 
     def __init__(self, config: Listener, *, port: int | None = None, host: str = "0.0.0.0") -> None:
@@ -75,7 +77,6 @@ class RestListener:
         self._timeout = timeout_ms / 1000.0
         self._runner: web.AppRunner | None = None
         self._intake: Intake | None = None
-        self._state = "stopped"
         self.bound_port: int | None = None
         self.counters = {"requests": 0, "refused": 0, "unauthorized": 0, "tooLarge": 0, "timedOut": 0}
         self._auth: BasicCredentials | None = None
@@ -95,18 +96,18 @@ class RestListener:
         except OSError as exc:
             await self._runner.cleanup()
             self._runner = None
-            self._state = "failed"
+            self._set_state(ListenerState.FAILED)
             raise ListenerBindError(self.key, self._port, exc.strerror or str(exc)) from exc
         sockets = getattr(site._server, "sockets", None) or []
         self.bound_port = int(sockets[0].getsockname()[1]) if sockets else self._port
-        self._state = "listening"
+        self._set_state(ListenerState.LISTENING)
 
     async def stop(self) -> None:
-        self._state = "stopping"
+        self._set_state(ListenerState.STOPPING)
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-        self._state = "stopped"
+        self._set_state(ListenerState.STOPPED)
 
     def status(self) -> dict[str, Any]:
         return {"key": self.key, "type": self.type, "state": self._state, "port": self.bound_port or self._port,

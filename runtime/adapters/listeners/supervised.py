@@ -1,9 +1,9 @@
-"""Start, supervise and stop the listeners that run one supervision task: connect to a broker, consume, and
-reconnect with jittered backoff until stopped (``_run``; the MQTT client and AMQP listeners).
+"""The client listeners that keep one broker session: the MQTT client and AMQP listeners.
 
+Each runs ``supervise(self._session)`` in a ``SessionTask`` (``runtime/adapters/supervision.py``):
 ``start`` returns once the first connection attempt was made (a broker that is down is not a start
-failure: the listener says ``connecting``); ``stop`` asks the task to end (settle acknowledgements,
-unsubscribe, disconnect) within a bound, then cancels it.
+failure: the listener says ``connecting``); ``stop`` asks the session to end (settle acknowledgements,
+disconnect) within a bound, then cancels it. A lost connection leaves the state ``_after_loss`` names.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from typing import Any
 
 import structlog
 
+from runtime.adapters.listeners.base import ListenerBase
+from runtime.adapters.supervision import Outcome, SessionTask, supervise
 from runtime.core.backoff import Backoff
-from runtime.core.errors import describe
+from runtime.core.listener_state import ListenerState
 from runtime.services.dataplane import Intake
 
 log = structlog.get_logger(__name__)
@@ -48,107 +50,64 @@ class Outstanding:
         return self.outstanding <= 0
 
 
+class SupervisedListener(ListenerBase):
+    """Base of a client listener. The subclass calls ``_init_supervision`` in ``__init__``, provides
+    ``counters``, ``_host``, ``_port``, ``_replies`` and ``async _session()`` (one connection: returns an
+    ``Outcome`` or None, or raises one of ``_connection_errors`` when the connection is lost)."""
 
-async def first_attempt_or_end(task: asyncio.Task[None], first_attempt: asyncio.Event) -> bool:
-    """Wait until a supervision task made its first connection attempt (``first_attempt`` set) or ended;
-    True when it ended: it never should while running, so the caller surfaces what it raised."""
-    waiter = asyncio.ensure_future(first_attempt.wait())
-    await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
-    if not waiter.done():
-        waiter.cancel()
-        await asyncio.gather(waiter, return_exceptions=True)
-    return task.done()
-
-
-class SupervisedListener:
-    """Mixin. The class provides ``key``, ``counters``, ``async _session()`` (one connection: returns
-    ``"stopped"``, ``"redeliver"`` (reconnect at once) or None, or raises one of ``_connection_errors``
-    when the connection is lost), and sets the attributes below."""
-
-    key: str
     counters: dict[str, int]
-    last_error: str | None
     _connection_errors: tuple[type[BaseException], ...]
     _host: str
     _port: int
-    _backoff: Backoff
-    _task: asyncio.Task[None] | None
-    _intake: Intake | None
-    _stop_requested: asyncio.Event
-    _first_attempt: asyncio.Event
-    _state: str
-    _accepting: bool
     _replies: deque[Any]
 
-    async def _session(self) -> str | None:
+    def _init_supervision(self, backoff_base: float, backoff_cap: float) -> None:
+        self._backoff = Backoff(base=backoff_base, cap=backoff_cap)
+        self._runner = SessionTask(f"listener:{self.key}")
+        self._intake: Intake | None = None
+        self._accepting = False
+        self.last_error: str | None = None
+
+    async def _session(self) -> Outcome | None:
         raise NotImplementedError
 
-    def _after_loss(self) -> tuple[str, str]:
+    def _after_loss(self) -> tuple[ListenerState, str]:
         """The state a lost (or never made) connection leaves, and the warning logged for it."""
-        return "connecting", "listener_disconnected"
+        return ListenerState.CONNECTING, "listener_disconnected"
 
-    async def _run(self) -> None:
-        """Sessions until stopped; after a lost connection, wait the jittered backoff (stop cuts it short)."""
+    def _on_loss(self, error: str) -> str:
+        self.last_error = error
+        state, event = self._after_loss()
+        self._set_state(state)
+        return event
+
+    async def _supervise(self) -> None:
         try:
-            while not self._stop_requested.is_set():
-                outcome = None
-                try:
-                    outcome = await self._session()
-                    error = None
-                except* self._connection_errors as group:
-                    error = describe(group.exceptions[0])
-                except* Exception as group:  # a bug or an unexpected library error: log, keep the listener
-                    error = f"internal error: {describe(group.exceptions[0])}"
-                    log.error("listener_session_crashed", listener=self.key, exc_info=group.exceptions[0])
-                self._first_attempt.set()
-                if outcome == "stopped" or self._stop_requested.is_set():
-                    return
-                if outcome == "redeliver":
-                    continue
-                self.last_error = error or "the broker closed the connection"
-                self._state, event = self._after_loss()
-                delay = self._backoff.next_delay()
-                log.warning(event, listener=self.key, broker=f"{self._host}:{self._port}", error=self.last_error,
-                            attempt=self._backoff.attempt, retry_in=round(delay, 3))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop_requested.wait(), timeout=delay)
+            await supervise(self._session, role="listener", backoff=self._backoff,
+                            connection_errors=self._connection_errors, on_loss=self._on_loss,
+                            stop=self._runner.stop_requested, attempted=self._runner.attempted,
+                            listener=self.key, broker=f"{self._host}:{self._port}")
         finally:
             self._accepting = False
-            self._first_attempt.set()
 
     async def _launch(self, intake: Intake) -> None:
-        if self._task is not None:
+        if self._runner.running:
             raise RuntimeError(f"listener {self.key} is already started")
         self._intake = intake
-        self._stop_requested.clear()
-        self._first_attempt.clear()
-        self._state = "connecting"
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"listener:{self.key}")
-        if await first_attempt_or_end(self._task, self._first_attempt):  # a bug: surface it
-            task, self._task = self._task, None
-            self._state = "stopped"
-            task.result()
+        self._set_state(ListenerState.CONNECTING)
+        try:
+            await self._runner.start(self._supervise)
+        except BaseException:
+            self._set_state(ListenerState.STOPPED)
+            raise
 
     async def _end(self, limit: float) -> None:
-        task = self._task
-        if task is None:
+        if not self._runner.running:
             return
-        self._stop_requested.set()
         self._accepting = False
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=limit)
-        except TimeoutError:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            log.warning("listener_stop_timed_out", listener=self.key)
-        except asyncio.CancelledError:  # the caller gave up waiting (DataPlane's drain timeout): end it now
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            raise
-        except Exception as exc:  # noqa: BLE001 - a crashed supervision task must not stop the stop
-            log.error("listener_crashed", listener=self.key, error=describe(exc))
+            await self._runner.stop(limit)
         finally:
-            self._task = None
-            self._state = "stopped"
+            self._set_state(ListenerState.STOPPED)
             self._replies.clear()
         log.info("listener_stopped", listener=self.key, **self.counters)

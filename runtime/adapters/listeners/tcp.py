@@ -32,8 +32,10 @@ from typing import Any, cast
 
 import structlog
 
+from runtime.adapters.listeners.base import ListenerBase
 from runtime.adapters.listeners.framing import Deframer, FrameSpec, FrameStats
 from runtime.core.errors import ListenerBindError
+from runtime.core.listener_state import ListenerState
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
@@ -179,7 +181,7 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-class TcpListener:
+class TcpListener(ListenerBase):
     type = "rawtcp"
 
     def __init__(
@@ -207,7 +209,6 @@ class TcpListener:
         self._server: asyncio.Server | None = None
         self._intake: Intake | None = None
         self._connections: set[_Connection] = set()
-        self._state = "stopped"
         self.bound_port: int | None = None
         self._last_protocol_log = 0.0
         self.counters = {
@@ -233,17 +234,17 @@ class TcpListener:
                 lambda: _Connection(self), self._host, self._port, reuse_address=True, backlog=_BACKLOG
             )
         except OSError as exc:
-            self._state = "failed"
+            self._set_state(ListenerState.FAILED)
             raise ListenerBindError(self.key, self._port, exc.strerror or str(exc)) from exc
         sockets = self._server.sockets
         self.bound_port = int(sockets[0].getsockname()[1]) if sockets else self._port
-        self._state = "listening"
+        self._set_state(ListenerState.LISTENING)
 
     async def stop(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return
-        self._state = "stopping"
+        self._set_state(ListenerState.STOPPING)
         server.close()
         conns, self._connections = list(self._connections), set()
         for conn in conns:
@@ -252,7 +253,7 @@ class TcpListener:
             async with asyncio.timeout(2.0):
                 await server.wait_closed()
         await asyncio.sleep(0)  # let the aborted transports run connection_lost
-        self._state = "stopped"
+        self._set_state(ListenerState.STOPPED)
         log.info("listener_stopped", listener=self.key, **self.counters)
 
     def status(self) -> dict[str, Any]:

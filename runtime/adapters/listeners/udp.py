@@ -19,8 +19,10 @@ from typing import Any
 
 import structlog
 
+from runtime.adapters.listeners.base import ListenerBase
 from runtime.adapters.listeners.framing import DEFAULT_MAX_MESSAGE_SIZE
 from runtime.core.errors import ListenerBindError
+from runtime.core.listener_state import ListenerState
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
@@ -52,7 +54,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         self._listener.counters["errors"] += 1
 
 
-class UdpListener:
+class UdpListener(ListenerBase):
     type = "raw_udp"
 
     def __init__(self, config: Listener, *, port: int | None = None, host: str = "0.0.0.0") -> None:
@@ -65,7 +67,6 @@ class UdpListener:
         self.max_size = config.max_message_size or DEFAULT_MAX_MESSAGE_SIZE
         self._transport: asyncio.DatagramTransport | None = None
         self._intake: Intake | None = None
-        self._state = "stopped"
         self.bound_port: int | None = None
         self.counters = {
             "datagrams": 0,
@@ -92,12 +93,12 @@ class UdpListener:
             transport, _ = await loop.create_datagram_endpoint(lambda: _Endpoint(self), sock=sock)
         except OSError as exc:
             sock.close()
-            self._state = "failed"
+            self._set_state(ListenerState.FAILED)
             raise ListenerBindError(self.key, self._port, exc.strerror or str(exc)) from exc
         self._transport = transport
         sockname = transport.get_extra_info("sockname")
         self.bound_port = int(sockname[1]) if isinstance(sockname, tuple) else self._port
-        self._state = "listening"
+        self._set_state(ListenerState.LISTENING)
 
     async def stop(self) -> None:
         transport, self._transport = self._transport, None
@@ -105,7 +106,7 @@ class UdpListener:
             return
         transport.close()
         await asyncio.sleep(0)  # connection_lost runs on the next loop turn
-        self._state = "stopped"
+        self._set_state(ListenerState.STOPPED)
         log.info("listener_stopped", listener=self.key, **self.counters)
 
     def status(self) -> dict[str, Any]:

@@ -35,10 +35,12 @@ import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from runtime.adapters.httpsite import BasicCredentials, start_site
+from runtime.adapters.listeners.base import ListenerBase
 from runtime.adapters.listeners.framing import DEFAULT_MAX_MESSAGE_SIZE
-from runtime.adapters.listeners.supervised import first_attempt_or_end
+from runtime.adapters.supervision import SessionTask, supervise
 from runtime.core.backoff import Backoff
 from runtime.core.errors import ListenerBindError, describe
+from runtime.core.listener_state import ListenerState
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
@@ -111,7 +113,7 @@ class _Peer:
         self._queue.clear()
 
 
-class WebSocketListener:
+class WebSocketListener(ListenerBase):
     type = "websocket"
 
     def __init__(
@@ -150,16 +152,14 @@ class WebSocketListener:
             raise ValueError(f"websocket listener {config.key}: hostName (client) or listenOnPort (server) is required")
         self._backoff = Backoff(base=backoff_base, cap=backoff_cap)
         self._intake: Intake | None = None
-        self._state = "stopped"
         self.last_error: str | None = None
         self.bound_port: int | None = None
         # client mode
-        self._task: asyncio.Task[None] | None = None
+        self._runner = SessionTask(f"listener:{self.key}")
         self._session: aiohttp.ClientSession | None = None
-        self._stop_requested = asyncio.Event()
-        self._first_attempt = asyncio.Event()
+        self._connected_once = False
         # server mode
-        self._runner: web.AppRunner | None = None
+        self._site: web.AppRunner | None = None
         self._peers: set[_Peer] = set()
         self.counters = {
             "connects": 0,
@@ -174,51 +174,37 @@ class WebSocketListener:
 
     # ------------------------------------------------------------------ Listener protocol
     async def start(self, intake: Intake) -> None:
-        if self._task is not None or self._runner is not None:
+        if self._runner.running or self._site is not None:
             raise RuntimeError(f"listener {self.key} is already started")
         self._intake = intake
         if self.mode == "server":
             await self._start_server()
             return
-        self._stop_requested.clear()
-        self._first_attempt.clear()
-        self._state = "connecting"
+        self._set_state(ListenerState.CONNECTING)
         timeout = aiohttp.ClientTimeout(total=None, connect=self._connect_timeout,
                                         sock_connect=self._connect_timeout)
         self._session = aiohttp.ClientSession(timeout=timeout)
-        self._task = asyncio.get_running_loop().create_task(self._run_client(), name=f"listener:{self.key}")
-        if await first_attempt_or_end(self._task, self._first_attempt):  # a bug: surface it
-            task, self._task = self._task, None
+        try:
+            await self._runner.start(self._run_client)
+        except BaseException:  # a bug: surface it
             await self._close_session()
-            self._state = "failed"
-            task.result()
+            self._set_state(ListenerState.FAILED)
+            raise
 
     async def stop(self) -> None:
-        if self._runner is None and self._task is None:
+        if self._site is None and not self._runner.running:
             return
-        connected = self._state == "connected"
-        self._state = "stopping"
-        self._stop_requested.set()
+        connected = self._state is ListenerState.CONNECTED
+        self._set_state(ListenerState.STOPPING)
+        self._runner.stop_requested.set()
         await self._close_peers()
-        task, self._task = self._task, None
-        if task is not None and not connected:  # connecting or backing off: nothing to close cleanly
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        elif task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), timeout=2.0)
-            except TimeoutError:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            except asyncio.CancelledError:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                raise
+        # connecting or backing off: nothing to close cleanly, end it at once
+        await self._runner.stop(2.0 if connected else 0.0)
         await self._close_session()
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-        self._state = "stopped"
+        site, self._site = self._site, None
+        if site is not None:
+            await site.cleanup()
+        self._set_state(ListenerState.STOPPED)
         log.info("listener_stopped", listener=self.key, **self.counters)
 
     def status(self) -> dict[str, Any]:
@@ -283,37 +269,33 @@ class WebSocketListener:
 
     # ------------------------------------------------------------------ client mode
     async def _run_client(self) -> None:
+        await supervise(self._client_session, role="listener", backoff=self._backoff,
+                        connection_errors=(aiohttp.ClientError, OSError, TimeoutError), on_loss=self._on_loss,
+                        stop=self._runner.stop_requested, attempted=self._runner.attempted,
+                        listener=self.key, url=self.url)
+
+    def _on_loss(self, error: str) -> str:
+        self.last_error = error
+        self._set_state(ListenerState.CONNECTING)
+        return "listener_disconnected"
+
+    async def _client_session(self) -> None:
+        """One client connection; raises when it ends (the server closed it, or it broke)."""
         assert self._session is not None and self.url is not None
         headers = {"Authorization": self._auth.header()} if self._auth is not None else None
-        while not self._stop_requested.is_set():
-            error: str | None = None
-            try:
-                async with self._session.ws_connect(
-                    self.url, protocols=self._protocols, origin=self.config.origin or None, headers=headers,
-                    heartbeat=self._heartbeat, max_msg_size=self.max_size,
-                ) as ws:
-                    self._state = "connected"
-                    self.last_error = None
-                    self._backoff.reset()
-                    self._first_attempt.set()
-                    log.info("listener_connected", listener=self.key, url=self.url)
-                    error = await self._serve(ws, self.url)
-                    error = error or f"the server closed the connection (code {ws.close_code})"
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                error = describe(exc)
-            except Exception as exc:  # a bug: log it, keep the listener alive
-                error = f"internal error: {describe(exc)}"
-                log.error("listener_session_crashed", listener=self.key, exc_info=exc)
-            self._first_attempt.set()
-            if self._stop_requested.is_set():
+        async with self._session.ws_connect(
+            self.url, protocols=self._protocols, origin=self.config.origin or None, headers=headers,
+            heartbeat=self._heartbeat, max_msg_size=self.max_size,
+        ) as ws:
+            self._set_state(ListenerState.CONNECTED)
+            self.last_error = None
+            self._backoff.reset()
+            self._runner.attempted.set()
+            log.info("listener_connected", listener=self.key, url=self.url)
+            error = await self._serve(ws, self.url)
+            if self._runner.stop_requested.is_set():
                 return
-            self._state = "connecting"
-            self.last_error = error
-            delay = self._backoff.next_delay()
-            log.warning("listener_disconnected", listener=self.key, url=self.url, error=self.last_error,
-                        retry_in=round(delay, 3))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_requested.wait(), timeout=delay)
+            raise ConnectionError(error or f"the server closed the connection (code {ws.close_code})")
 
     async def _close_session(self) -> None:
         session, self._session = self._session, None
@@ -326,11 +308,11 @@ class WebSocketListener:
         path = self.config.path
         app.router.add_get(("/" + path.lstrip("/")) if path else "/{tail:.*}", self._handle)
         try:
-            self._runner, self.bound_port = await start_site(app, self._host, self._port or 0, key=self.key)
+            self._site, self.bound_port = await start_site(app, self._host, self._port or 0, key=self.key)
         except ListenerBindError:
-            self._state = "failed"
+            self._set_state(ListenerState.FAILED)
             raise
-        self._state = "listening"
+        self._set_state(ListenerState.LISTENING)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self._auth is not None and not self._auth.check(request.headers.get("Authorization")):
@@ -339,7 +321,7 @@ class WebSocketListener:
         ws = web.WebSocketResponse(protocols=self._protocols, max_msg_size=self.max_size, heartbeat=self._heartbeat)
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="a WebSocket upgrade is expected")
-        if self._state != "listening":
+        if self._state is not ListenerState.LISTENING:
             return web.Response(status=503, text="the listener is stopping")
         await ws.prepare(request)
         peer = request.transport.get_extra_info("peername") if request.transport else None

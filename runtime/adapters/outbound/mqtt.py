@@ -17,16 +17,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import ssl
 from typing import Any
 
 import aiomqtt
 import structlog
 
-from runtime.adapters.listeners.mqtt import enter_client
+from runtime.adapters.mqtt_client import broker_of, close_client, enter_client, make_client
 from runtime.adapters.outbound.base import Item, QueuedTransmitter
+from runtime.adapters.supervision import supervise
 from runtime.core.backoff import Backoff
 from runtime.core.errors import describe
 from runtime.core.messages import OutgoingMessage
@@ -35,7 +34,6 @@ from runtime.core.solution.model import Transmitter as TransmitterConfig
 log = structlog.get_logger(__name__)
 _MQTT_LOGGER = logging.getLogger(__name__ + ".aiomqtt")
 QOS = 1
-
 
 
 class MqttTransmitter(QueuedTransmitter):
@@ -56,13 +54,7 @@ class MqttTransmitter(QueuedTransmitter):
         super().__init__(config.key, **kwargs)
         if not config.host_name:
             raise ValueError(f"mqttclient transmitter {config.key}: hostName is required")
-        self._host = config.host_name
-        self._port = config.connect_to_port or (8883 if config.secure_connection else 1883)
-        self._tls = config.secure_connection
-        self._username = None if config.anonymous else config.user_name
-        self._password = None
-        if not config.anonymous and config.password is not None:
-            self._password = config.password.get_secret_value()
+        self._broker = broker_of(config)
         self.client_id = f"{config.key}-{client_id_suffix}" if client_id_suffix else config.key
         self._timeout = timeout
         self._keepalive = keepalive
@@ -70,58 +62,35 @@ class MqttTransmitter(QueuedTransmitter):
         self._connect_backoff = Backoff(base=connect_backoff_base, cap=connect_backoff_cap)
 
     def status(self) -> dict[str, Any]:
-        return {**super().status(), "host": self._host, "port": self._port, "clientId": self.client_id}
+        return {**super().status(), "host": self._broker.host, "port": self._broker.port, "clientId": self.client_id}
 
     async def _run(self) -> None:
         self.state = "connecting"
-        while True:
-            try:
-                await self._session()
-            except* aiomqtt.MqttError as group:
-                self.last_error = describe(group.exceptions[0])
-            except* Exception as group:  # a bug: log it, keep the transmitter alive
-                self.last_error = f"internal error: {describe(group.exceptions[0])}"
-                log.error("transmitter_session_crashed", transmitter=self.key, exc_info=group.exceptions[0])
-            self.state = "disconnected" if self.state == "connected" else self.state
-            delay = self._connect_backoff.next_delay()
-            log.warning(
-                "transmitter_disconnected",
-                transmitter=self.key,
-                broker=f"{self._host}:{self._port}",
-                error=self.last_error,
-                retry_in=round(delay, 3),
-            )
-            await asyncio.sleep(delay)
+        await supervise(self._session, role="transmitter", backoff=self._connect_backoff,
+                        connection_errors=(aiomqtt.MqttError,), on_loss=self._on_loss,
+                        transmitter=self.key, broker=f"{self._broker.host}:{self._broker.port}")
 
-    def _make_client(self) -> aiomqtt.Client:
-        return aiomqtt.Client(
-            self._host,
-            self._port,
-            username=self._username,
-            password=self._password,
-            identifier=self.client_id,
-            clean_session=True,
-            keepalive=self._keepalive,
-            timeout=self._timeout,
-            tls_context=ssl.create_default_context() if self._tls else None,
-            logger=_MQTT_LOGGER,
-        )
+    def _on_loss(self, error: str) -> str:
+        self.last_error = error
+        if self.state == "connected":
+            self.state = "disconnected"
+        return "transmitter_disconnected"
 
     async def _session(self) -> None:
-        client = self._make_client()
+        client = make_client(self._broker, client_id=self.client_id, clean_session=True,
+                             keepalive=self._keepalive, timeout=self._timeout, logger=_MQTT_LOGGER)
         await enter_client(client, self._timeout, name=f"transmitter:{self.key}:connect")
         try:
             self.state = "connected"
             self._connect_backoff.reset()
-            log.info("transmitter_connected", transmitter=self.key, broker=f"{self._host}:{self._port}",
-                     client_id=self.client_id)
+            log.info("transmitter_connected", transmitter=self.key,
+                     broker=f"{self._broker.host}:{self._broker.port}", client_id=self.client_id)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch(client), name=f"transmitter:{self.key}:watch")
                 for i in range(self._max_inflight):
                     tg.create_task(self._work(client), name=f"transmitter:{self.key}:{i}")
         finally:
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.__aexit__(None, None, None)
+            await close_client(client, self._timeout)
 
     async def _watch(self, client: aiomqtt.Client) -> None:
         async for _ in client.messages:  # nothing is subscribed: this only ends when the connection does

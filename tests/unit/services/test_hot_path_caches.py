@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.publisher import payload
-from runtime.adapters.listeners.mqtt import _BufferedSocket
+from runtime.adapters.listeners.mqtt_fastpath import _BufferedSocket
 from runtime.adapters.storage.writer import Checkpointer, _delete_slice
 from runtime.core.devices import Device
 from runtime.core.messages import InboundMessage, MessageRecord, PemStatus, new_id
