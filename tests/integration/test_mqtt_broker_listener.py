@@ -26,6 +26,7 @@ from tests.support.intake import running, take
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.usefixtures("mqtt_mode"),  # its internal client on the fast path and on plain aiomqtt
     pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed"),
 ]
 
