@@ -5,6 +5,9 @@ admin API, then, in one run: the bare-aiomqtt baseline (QoS 0 and 1), the end-to
 committed in SQLite, QoS 0 and 1), latency at a fixed offered load, REST through aiohttp clients, and the
 daemon's RSS. Prints a table, then, as the last line, one JSON object. Writes ``bench/results/<mode>.json``
 and ``.md`` unless ``--no-save``. Measurement details: ``bench/harness.py``. Never part of ``make test``.
+Then, unless ``--no-fallback``, a second daemon with ``NUVIOT_MQTT_FASTPATH=0`` (the MQTT listener on plain
+aiomqtt, the fallback ``runtime/adapters/listeners/mqtt_fastpath.py`` chooses when paho's internals differ)
+measures the same end-to-end QoS 0 and QoS 1 rates: ``fastpath_gain_q0``/``_q1`` is the fast path's gain.
 ``--nodered`` adds the peer run (``bench/nodered.py``): the same flow in Node-RED 4, installed with npm on
 first use, fed by the same publisher through the same broker (``make bench BENCH_ARGS=--nodered``).
 """
@@ -39,6 +42,8 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=2000.0, help="offered load of the latency runs (msg/s)")
     ap.add_argument("--concurrency", type=int, default=32, help="REST clients")
     ap.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    ap.add_argument("--no-fallback", action="store_true",
+                    help="skip the end-to-end run with the MQTT fast path off (NUVIOT_MQTT_FASTPATH=0)")
     ap.add_argument("--nodered", action="store_true",
                     help="peer run: the same flow in Node-RED 4 (installed with npm on first use; bench/nodered.py)")
     args = ap.parse_args()
@@ -70,6 +75,8 @@ def main() -> int:
             final = bench.counters()
         finally:
             code = bench.stop_daemon()
+        if not args.no_fallback:
+            res["fallback_q0"], res["fallback_q1"] = run_fallback(Path(tmp) / "fallback", broker, p, run)
     res.update({
         "baseline_q0": b0, "baseline_q1": b1,
         "e2e_q0": {k: v for k, v in q0.items() if k != "rss"} | rss_series_summary(q0["rss"]),
@@ -94,6 +101,12 @@ def main() -> int:
         "messages_q0": q0["committed"], "refused_q0": q0["refused"], "mode": mode,
         "nproc": res["machine"]["nproc"],
     }
+    if "fallback_q0" in res:
+        f0, f1 = res["fallback_q0"], res["fallback_q1"]
+        summary["fallback_q0_msgs_per_s"] = round(f0["msgs_per_s"])
+        summary["fastpath_gain_q0"] = round(q0["msgs_per_s"] / f0["msgs_per_s"], 2) if f0["msgs_per_s"] else None
+        summary["fallback_q1_msgs_per_s"] = round(f1["msgs_per_s"])
+        summary["fastpath_gain_q1"] = round(q1["msgs_per_s"] / f1["msgs_per_s"], 2) if f1["msgs_per_s"] else None
     nr = res.get("nodered_q0")
     if nr is not None and "msgs_per_s" in nr:
         summary["nodered_msgs_per_s"] = round(nr["msgs_per_s"])
@@ -107,6 +120,21 @@ def main() -> int:
         (RESULTS / f"{mode}.md").write_text(render_markdown(res, table))
     print(json.dumps(summary))
     return 0
+
+
+def run_fallback(workdir: Path, broker: Mosquitto, p: dict[str, Any], run: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """End-to-end QoS 0 and QoS 1 rates with the MQTT listener on plain aiomqtt (fresh data dir, same broker)."""
+    bench = Bench(workdir, broker, p["devices"])
+    bench.start_daemon(env={"NUVIOT_MQTT_FASTPATH": "0"})
+    try:
+        fast_path = {x["key"]: x.get("fastPath") for x in bench.status()["listeners"]}
+        if fast_path.get("mqttin") is not False:
+            raise RuntimeError(f"the fallback daemon runs the fast path: {fast_path}")
+        f0 = bench.throughput(0, p["n0"], run + "f0")
+        f1 = bench.throughput(1, p["n1"], run + "f1")
+    finally:
+        bench.stop_daemon()
+    return ({k: v for k, v in f0.items() if k != "rss"}, {k: v for k, v in f1.items() if k != "rss"})
 
 
 def _ok(flag: bool) -> str:
@@ -138,6 +166,14 @@ def render_table(res: dict[str, Any], s: dict[str, Any]) -> str:
          f"QoS0 run: at 10% {q0.get('rss_at_10pct_mb', 0):.0f}, peak {q0.get('rss_peak_mb', 0):.0f} MB",
          f"< 200 MB: {_ok(s['rss_mb'] < GOALS['rss_mb'])}"),
     ]
+    if "fallback_q0" in res:
+        f0, f1 = res["fallback_q0"], res["fallback_q1"]
+        rows.insert(4, ("  fallback QoS0 (fast path off)", f"{f0['msgs_per_s']:,.0f} msg/s",
+                        f"{f0['committed']:,} of {f0['sent']:,}; refused {f0['refused']:,}",
+                        f"fast path gain: {s['fastpath_gain_q0'] or 0:.2f}x"))
+        rows.insert(7, ("  fallback QoS1 (fast path off)", f"{f1['msgs_per_s']:,.0f} msg/s",
+                        f"{f1['committed']:,} of {f1['sent']:,}; refused {f1['refused']:,}",
+                        f"fast path gain: {s['fastpath_gain_q1'] or 0:.2f}x"))
     nr = res.get("nodered_q0")
     if nr is not None:
         if "msgs_per_s" in nr:

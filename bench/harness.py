@@ -121,10 +121,10 @@ class Bench:
         self.db: sqlite3.Connection | None = None
 
     # ------------------------------------------------------------------ daemon
-    def start_daemon(self, *extra: str) -> None:
+    def start_daemon(self, *extra: str, env: dict[str, str] | None = None) -> None:
         data = self.workdir / "data"
         env = {"MQTT_HOST": self.broker.host, "MQTT_PORT": str(self.broker.port), "MQTT_CLIENT_ID": "bench-runtime",
-               "NUVIOT_LOG_LEVEL": "warning"}
+               "NUVIOT_LOG_LEVEL": "warning", **(env or {})}
         self.daemon = Daemon(data, "--solution", str(SOLUTION), "--listener-port", "restin=0",
                              "--input-command-port", "0", *extra, env=env)
         self.daemon.start()

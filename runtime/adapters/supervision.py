@@ -110,8 +110,9 @@ class SessionTask:
             raise RuntimeError(f"{self.name} is already started")
         self.stop_requested.clear()
         self.attempted.clear()
-        task = self._task = asyncio.get_running_loop().create_task(run(), name=self.name)
-        waiter = asyncio.ensure_future(self.attempted.wait())
+        loop = asyncio.get_running_loop()
+        task = self._task = loop.create_task(run(), name=self.name)
+        waiter = loop.create_task(self.attempted.wait(), name=f"{self.name}:first-attempt")
         await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
         if not waiter.done():
             waiter.cancel()
