@@ -5,7 +5,8 @@ in the same run and against the same broker, measures:
 
 - ``bare``: a bare aiomqtt subscriber, ``async for message in client.messages: count += 1``;
 - ``listener``: ``MqttClientListener`` offering every message to an ``Intake`` that a stand-in worker
-  drains in batches (``intake.take(256)``), as the data plane does.
+  drains in batches (``intake.take(256)``), as the data plane does; on its fast path, then on the plain-aiomqtt
+  fallback (``fast_path=False``, what ``mqtt_fastpath.py`` falls back to).
 
 The publisher is a paho client in a separate process (QoS 0, ``-n`` messages of ``-s`` bytes). The rate
 is counted from the first to the last message received. Usage::
@@ -106,7 +107,7 @@ async def bench_bare(broker: Mosquitto, n: int, size: int) -> tuple[float, int]:
     return (count - 1) / (last_at - first_at) if count > 1 else 0.0, count
 
 
-async def bench_listener(broker: Mosquitto, n: int, size: int) -> tuple[float, int, int]:
+async def bench_listener(broker: Mosquitto, n: int, size: int, fast_path: bool = True) -> tuple[float, int, int]:
     counters = Counters()
     intake = Intake(10_000, counters)
     taken = 0
@@ -132,7 +133,7 @@ async def bench_listener(broker: Mosquitto, n: int, size: int) -> tuple[float, i
         client_id="bench-listener",
         mqtt_subscriptions=[{"topic": "bench/+/data", "qos": "qos0"}],
     )
-    listener = MqttClientListener(cfg, instance_id="bench", clean_session=True)
+    listener = MqttClientListener(cfg, instance_id="bench", clean_session=True, fast_path=fast_path)
     w = asyncio.create_task(worker(), name="bench:worker")
     await listener.start(intake)
     proc = _start_publisher(broker, n, size)
@@ -158,10 +159,13 @@ async def main() -> None:
         for r in range(args.rounds):
             bare, bare_n = await bench_bare(broker, args.n, args.size)
             ours, ours_n, refused = await bench_listener(broker, args.n, args.size)
+            plain, plain_n, plain_refused = await bench_listener(broker, args.n, args.size, fast_path=False)
             print(f"round {r + 1}: n={args.n} payload={args.size}B")
             print(f"  bare aiomqtt async-for : {bare:10.0f} msg/s  ({bare_n} received)")
             print(f"  MqttClientListener     : {ours:10.0f} msg/s  ({ours_n} into the intake, {refused} refused)")
+            print(f"  same, fast path off    : {plain:10.0f} msg/s  ({plain_n} into the intake, {plain_refused} refused)")
             print(f"  ratio listener/bare    : {ours / bare if bare else float('nan'):10.2f}")
+            print(f"  fast path gain         : {ours / plain if plain else float('nan'):10.2f}")
 
 
 if __name__ == "__main__":
