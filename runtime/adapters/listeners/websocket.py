@@ -157,7 +157,6 @@ class WebSocketListener(ListenerBase):
         # client mode
         self._runner = SessionTask(f"listener:{self.key}")
         self._session: aiohttp.ClientSession | None = None
-        self._connected_once = False
         # server mode
         self._site: web.AppRunner | None = None
         self._peers: set[_Peer] = set()
