@@ -66,6 +66,17 @@ def recorded(db: Path, run: str) -> Counter[str]:
     return Counter(r[0] for r in rows)
 
 
+def every_message_recorded(db: Path, run: str, n: int) -> tuple[int, int]:
+    """Asserts that each of the run's ``n`` messages was recorded at least once, nothing else was, and the
+    database is intact; returns (unique, duplicates): duplicates are at-least-once delivery, reported only."""
+    counts = recorded(db, run)
+    missing = [f"{run}-{i}" for i in range(n) if f"{run}-{i}" not in counts]
+    assert not missing, f"{len(missing)} lost, e.g. {missing[:5]}"
+    assert set(counts) <= {f"{run}-{i}" for i in range(n)}
+    assert integrity(db) == "ok"
+    return len(counts), sum(c - 1 for c in counts.values())
+
+
 def integrity(db: Path) -> str:
     with sqlite3.connect(db, timeout=10) as conn:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]

@@ -16,7 +16,7 @@ import pytest
 from tests.faults.conftest import (
     PublisherThread,
     bench_daemon,
-    integrity,
+    every_message_recorded,
     listener_state,
     provision,
     recorded,
@@ -57,13 +57,8 @@ def test_kill9_while_qos1_streams_loses_nothing(own_mosquitto: Mosquitto, tmp_pa
         wait_until(lambda: len(recorded(db, run)) >= N, 60, "every message recorded after the restart", every=0.2)
         caught_up = time.monotonic() - started
         assert second.terminate() == 0
-    counts = recorded(db, run)
-    missing = [f"{run}-{i}" for i in range(N) if f"{run}-{i}" not in counts]
-    duplicates = sum(c - 1 for c in counts.values())
+    unique, duplicates = every_message_recorded(db, run, N)
     record_property("killed_with", killed_with)
     record_property("duplicates", duplicates)
     print(f"kill -9 after {killed_with} of {N} records; caught up in {caught_up:.1f}s after restart; "
-          f"{len(counts)} unique, {duplicates} duplicates, {len(missing)} missing")
-    assert not missing, f"{len(missing)} lost, e.g. {missing[:5]}"
-    assert set(counts) <= {f"{run}-{i}" for i in range(N)}
-    assert integrity(db) == "ok"
+          f"{unique} unique, {duplicates} duplicates, 0 missing")
