@@ -154,6 +154,7 @@ class AppPlanes:
                     cfg = cfg.model_copy(update={"listen_on_port": port})
                 return MqttBrokerListener(cfg, instance_id=instance_id,
                                           workdir=self.settings.data_dir / "mqttlistener" / cfg.key,
+                                          keepalive=self.settings.mqtt_keepalive,
                                           fast_path=self.settings.mqtt_fastpath)
         except ValueError as exc:  # a configuration the listener cannot run (e.g. a bad framing escape)
             raise UnsupportedListenerError(cfg.key, port if port is not None else cfg.listen_on_port,
