@@ -66,3 +66,10 @@ async def test_without_manual_acks_the_listener_refuses_to_start(monkeypatch: py
     monkeypatch.setattr("runtime.adapters.listeners.mqtt.MANUAL_ACK_PROBLEM", "aiomqtt.Client has no _client")
     with pytest.raises(ValueError, match=r"aiomqtt\.Client has no _client"):
         MqttClientListener(config(), instance_id="t")
+
+
+def test_a_check_that_cannot_run_is_a_problem_not_an_import_error() -> None:
+    def broken() -> str | None:
+        raise LookupError("no metadata for paho-mqtt")
+
+    assert mqtt_fastpath._checked(broken) == "could not check the MQTT libraries: LookupError: no metadata for paho-mqtt"

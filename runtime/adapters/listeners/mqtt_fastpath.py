@@ -77,8 +77,15 @@ def _fastpath_problem() -> str | None:
     return None
 
 
-MANUAL_ACK_PROBLEM = _manual_ack_problem()
-FASTPATH_PROBLEM = MANUAL_ACK_PROBLEM or _fastpath_problem()
+def _checked(check: Callable[[], str | None]) -> str | None:
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run is a failed check, never an import error
+        return f"could not check the MQTT libraries: {type(exc).__name__}: {exc}"
+
+
+MANUAL_ACK_PROBLEM = _checked(_manual_ack_problem)
+FASTPATH_PROBLEM = MANUAL_ACK_PROBLEM or _checked(_fastpath_problem)
 _logged = False
 
 
