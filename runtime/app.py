@@ -81,6 +81,21 @@ def admin_token(settings: Settings) -> SecretStr:
     return SecretStr(token)
 
 
+def command_client_id(settings: Settings, instance_id: str) -> str:
+    """The MQTT command channel's client id, kept in DATA_DIR/command-client-id so that a restart resumes
+    the broker's persistent session (commands sent meanwhile are delivered). Each data dir has its own, so
+    two processes with the same instance id (replicas) do not take each other's session over."""
+    path = settings.data_dir / "command-client-id"
+    try:
+        suffix = path.read_text().strip()
+    except FileNotFoundError:
+        suffix = ""
+    if not suffix:
+        suffix = secrets.token_hex(4)
+        path.write_text(suffix + "\n")
+    return f"nuviot-runtime-{instance_id}-{suffix}"
+
+
 async def main(settings: Settings) -> int:
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +222,9 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
                 await identity.settled.wait()  # set on the first transition out of Initializing (or Stopping)
                 from runtime.adapters.command.mqtt import MqttCommandChannel
 
-                channel = MqttCommandChannel(settings.control_mqtt.get_secret_value(), identity.value, runtime, token)
+                channel = MqttCommandChannel(settings.control_mqtt.get_secret_value(), identity.value, runtime, token,
+                                             client_id=command_client_id(settings, identity.value),
+                                             input_commands=planes.input_commands)
                 channel_task = tg.create_task(channel.run(), name="command:mqtt")
             await run
             if channel_task is not None:

@@ -30,6 +30,7 @@ from runtime.core.solution.model import Listener
 from runtime.services.dataplane import DataPlane
 from runtime.services.devices import DeviceRegistry
 from runtime.services.dispatcher import Dispatcher, build_engines
+from runtime.services.input_commands import InputCommands
 from runtime.services.metrics import RuntimeMetrics
 from runtime.services.supervisor import LoadedSolution, Runtime
 from runtime.settings import Settings
@@ -104,6 +105,9 @@ class AppPlanes:
         self.runtime: Runtime | None = None
         self.commands: CommandPlane | None = None
         self.data: DataPlane | None = None
+        # the MQTT command channel's input commands: the current solution's dispatcher, the HTTP server's rules
+        self.input_commands = InputCommands(self.state,
+                                            lambda: self.commands.dispatcher if self.commands is not None else None)
 
     def bind(self, runtime: Runtime) -> None:
         self.runtime = runtime

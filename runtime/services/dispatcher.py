@@ -38,10 +38,11 @@ from runtime.core.pipeline.workflow import (
     mapped_inputs,
 )
 from runtime.core.scripting import WorkflowScripts
-from runtime.core.solution.enums import EndpointType, PipelineModuleType
+from runtime.core.solution.enums import PipelineModuleType
 from runtime.core.solution.model import Route, SolutionDocument
 from runtime.core.system_messages import SYSTEM_PREFIXES
 from runtime.services.devices import DeviceRegistry
+from runtime.services.input_commands import InputCommandRefusedError
 from runtime.services.metrics import Counters
 from runtime.services.system_messages import SystemMessageHandler
 
@@ -60,17 +61,6 @@ class TransmitterPort(Protocol):
     key: str
 
     def submit(self, out: OutgoingMessage, inbound: InboundMessage | None = None) -> bool: ...
-
-
-class InputCommandRefusedError(Exception):
-    """An input command that cannot run: HTTP status, stable code, message naming the bad part."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
 
 
 def build_engines(doc: SolutionDocument, scripts: Mapping[str, WorkflowScripts | None]) -> dict[str, WorkflowEngine]:
@@ -317,12 +307,14 @@ class Dispatcher:
         workflow: str,
         command: str,
         device_id: str,
-        method: str,
+        method: str | None,
         query: dict[str, str],
         body: Any | None,
     ) -> MessageRecord:
         """Run one input command (CONTRACT §6). Raises ``InputCommandRefusedError`` (400/404/405) when it
-        cannot run; a command that runs and fails is a Failed record (a dead letter) like a message."""
+        cannot run; a command that runs and fails is a Failed record (a dead letter) like a message.
+        ``method`` None (MQTT) means the command's own. The parameters are the query's, then the body's
+        (a transport refuses a body on GET and DELETE before this)."""
         config = self.doc.device_configuration_by_key.get(device_configuration)
         route_obj = config.route_by_key.get(route) if config is not None else None
         wf_step = None
@@ -335,21 +327,18 @@ class Dispatcher:
                 404, "unknown_command",
                 f"no input command {device_configuration}/{route}/{workflow}/{command} in the solution")
         expected = cmd.endpoint_type.value.upper()
-        if method.upper() != expected:
+        if method is None:
+            method = expected
+        elif method.upper() != expected:
             raise InputCommandRefusedError(405, "method_not_allowed", f"{command} takes {expected}, not {method}",
                                            {"Allow": expected})
         device = self._devices.get(device_id)
         if device is None or device.device_configuration != device_configuration:
             raise InputCommandRefusedError(404, "unknown_device",
                                            f"no device {device_id} with device configuration {device_configuration}")
-        params: dict[str, Any] = {}
-        if cmd.endpoint_type in (EndpointType.GET, EndpointType.DELETE):
-            params.update(query)
-        else:
-            if body is not None and not isinstance(body, dict):
-                raise InputCommandRefusedError(400, "bad_body", "the JSON body must be an object of parameters")
-            params.update(query)
-            params.update(body or {})
+        if body is not None and not isinstance(body, dict):
+            raise InputCommandRefusedError(400, "bad_body", "the parameters must be a JSON object")
+        params: dict[str, Any] = {**query, **(body or {})}
         msg = InboundMessage(listener="inputcommand", payload=b"", path=f"/{device_configuration}/{route}/"
                              f"{workflow}/{command}/{device_id}", method=method, query=query,
                              kind=MessageKind.INPUT_COMMAND)

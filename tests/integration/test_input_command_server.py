@@ -11,7 +11,7 @@ from runtime.adapters.command.input_commands import InputCommandServer
 from runtime.adapters.httpsite import BasicCredentials
 from runtime.core.lifecycle import InstanceState
 from runtime.core.messages import MessageRecord, PemStatus
-from runtime.services.dispatcher import InputCommandRefusedError
+from runtime.services.input_commands import InputCommandRefusedError
 
 
 class Executor:

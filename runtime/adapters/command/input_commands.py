@@ -6,8 +6,9 @@ It serves while the instance is Starting..Paused (Paused included) and is closed
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import structlog
@@ -15,28 +16,17 @@ from aiohttp import web
 
 from runtime.adapters.httpsite import BasicCredentials, start_site
 from runtime.core.lifecycle import InstanceState
-from runtime.core.messages import MessageRecord, PemStatus
-from runtime.services.dispatcher import InputCommandRefusedError
+from runtime.services.input_commands import (
+    InputCommandCall,
+    InputCommandExecutor,
+    InputCommandOutcome,
+    InputCommandRefusedError,
+    InputCommands,
+)
 
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 256 * 1024
-SERVING = frozenset({InstanceState.RUNNING, InstanceState.PAUSED})
-
-
-class InputCommandExecutor(Protocol):
-    def run_input_command(
-        self,
-        *,
-        device_configuration: str,
-        route: str,
-        workflow: str,
-        command: str,
-        device_id: str,
-        method: str,
-        query: dict[str, str],
-        body: Any | None,
-    ) -> MessageRecord: ...  # raises InputCommandRefusedError for 400/404/405
 
 
 def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
@@ -53,8 +43,7 @@ class InputCommandServer:
         host: str = "0.0.0.0",
         basic_auth: tuple[str, str] | None = None,
     ) -> None:
-        self._executor = executor
-        self._state = state
+        self._commands = InputCommands(state, lambda: executor)  # the one path MQTT input commands take too
         self._host = host
         self._port = port
         self._auth = None if basic_auth is None else BasicCredentials(*basic_auth)
@@ -87,35 +76,28 @@ class InputCommandServer:
             return _json({"error": {"code": "payload_too_large", "message": f"body over {MAX_BODY} bytes"}}, 413)
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
-        state = self._state()
-        if state not in SERVING:
-            raise InputCommandRefusedError(503, "not_serving", f"input commands are not served while {state.value}",
-                                    {"Retry-After": "1"})
+        self._commands.check_serving()
         if self._auth is not None and not self._auth.check(request.headers.get("Authorization")):
             raise InputCommandRefusedError(401, "unauthorized", "valid Basic credentials are required",
                                     {"WWW-Authenticate": 'Basic realm="input-commands"'})
-        parts = [p for p in request.path.split("/") if p]
-        if len(parts) != 5:
-            raise InputCommandRefusedError(
-                404, "unknown_command",
-                "expected /{deviceConfigKey}/{routeKey}/{workflowKey}/{inputCommandKey}/{deviceId}")
-        body: Any | None = None
+        call = InputCommandCall.from_path([p for p in request.path.split("/") if p], method=request.method,
+                                          query={k: v for k, v in request.query.items()})
         raw = await request.read()
         if raw:
             if request.method in ("GET", "DELETE"):
                 raise InputCommandRefusedError(400, "body_not_allowed", f"a body is not allowed on {request.method}")
             try:
-                body = orjson.loads(raw)
+                call = dataclasses.replace(call, body=orjson.loads(raw))
             except orjson.JSONDecodeError as exc:
                 raise InputCommandRefusedError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
-        record = self._executor.run_input_command(
-            device_configuration=parts[0], route=parts[1], workflow=parts[2], command=parts[3], device_id=parts[4],
-            method=request.method, query={k: v for k, v in request.query.items()}, body=body,
-        )
-        if record.status is PemStatus.FAILED:
-            code, _, detail = (record.error or "internal_error").partition(": ")
-            status = 500 if code == "internal_error" else 422
-            return _json({"error": {"code": code, "message": detail or code, "stage": record.stage},
-                          "messageId": record.id}, status)
+        return self._respond(self._commands.run(call))
+
+    def _respond(self, outcome: InputCommandOutcome) -> web.Response:
+        if not outcome.accepted:
+            self.counters["refused"] += 1
+            body: dict[str, Any] = {"error": outcome.error()}
+            if outcome.message_id is not None:
+                body["messageId"] = outcome.message_id
+            return _json(body, outcome.status, dict(outcome.headers) or None)
         self.counters["accepted"] += 1
-        return _json({"status": "accepted", "messageId": record.id}, 202)
+        return _json({"status": "accepted", "messageId": outcome.message_id}, 202)

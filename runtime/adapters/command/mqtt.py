@@ -4,9 +4,13 @@ Topics, for ``base = nuviot/instances/{instanceId}``:
 
 - ``{base}/status``: retained ``{state, since, reason}`` (QoS 1), published on every (re)connect and on
   every state change; the last will sets a retained ``{"state": "Offline"}``.
-- ``{base}/control/{pause|start|stop|reload}``: a command ``{token, requestId}``; the answer
+- ``{base}/control/{pause|start|stop|reload}``: a command ``{token, requestId, expiresAt?}``; the answer
   ``{requestId, ok: true, state}`` or ``{requestId, ok: false, error: {code, message}}`` goes to
   ``{base}/control/{verb}/reply`` (QoS 1, not retained).
+- ``{base}/commands/{deviceConfigKey}/{routeKey}/{workflowKey}/{inputCommandKey}/{deviceId}`` (when built
+  with ``input_commands``): an input command ``{token, requestId, parameters?, method?, expiresAt?}``,
+  run as the input-command HTTP server runs it; the answer ``{requestId, ok, status, messageId |
+  error: {code, message}}`` goes to the same topic + ``/reply``. See ``mqtt_requests``.
 
 Decisions:
 
@@ -16,11 +20,14 @@ Decisions:
 - A fresh ``aiomqtt.Client`` per connection attempt. aiomqtt 2.5's client is reusable, but after an
   unexpected disconnect its ``_connected`` future stays resolved, so re-entering it returns before the
   broker's CONNACK; a new client (same id, same will) does not have that problem.
-- ``clean_session=True`` and retained messages on the control topics are ignored: a command is run only
-  when it arrives live, never replayed from a stored session or a retained message.
+- A persistent session (``clean_session=False``) with QoS 1 subscriptions: a command published while the
+  connection was down is delivered once it is back (the broker keeps the session for our client id; give
+  ``client_id`` a stable value to keep it across restarts) and runs then, unless its ``expiresAt`` has
+  passed. The same ``requestId`` on the same topic within a minute runs once; the reply repeats.
+  Retained messages on the command topics are never run.
 - Commands run one at a time, in arrival order (the supervisor runs operations one at a time anyway).
-- The token is checked before the verb; the log never contains a presented or the real token, nor a raw
-  payload. An unreadable command is answered with ``bad_request`` when a ``requestId`` can be recovered
+- The token is checked (in constant time) before the verb; the log never contains a presented or the
+  real token, nor a raw payload. An unreadable command is answered with ``bad_request`` when a ``requestId`` can be recovered
   (also from malformed or oversized payloads, by a bounded pattern search of the first 1 KiB), else it
   is only logged.
 - Cancellation of ``run()``: if a connection is up and the current state (``control.snapshot()``) has
@@ -33,11 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
-import re
 import secrets
 import ssl
+import time
 from typing import Any
 
 import aiomqtt
@@ -45,12 +51,22 @@ import orjson
 import structlog
 from pydantic import SecretStr
 
+from runtime.adapters.command.mqtt_requests import (
+    MqttInputCommands,
+    RecentReplies,
+    Refused,
+    RequestId,
+    input_reply,
+    read_request,
+    refused_input_reply,
+)
 from runtime.adapters.mqtt_url import MqttUrl, parse_mqtt_url
 from runtime.core.backoff import Backoff
 from runtime.core.errors import CommandRefusedError
 from runtime.core.lifecycle import Verb
 from runtime.core.ports import ControlPort, StateChange
 from runtime.core.timefmt import iso
+from runtime.services.input_commands import InputCommands
 
 log = structlog.get_logger(__name__)
 _MQTT_LOGGER = logging.getLogger(__name__ + ".aiomqtt")
@@ -58,36 +74,10 @@ _MQTT_LOGGER = logging.getLogger(__name__ + ".aiomqtt")
 OFFLINE_PAYLOAD = b'{"state":"Offline"}'
 _QOS = 1
 _PENDING_MAX = 256  # state changes waiting to be published; the oldest are dropped beyond this
-_RECOVER_WINDOW = 1024  # bytes searched for a requestId in a payload that cannot be parsed
-_REQUEST_ID = re.compile(rb'"requestId"\s*:\s*"([^"\\]{1,256})"')
-
-
-class _Refused(Exception):
-    """A command refused before it reached the control port (internal to this module)."""
-
-    def __init__(self, code: str, message: str, request_id: str | int | None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.request_id = request_id
-
 
 
 def status_payload(change: StateChange) -> bytes:
     return orjson.dumps({"state": change.state.value, "since": iso(change.at), "reason": change.reason})
-
-
-def _recover_request_id(payload: bytes) -> str | None:
-    found = _REQUEST_ID.search(payload[:_RECOVER_WINDOW])
-    return found.group(1).decode("utf-8", "replace") if found else None
-
-
-def _valid_request_id(value: object) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return isinstance(value, str) and 0 < len(value) <= 256
 
 
 def _describe(exc: BaseException) -> str:
@@ -119,6 +109,7 @@ class MqttCommandChannel:
         keepalive: int = 30,
         timeout: float = 10.0,
         final_timeout: float = 2.0,
+        input_commands: InputCommands | None = None,
     ) -> None:
         if not instance_id or any(c in instance_id for c in "+#\0"):
             raise ValueError(f"instance id {instance_id!r} cannot be used in an MQTT topic")
@@ -137,6 +128,8 @@ class MqttCommandChannel:
         self.status_topic = f"{base}/status"
         self.control_filter = f"{base}/control/+"
         self._control_prefix = f"{base}/control/"
+        self._inputs = MqttInputCommands(input_commands, base) if input_commands is not None else None
+        self._replies = RecentReplies()
         self._pending: asyncio.Queue[StateChange] = asyncio.Queue(maxsize=_PENDING_MAX)
         self._status_lock = asyncio.Lock()
         self._last_sent: StateChange | None = None
@@ -201,7 +194,7 @@ class MqttCommandChannel:
             password=url.password.get_secret_value() if url.password is not None else None,
             identifier=self._client_id,
             will=aiomqtt.Will(self.status_topic, OFFLINE_PAYLOAD, qos=_QOS, retain=True),
-            clean_session=True,
+            clean_session=False,
             keepalive=self._keepalive,
             timeout=self._timeout,
             tls_context=ssl.create_default_context() if url.tls else None,
@@ -262,9 +255,10 @@ class MqttCommandChannel:
             log.debug("command_channel_disconnect_failed", error=_describe(exc))
 
     async def _serve(self, client: aiomqtt.Client) -> None:
-        codes = await client.subscribe(self.control_filter, qos=_QOS)
+        filters = [self.control_filter] + ([self._inputs.filter] if self._inputs is not None else [])
+        codes = await client.subscribe([(f, _QOS) for f in filters])
         if any(getattr(code, "value", code) >= 0x80 for code in codes):
-            raise aiomqtt.MqttError(f"the broker refused the subscription to {self.control_filter}")
+            raise aiomqtt.MqttError(f"the broker refused the subscription to {', '.join(filters)}")
         self._drain_pending()  # superseded by the snapshot below
         await self._publish_status(client, self._control.snapshot())
         self._connected = True
@@ -279,6 +273,8 @@ class MqttCommandChannel:
 
     # ------------------------------------------------------------------ status
     def _on_state_change(self, change: StateChange) -> None:
+        if self._inputs is not None:
+            self._inputs.state_changed()
         if self._pending.full():
             self._pending.get_nowait()
         self._pending.put_nowait(change)
@@ -311,13 +307,16 @@ class MqttCommandChannel:
     # ------------------------------------------------------------------ commands
     async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = message.topic.value
-        if not topic.startswith(self._control_prefix):
-            return
-        verb_name = topic[len(self._control_prefix) :]
-        if not verb_name or "/" in verb_name:  # e.g. our own .../reply (the + filter excludes them anyway)
+        if self._inputs is not None and self._inputs.matches(topic):
+            name, is_input = self._inputs.name(topic), True
+        elif topic.startswith(self._control_prefix):
+            name, is_input = topic[len(self._control_prefix) :], False
+            if not name or "/" in name:  # e.g. our own .../reply (the + filter excludes them anyway)
+                return
+        else:
             return
         if message.retain:
-            log.warning("command_ignored", verb=verb_name, reason="retained messages are not commands")
+            log.warning("command_ignored", command=name, reason="retained messages are not commands")
             return
         payload = message.payload
         if isinstance(payload, (bytes, bytearray)):
@@ -325,77 +324,64 @@ class MqttCommandChannel:
         else:
             raw = b"" if payload is None else str(payload).encode()
         try:
-            await self._run_command(client, verb_name, raw)
+            await self._run_command(client, topic, name, is_input, raw)
         except aiomqtt.MqttError:
             raise
         except Exception:  # a bug in handling one command must not stop the channel
-            log.exception("command_crashed", verb=verb_name)
+            log.exception("command_crashed", command=name)
 
-    async def _run_command(self, client: aiomqtt.Client, verb_name: str, raw: bytes) -> None:
-        reply_topic = f"{self._control_prefix}{verb_name}/reply"
+    async def _run_command(self, client: aiomqtt.Client, topic: str, name: str, is_input: bool, raw: bytes) -> None:
+        reply_topic = f"{topic}/reply"
         try:
-            request_id, verb = self._check(verb_name, raw)
-        except _Refused as refused:
-            log.warning(
-                "command_rejected",
-                verb=verb_name,
-                request_id=refused.request_id,
-                code=refused.code,
-                reason=refused.message,
-            )
+            body, request_id = read_request(raw, max_payload=self._max_payload, token=self._token, now=time.time())
+        except Refused as refused:
+            log.warning("command_rejected", **{"command" if is_input else "verb": name},
+                        request_id=refused.request_id, code=refused.code, reason=refused.message)
             if refused.request_id is not None:
-                await self._reply_error(
-                    client, reply_topic, refused.request_id, refused.code, refused.message
-                )
+                reply = (refused_input_reply(refused.request_id, refused) if is_input
+                         else _error(refused.request_id, refused.code, refused.message))
+                await client.publish(reply_topic, orjson.dumps(reply), qos=_QOS)
             return
+        repeated = self._replies.get(topic, request_id)
+        if repeated is not None:
+            log.info("command_repeated", command=name, request_id=request_id)
+            await client.publish(reply_topic, repeated, qos=_QOS)
+            return
+        if is_input:
+            assert self._inputs is not None
+            outcome = await self._inputs.run(topic, body, request_id)
+            (log.info if outcome.accepted else log.warning)(
+                "input_command_answered", command=name, request_id=request_id, status=outcome.status,
+                code=outcome.code, message_id=outcome.message_id)
+            reply, ran = input_reply(request_id, outcome), outcome.ran
+        else:
+            reply, ran = await self._run_verb(name, request_id)
+        encoded = orjson.dumps(reply)
+        if ran:
+            self._replies.remember(topic, request_id, encoded)
+        await client.publish(reply_topic, encoded, qos=_QOS)
+
+    async def _run_verb(self, verb_name: str, request_id: RequestId) -> tuple[dict[str, Any], bool]:
+        try:
+            verb = Verb(verb_name)
+        except ValueError:
+            expected = ", ".join(v.value for v in Verb)
+            message = f"unknown verb {verb_name!r}; expected one of {expected}"
+            log.warning("command_rejected", verb=verb_name, request_id=request_id, code="unknown_verb", reason=message)
+            return _error(request_id, "unknown_verb", message), False
         try:
             state = await self._control.control(verb)
         except CommandRefusedError as exc:
             log.info(
                 "command_refused", verb=verb.value, request_id=request_id, code=exc.code, reason=exc.message
             )
-            await self._reply_error(client, reply_topic, request_id, exc.code, exc.message)
-            return
+            return _error(request_id, exc.code, exc.message), False
         except Exception:
             log.exception("command_failed", verb=verb.value, request_id=request_id)
-            await self._reply_error(client, reply_topic, request_id, "internal_error", f"{verb.value} failed")
-            return
+            return _error(request_id, "internal_error", f"{verb.value} failed"), False
         log.info("command_accepted", verb=verb.value, request_id=request_id, state=state.value)
-        body = {"requestId": request_id, "ok": True, "state": state.value}
-        await client.publish(reply_topic, orjson.dumps(body), qos=_QOS)
+        return {"requestId": request_id, "ok": True, "state": state.value}, True
 
-    def _check(self, verb_name: str, raw: bytes) -> tuple[str | int, Verb]:
-        if len(raw) > self._max_payload:
-            raise _Refused(
-                "bad_request",
-                f"payload of {len(raw)} bytes exceeds the limit of {self._max_payload}",
-                _recover_request_id(raw),
-            )
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise _Refused("bad_request", "payload is not valid JSON", _recover_request_id(raw)) from None
-        if not isinstance(body, dict):
-            raise _Refused("bad_request", "payload must be a JSON object {token, requestId}", None)
-        request_id = body.get("requestId")
-        if not _valid_request_id(request_id):
-            raise _Refused("bad_request", "requestId is missing or is not a string of 1-256 characters", None)
-        token = body.get("token")
-        presented = token.encode("utf-8", "surrogatepass") if isinstance(token, str) else b""
-        # compare_digest also runs for a missing token, so timing does not tell the two cases apart
-        if not hmac.compare_digest(presented, self._token) or not isinstance(token, str):
-            raise _Refused("unauthorized", "missing or wrong token", request_id)
-        try:
-            verb = Verb(verb_name)
-        except ValueError:
-            expected = ", ".join(v.value for v in Verb)
-            raise _Refused(
-                "unknown_verb", f"unknown verb {verb_name!r}; expected one of {expected}", request_id
-            ) from None
-        return request_id, verb
 
-    async def _reply_error(
-        self, client: aiomqtt.Client, topic: str, request_id: str | int, code: str, message: str
-    ) -> None:
-        body = {"requestId": request_id, "ok": False, "error": {"code": code, "message": message}}
-        await client.publish(topic, orjson.dumps(body), qos=_QOS)
+def _error(request_id: RequestId, code: str, message: str) -> dict[str, Any]:
+    return {"requestId": request_id, "ok": False, "error": {"code": code, "message": message}}
