@@ -268,8 +268,13 @@ class MqttCommandChannel:
         log.info("command_channel_connected", broker=str(self._url), client_id=self._client_id)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._publish_changes(client), name="command:mqtt:status")
+            this = asyncio.current_task()
             async for message in client.messages:
                 await self._on_message(client, message)
+                if this is not None and this.cancelling():
+                    # Python 3.11's asyncio.wait_for (aiomqtt's publish) drops a cancel that arrives as the
+                    # PUBACK does; the cancel is still counted, so honour it here
+                    raise asyncio.CancelledError
 
     # ------------------------------------------------------------------ status
     def _on_state_change(self, change: StateChange) -> None:
