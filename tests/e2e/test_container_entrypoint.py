@@ -141,8 +141,10 @@ def test_boots_with_nuviot_variables_logs_json_and_stops_on_sigterm(tmp_path: Pa
     assert (first["deploymentType"], first["deploymentConfig"], first["queueType"]) == \
         ("OnPremise", "SingleInstance", "InMemory")
     assert first["accessKey"] == "set"
-    assert any(p.get("event") == "state_changed" and p.get("to") == "Stopped" for p in parsed) or \
-        any(p.get("event") == "runtime_exited" for p in parsed)
+    changes = [(p["previous"], p["state"]) for p in parsed if p.get("event") == "state_changed"]
+    assert changes[-1] == ("Stopping", "Stopped")  # SIGTERM drained to Stopped, then the process exited
+    exited = [p for p in parsed if p.get("event") == "runtime_exited"]
+    assert len(exited) == 1 and exited[0]["state"] == "Stopped"
     everything = "\n".join(d.lines + d.stderr)
     assert "very-secret-key-123" not in everything
     assert (tmp_path / "runtime.db").exists()
