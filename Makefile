@@ -6,7 +6,7 @@ STAMP_RUN  := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: run test lint bench bench-quick clean mosquitto
+.PHONY: run test lint bench bench-quick clean mosquitto rabbitmq
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +29,20 @@ mosquitto:
 	  echo "installing mosquitto (Debian package)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
 
+# Debian's rabbitmq-server, installed when missing, for the AMQP tests: they use the RabbitMQ on
+# 127.0.0.1:5672 when it answers, else start a node of their own on free ports (tests/support/rabbitmq.py).
+rabbitmq:
+	@command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || { \
+	  echo "installing rabbitmq-server (Debian package)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null; }
+
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check runtime tests bench
 	$(BIN)/lint-imports
 	@if [ -f Dockerfile ]; then $(BIN)/hadolint Dockerfile; fi
 	@if [ -f entrypoint.sh ]; then $(BIN)/shellcheck entrypoint.sh; fi
 
-test: $(STAMP_TEST) mosquitto lint
+test: $(STAMP_TEST) mosquitto rabbitmq lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP_TEST) mosquitto

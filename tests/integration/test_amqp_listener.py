@@ -1,6 +1,7 @@
 """The AMQP/RabbitMQ client listener against a real RabbitMQ: delivery, bindings, acks, requeue, reconnects.
 
-Uses the RabbitMQ on 127.0.0.1:5672 when it answers, else starts one (``rabbitmq-server``), else skips.
+Uses the RabbitMQ on 127.0.0.1:5672 when it answers, else starts one (``rabbitmq-server``, installed by
+``make test``); without one the tests skip, and a skip fails the run (tests/conftest.py).
 Every test declares its own exchange and queue (unique names) and deletes them afterwards.
 """
 
@@ -32,8 +33,8 @@ pytestmark = pytest.mark.integration
 def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rabbit]:
     try:
         rabbit = find_or_start(tmp_path_factory.mktemp("rabbitmq"))
-    except (OSError, TimeoutError) as exc:
-        pytest.skip(f"no RabbitMQ answers on 127.0.0.1:5672 and starting rabbitmq-server failed: {exc}")
+    except (OSError, RuntimeError) as exc:
+        pytest.fail(f"no RabbitMQ answers on 127.0.0.1:5672 and starting rabbitmq-server failed: {exc}")
     if rabbit is None:
         pytest.skip("no RabbitMQ answers on 127.0.0.1:5672 and rabbitmq-server is not installed")
     try:
