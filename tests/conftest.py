@@ -72,7 +72,7 @@ async def _no_leaks() -> object:
         for t in lingering:
             t.cancel()
         await asyncio.gather(*lingering, return_exceptions=True)
-    timers = leaks.timers()
+    timers = await leaks.timers()
     threads = await leaks.threads()
     problems = [f"{what} left running: {names}" for what, names in
                 (("tasks", [t.get_name() for t in lingering]), ("timers", timers), ("threads", threads)) if names]
