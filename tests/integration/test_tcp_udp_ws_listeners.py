@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from runtime.adapters.httpsite import BasicCredentials
@@ -511,9 +512,11 @@ async def test_ws_client_reconnects_when_the_server_restarts(device_server: Devi
         async with asyncio.timeout(5):
             _, ws = await device_server.sockets.get()
         await ws.send_str("before")
-        await device_server.stop()
-        await until(lambda: wsl.status()["state"] == "connecting", within=15.0)
-        await asyncio.sleep(0.3)  # a few failed attempts while the server is down
+        with structlog.testing.capture_logs() as logs:
+            await device_server.stop()
+            # a few failed attempts while the server is down
+            await until(lambda: sum(e["event"] == "listener_disconnected" for e in logs) >= 3, within=15.0)
+        assert wsl.status()["state"] == "connecting"
         await device_server.start()  # same port
         async with asyncio.timeout(10):
             _, ws = await device_server.sockets.get()
