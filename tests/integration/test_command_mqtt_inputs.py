@@ -15,6 +15,7 @@ from typing import Any
 import aiomqtt
 import orjson
 import pytest
+import structlog
 from pydantic import SecretStr
 
 from runtime.adapters.command.mqtt import MqttCommandChannel
@@ -23,6 +24,7 @@ from runtime.core.lifecycle import InstanceState
 from runtime.core.messages import MessageRecord, PemStatus
 from runtime.services.input_commands import InputCommands
 from tests.fakes import FakeControl
+from tests.support.intake import until
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -120,27 +122,20 @@ async def test_a_command_arriving_while_the_state_moves_waits_for_it_to_settle(
     async with client(mosquitto, unique_topic) as cli, running(make_channel(mosquitto, unique_topic, control,
                                                                              executor)):
         await cli.status(S.STARTING)
-        rid = await cli.send(parameters={"level": 3})
-        waiting = asyncio.ensure_future(cli.reply(rid))
-        # a verb answered after the input command was published shows the command has reached the channel
-        verb_reply = asyncio.Event()
-        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as other:
-            await other.subscribe(f"{cli.base}/control/+/reply", qos=1)
-            await other.publish(f"{cli.base}/control/explode", orjson.dumps({"token": TOKEN, "requestId": "v"}),
-                                qos=1)
-            control.transition(S.RUNNING, "started")
-            async with asyncio.timeout(15):
-                async for _ in other.messages:
-                    verb_reply.set()
-                    break
-        reply = await waiting
+        with structlog.testing.capture_logs() as logs:
+            rid = await cli.send(parameters={"level": 3})
+            await until(lambda: any(e["event"] == "input_command_waiting" for e in logs))
+        assert executor.calls == []  # held while Starting, not refused
+        control.transition(S.RUNNING, "started")
+        reply = await cli.reply(rid)
         assert reply["status"] == 202 and len(executor.calls) == 1
         # Stopping settles in Stopped: refused then, not while moving
         control.transition(S.STOPPING, "stop requested")
-        rid = await cli.send(parameters={"level": 4})
-        stopping = asyncio.ensure_future(cli.reply(rid))
+        with structlog.testing.capture_logs() as logs:
+            rid = await cli.send(parameters={"level": 4})
+            await until(lambda: any(e["event"] == "input_command_waiting" for e in logs))
         control.transition(S.STOPPED, "stopped")
-        refused = await stopping
+        refused = await cli.reply(rid)
     assert refused["status"] == 503 and refused["error"]["code"] == "not_serving"
     assert len(executor.calls) == 1
 

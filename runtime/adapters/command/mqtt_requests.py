@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import structlog
 
 from runtime.services.input_commands import (
     InputCommandCall,
@@ -40,6 +41,8 @@ from runtime.services.input_commands import (
     InputCommandRefusedError,
     InputCommands,
 )
+
+log = structlog.get_logger(__name__)
 
 _RECOVER_WINDOW = 1024  # bytes searched for a requestId in a payload that cannot be parsed
 _REQUEST_ID = re.compile(rb'"requestId"\s*:\s*"([^"\\]{1,256})"')
@@ -178,7 +181,9 @@ class MqttInputCommands:
     def state_changed(self) -> None:
         self._changed.set()
 
-    async def _settled(self) -> None:
+    async def _settled(self, topic: str) -> None:
+        if self._commands.state.is_transitional:
+            log.info("input_command_waiting", command=self.name(topic), state=self._commands.state.value)
         try:
             async with asyncio.timeout(self._settle_timeout):
                 while self._commands.state.is_transitional:
@@ -194,7 +199,7 @@ class MqttInputCommands:
             return InputCommandOutcome(400, code="bad_parameters", message="parameters must be a JSON object")
         if method is not None and not isinstance(method, str):
             return InputCommandOutcome(400, code="bad_request", message="method must be a string")
-        await self._settled()
+        await self._settled(topic)
         try:
             call = InputCommandCall.from_path(self.name(topic).split("/"), method=method, body=parameters or {})
         except InputCommandRefusedError as exc:
