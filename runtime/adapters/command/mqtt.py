@@ -27,9 +27,9 @@ Decisions:
   Retained messages on the command topics are never run.
 - Commands run one at a time, in arrival order (the supervisor runs operations one at a time anyway).
 - The token is checked (in constant time) before the verb; the log never contains a presented or the
-  real token, nor a raw payload. An unreadable command is answered with ``bad_request`` when a ``requestId`` can be recovered
-  (also from malformed or oversized payloads, by a bounded pattern search of the first 1 KiB), else it
-  is only logged.
+  real token, nor a raw payload. An unreadable command is answered with ``bad_request`` when a
+  ``requestId`` can be recovered (also from malformed or oversized payloads, by a bounded pattern search
+  of the first 1 KiB), else it is only logged.
 - Cancellation of ``run()``: if a connection is up and the current state (``control.snapshot()``) has
   not been published yet, it is published (bounded by ``final_timeout``), then the client disconnects
   cleanly, so the broker drops the will and the retained status stays what the supervisor last set
