@@ -14,6 +14,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from tests.e2e.conftest import http
 from tests.support.daemon import Daemon
 from tests.support.mosquitto import Mosquitto
 
@@ -96,6 +97,10 @@ async def test_setpoint_over_mqtt_in_running_and_paused_and_every_refusal(mosqui
             missing = await op.call(SETPOINT, {})
             assert missing["status"] == 400 and missing["ok"] is False
             assert missing["error"]["code"] == "missing_parameter" and "value" in missing["error"]["message"]
+            # the input-command port answers the same (one implementation serves both)
+            port = (await asyncio.to_thread(d.request, "GET", "/status"))[1]["inputCommandPort"]
+            code, body, _ = await asyncio.to_thread(http, "GET", f"http://127.0.0.1:{port}/{SETPOINT}")
+            assert (code, body["error"]) == (missing["status"], missing["error"])
             out_of_range = await op.call(SETPOINT, {"value": 99})
             assert out_of_range["status"] == 400 and out_of_range["error"]["code"] == "invalid_parameter"
             unknown = await op.call("thermostat/telemetry/thermostatwf/nosuch/thermo-001", {"value": 20})
