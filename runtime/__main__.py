@@ -1,4 +1,5 @@
-"""CLI: ``nuviot-runtime [run] [flags]``, ``nuviot-runtime validate FILE``, ``nuviot-runtime import EXPORT -o FILE``.
+"""CLI: ``nuviot-runtime [run] [flags]``, ``nuviot-runtime validate FILE``, ``nuviot-runtime import EXPORT -o FILE``,
+``nuviot-runtime test-message --solution F --listener KEY --topic T|--path P --payload @file|text``.
 
 ``python -m runtime`` is the same program.
 """
@@ -26,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="convert a NuvIoT export (JSON) into the native YAML form")
     imp.add_argument("file")
     imp.add_argument("-o", "--output", required=True)
+    test = sub.add_parser("test-message", help="dry-run one message through a solution's pipeline (no side effect)")
+    from runtime.dryrun_cli import add_arguments
+
+    add_arguments(test)
     return parser
 
 
@@ -42,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         from runtime.solution_cli import import_main
 
         return import_main(args.file, args.output)
+    if args.command == "test-message":
+        from runtime.dryrun_cli import main as test_message_main
+
+        return test_message_main(args)
     return run(args)
 
 

@@ -1,7 +1,8 @@
 """structlog: one JSON line per event (console renderer on a tty); stdlib loggers routed into it.
 
 ``add_sink`` lets the store receive warning-and-above events (the SQLite ``logs`` table or the cloud
-outbox) without ever blocking the log call: the sink itself only enqueues.
+outbox) without ever blocking the log call: the sink itself only enqueues. Lines of a dry run
+(``dry_run=true``, services/dryrun.py) are printed but never stored.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
 
 def _to_sinks(_: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     level = str(event_dict.get("level", method))
-    if _sinks and (level in _SINK_LEVELS or event_dict.get("event") == "state_changed"):
+    if _sinks and not event_dict.get("dry_run") and (level in _SINK_LEVELS or event_dict.get("event") == "state_changed"):
         fields = {k: v for k, v in event_dict.items() if k not in {"event", "level", "timestamp"}}
         for sink in tuple(_sinks):
             try:

@@ -39,7 +39,7 @@ class AdminStore(Protocol):
 
     async def list_messages(self, limit: int = 100, device_id: str | None = None) -> list[dict[str, Any]]: ...
 
-    async def list_deadletters(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    async def list_deadletters(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]: ...
 
     async def get_deadletter(self, record_id: str) -> dict[str, Any] | None: ...
 
@@ -132,9 +132,9 @@ class Operations:
         await self._settled()
         return await self.store.list_messages(limit, device_id)
 
-    async def deadletters(self, limit: int) -> list[dict[str, Any]]:
+    async def deadletters(self, limit: int, offset: int = 0) -> list[dict[str, Any]]:
         await self._settled()
-        return await self.store.list_deadletters(limit)
+        return await self.store.list_deadletters(limit, offset)
 
     async def deadletter(self, record_id: str) -> dict[str, Any]:
         await self._settled()
@@ -151,8 +151,16 @@ class Operations:
         return {"status": "accepted", "replayOf": record_id, "messageId": message_id}
 
     # ---------------------------------------------------------------- devices
-    def list_devices(self) -> list[dict[str, Any]]:
-        return [_device_json(d.public_view()) for d in self.devices.all()]
+    def list_devices(self, limit: int | None = None, offset: int = 0, search: str | None = None,
+                     ) -> tuple[list[dict[str, Any]], int]:
+        """One page of devices by id (all of them without ``limit``), and how many match in all.
+        ``search`` keeps the devices whose id or name contains it (any case)."""
+        found = self.devices.all()
+        if search:
+            needle = search.casefold()
+            found = [d for d in found if needle in d.device_id.casefold() or needle in (d.name or "").casefold()]
+        page = found[offset:] if limit is None else found[offset:offset + limit]
+        return [_device_json(d.public_view()) for d in page], len(found)
 
     def get_device(self, device_id: str) -> dict[str, Any]:
         device = self.devices.get(device_id)

@@ -99,6 +99,7 @@ class Dispatcher:
         *,
         clock: Callable[[], float] = time.time,
         system_messages: SystemMessageHandler | None = None,
+        trace: Callable[[str, Any], None] | None = None,
     ) -> None:
         self.doc = doc
         self._planner = doc.solution.planner
@@ -110,6 +111,9 @@ class Dispatcher:
         self._clock = clock
         self._system = system_messages or SystemMessageHandler(doc, devices, clock)
         self._plans: dict[int, tuple[Route, SolutionDocument, RoutePlan]] = {}  # id(route) -> plan
+        # The dry run's observer (services/dryrun.py): told each stage's result as the message passes it.
+        # None on the data plane (one attribute test per stage).
+        self._trace = trace
 
     def route_plan(self, route: Route) -> RoutePlan:
         """The route's plan, made on first use; a plan is only reused for the same route of the same document."""
@@ -154,12 +158,19 @@ class Dispatcher:
             message_def = self.doc.message_by_key[route.message_definition]
             if message_id is None:
                 message_id = message_def.message_id
+            trace = self._trace
+            if trace is not None:
+                trace("planner", (device_id, message_id, route, device, config))
             stage = "sentinel"
             route_plan = self.route_plan(route)
             for sentinel in route_plan.sentinels:
                 sentinel_check(sentinel, view, device)
+            if trace is not None:
+                trace("sentinel", route_plan.sentinels)
             stage = "inputtranslator"
             values = translate(self.doc, message_def, view)
+            if trace is not None:
+                trace("inputtranslator", (message_def, values))
             stage = "workflow"
             warnings, logs, sent = self._run_workflows(msg, route, device, values, message_id, route_plan)
             if warnings:
@@ -192,6 +203,8 @@ class Dispatcher:
             if engine is None:
                 continue
             result = engine.run(working, mapped_inputs(mappings, values), message_id=message_id)
+            if self._trace is not None:
+                self._trace("workflow", (module, working, result))
             working = self._apply(working, result, owned=True)
             if result.warnings or result.rule_failures:
                 warnings += result.warnings + [f"business rule {code}: {why}" for code, why in result.rule_failures]
@@ -236,6 +249,8 @@ class Dispatcher:
         engine = self._engines[workflow_key]
         out = build_outgoing(self.doc, route, device_id, result.output_commands, engine.scripts,
                              workflow_key=workflow_key)
+        if self._trace is not None:
+            self._trace("outputtranslator", out)
         warnings += out.warnings
         logs += out.logs
         sent: list[str] = []

@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
+from runtime.adapters.console.routes import register_console
 from runtime.adapters.httpsite import start_site
 from runtime.core.errors import CommandRefusedError
 from runtime.services.commands import BadRequestError, NotFoundError, Operations
@@ -24,6 +25,7 @@ from runtime.services.commands import BadRequestError, NotFoundError, Operations
 log = structlog.get_logger(__name__)
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
+OPEN_PREFIX = "/ui"  # the console's page and its static files (no data in them; the API they call needs the token)
 MAX_BODY = 1024 * 1024
 
 # error type -> (HTTP status); the code and message come from the error itself
@@ -43,6 +45,13 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     if headers:
         resp.headers.update(headers)
     return resp
+
+
+def _offset(request: web.Request) -> int:
+    raw = request.query.get("offset", "0")
+    if not raw.isdigit() or int(raw) > 10_000_000:
+        raise BadRequestError("bad_offset", "offset must be a whole number from 0")
+    return int(raw)
 
 
 def _limit(request: web.Request) -> int:
@@ -67,6 +76,12 @@ async def _body(request: web.Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequestError("bad_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _console_page(request: web.Request) -> bool:
+    """GET /ui and its static files are open; the live feed under /ui needs the token like the API."""
+    path = request.path
+    return request.method in ("GET", "HEAD") and (path in (OPEN_PREFIX, OPEN_PREFIX + "/") or path.startswith(OPEN_PREFIX + "/static/"))
 
 
 class AdminApi:
@@ -95,6 +110,7 @@ class AdminApi:
         r.add_get("/deadletters", self.deadletters)
         r.add_get("/deadletters/{record_id}", self.deadletter)
         r.add_post("/deadletters/{record_id}/replay", self.replay)
+        register_console(app, self._ops)  # GET /ui, GET /ui/feed, POST /pipeline/test
         return app
 
     async def start(self) -> int:
@@ -134,7 +150,7 @@ class AdminApi:
     async def _auth(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        if request.path in OPEN_PATHS or _console_page(request):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
@@ -169,7 +185,11 @@ class AdminApi:
         return _json(await self._ops.events(_limit(request)))
 
     async def devices(self, request: web.Request) -> web.Response:
-        return _json(self._ops.list_devices())
+        limit = _limit(request) if "limit" in request.query else None  # without one: every device
+        found, total = self._ops.list_devices(limit, _offset(request), request.query.get("q") or None)
+        resp = _json(found)
+        resp.headers["X-Total-Count"] = str(total)
+        return resp
 
     async def device(self, request: web.Request) -> web.Response:
         return _json(self._ops.get_device(request.match_info["device_id"]))
@@ -186,7 +206,7 @@ class AdminApi:
         return _json(await self._ops.messages(_limit(request), request.query.get("deviceId") or None))
 
     async def deadletters(self, request: web.Request) -> web.Response:
-        return _json(await self._ops.deadletters(_limit(request)))
+        return _json(await self._ops.deadletters(_limit(request), _offset(request)))
 
     async def deadletter(self, request: web.Request) -> web.Response:
         return _json(await self._ops.deadletter(request.match_info["record_id"]))

@@ -66,7 +66,7 @@ SELECT_MESSAGES = f"SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY seq DESC LIM
 SELECT_DEVICE_MESSAGES = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE device_id = ? ORDER BY seq DESC LIMIT ?"
 )
-SELECT_DEADLETTERS = f"SELECT {MESSAGE_COLUMNS}, replayed_at FROM deadletters ORDER BY seq DESC LIMIT ?"
+SELECT_DEADLETTERS = f"SELECT {MESSAGE_COLUMNS}, replayed_at FROM deadletters ORDER BY seq DESC LIMIT ? OFFSET ?"
 SELECT_DEADLETTER = (
     f"SELECT {MESSAGE_COLUMNS}, replayed_at, payload, topic, path, headers FROM deadletters WHERE id = ?"
 )

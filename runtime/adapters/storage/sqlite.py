@@ -284,8 +284,9 @@ class SqliteStore:
             )
         return [rows.message_dict(r) for r in found]
 
-    async def list_deadletters(self, limit: int = 100) -> list[dict[str, Any]]:
-        found = await self._reader.execute_fetchall(rows.SELECT_DEADLETTERS, (_limit(limit),))
+    async def list_deadletters(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first; ``offset`` skips that many (the console's pages)."""
+        found = await self._reader.execute_fetchall(rows.SELECT_DEADLETTERS, (_limit(limit), max(0, int(offset))))
         return [rows.deadletter_dict(r) for r in found]
 
     async def get_deadletter(self, record_id: str) -> dict[str, Any] | None:
