@@ -6,7 +6,7 @@ STAMP_RUN  := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: run test lint bench bench-quick clean mosquitto rabbitmq
+.PHONY: run test lint bench bench-quick clean mosquitto rabbitmq chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ rabbitmq:
 	@command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || { \
 	  echo "installing rabbitmq-server (Debian package)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null; }
+# Debian's chromium and its chromedriver, installed when missing: the console's browser test drives them
+# headless through Selenium (tests/browser; docs/console.md says why Selenium).
+chromium:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  echo "installing chromium and chromium-driver (Debian packages)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check runtime tests bench
@@ -42,7 +48,7 @@ lint: $(STAMP_TEST)
 	@if [ -f Dockerfile ]; then $(BIN)/hadolint Dockerfile; fi
 	@if [ -f entrypoint.sh ]; then $(BIN)/shellcheck entrypoint.sh; fi
 
-test: $(STAMP_TEST) mosquitto rabbitmq lint
+test: $(STAMP_TEST) mosquitto rabbitmq chromium lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP_TEST) mosquitto

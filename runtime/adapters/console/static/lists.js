@@ -81,6 +81,7 @@ export class DeadLetters {
         this.pendingReplays.delete(messageId);
         note.textContent = `Replay of ${pending.id}: ${rec.status}${rec.error ? ` (${rec.error})` : ""}`;
         note.dataset.result = rec.status;
+        await this.load(); // the row now says when it was replayed
       } else if (pending.tries > 30) {
         this.pendingReplays.delete(messageId);
         note.textContent = `Replay of ${pending.id}: no record yet for message ${messageId}`;

@@ -16,10 +16,10 @@ export class LivePanels {
       { key: "failed", label: "failed/s", cls: "s-failed" },
     ]);
     this.counterNodes = new Map();
-    $("counters").replaceChildren(...COUNTERS.flatMap(([key, label]) => {
+    $("counters").replaceChildren(...COUNTERS.map(([key, label]) => {
       const dd = el("dd", { id: `counter-${key}`, text: "0" });
       this.counterNodes.set(key, dd);
-      return [el("dt", { text: label }), dd];
+      return el("div", {}, el("dt", { text: label }), dd);
     }));
   }
 
