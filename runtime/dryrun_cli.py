@@ -5,7 +5,7 @@
 
 The solution need not be loaded anywhere: the file is read, validated and its scripts compiled here. The
 devices are the solution's own (``devices:``) plus any ``--device``. Nothing is saved or sent. Prints one
-line per stage (or the JSON answer with ``--json``); exits 0 when the message passes every stage, 1 when it
+line per stage (or the JSON answer with ``--json``) on stdout, problems on stderr; exits 0 when the message passes every stage, 1 when it
 stops at one, 2 when the solution or the arguments are wrong.
 """
 
@@ -21,7 +21,7 @@ import orjson
 
 from runtime.core.devices import Device
 from runtime.core.errors import SolutionError
-from runtime.services.dryrun import DryRunRequestError, TestMessage, run_dry
+from runtime.services.dryrun import DryRunMessage, DryRunRequestError, run_dry
 from runtime.solution_cli import _load
 
 
@@ -49,13 +49,14 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def main(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     from runtime import logsetup
     from runtime.adapters.scripting.engine import build_solution_scripts
 
     out = out or sys.stdout
+    err = err or sys.stderr
     logsetup.configure("error", "console")  # the dry run's own warnings are its answer, not log lines
-    loaded = _load(args.solution, out)
+    loaded = _load(args.solution, err)  # problems and warnings to stderr: stdout is the answer (--json)
     if loaded is None:
         return 2
     doc = loaded.document
@@ -63,12 +64,12 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
         scripts = build_solution_scripts(doc)
     except SolutionError as exc:
         for p in exc.problems:
-            print(f"{p.path or args.solution}: {p.code} {p.message}", file=out)
+            print(f"{p.path or args.solution}: {p.code} {p.message}", file=err)
         return 2
     try:
         payload = Path(args.payload[1:]).read_bytes() if args.payload.startswith("@") else args.payload.encode()
     except OSError as exc:
-        print(f"test-message: cannot read the payload file: {exc.strerror or exc}", file=out)
+        print(f"test-message: cannot read the payload file: {exc.strerror or exc}", file=err)
         return 2
     devices = {d.device_id: Device(d.device_id, d.device_configuration, d.name, d.device_type,
                                    d.primary_access_key.get_secret_value() if d.primary_access_key else None,
@@ -78,11 +79,11 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     try:
         for device_id, config in _pairs(args.device, "--device").items():
             devices[device_id] = Device(device_id, config)
-        message = TestMessage(args.listener, payload, args.topic, args.path, args.method,
+        message = DryRunMessage(args.listener, payload, args.topic, args.path, args.method,
                               _pairs(args.header, "--header"))
         answer = run_dry(doc, scripts, devices.get, message)
     except DryRunRequestError as exc:
-        print(f"test-message: {exc.code}: {exc.message}", file=out)
+        print(f"test-message: {exc.code}: {exc.message}", file=err)
         return 2
     if args.json:
         out.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")

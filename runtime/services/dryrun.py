@@ -47,7 +47,7 @@ class DryRunRequestError(BadRequestError):
 
 
 @dataclass(frozen=True, slots=True)
-class TestMessage:
+class DryRunMessage:
     listener: str
     payload: bytes
     topic: str | None = None
@@ -56,7 +56,7 @@ class TestMessage:
     headers: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, body: Any) -> TestMessage:
+    def from_json(cls, body: Any) -> DryRunMessage:
         """``{listener, topic?|path?, method?, headers?, payload | payloadBase64}`` (the admin API's body)."""
         if not isinstance(body, dict):
             raise DryRunRequestError("bad_body", "the body must be a JSON object")
@@ -154,7 +154,7 @@ def run_dry(
     doc: SolutionDocument,
     scripts: Mapping[str, Any],
     devices: Callable[[str], Device | None],
-    message: TestMessage,
+    message: DryRunMessage,
     *,
     clock: Callable[[], float] | None = None,
 ) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from runtime.adapters.console.feed import Feed
 from runtime.adapters.scripting.engine import build_solution_scripts
 from runtime.core.errors import CommandRefusedError
 from runtime.services.commands import BadRequestError, Operations
-from runtime.services.dryrun import TestMessage, run_dry
+from runtime.services.dryrun import DryRunMessage, run_dry
 
 _STATIC = resources.files(__package__).joinpath("static")
 _TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript", ".png": "image/png",
@@ -68,7 +68,7 @@ class ConsoleRoutes:
             body: Any = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError as exc:
             raise BadRequestError("bad_json", f"the body is not valid JSON: {exc}") from None
-        message = TestMessage.from_json(body)
+        message = DryRunMessage.from_json(body)
         loaded = self._ops.runtime.loaded
         if loaded is None:
             raise CommandRefusedError("no_solution", f"no solution is loaded (the instance is "

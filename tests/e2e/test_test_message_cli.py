@@ -1,0 +1,60 @@
+"""``nuviot-runtime test-message``: the dry run against a solution file that no daemon has loaded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "runtime" / "demo" / "solution.yaml"
+MOTION = REPO / "tests" / "fixtures" / "nuviot-motionhandler-2018.json"
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runtime", "test-message", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_demo_message_prints_each_stage_and_exits_0(tmp_path: Path) -> None:
+    payload = tmp_path / "msg.json"
+    payload.write_text(json.dumps({"temperature": 22.5, "humidity": 40, "mode": "heat"}))
+    done = cli("--solution", str(DEMO), "--listener", "restin", "--path", "/devices/thermo-001/telemetry",
+               "--payload", f"@{payload}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == [
+        "planner", "sentinel", "inputtranslator", "inputtranslator", "inputtranslator", "workflow", "workflow",
+        "workflow", "workflow", "workflow", "workflow", "outputtranslator", "transmitter"]
+    assert "temperature (decimal) = 22.5" in done.stdout
+    assert 'thermostatwf: state machine heater: null -> "heating"' in done.stdout
+    assert "would send ackmsg with originallistener (originallistener)" in done.stdout
+    assert lines[-1].startswith("result: Completed (none: no device state saved")
+
+
+def test_a_nuviot_export_with_a_device_given_on_the_command_line_and_json_output() -> None:
+    done = cli("--solution", str(MOTION), "--listener", "rest6010", "--path", "/sensor/md001/motion001",
+               "--header", "Content-Type=application/json", "--device", "md001=genericmd", "--json",
+               "--payload", json.dumps({"motion": "true", "level": 2, "temperature": 21.5, "itemstatus": "ison"}))
+    assert done.returncode == 0, done.stdout + done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["ok"] and answer["deviceId"] == "md001"
+    assert answer["stages"][-1]["output"]["wouldSend"][0]["payload"] == '{"status":"ok","process":1}'
+
+
+def test_a_stop_exits_1_and_bad_arguments_exit_2(tmp_path: Path) -> None:
+    done = cli("--solution", str(DEMO), "--listener", "restin", "--path", "/devices/ghost/telemetry",
+               "--payload", "{}")
+    assert done.returncode == 1
+    assert "planner           STOPPED  CouldNotFindDevice: device 'ghost' is not in the device repository" in done.stdout
+    done = cli("--solution", str(DEMO), "--listener", "nope", "--path", "/x", "--payload", "{}")
+    assert done.returncode == 2 and "test-message: unknown_listener: no listener 'nope'" in done.stderr
+    done = cli("--solution", str(tmp_path / "missing.yaml"), "--listener", "restin", "--path", "/x")
+    assert done.returncode == 2 and "cannot read the file" in done.stderr and not done.stdout
+    done = cli("--solution", str(DEMO), "--listener", "restin", "--path", "/x", "--topic", "t")
+    assert done.returncode == 2 and "not allowed with argument" in done.stderr
