@@ -78,9 +78,16 @@ def test_console_in_a_real_browser(tmp_path: Path, browser: Any, shots: Path) ->
         until(lambda: len(d.find_elements(By.CSS_SELECTOR, "#deadletter-rows tr[data-id]")) == 25, "25 dead letters")
         assert text("dl-page") == "1\u201325"
         shot("02-running")
+        # every field has a label and every button a name (for screen readers and keyboard users)
+        unnamed = d.execute_script("""
+          const fields = [...document.querySelectorAll('input, select, textarea')].filter((e) => !e.labels.length);
+          const buttons = [...document.querySelectorAll('button')]
+            .filter((b) => !(b.getAttribute('aria-label') || b.textContent.trim()));
+          return [...fields, ...buttons].map((e) => e.outerHTML);""")
+        assert unnamed == []
 
-        # Pause -> Paused; Pause again -> the 409's reason is shown
-        by_id("verb-pause").click()
+        # Pause (from the keyboard) -> Paused; Pause again -> the 409's reason is shown
+        by_id("verb-pause").send_keys(Keys.ENTER)
         until(lambda: text("state") == "Paused", "Paused")
         shot("03-paused")
         by_id("verb-pause").click()

@@ -3,12 +3,15 @@ against the real daemon."""
 
 from __future__ import annotations
 
+import base64
 import http.client as httpc
 import json
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.e2e.conftest import http
 from tests.support.console import fill_data_dir
@@ -168,3 +171,35 @@ def test_sigterm_ends_an_open_feed_and_exits_quickly(tmp_path: Path) -> None:
         assert d.terminate(timeout=10) == 0
         assert time.monotonic() - started < 10
         conn.close()
+
+
+TEXT = st.text(max_size=40)
+DRY_BODIES = st.fixed_dictionaries(
+    {"listener": st.one_of(st.just("restin"), TEXT, st.integers())},
+    optional={
+        "path": st.one_of(st.sampled_from(["/devices/thermo-001/telemetry", "/devices/x/telemetry?a=1&b", "/", ""]),
+                          TEXT, st.none(), st.integers()),
+        "topic": st.one_of(st.sampled_from(["nuviot/srvr/dvcsrvc/thermo-001/online", "nuviot/srvr/dvcsrvc/x/err/E1/raise",
+                                            "a/b"]), TEXT, st.none()),
+        "method": st.one_of(st.sampled_from(["GET", "POST", "FOO"]), TEXT, st.none()),
+        "headers": st.one_of(st.dictionaries(TEXT, TEXT, max_size=3), st.dictionaries(TEXT, st.integers(), max_size=2),
+                             st.lists(TEXT, max_size=2)),
+        "payload": st.one_of(TEXT, st.sampled_from(['{"temperature": 1}', '{"humidity": 1e400}', "[1,2]", "null"]),
+                             st.integers(), st.none()),
+        "payloadBase64": st.one_of(st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()), TEXT),
+    },
+)
+
+
+@settings(max_examples=120, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=DRY_BODIES)
+def test_dry_run_answers_any_body_with_an_answer_or_a_4xx(daemon: Daemon, body: dict) -> None:
+    code, answer = daemon.request("POST", "/pipeline/test", body)
+    assert code in (200, 400), (body, code, answer)
+    if code == 200:
+        assert isinstance(answer["ok"], bool) and answer["stages"]
+        assert all(s["ok"] for s in answer["stages"][:-1])
+    else:
+        assert answer["error"]["code"] in {"missing_listener", "unknown_listener", "missing_address", "bad_payload",
+                                           "bad_field", "bad_body"}
