@@ -85,6 +85,12 @@ def test_console_in_a_real_browser(tmp_path: Path, browser: Any, shots: Path) ->
             .filter((b) => !(b.getAttribute('aria-label') || b.textContent.trim()));
           return [...fields, ...buttons].map((e) => e.outerHTML);""")
         assert unnamed == []
+        by_id("device-filter").send_keys("BULK-000")
+        until(lambda: text("dev-page") == "1\u201350 of 100", "the filtered device page")
+        d.execute_script("document.getElementById('devices').scrollIntoView()")
+        shot("02-devices-filtered")
+        by_id("device-filter").send_keys(Keys.BACKSPACE * len("BULK-000"))
+        until(lambda: "of 10,002" in text("dev-page"), "the whole device list again")
 
         # Pause (from the keyboard) -> Paused; Pause again -> the 409's reason is shown
         by_id("verb-pause").send_keys(Keys.ENTER)
@@ -132,6 +138,15 @@ def test_console_in_a_real_browser(tmp_path: Path, browser: Any, shots: Path) ->
         by_id("dr-run").click()
         until(lambda: len(d.find_elements(By.CSS_SELECTOR, "#dryrun-result li.stage[data-ok=true]")) == 6,
               "six ok stages for the provisioned device")
+
+        # a device error (an err/... system message) shows on the device's row
+        code, body, _ = http("POST", f"http://127.0.0.1:{rest}/nuviot/srvr/dvcsrvc/thermo-002/err/E42/raise",
+                             "heater overheated")
+        assert code == 200, body
+        by_id("device-filter").send_keys("thermo-002")
+        until(lambda: "E42" in d.find_element(By.CSS_SELECTOR, "#device-rows tr[data-device=thermo-002]").text,
+              "the device error", timeout=30)
+        assert "heater overheated" in d.find_element(By.CSS_SELECTOR, "#device-rows tr[data-device=thermo-002]").text
 
         # replay it for real and see it Completed. The demo's route answers on the original listener, and a
         # replay has no connection to answer on: its record is CompletedWithWarnings (outbound/original.py)

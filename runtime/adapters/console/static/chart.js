@@ -22,6 +22,7 @@ export class RateChart {
       item.textContent = s.label;
       return item;
     }));
+    this.draw(); // the axes at once, the lines from the second sample
   }
 
   push(sample) {
