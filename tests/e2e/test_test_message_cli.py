@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,16 @@ def test_a_stop_exits_1_and_bad_arguments_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "cannot read the file" in done.stderr and not done.stdout
     done = cli("--solution", str(DEMO), "--listener", "restin", "--path", "/x", "--topic", "t")
     assert done.returncode == 2 and "not allowed with argument" in done.stderr
+
+
+def test_an_mqtt_solution_names_the_mqtt_transmitter_and_connects_to_no_broker() -> None:
+    # MQTT_PORT points at a port nobody listens on: the dry run never connects anywhere
+    example = REPO / "examples" / "mqtt-telemetry.yaml"
+    done = subprocess.run([sys.executable, "-m", "runtime", "test-message", "--solution", str(example),
+                           "--listener", "mqttin", "--topic", "devices/fan-001/telemetry", "--payload",
+                           '{"temperature": 27.5, "humidity": 55, "fan": "auto"}'],
+                          cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, "MQTT_PORT": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'fanwf: state machine mode: null -> "automatic"' in done.stdout
+    assert ("would send setfan with mqttout (mqttclient) to topic devices/fan-001/commands/setfan"
+            in done.stdout)
