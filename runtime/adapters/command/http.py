@@ -79,9 +79,10 @@ async def _body(request: web.Request) -> Any:
 
 
 def _console_page(request: web.Request) -> bool:
-    """GET /ui and its static files are open; the live feed under /ui needs the token like the API."""
+    """GET /ui and its static files are open (they hold no data); /feed and the API need the token."""
     path = request.path
-    return request.method in ("GET", "HEAD") and (path in (OPEN_PREFIX, OPEN_PREFIX + "/") or path.startswith(OPEN_PREFIX + "/static/"))
+    return request.method in ("GET", "HEAD") and (
+        path in (OPEN_PREFIX, OPEN_PREFIX + "/") or path.startswith(OPEN_PREFIX + "/static/"))
 
 
 class AdminApi:
@@ -110,7 +111,7 @@ class AdminApi:
         r.add_get("/deadletters", self.deadletters)
         r.add_get("/deadletters/{record_id}", self.deadletter)
         r.add_post("/deadletters/{record_id}/replay", self.replay)
-        register_console(app, self._ops)  # GET /ui, GET /ui/feed, POST /pipeline/test
+        register_console(app, self._ops)  # GET /ui (+ static), GET /feed, POST /pipeline/test
         return app
 
     async def start(self) -> int:
