@@ -203,3 +203,34 @@ def test_dry_run_answers_any_body_with_an_answer_or_a_4xx(daemon: Daemon, body: 
     else:
         assert answer["error"]["code"] in {"missing_listener", "unknown_listener", "missing_address", "bad_payload",
                                            "bad_field", "bad_body"}
+
+
+def test_without_a_loaded_solution_the_dry_run_points_at_the_cli_and_the_page_still_serves(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("solution: {key: x}\n")
+    with Daemon(tmp_path / "data", "--solution", str(bad)) as d:
+        d.wait_state("FailedToInitialize")
+        assert http("GET", d.base + "/ui")[0] == 200
+        code, answer = d.request("POST", "/pipeline/test", TELEMETRY)
+        assert code == 409 and answer["error"]["code"] == "no_solution"
+        assert "nuviot-runtime test-message" in answer["error"]["message"]
+        status, events = read_feed_events(d, d.token, 1)
+        assert status == 200 and events[0]["state"] == "FailedToInitialize" and events[0]["solutionListeners"] == []
+
+
+def test_at_most_sixteen_feeds_at_once(tmp_path: Path) -> None:
+    with Daemon(tmp_path / "data", "--listener-port", "restin=0", "--input-command-port", "0") as d:
+        d.wait_state("Running")
+        conns = []
+        try:
+            for _ in range(16):
+                conn = httpc.HTTPConnection("127.0.0.1", d.admin_port, timeout=10)
+                conn.request("GET", "/feed", headers={"Authorization": f"Bearer {d.token}"})
+                resp = conn.getresponse()
+                assert resp.status == 200 and resp.readline().startswith(b"event: status")
+                conns.append(conn)
+            code, answer = d.request("GET", "/feed")
+            assert code == 503 and answer["error"]["code"] == "too_many_feeds"
+        finally:
+            for conn in conns:
+                conn.close()

@@ -53,7 +53,9 @@ class Feed:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if len(self._streams) >= MAX_STREAMS:
-            raise web.HTTPServiceUnavailable(text="too many open feeds", headers={"Retry-After": "5"})
+            return web.Response(status=503, content_type="application/json", headers={"Retry-After": "5"},
+                                body=orjson.dumps({"error": {"code": "too_many_feeds", "message":
+                                                             f"{MAX_STREAMS} feeds are open already"}}))
         resp = web.StreamResponse(headers={
             "Content-Type": "text/event-stream; charset=utf-8",
             "Cache-Control": "no-store",
