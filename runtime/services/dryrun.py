@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,6 @@ from runtime.services.metrics import Counters
 
 MAX_PAYLOAD = 1024 * 1024
 NO_SIDE_EFFECTS = "none: no device state saved, no record kept, nothing transmitted"
-STAGES = ("planner", "sentinel", "inputtranslator", "workflow", "outputtranslator", "transmitter")
 
 
 class DryRunRequestError(BadRequestError):
@@ -167,16 +167,13 @@ def run_dry(
         raise DryRunRequestError("missing_address", "give the message's topic (MQTT, AMQP) or path (REST)")
     if len(message.payload) > MAX_PAYLOAD:
         raise DryRunRequestError("payload_too_large", f"the payload is larger than {MAX_PAYLOAD} bytes")
-    trace = _Trace(doc)
+    trace = _Trace()
     sent: list[dict[str, Any]] = []
     transmitters = {t.key: RecordingTransmitter(t.key, t.transmitter_type.value, sent) for t in doc.transmitters}
     repo = RecordingDevices(devices)
     sink = RecordingSink()
-    extra: dict[str, Any] = {"trace": trace.see}
-    if clock is not None:
-        extra["clock"] = clock
     dispatcher = Dispatcher(doc, repo, sink, Counters(), build_engines(doc, scripts), transmitters,  # type: ignore[arg-type]
-                            **extra)
+                            clock=clock or time.time, trace=trace.see)
     path, query = message.path, {}
     if path is not None and "?" in path:
         parts = urlsplit(path)
@@ -189,7 +186,7 @@ def run_dry(
     )
     with structlog.contextvars.bound_contextvars(dry_run=True):
         record = dispatcher.handle(inbound)
-    return trace.answer(record, sent, repo)
+    return trace.answer(record, sent)
 
 
 def _code_and_message(error: str | None) -> tuple[str, str]:
@@ -200,8 +197,7 @@ def _code_and_message(error: str | None) -> tuple[str, str]:
 class _Trace:
     """What the dispatcher told us, stage by stage."""
 
-    def __init__(self, doc: SolutionDocument) -> None:
-        self._doc = doc
+    def __init__(self) -> None:
         self.stages: list[dict[str, Any]] = []
         self._workflows: list[dict[str, Any]] = []
         self._outgoing: list[dict[str, Any]] = []
@@ -236,7 +232,7 @@ class _Trace:
             for outgoing, steps in out.messages:
                 self._outgoing.append({**outgoing_json(outgoing), "transmitters": [s.module for s in steps]})
 
-    def answer(self, record: MessageRecord, sent: list[dict[str, Any]], repo: RecordingDevices) -> dict[str, Any]:
+    def answer(self, record: MessageRecord, sent: list[dict[str, Any]]) -> dict[str, Any]:
         if record.message_id is not None and record.message_id.startswith("system:"):
             return self._system_answer(record, sent)
         failed = record.status is PemStatus.FAILED
