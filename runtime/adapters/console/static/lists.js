@@ -19,7 +19,7 @@ export class DeadLetters {
     const page = await api("GET", `/deadletters?limit=${DL_PAGE}&offset=${this.offset}`);
     if (!page.length && this.offset > 0) { this.offset = Math.max(0, this.offset - DL_PAGE); return this.load(); }
     const rows = page.map((d) => this.row(d));
-    replaceRows($("deadletter-rows"), rows, "no dead letters", 8);
+    replaceRows($("deadletter-rows"), rows, "no dead letters", 9);
     $("dl-newer").disabled = this.offset === 0;
     $("dl-older").disabled = page.length < DL_PAGE;
     $("dl-page").textContent = page.length ? `${this.offset + 1}–${this.offset + page.length}` : "";
@@ -31,7 +31,7 @@ export class DeadLetters {
       text: "show", onclick: (ev) => this.showPayload(ev.currentTarget, d.id) });
     return el("tr", { dataset: { id: d.id } },
       el("td", {}, el("time", { datetime: d.receivedAt, title: when(d.receivedAt), text: ago(d.receivedAt) })),
-      el("td", { text: d.listener || "–" }), el("td", { text: d.deviceId || "–" }),
+      el("td", { text: d.listener || "–" }), el("td", { text: d.deviceId || "–" }), el("td", { text: d.messageId || "–" }),
       el("td", {}, el("span", { class: "pill failed", text: d.stage || "–" })),
       el("td", {}, el("code", { text: code || "–" })),
       el("td", { class: "reason", text: short(rest.join(": ") || code, 200) }),
