@@ -1,7 +1,8 @@
 """Issue 15: the console in a real browser (headless Chromium) against the real daemon, with 10,000 devices
 and 10,000 dead letters: a wrong token is refused; sign in, see Running; Pause, see Paused and a refused
 verb's reason; a dry run shows each stage; a dead letter is tried in the dry run, replayed and seen
-Completed (and the telemetry one CompletedWithWarnings: a replay has no connection to reply on). A screenshot of each step goes to tests/artifacts/<test>/."""
+Completed (and the telemetry one CompletedWithWarnings: a replay has no connection to reply on).
+A screenshot of each step goes to tests/artifacts/<test>/."""
 
 from __future__ import annotations
 
