@@ -3,14 +3,17 @@
 #   docker build -t nuviot-runtime .
 #   docker run -d -p 8181:8181 -p 8182:8182 -p 8180:8180 -v nuviot-data:/data nuviot-runtime
 # Stage 1 builds wheels of the project and of its dependencies (the ranges pinned in pyproject.toml);
-# stage 2 installs them into a venv, with no compiler, no pip cache and no source tree.
+# stage 2 installs them into a venv (then removes pip and setuptools from it: nothing installs at run time), with
+# no compiler, no pip or apt cache and no source tree. The build stage's pip cache is a cache mount (kept
+# by the builder between builds, never part of a layer). `make image-test` builds and runs this file.
 ARG PYTHON_VERSION=3.12
 
 FROM python:${PYTHON_VERSION}-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY runtime ./runtime
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip wheel --wheel-dir /wheels .
 
 FROM python:${PYTHON_VERSION}-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -22,17 +25,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Debian's mosquitto serves the built-in MQTT listener (listenerType mqttlistener) as a child process.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends mosquitto=2.0.* \
+    && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels /wheels/nuviot_runtime-*.whl \
+    && /opt/venv/bin/pip uninstall --yes --no-cache-dir pip setuptools \
     && groupadd --system --gid 10001 nuviot \
     && useradd --system --uid 10001 --gid nuviot --home-dir /data --no-create-home --shell /usr/sbin/nologin nuviot \
     && mkdir -p /data \
     && chown nuviot:nuviot /data \
-    && chmod 0750 /data
+    && chmod 0700 /data
 COPY --chmod=0755 entrypoint.sh /usr/local/bin/entrypoint.sh
-# SQLite database, admin token, last good solution, cloud quarantine file
+# SQLite database, admin token, last good solution, cloud quarantine file: the directory is 0700 and
+# the entrypoint's umask 077 makes every file in it 0600
 VOLUME ["/data"]
 USER 10001:10001
 WORKDIR /data

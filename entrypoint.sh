@@ -18,6 +18,9 @@
 #   standalone  nothing NuvIoT-specific is set: the packaged demo (or NUVIOT_SOLUTION) runs.
 # NUVIOT_RUNTIME_BIN overrides the program (tests); the default is the image's nuviot-runtime.
 set -eu
+# Everything the runtime writes (database, admin token, last good solution) is private to its user: files
+# 0600, directories 0700, whatever the storage code asks for.
+umask 077
 
 bin="${NUVIOT_RUNTIME_BIN:-nuviot-runtime}"
 case "${1:-}" in
@@ -71,6 +74,13 @@ fi
 working_storage=$(printf '%s' "${NUVIOT_WORKING_STORAGE:-}" | tr '[:upper:]' '[:lower:]')
 if [ "$working_storage" = cloud ] && [ -z "${NUVIOT_CLOUD_URL:-}" ]; then
     refuse "NUVIOT_CLOUD_URL is required when NUVIOT_WORKING_STORAGE is cloud"
+fi
+
+# The data directory is the runtime's alone (0700): the image's /data is, and so is a volume or bind mount
+# the runtime's user owns (one it does not own is left as the operator made it).
+data_dir="${NUVIOT_DATA_DIR:-}"
+if [ -n "$data_dir" ] && [ -d "$data_dir" ] && [ "$(stat -c %u "$data_dir")" = "$(id -u)" ]; then
+    chmod 0700 "$data_dir"
 fi
 
 # one JSON log line, like the daemon's own (values are escaped; the access key is never shown)
