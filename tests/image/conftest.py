@@ -63,8 +63,8 @@ def run_image(podman: Podman, image: Image) -> Iterator[Callable[..., Container]
     started: list[Container] = []
 
     def start(env: dict[str, str] | None = None, args: list[str] | None = None,
-              files: dict[str, Path] | None = None) -> Container:
-        container = Container(podman, image, env=env, args=args, files=files)
+              files: dict[str, Path] | None = None, hosts: dict[str, str] | None = None) -> Container:
+        container = Container(podman, image, env=env, args=args, files=files, hosts=hosts)
         started.append(container)
         return container.start()
 

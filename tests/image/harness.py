@@ -205,13 +205,15 @@ class Container:
     _counter = 0
 
     def __init__(self, podman: Podman, image: Image, env: dict[str, str] | None = None,
-                 args: list[str] | None = None, files: dict[str, Path] | None = None) -> None:
+                 args: list[str] | None = None, files: dict[str, Path] | None = None,
+                 hosts: dict[str, str] | None = None) -> None:
         Container._counter += 1
         self.podman, self.image = podman, image
         self.name = f"{NAME_PREFIX}{os.getpid()}-{Container._counter}"
         self.extra_env = env or {}
         self.args = args  # None: the image's CMD
         self.files = files or {}  # path in the container -> host file (read-only, like `-v f:/p:ro`)
+        self.hosts = hosts or {}  # extra /etc/hosts names (`--add-host`; compose's service names)
         self.volume = Path(tempfile.mkdtemp(prefix="nuviot-image-volume-"))
         self.root: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -250,6 +252,9 @@ class Container:
     def _start_chroot(self) -> None:
         self.podman("create", "--name", self.name, self.image.tag)
         self.root = Path(self.podman("mount", self.name).stdout.strip())
+        # what an engine writes into each container: /etc/hosts (localhost and the added names)
+        names = {"localhost": "127.0.0.1", **self.hosts}
+        (self.root / "etc" / "hosts").write_text("".join(f"{ip}\t{name}\n" for name, ip in names.items()))
         for target, source in self.files.items():  # like a read-only bind mount of one file
             dest = self.root / target.lstrip("/")
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -288,6 +293,8 @@ class Container:
             argv += ["-e", f"{key}={value}"]
         for target, source in self.files.items():
             argv += ["-v", f"{source}:{target}:ro"]
+        for name, ip in self.hosts.items():
+            argv += ["--add-host", f"{name}:{ip}"]
         uid, _, gid = self.image.user.partition(":")  # a bind mount the image's user owns
         os.chown(self.volume, int(uid), int(gid or uid))
         argv += [self.image.tag, *(self.args or [])]

@@ -27,8 +27,5 @@ mount -t tmpfs -o nosuid,nodev,mode=1777 shm "$root/dev/shm"
 mount -t tmpfs -o nosuid,nodev,mode=1777 tmp "$root/tmp"
 mkdir -p "$root$target"
 mount --bind "$volume" "$root$target"
-# what an engine writes into each container: name resolution for localhost
-printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
-
 # shellcheck disable=SC2016 # $1 and $@ belong to the inner shell
 exec chroot --userspec="$user" "$root" /bin/sh -c 'cd "$1" && shift && exec "$@"' sh "$workdir" "$@"
