@@ -50,6 +50,7 @@ lint: $(STAMP_TEST)
 
 test: $(STAMP_TEST) mosquitto rabbitmq chromium lint
 	$(BIN)/python -m pytest
+	@IMAGE_TEST_OPTIONAL=1 $(MAKE) --no-print-directory image-test
 
 bench: $(STAMP_TEST) mosquitto
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -59,3 +60,11 @@ bench-quick: $(STAMP_TEST) mosquitto
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+
+# The container image test (tests/image, README "Container"): builds the image from the Dockerfile with
+# Debian's podman (installed when missing) and runs it as its user. Where the machine cannot (not Linux,
+# not root), it says why; `make test` then goes on. Cache (base, pip): $(IMAGE_CACHE).
+.PHONY: image-test
+IMAGE_CACHE ?= $(HOME)/.cache/nuviot-image
+image-test: $(STAMP_TEST) mosquitto
+	@NUVIOT_IMAGE_CACHE="$(IMAGE_CACHE)" sh tools/image/run-tests.sh $(BIN)/python $(IMAGE_TEST_ARGS)

@@ -219,3 +219,17 @@ def test_tools_pass_through_without_instance_checks(tmp_path: Path) -> None:
                           capture_output=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"entrypoint_started" not in proc.stdout
+
+
+def test_data_dir_becomes_private_and_files_0600(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)  # as a bind mount the runtime's user owns might come
+    with Entrypoint(data, base_env(data, free_port())) as d:
+        wait_ready(d)
+        assert d.terminate(timeout=10) == 0
+    assert (data.stat().st_mode & 0o777) == 0o700
+    written = [p for p in data.rglob("*") if p.is_file()]
+    assert any(p.name == "runtime.db" for p in written)
+    for path in written:
+        assert (path.stat().st_mode & 0o777) == 0o600, f"{path.name} is {oct(path.stat().st_mode & 0o777)}"

@@ -142,6 +142,7 @@ def ensure_base(podman: Podman, log: list[str]) -> tuple[str, str, bool]:
         podman("import", "--change", f"LABEL {STANDIN_LABEL}=debian-{STANDIN_SUITE}",
                "--change", "ENV LANG=C.UTF-8", "--change", 'CMD ["python3"]',
                tarball.stdout.strip(), standin, timeout=600)
+        Path(tarball.stdout.strip()).unlink()  # the imported image is the cache from now on
     return standin, STANDIN_PYTHON, True
 
 

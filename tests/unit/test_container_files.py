@@ -27,7 +27,11 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return out[last_from:]
 
 
-@pytest.mark.parametrize(("tool", "target"), [("hadolint", "Dockerfile"), ("shellcheck", "entrypoint.sh")])
+@pytest.mark.parametrize(("tool", "target"), [
+    ("hadolint", "Dockerfile"),
+    ("shellcheck", "entrypoint.sh"),
+    *(("shellcheck", str(p.relative_to(REPO))) for p in sorted((REPO / "tools" / "image").glob("*.sh"))),
+])
 def test_linter_is_clean(tool: str, target: str) -> None:
     exe = VENV_BIN / tool
     if not exe.exists():
@@ -72,3 +76,12 @@ def test_entrypoint_execs_the_daemon() -> None:
 def test_dockerignore_keeps_the_context_small() -> None:
     lines = (REPO / ".dockerignore").read_text().splitlines()
     assert "*" in lines and "!runtime/" in lines and "!entrypoint.sh" in lines
+
+
+def test_data_is_private() -> None:
+    """/data is 0700 in the image and the entrypoint's umask makes every file the runtime writes 0600
+    (tests/image checks both on the running image)."""
+    final = dockerfile_instructions()
+    run = " ".join(arg for w, arg in final if w == "RUN")
+    assert "chmod 0700 /data" in run
+    assert re.search(r"^umask 077$", (REPO / "entrypoint.sh").read_text(), flags=re.M)

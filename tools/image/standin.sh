@@ -3,8 +3,8 @@
 # image registry answers, `debootstrap` makes a minimal Debian with Python, pip and venv, `python` is
 # linked to `python3`, and the result is imported under the name the Dockerfile's FROM uses. NOT a
 # release path: images for users are built on the official base.
-#   standin.sh CACHE_DIR SUITE   -> prints the path of the cached root file system tarball
-# The tarball is kept in CACHE_DIR (made once, reused); the unpacked tree is removed.
+#   standin.sh CACHE_DIR SUITE   -> prints the path of the root file system tarball, in CACHE_DIR
+# (reused while it is there; the test imports it once, then deletes it). The unpacked tree is removed.
 set -eu
 cache=$1
 suite=${2:-bookworm}
