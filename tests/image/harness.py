@@ -189,7 +189,8 @@ def remove_stale(podman: Podman) -> None:
         pid = name[len(NAME_PREFIX):].split("-")[0]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             podman("umount", name, check=False)
-            podman("rm", "--force", name, check=False)
+            podman("rm", "--force", "--volumes", name, check=False)
+    podman("volume", "prune", "--force", check=False)  # volumes no container uses (this storage is the test's)
 
 
 def proc_ids(pid: int) -> tuple[list[int], list[int], int]:
@@ -223,6 +224,7 @@ class Container:
         self.stderr: list[str] = []
         self._threads: list[threading.Thread] = []
         self.exit_code: int | None = None
+        self._guard: subprocess.Popen[bytes] | None = None
 
     # -- what the image says -------------------------------------------------------------------------
     @property
@@ -286,18 +288,27 @@ class Container:
                 time.sleep(0.02)
         if self.pid1 is None and self.proc.poll() is None:  # (an early exit is for the test to judge)
             raise RuntimeError("the container's PID 1 never started")
+        if self.pid1 is not None:
+            # If this test process dies (SIGKILL, no finalizer), the guard kills the container's PID 1, which
+            # ends its namespace and mounts; the next run's remove_stale removes the container. (A parent-death
+            # signal would not do: it is cleared when chroot --userspec changes the user.)
+            guard = f"while kill -0 {os.getpid()} && kill -0 {self.pid1}; do sleep 1; done; kill -9 {self.pid1}"
+            self._guard = subprocess.Popen(["sh", "-c", guard + " 2>/dev/null"], stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                           start_new_session=True)
 
     def _start_podman(self) -> None:
+        self.podman("volume", "create", self.name)  # a named volume: a copy of the image's /data on first use
+        self.volume.rmdir()
+        self.volume = Path(self.podman("volume", "inspect", "--format", "{{.Mountpoint}}", self.name).stdout.strip())
         argv = [*self.podman.argv, "run", "--name", self.name, "--network", "host",
-                "-v", f"{self.volume}:{self.volume_target}"]
+                "-v", f"{self.name}:{self.volume_target}"]
         for key, value in {"HOSTNAME": self.name[:63], **self.extra_env}.items():
             argv += ["-e", f"{key}={value}"]
         for target, source in self.files.items():
             argv += ["-v", f"{source}:{target}:ro"]
         for name, ip in self.hosts.items():
             argv += ["--add-host", f"{name}:{ip}"]
-        uid, _, gid = self.image.user.partition(":")  # a bind mount the image's user owns
-        os.chown(self.volume, int(uid), int(gid or uid))
         argv += [self.image.tag, *(self.args or [])]
         self.proc = subprocess.Popen(argv, env=self.podman.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=True)
@@ -390,10 +401,16 @@ class Container:
                 if pipe is not None:
                     pipe.close()
         finally:
+            if self._guard is not None:
+                self._guard.kill()
+                self._guard.wait(timeout=10)
             if self.root is not None:
                 self.podman("umount", self.name, check=False)
-            self.podman("rm", "--force", self.name, check=False)
-            shutil.rmtree(self.volume, ignore_errors=True)
+            self.podman("rm", "--force", "--volumes", self.name, check=False)
+            if self.image.run_mode == "podman":
+                self.podman("volume", "rm", "--force", self.name, check=False)
+            else:
+                shutil.rmtree(self.volume, ignore_errors=True)
 
     def __enter__(self) -> Container:
         return self.start()
