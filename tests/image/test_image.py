@@ -142,6 +142,7 @@ def test_builtin_mqtt_listener_runs_mosquitto_inside_as_the_image_user(
     assert_nothing_runs_as_root(c, uid, {"nuviot-runtime", "mosquitto"})
     assert_private_data(c, uid)
     stops_on_sigterm(c)
+    assert_private_data(c, uid)  # with what mosquitto wrote as it stopped (its persistence file)
 
 
 @pytest.fixture
