@@ -49,8 +49,8 @@ def image(podman: Podman) -> Image:
     mib = 1024 * 1024
     base = "the Debian stand-in (test device)" if built.standin else "the official image"
     _report.append(f"image {built.tag}: {built.size / mib:.0f} MiB, of which {(built.size - built.base_size) / mib:.0f}"
-                   f" MiB above the base {built.base} ({base}, {built.base_size / mib:.0f} MiB);"
-                   f" built in {built.build_seconds:.0f} s")
+                   f" MiB above the base {built.base} ({base}, {built.base_size / mib:.0f} MiB)"
+                   + (f"; built in {built.build_seconds:.0f} s" if built.build_seconds else ""))
     _report.append(f"image runs: {built.run_mode} ({built.run_mode_reason})")
     _report.extend(built.notes)
     return built

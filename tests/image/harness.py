@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ NAME_PREFIX = "nuviot-image-test-"
 STANDIN_SUITE = "bookworm"  # Debian 12: python3 is 3.11
 STANDIN_PYTHON = "3.11"
 STANDIN_LABEL = "org.nuviot.test-standin"
+CONTEXT_LABEL = "org.nuviot.test-context"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
@@ -146,13 +148,38 @@ def ensure_base(podman: Podman, log: list[str]) -> tuple[str, str, bool]:
     return standin, STANDIN_PYTHON, True
 
 
+def context_digest(base_id: str, version: str) -> str:
+    """A digest of what the build sees: the Dockerfile, .dockerignore, the files it lets in, the base, the
+    build argument. Outside CI an image of the same digest is reused (NUVIOT_IMAGE_REBUILD=1 builds anyway);
+    CI always builds, so that a new release of a dependency or a Debian package is tried."""
+    allowed = [line[1:].strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.startswith("!")]
+    digest = hashlib.sha256(f"{base_id}\n{version}\n".encode())
+    files = [REPO / "Dockerfile", REPO / ".dockerignore"]
+    for name in allowed:
+        path = REPO / name
+        files += sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if f.exists() and "__pycache__" not in f.parts and f.suffix != ".pyc":
+            digest.update(f"{f.relative_to(REPO)}\n{f.stat().st_mode & 0o111}\n".encode())
+            digest.update(hashlib.sha256(f.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def build(podman: Podman, log: list[str]) -> Image:
     base, version, standin = ensure_base(podman, log)
+    digest = context_digest(podman.inspect(base)["Id"], version)
+    rebuild = os.environ.get("NUVIOT_IMAGE_REBUILD") == "1" or os.environ.get("CI", "") not in ("", "false", "0")
+    if (not rebuild and podman.exists(TAG)
+            and (podman.inspect(TAG)["Config"].get("Labels") or {}).get(CONTEXT_LABEL) == digest):
+        log.append("image: the build context is unchanged since the last build: reused (NUVIOT_IMAGE_REBUILD=1 "
+                   "rebuilds)")
+        return _image(podman, base, standin, 0.0, log)
     started = time.monotonic()
     # No layer cache: podman 4.3 cannot `RUN --mount=type=bind,from=<stage>` when that stage came from its
     # cache (the stage's files are not found); a full build is quick with the pip cache mount.
     args = ["build", "--isolation", "chroot", "--format", "docker", "--no-cache", "--layers=false", "--pull=never",
-            "--build-arg", f"PYTHON_VERSION={version}", "-t", TAG]
+            "--build-arg", f"PYTHON_VERSION={version}", "--label", f"{CONTEXT_LABEL}={digest}", "-t", TAG]
     if CA_BUNDLE.exists():  # the machine's trust store (a proxy's CA) for pip and apt inside the build
         args += ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
     proc = podman(*args, str(REPO), check=False, timeout=1800)
@@ -160,6 +187,10 @@ def build(podman: Podman, log: list[str]) -> Image:
         raise RuntimeError(f"podman build failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}")
     seconds = time.monotonic() - started
     podman("image", "prune", "--force", check=False, timeout=300)  # the previous build's layers
+    return _image(podman, base, standin, seconds, log)
+
+
+def _image(podman: Podman, base: str, standin: bool, seconds: float, log: list[str]) -> Image:
     info = podman.inspect(TAG)
     config = {**info["Config"], "Healthcheck": info["Config"].get("Healthcheck") or info.get("Healthcheck")}
     return Image(tag=TAG, base=base, standin=standin, config=config, size=int(info["Size"]),
