@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,12 @@ def test_demo_runs_as_the_image_user_healthy_private_and_stops_on_sigterm(
     assert attribute(ports, token, "thermo-001", "targettemperature", 21.5) == 21.5, c.output()
     code, status = request("GET", ports.admin_url + "/status", token=token)
     assert code == 200 and status["state"] == "Running" and status["solution"]["key"] == "demo"
+
+    # the console page and its static files come from the package data installed in the image
+    page = urllib.request.urlopen(urllib.request.Request(ports.admin_url + "/ui"), timeout=5)
+    assert page.status == 200 and b"<html" in page.read().lower()
+    script = urllib.request.urlopen(urllib.request.Request(ports.admin_url + "/ui/static/app.js"), timeout=5)
+    assert script.status == 200 and script.read()
 
     assert_nothing_runs_as_root(c, uid, {"nuviot-runtime"})
     assert_private_data(c, uid)
