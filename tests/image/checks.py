@@ -114,8 +114,12 @@ def assert_nothing_runs_as_root(c: Container, uid: int, expect: set[str]) -> Non
         assert caps == 0, f"{comm} (pid {pid}) has capabilities {caps:#x}"
 
 
+STOP_SECONDS: list[float] = []  # reported in the summary (conftest)
+
+
 def stops_on_sigterm(c: Container) -> None:
     code, seconds = c.terminate(timeout=10)
+    STOP_SECONDS.append(seconds)
     assert code == 0, f"exit {code} after SIGTERM:\n{c.output()}"
     assert seconds < 10, f"took {seconds:.1f}s to stop"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.image.checks import STOP_SECONDS
 from tests.image.harness import Container, Image, Podman, build, choose_run_mode, remove_stale
 
 HERE = Path(__file__).resolve().parent
@@ -33,6 +34,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in _report:
         terminalreporter.write_line(line, bold=True)
+    if STOP_SECONDS:
+        terminalreporter.write_line("SIGTERM to exit 0: " + ", ".join(f"{s:.2f} s" for s in STOP_SECONDS))
 
 
 @pytest.fixture(scope="session")
