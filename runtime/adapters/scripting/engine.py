@@ -1,9 +1,10 @@
 """Workflow scripts on QuickJS (PyPI ``quickjs-ng``); implements ``runtime.core.scripting`` (docs/scripting.md).
 
 One QuickJS context (its own runtime, so its own memory limit) per workflow, built once per solution load:
-``glue.js`` (the NuvIoT scripting model), then every hook of the workflow and the ``getOutputMessage``
+``glue.js`` (the NuvIoT scripting model), then the lockdown (every built-in frozen), then every hook of the workflow and the ``getOutputMessage``
 scripts of the outgoing messages its routes map to, each compiled in its own ``eval`` so error lines are
-the script's own. Per message a session is begun with one JS call; each hook is one JS call; JSON strings
+the script's own; each hook is kept as a factory that a session calls at the hook's first use, so
+script-level variables live for one message. Per message a session is begun with one JS call; each hook is one JS call; JSON strings
 cross the boundary both ways.
 
 Not thread-safe: use one ``QuickJsWorkflowScripts`` from one thread (the data-plane worker and the
@@ -101,11 +102,19 @@ class QuickJsWorkflowScripts:
                 {"commands": {k: list(v) for k, v in (commands or {}).items()}, "machines": list(machines)}
             )
         )
+        ctx.get("__gLockdown")()
         problems: list[Problem] = []
+        hooks_found: set[str] = set()
+        probe = ctx.get("__gProbe")
         for name, (source, function) in hooks.items():
-            wrapper = f"__gDefine({_dumps(name)}, (function () {{ {source}\n;return typeof {function} === 'function' ? {function} : undefined; }})());"
+            # a factory: called per session (and once here), it runs the script's top level and returns the
+            # function, so script-level variables never outlive a message
+            wrapper = (f"__gDefine({_dumps(name)}, function () {{ {source}\n;"
+                       f"return typeof {function} === 'function' ? {function} : undefined; }});")
             try:
                 ctx.eval(wrapper)
+                if probe(name):
+                    hooks_found.add(name)
             except _JSErrors as exc:
                 text = str(exc)
                 line = _user_line(text)
@@ -118,8 +127,9 @@ class QuickJsWorkflowScripts:
                 )
         if problems:
             raise SolutionError(problems)
-        self._hooks = frozenset(n for n in hooks if ctx.eval(f"__gHooks[{_dumps(n)}] !== undefined"))
+        self._hooks = frozenset(hooks_found)
         ctx.get("__gSeal")()
+        ctx.gc()
         ctx.set_time_limit(self._time_limit_s)
         self._ctx = ctx
         self._begin = ctx.get("__gBegin")

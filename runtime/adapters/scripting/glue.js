@@ -4,11 +4,19 @@
 // JSON strings both ways. Every glue function is named "__g..." so that error stacks can skip glue frames
 // and report the line inside the user's script. No anonymous functions here for the same reason.
 //
+// Everything lives inside one function so that scripts cannot reach or replace the glue's state; the
+// entry points Python calls are non-writable globals. __gLockdown (after setup, before the scripts are
+// compiled) freezes every built-in (docs/scripting.md §2 "Isolation").
+//
 // Session state S: {a: attributes, p: device properties, b: property bag, m: state machines, l: location,
 //   v: session values, c: enqueued commands, e: raised events, o: console logs, w: warnings, d: dirty set}.
 
+(function __gModule() {
 var __gMeta = null;            // {workflow, commands: {key: [paramKeys]}, machines: [keys]}
-var __gHooks = Object.create(null);
+var __gHooks = Object.create(null);   // hook name -> factory (compiled once); each call of a factory runs the
+                                      // script's top level again and returns a fresh function
+var __gLive = Object.create(null);    // hook name -> this session's function (made at its first call)
+var __gSealed = false;
 var __gStack = [];             // hooks running now; left as is when a call is interrupted (timeout)
 var __gBaseline = null;        // global names after setup; others are removed at each session start
 var __gS = null;
@@ -22,8 +30,28 @@ function __gEmptyState() {
   return {a: {}, p: {}, b: {}, m: {}, l: null, v: {}, c: [], e: [], o: [], w: [], d: {}};
 }
 
-function __gDefine(name, fn) {
-  __gHooks[name] = fn;
+function __gDefine(name, factory) {
+  if (__gSealed) {
+    throw new TypeError("scripts cannot define hooks");
+  }
+  __gHooks[name] = factory;
+}
+
+function __gProbe(name) {  // a script that defines no function of the expected name is no hook
+  if (typeof __gHooks[name]() === "function") {
+    return true;
+  }
+  delete __gHooks[name];
+  return false;
+}
+
+function __gHook(name) {
+  var fn = __gLive[name];
+  if (fn === undefined) {
+    fn = __gHooks[name]();
+    __gLive[name] = fn;
+  }
+  return fn;
 }
 
 function __gErr(e, hook) {
@@ -42,7 +70,7 @@ function __gErr(e, hook) {
 }
 
 function __gInvoke(name, args) {
-  var fn = __gHooks[name];
+  var fn = __gHook(name);
   __gStack.push(name);
   var result;
   try {
@@ -60,6 +88,9 @@ function __gPlain(v) {
 }
 
 function __gSetup(metaJson) {
+  if (__gMeta !== null) {
+    throw new TypeError("already set up");
+  }
   __gMeta = JSON.parse(metaJson);
   var commands = {};
   var keys = Object.keys(__gMeta.commands);
@@ -77,11 +108,7 @@ function __gSetup(metaJson) {
 }
 
 function __gSeal() {
-  __gBaseline = Object.create(null);
-  var names = Object.getOwnPropertyNames(globalThis);
-  for (var i = 0; i < names.length; i++) {
-    __gBaseline[names[i]] = true;
-  }
+  __gSealed = true;
   return "";
 }
 
@@ -235,18 +262,25 @@ for (var __gi = 0; __gi < __gUnsupportedNames.length; __gi++) {
 
 // ---- the Python-facing entry points
 
-function __gBegin(ctxJson) {
+// What one message leaves behind is gone before the next one starts: globals a script created, the
+// functions (and the script-level variables they close over) of the hooks that ran, the session state.
+function __gReset() {
   if (__gBaseline !== null) {
     var names = Object.getOwnPropertyNames(globalThis);
     for (var i = 0; i < names.length; i++) {
       if (__gBaseline[names[i]] !== true) {
-        try { delete globalThis[names[i]]; } catch (e) { /* non-configurable: leave it */ }
+        try { delete globalThis[names[i]]; } catch (e) { /* made non-configurable by a script: leave it */ }
       }
     }
   }
   __gStack.length = 0;
-  var ctx = JSON.parse(ctxJson);
+  __gLive = Object.create(null);
   __gS = __gEmptyState();
+}
+
+function __gBegin(ctxJson) {
+  __gReset();
+  var ctx = JSON.parse(ctxJson);
   __gLoadState(ctx.s);
   __gDevice = Object.freeze({
     DeviceId: ctx.device.id,
@@ -301,8 +335,7 @@ function __gCall(name, argsJson, stateJson) {
 }
 
 function __gOutput(name, fieldsJson, deviceId) {
-  __gStack.length = 0;
-  __gS = __gEmptyState();
+  __gReset();
   __gFields = Object.freeze(JSON.parse(fieldsJson));
   __gDevice = Object.freeze({DeviceId: deviceId});
   try {
@@ -322,3 +355,116 @@ function __gRunning() {
   __gStack.length = 0;
   return JSON.stringify(stack);
 }
+
+// ---- lockdown: built-ins are frozen, so no script can change what another message sees
+
+// Assigning to an own property whose name a frozen prototype also has fails (the "override mistake"):
+// `obj.toString = f`, `this.name = "MyError"`. For these names the prototype gets an accessor whose setter
+// makes the property on the object itself (as SES does), so such scripts keep working.
+var __gTamed = ["constructor", "toString", "toLocaleString", "valueOf", "name", "message"];
+
+function __gTame(proto) {
+  for (var i = 0; i < __gTamed.length; i++) {
+    var key = __gTamed[i];
+    var d = Object.getOwnPropertyDescriptor(proto, key);
+    if (d === undefined || !("value" in d) || !d.writable || !d.configurable) {
+      continue;
+    }
+    __gTameOne(proto, key, d.value, d.enumerable);
+  }
+}
+
+function __gTameOne(proto, key, value, enumerable) {
+  Object.defineProperty(proto, key, {
+    get: function __gTamedGet() { return value; },
+    set: function __gTamedSet(v) {
+      if (this === proto) {
+        throw new TypeError("Cannot assign to read only property '" + key + "' of a built-in object");
+      }
+      Object.defineProperty(this, key, {value: v, writable: true, enumerable: true, configurable: true});
+    },
+    enumerable: enumerable,
+    configurable: false
+  });
+}
+
+function __gHarden(roots) {
+  var seen = new Set();
+  var todo = roots.slice();
+  while (todo.length > 0) {
+    var o = todo.pop();
+    if (o === null || o === globalThis || (typeof o !== "object" && typeof o !== "function") || seen.has(o)) {
+      continue;
+    }
+    seen.add(o);
+    var keys = Reflect.ownKeys(o);
+    for (var i = 0; i < keys.length; i++) {
+      var d = Object.getOwnPropertyDescriptor(o, keys[i]);
+      if (d === undefined) {
+        continue;
+      }
+      if ("value" in d) {
+        todo.push(d.value);
+      } else {
+        todo.push(d.get, d.set);
+      }
+    }
+    todo.push(Object.getPrototypeOf(o));
+    Object.freeze(o);
+  }
+  return seen.size;
+}
+
+function __gLockdown() {
+  var names = Object.getOwnPropertyNames(globalThis);
+  var roots = [];
+  var builtins = [];
+  for (var i = 0; i < names.length; i++) {
+    var d = Object.getOwnPropertyDescriptor(globalThis, names[i]);
+    if (d.configurable) {  // the model's globals are non-configurable already; built-ins are not
+      builtins.push(names[i]);
+      if ("value" in d && d.value !== globalThis) {  // globalThis stays extensible (sloppy-mode globals)
+        roots.push(d.value);
+      }
+    }
+  }
+  // intrinsics no global names
+  roots.push(Object.getPrototypeOf([][Symbol.iterator]()), Object.getPrototypeOf(""[Symbol.iterator]()),
+    Object.getPrototypeOf(new Map().entries()), Object.getPrototypeOf(new Set().values()),
+    Object.getPrototypeOf(/a/[Symbol.matchAll]("")), Object.getPrototypeOf(function* __gGen() {}),
+    Object.getPrototypeOf(function* __gGen2() {}()), Object.getPrototypeOf(async function __gAsync() {}),
+    Object.getPrototypeOf(async function* __gAsyncGen() {}), Object.getPrototypeOf(Int8Array));
+  var protos = [Object.prototype, Function.prototype, Array.prototype, String.prototype, Number.prototype,
+    Boolean.prototype, Date.prototype, RegExp.prototype, Promise.prototype, Map.prototype, Set.prototype,
+    Error.prototype, EvalError.prototype, RangeError.prototype, ReferenceError.prototype, SyntaxError.prototype,
+    TypeError.prototype, URIError.prototype];
+  if (typeof AggregateError === "function") {
+    protos.push(AggregateError.prototype);
+  }
+  for (var p = 0; p < protos.length; p++) {
+    __gTame(protos[p]);
+  }
+  var count = __gHarden(roots);
+  for (var j = 0; j < builtins.length; j++) {
+    var desc = Object.getOwnPropertyDescriptor(globalThis, builtins[j]);
+    if ("value" in desc) {
+      Object.defineProperty(globalThis, builtins[j], {writable: false, configurable: false});
+    } else {
+      Object.defineProperty(globalThis, builtins[j], {configurable: false});
+    }
+  }
+  __gBaseline = Object.create(null);
+  names = Object.getOwnPropertyNames(globalThis);
+  for (var k = 0; k < names.length; k++) {
+    __gBaseline[names[k]] = true;
+  }
+  return String(count);
+}
+
+var __gExports = {__gDefine: __gDefine, __gProbe: __gProbe, __gSetup: __gSetup, __gLockdown: __gLockdown,
+  __gSeal: __gSeal, __gBegin: __gBegin, __gCall: __gCall, __gOutput: __gOutput, __gRunning: __gRunning};
+var __gExportNames = Object.keys(__gExports);
+for (var __ge = 0; __ge < __gExportNames.length; __ge++) {
+  __gConst(__gExportNames[__ge], __gExports[__gExportNames[__ge]]);
+}
+})();
