@@ -25,8 +25,14 @@ import sys
 import time
 
 from runtime.adapters.scripting.engine import QuickJsWorkflowScripts
-from runtime.core.scripting import POST_HANDLER, PRE_HANDLER, ScriptState, SessionContext, hook_input_on_set, \
-    hook_on_execute
+from runtime.core.scripting import (
+    POST_HANDLER,
+    PRE_HANDLER,
+    ScriptState,
+    SessionContext,
+    hook_input_on_set,
+    hook_on_execute,
+)
 
 HOOKS = {
     PRE_HANDLER: ("var seen = 0; function preHandler() { seen++; Attributes.counter = (Attributes.counter || 0) + 1; }",

@@ -3,6 +3,11 @@
 ``add_sink`` lets the store receive warning-and-above events (the SQLite ``logs`` table or the cloud
 outbox) without ever blocking the log call: the sink itself only enqueues. Lines of a dry run
 (``dry_run=true``, services/dryrun.py) are printed but never stored.
+
+Every event, structlog's and the stdlib's (aiohttp, aiosqlite, paho), at every level, is redacted
+(``logredact.redact``: credential-like fields and values) before it is rendered or reaches a sink, and
+warnings/errors are rate-limited per key (``logredact.RateLimiter``: at most 5 per 10 s, then one line with
+``suppressed=N``), so a flood of bad requests cannot flood stdout or the store.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from typing import Any
 import orjson
 import structlog
 
+from runtime.logredact import RATE_LIMITED_LEVELS, RateLimiter, rate_key, redact
+
 _sinks: list[Callable[[str, str, dict[str, Any]], None]] = []
 _SINK_LEVELS = {"warning", "error", "critical", "exception"}
-_REDACT = ("token", "password", "access_key", "accesskey", "secret", "authorization")
+limiter = RateLimiter()
 
 
 def add_sink(sink: Callable[[str, str, dict[str, Any]], None]) -> Callable[[], None]:
@@ -25,10 +32,39 @@ def add_sink(sink: Callable[[str, str, dict[str, Any]], None]) -> Callable[[], N
     return lambda: _sinks.remove(sink) if sink in _sinks else None
 
 
-def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in list(event_dict):
-        if any(word in key.lower() for word in _REDACT):
-            event_dict[key] = "***"
+def _rate_limit(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog's own events: dropped (before the sinks) when over the rate."""
+    if event_dict.get("level") in RATE_LIMITED_LEVELS:
+        suppressed = limiter.admit(rate_key(event_dict, str(event_dict.get("logger"))))
+        if suppressed is None:
+            raise structlog.DropEvent
+        if suppressed:
+            event_dict["suppressed"] = suppressed
+    return event_dict
+
+
+class _ForeignRateLimit(logging.Filter):
+    """stdlib records (aiohttp, aiosqlite...): the same limit, applied before they are formatted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, dict):  # from structlog: limited in its chain already
+            return True
+        level = record.levelname.lower()
+        if level not in RATE_LIMITED_LEVELS:
+            return True
+        suppressed = limiter.admit((record.name, level, str(record.msg)[:200], None, None))
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.suppressed = suppressed
+        return True
+
+
+def _foreign_suppressed(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    record = event_dict.get("_record")
+    suppressed = getattr(record, "suppressed", None)
+    if suppressed:
+        event_dict["suppressed"] = suppressed
     return event_dict
 
 
@@ -52,13 +88,11 @@ def configure(level: str = "info", fmt: str | None = None) -> None:
     if fmt is None:
         fmt = "console" if sys.stderr.isatty() else "json"
     numeric = logging.getLevelName(level.upper())
-    shared: list[Any] = [
+    head: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _redact,
-        _to_sinks,
     ]
     renderer: Any = (
         structlog.dev.ConsoleRenderer()
@@ -68,9 +102,12 @@ def configure(level: str = "info", fmt: str | None = None) -> None:
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
-            *shared,
+            *head,
+            _rate_limit,
             structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
+            structlog.processors.format_exc_info,  # before redact: a traceback's text is redacted too
+            redact,
+            _to_sinks,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -78,16 +115,20 @@ def configure(level: str = "info", fmt: str | None = None) -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[*head, _foreign_suppressed, structlog.processors.format_exc_info, redact, _to_sinks],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            redact,
             renderer,
         ],
     )
     handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(_ForeignRateLimit())
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosqlite logs every call with its SQL parameters (device keys, headers) at debug: never wanted
+    logging.getLogger("aiosqlite").setLevel(max(numeric, logging.INFO))
