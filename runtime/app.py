@@ -26,7 +26,7 @@ from runtime.core.lifecycle import InstanceState as S
 from runtime.core.ports import StateChange
 from runtime.core.solution.enums import WorkingStorage
 from runtime.core.timefmt import iso
-from runtime.planes import AppPlanes
+from runtime.planes import AppPlanes, connection_limits
 from runtime.services.commands import Operations
 from runtime.services.devices import DeviceRegistry
 from runtime.services.metrics import RuntimeMetrics
@@ -208,7 +208,8 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
             extras=extras,
             replay=planes.replay,
         )
-        api = AdminApi(ops, token, host=settings.admin_host, port=settings.admin_port)
+        api = AdminApi(ops, token, host=settings.admin_host, port=settings.admin_port,
+                       limits=connection_limits(settings))
         try:
             await api.start()
         except ListenerBindError as exc:

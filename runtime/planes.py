@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from runtime.adapters.command.input_commands import InputCommandServer
+from runtime.adapters.httpguard import ConnectionLimits
 from runtime.adapters.listeners.amqp import AmqpListener
 from runtime.adapters.listeners.mqtt import MqttClientListener
 from runtime.adapters.listeners.mqtt_broker import MqttBrokerListener
@@ -36,6 +37,12 @@ from runtime.services.supervisor import LoadedSolution, Runtime
 from runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The guard of every server port (README "Settings": NUVIOT_HTTP_*, NUVIOT_MAX_CONNECTIONS_PER_PORT)."""
+    return ConnectionLimits(header_timeout=settings.http_header_timeout, body_timeout=settings.http_body_timeout,
+                            max_connections=settings.max_connections_per_port)
 
 
 class UnsupportedListenerError(ListenerBindError):
@@ -67,7 +74,8 @@ class CommandPlane:
             pw = inst.input_command_basic_auth_password
             auth = (inst.input_command_basic_auth_user_name or "", pw.get_secret_value() if pw else "")
         self.server = InputCommandServer(self.dispatcher, owner.state, port=s.effective_input_command_port(doc),
-                                         basic_auth=auth)
+                                         basic_auth=auth, limits=connection_limits(s),
+                                         connection_counters=owner.metrics.counters.connection("inputcommands"))
         self._started: list[Any] = []
 
     async def start(self) -> None:
@@ -139,18 +147,21 @@ class AppPlanes:
     def _listener(self, cfg: Listener, instance_id: str) -> Any:
         port = self.settings.listener_ports.get(cfg.key)
         kind = cfg.listener_type
+        limits = connection_limits(self.settings)
+        conns = self.metrics.counters.connection(cfg.key)
         try:
             if kind is ListenerType.REST:
-                return RestListener(cfg, port=port)
+                return RestListener(cfg, port=port, limits=limits, connection_counters=conns)
             if kind is ListenerType.MQTT_CLIENT:
                 return MqttClientListener(cfg, instance_id=instance_id, keepalive=self.settings.mqtt_keepalive,
                                           fast_path=self.settings.mqtt_fastpath)
             if kind is ListenerType.RAW_TCP:
-                return TcpListener(cfg, port=port)
+                return TcpListener(cfg, port=port, max_connections=limits.max_connections,
+                                   idle_timeout=self.settings.tcp_idle_timeout, connection_counters=conns)
             if kind is ListenerType.RAW_UDP:
                 return UdpListener(cfg, port=port)
             if kind is ListenerType.WEBSOCKET:
-                return WebSocketListener(cfg, port=port)
+                return WebSocketListener(cfg, port=port, limits=limits, connection_counters=conns)
             if kind in (ListenerType.AMQP, ListenerType.RABBITMQ_CLIENT):
                 return AmqpListener(cfg, instance_id=instance_id)
             if kind is ListenerType.MQTT_LISTENER:

@@ -49,6 +49,12 @@ ENV: dict[str, str] = {
     # extensions (MQTT client listeners; docs/listeners.md)
     "NUVIOT_MQTT_KEEPALIVE": "mqtt_keepalive",
     "NUVIOT_MQTT_FASTPATH": "mqtt_fastpath",
+    # extensions (connection limits, stop budget; README "Settings")
+    "NUVIOT_HTTP_HEADER_TIMEOUT": "http_header_timeout",
+    "NUVIOT_HTTP_BODY_TIMEOUT": "http_body_timeout",
+    "NUVIOT_MAX_CONNECTIONS_PER_PORT": "max_connections_per_port",
+    "NUVIOT_TCP_IDLE_TIMEOUT": "tcp_idle_timeout",
+    "NUVIOT_STOP_TIMEOUT": "stop_timeout",
 }
 
 
@@ -87,6 +93,12 @@ class Settings(BaseModel):
     # their fast path (adapters/listeners/mqtt_fastpath.py; false forces plain aiomqtt, e.g. to compare)
     mqtt_keepalive: int = Field(default=30, ge=2, le=3600)
     mqtt_fastpath: bool = True
+    # extension: every server port (admin API, input commands, rest/websocket/rawtcp listeners; README)
+    http_header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    http_body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    max_connections_per_port: int = Field(default=256, ge=1, le=1_000_000)
+    tcp_idle_timeout: float = Field(default=300.0, gt=0, le=86_400)
+    stop_timeout: float = Field(default=8.0, gt=0, le=600)
 
     @field_validator("listener_ports", mode="before")
     @classmethod

@@ -16,6 +16,20 @@ from runtime.core.lifecycle import InstanceState
 
 
 @dataclass
+class ConnectionCounters:
+    """What one server port's connection guard did (issue 18 item 5); ``/metrics`` labels them by server."""
+
+    open: int = 0
+    accepted: int = 0
+    rejected: int = 0  # over the per-port connection cap
+    header_timeouts: int = 0  # no whole request head in time (HTTP)
+    body_timeouts: int = 0  # the body did not arrive in time (HTTP)
+    idle_closed: int = 0  # closed after the keep-alive / idle time with nothing received
+    bad_requests: int = 0  # malformed requests and bodies whose Content-Encoding cannot be decoded (400)
+    too_large: int = 0  # bodies over the server's size limit (413)
+
+
+@dataclass
 class Counters:
     received: int = 0
     processed: int = 0
@@ -26,6 +40,14 @@ class Counters:
     failed_by_stage: Counter[str] = field(default_factory=Counter)
     transmitted: Counter[str] = field(default_factory=Counter)
     transmit_failed: Counter[str] = field(default_factory=Counter)
+    connections: dict[str, ConnectionCounters] = field(default_factory=dict)
+
+    def connection(self, server: str) -> ConnectionCounters:
+        """The connection counters of one server (``admin``, ``inputcommands`` or a listener key)."""
+        found = self.connections.get(server)
+        if found is None:
+            found = self.connections[server] = ConnectionCounters()
+        return found
 
     def as_status(self) -> dict[str, int]:
         return {
@@ -72,10 +94,36 @@ class _CountersCollector(Collector):
         for key, value in c.transmit_failed.items():
             fam.add_metric([key], value)
         yield fam
+        yield from _connection_families(c.connections)
         for name, fn in self._gauges.items():
             g = GaugeMetricFamily(name, name.replace("_", " "))
             g.add_metric([], float(fn()))
             yield g
+
+
+def _connection_families(conns: dict[str, ConnectionCounters]) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    servers = sorted(conns.items())
+    gauge = GaugeMetricFamily("nuviot_connections_open", "Open connections per server port", labels=["server"])
+    for key, cc in servers:
+        gauge.add_metric([key], cc.open)
+    yield gauge
+    for name, attr, doc in (
+        ("nuviot_connections_accepted", "accepted", "Connections accepted per server port"),
+        ("nuviot_connections_rejected", "rejected", "Connections refused over the per-port cap"),
+        ("nuviot_http_bad_requests", "bad_requests", "Malformed requests and undecodable bodies (400)"),
+        ("nuviot_http_too_large", "too_large", "Bodies over the size limit (413)"),
+    ):
+        fam = CounterMetricFamily(name, doc, labels=["server"])
+        for key, cc in servers:
+            fam.add_metric([key], getattr(cc, attr))
+        yield fam
+    fam = CounterMetricFamily("nuviot_connection_timeouts", "Connections closed by a read timeout",
+                              labels=["server", "phase"])
+    for key, cc in servers:
+        fam.add_metric([key, "header"], cc.header_timeouts)
+        fam.add_metric([key, "body"], cc.body_timeouts)
+        fam.add_metric([key, "idle"], cc.idle_closed)
+    yield fam
 
 
 class RuntimeMetrics:

@@ -18,7 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
 from runtime.adapters.console.routes import register_console
-from runtime.adapters.httpsite import start_site
+from runtime.adapters.httpguard import ConnectionLimits
+from runtime.adapters.httpsite import HttpServer, start_site
 from runtime.core.errors import CommandRefusedError
 from runtime.services.commands import BadRequestError, NotFoundError, Operations
 
@@ -86,12 +87,14 @@ def _console_page(request: web.Request) -> bool:
 
 
 class AdminApi:
-    def __init__(self, ops: Operations, token: SecretStr, *, host: str = "0.0.0.0", port: int = 8181) -> None:
+    def __init__(self, ops: Operations, token: SecretStr, *, host: str = "0.0.0.0", port: int = 8181,
+                 limits: ConnectionLimits | None = None) -> None:
         self._ops = ops
+        self._limits = limits
         self._token = token.get_secret_value().encode()
         self._host = host
         self._port = port
-        self._runner: web.AppRunner | None = None
+        self._http: HttpServer | None = None
         self.port: int | None = None
 
     def app(self) -> web.Application:
@@ -115,14 +118,16 @@ class AdminApi:
         return app
 
     async def start(self) -> int:
-        self._runner, self.port = await start_site(self.app(), self._host, self._port, key="admin")
+        self._http = await start_site(self.app(), self._host, self._port, key="admin", limits=self._limits,
+                                      counters=self._ops.metrics.counters.connection("admin"))
+        self.port = self._http.port
         log.info("admin_api_started", host=self._host, port=self.port)
         return self.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.stop()
 
     # ------------------------------------------------------------ middleware
     @web.middleware

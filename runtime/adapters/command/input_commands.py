@@ -14,7 +14,8 @@ import orjson
 import structlog
 from aiohttp import web
 
-from runtime.adapters.httpsite import BasicCredentials, start_site
+from runtime.adapters.httpguard import ConnectionLimits
+from runtime.adapters.httpsite import BasicCredentials, HttpServer, start_site
 from runtime.core.lifecycle import InstanceState
 from runtime.services.input_commands import (
     InputCommandCall,
@@ -23,6 +24,7 @@ from runtime.services.input_commands import (
     InputCommandRefusedError,
     InputCommands,
 )
+from runtime.services.metrics import ConnectionCounters
 
 log = structlog.get_logger(__name__)
 
@@ -42,28 +44,34 @@ class InputCommandServer:
         port: int,
         host: str = "0.0.0.0",
         basic_auth: tuple[str, str] | None = None,
+        limits: ConnectionLimits | None = None,
+        connection_counters: ConnectionCounters | None = None,
     ) -> None:
+        self._limits = limits
+        self._connection_counters = connection_counters
         self._commands = InputCommands(state, lambda: executor)  # the one path MQTT input commands take too
         self._host = host
         self._port = port
         self._auth = None if basic_auth is None else BasicCredentials(*basic_auth)
-        self._runner: web.AppRunner | None = None
+        self._http: HttpServer | None = None
         self.port: int | None = None
         self.counters = {"accepted": 0, "refused": 0}
 
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner, self.port = await start_site(app, self._host, self._port, key="inputcommands")
+        self._http = await start_site(app, self._host, self._port, key="inputcommands", limits=self._limits,
+                                      counters=self._connection_counters)
+        self.port = self._http.port
         log.info("input_command_server_started", port=self.port)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.stop()
 
     def status(self) -> dict[str, Any]:
-        return {"port": self.port, "state": "listening" if self._runner else "stopped", **self.counters}
+        return {"port": self.port, "state": "listening" if self._http else "stopped", **self.counters}
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:

@@ -14,13 +14,15 @@ import orjson
 import structlog
 from aiohttp import web
 
-from runtime.adapters.httpsite import BasicCredentials
+from runtime.adapters.httpguard import ConnectionLimits
+from runtime.adapters.httpsite import BasicCredentials, HttpServer, start_site
 from runtime.adapters.listeners.base import ListenerBase
 from runtime.core.errors import ListenerBindError
 from runtime.core.listener_state import ListenerState
 from runtime.core.messages import InboundMessage, MessageRecord, OutgoingMessage, PemStatus
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
+from runtime.services.metrics import ConnectionCounters
 
 log = structlog.get_logger(__name__)
 
@@ -67,18 +69,21 @@ def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> web.
 class RestListener(ListenerBase):
     type = "rest"
 
-    def __init__(self, config: Listener, *, port: int | None = None, host: str = "0.0.0.0") -> None:
+    def __init__(self, config: Listener, *, port: int | None = None, host: str = "0.0.0.0",
+                 limits: ConnectionLimits | None = None, connection_counters: ConnectionCounters | None = None) -> None:
         self.config = config
+        self._limits = limits
+        self.connections = connection_counters if connection_counters is not None else ConnectionCounters()
         self.key = config.key
         self._host = host
         self._port = config.listen_on_port if port is None else port
         self._max_body = config.max_message_size or DEFAULT_MAX_BODY
         timeout_ms = config.keep_alive_to_send_reply_timeout_ms or DEFAULT_TIMEOUT_MS
         self._timeout = timeout_ms / 1000.0
-        self._runner: web.AppRunner | None = None
+        self._http: HttpServer | None = None
         self._intake: Intake | None = None
         self.bound_port: int | None = None
-        self.counters = {"requests": 0, "refused": 0, "unauthorized": 0, "tooLarge": 0, "timedOut": 0}
+        self.counters = {"requests": 0, "refused": 0, "unauthorized": 0, "timedOut": 0}
         self._auth: BasicCredentials | None = None
         if not config.anonymous:
             pw = config.password.get_secret_value() if config.password else ""
@@ -88,30 +93,26 @@ class RestListener(ListenerBase):
         self._intake = intake
         app = web.Application(client_max_size=self._max_body)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
         try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            self._runner = None
+            self._http = await start_site(app, self._host, self._port, key=self.key, limits=self._limits,
+                                          counters=self.connections, max_body=self._max_body)
+        except ListenerBindError:
             self._set_state(ListenerState.FAILED)
-            raise ListenerBindError(self.key, self._port, exc.strerror or str(exc)) from exc
-        sockets = getattr(site._server, "sockets", None) or []
-        self.bound_port = int(sockets[0].getsockname()[1]) if sockets else self._port
+            raise
+        self.bound_port = self._http.port
         self._set_state(ListenerState.LISTENING)
 
     async def stop(self) -> None:
         self._set_state(ListenerState.STOPPING)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.stop()
         self._set_state(ListenerState.STOPPED)
 
     def status(self) -> dict[str, Any]:
         return {"key": self.key, "type": self.type, "state": self._state, "port": self.bound_port or self._port,
-                **self.counters}
+                **self.counters, "tooLarge": self.connections.too_large, "badRequests": self.connections.bad_requests,
+                "connections": self.connections.open}
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.counters["requests"] += 1
@@ -124,12 +125,7 @@ class RestListener(ListenerBase):
             self.counters["unauthorized"] += 1
             return _json({"error": {"code": "unauthorized", "message": "valid Basic credentials are required"}},
                          401, {"WWW-Authenticate": f'Basic realm="{self.key}"'})
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            self.counters["tooLarge"] += 1
-            return _json({"error": {"code": "payload_too_large",
-                                    "message": f"the body is larger than {self._max_body} bytes"}}, 413)
+        body = await request.read()  # read already (and limited, timed) by the connection guard
         loop = asyncio.get_running_loop()
         finished: asyncio.Future[MessageRecord] = loop.create_future()
 

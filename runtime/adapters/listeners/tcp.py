@@ -14,7 +14,8 @@ Decisions:
   ``None`` disables it) is closed (``closedIdle``), whether or not it ever sent anything. Devices on a
   long-lived connection that report less often than that reconnect; raise it for them.
 - **Connection limit**: beyond ``max_connections`` open connections a new one is closed at once
-  (``rejectedConnections``).
+  (``rejectedConnections``). Both are set from ``NUVIOT_MAX_CONNECTIONS_PER_PORT`` and
+  ``NUVIOT_TCP_IDLE_TIMEOUT`` and counted in ``/metrics`` (``ConnectionCounters``, server = listener key).
 - **Refused offers** (intake full, or the instance pausing) are counted (``refused``); the connection stays open.
 - **Replies** (original-listener transmitter): ``reply.send(out)`` writes ``spec.encode(out.payload)`` on the
   connection the message came from (``transport.write``: never blocks). A reply is dropped and counted
@@ -39,6 +40,7 @@ from runtime.core.listener_state import ListenerState
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
+from runtime.services.metrics import ConnectionCounters
 
 log = structlog.get_logger(__name__)
 
@@ -152,6 +154,7 @@ class _Connection(asyncio.Protocol):
             self._idle_timer = asyncio.get_running_loop().call_later(left, self._idle_check)
             return
         self._listener.counters["closedIdle"] += 1
+        self._listener.connections.idle_closed += 1
         self.close()
 
     # ------------------------------------------------------------------ replies and closing
@@ -193,8 +196,10 @@ class TcpListener(ListenerBase):
         max_connections: int = 10_000,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_write_buffer: int = DEFAULT_MAX_WRITE_BUFFER,
+        connection_counters: ConnectionCounters | None = None,
     ) -> None:
         self.config = config
+        self.connections = connection_counters if connection_counters is not None else ConnectionCounters()
         self.key = config.key
         self.spec = FrameSpec.from_listener(config)  # ValueError on a bad framing configuration
         self._host = host
@@ -276,13 +281,17 @@ class TcpListener(ListenerBase):
     def admit(self, conn: _Connection) -> bool:
         if self._server is None or len(self._connections) >= self.max_connections:
             self.counters["rejectedConnections"] += 1
+            self.connections.rejected += 1
             return False
         self._connections.add(conn)
         self.counters["accepted"] += 1
+        self.connections.accepted += 1
+        self.connections.open = len(self._connections)
         return True
 
     def forget(self, conn: _Connection) -> None:
         self._connections.discard(conn)
+        self.connections.open = len(self._connections)
 
     def deliver(self, frame: bytes, address: str, reply: _Reply) -> None:
         intake = self._intake

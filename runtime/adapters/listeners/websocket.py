@@ -34,7 +34,8 @@ import aiohttp
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from runtime.adapters.httpsite import BasicCredentials, start_site
+from runtime.adapters.httpguard import ConnectionLimits
+from runtime.adapters.httpsite import BasicCredentials, HttpServer, start_site
 from runtime.adapters.listeners.base import ListenerBase
 from runtime.adapters.listeners.framing import DEFAULT_MAX_MESSAGE_SIZE
 from runtime.adapters.supervision import SessionTask, supervise
@@ -44,6 +45,7 @@ from runtime.core.listener_state import ListenerState
 from runtime.core.messages import InboundMessage, OutgoingMessage
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import Intake
+from runtime.services.metrics import ConnectionCounters
 
 log = structlog.get_logger(__name__)
 
@@ -127,8 +129,12 @@ class WebSocketListener(ListenerBase):
         heartbeat: float | None = 30.0,
         connect_timeout: float = 10.0,
         reply_queue_size: int = 1000,
+        limits: ConnectionLimits | None = None,
+        connection_counters: ConnectionCounters | None = None,
     ) -> None:
         self.config = config
+        self._limits = limits
+        self._connection_counters = connection_counters
         self.key = config.key
         self.max_size = config.max_message_size or DEFAULT_MAX_MESSAGE_SIZE
         self.reply_queue_size = reply_queue_size
@@ -158,7 +164,7 @@ class WebSocketListener(ListenerBase):
         self._runner = SessionTask(f"listener:{self.key}")
         self._session: aiohttp.ClientSession | None = None
         # server mode
-        self._site: web.AppRunner | None = None
+        self._site: HttpServer | None = None
         self._peers: set[_Peer] = set()
         self.counters = {
             "connects": 0,
@@ -202,7 +208,7 @@ class WebSocketListener(ListenerBase):
         await self._close_session()
         site, self._site = self._site, None
         if site is not None:
-            await site.cleanup()
+            await site.stop()
         self._set_state(ListenerState.STOPPED)
         log.info("listener_stopped", listener=self.key, **self.counters)
 
@@ -307,7 +313,9 @@ class WebSocketListener(ListenerBase):
         path = self.config.path
         app.router.add_get(("/" + path.lstrip("/")) if path else "/{tail:.*}", self._handle)
         try:
-            self._site, self.bound_port = await start_site(app, self._host, self._port or 0, key=self.key)
+            self._site = await start_site(app, self._host, self._port or 0, key=self.key, limits=self._limits,
+                                          counters=self._connection_counters)
+            self.bound_port = self._site.port
         except ListenerBindError:
             self._set_state(ListenerState.FAILED)
             raise
