@@ -175,7 +175,7 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
 
         loader = CloudCheckedLoader(AppSolutionLoader(settings), settings)
         planes = AppPlanes(settings, CloudRecords(store, cloud) if cloud is not None else store, devices, metrics)
-        runtime = Runtime(loader, planes, on_transition=on_transition)
+        runtime = Runtime(loader, planes, on_transition=on_transition, stop_timeout=settings.stop_timeout)
         runtimes.append(runtime)
         planes.bind(runtime)
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from typing import Any
 
 import structlog
@@ -28,7 +29,7 @@ from runtime.core.lifecycle import InstanceState
 from runtime.core.messages import InboundMessage, MessageKind
 from runtime.core.solution.enums import ListenerType, RestListenerType
 from runtime.core.solution.model import Listener
-from runtime.services.dataplane import DataPlane
+from runtime.services.dataplane import DataPlane, Deadline, stop_together
 from runtime.services.devices import DeviceRegistry
 from runtime.services.dispatcher import Dispatcher, build_engines
 from runtime.services.input_commands import InputCommands
@@ -84,11 +85,14 @@ class CommandPlane:
             self._started.append(t)
         await self.server.start()
 
-    async def stop(self) -> None:
-        await self.server.stop()
-        for t in reversed(self._started):
-            await t.stop(self.owner.settings.drain_timeout)
-        self._started.clear()
+    async def stop(self, deadline: float | None = None) -> None:
+        """The input-command server first (no new commands), then every transmitter at once; by ``deadline``."""
+        drain = self.owner.settings.drain_timeout
+        budget = Deadline(deadline, within=drain + 2.0)
+        await stop_together("inputcommands", {"server": self.server.stop}, budget.left())
+        started, self._started = self._started, []
+        await stop_together("transmitter", {t.key: functools.partial(t.stop, budget.left(drain)) for t in started},
+                            budget.left(drain + 1.0))
 
     def status(self) -> dict[str, Any]:
         return {**self.server.status(), "transmitters": [t.status() for t in self.transmitters.values()]}

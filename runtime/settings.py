@@ -98,7 +98,7 @@ class Settings(BaseModel):
     http_body_timeout: float = Field(default=30.0, gt=0, le=3600)
     max_connections_per_port: int = Field(default=256, ge=1, le=1_000_000)
     tcp_idle_timeout: float = Field(default=300.0, gt=0, le=86_400)
-    stop_timeout: float = Field(default=8.0, gt=0, le=600)
+    stop_timeout: float = Field(default=7.0, gt=0, le=600)  # listeners + drain + transmitters, in all
 
     @field_validator("listener_ports", mode="before")
     @classmethod

@@ -1,8 +1,10 @@
 """The data plane: listeners -> bounded intake -> one worker that processes batches -> effects.
 
 It starts with Starting and stops with Pausing/Stopping. Stop order (STYLE §3): (1) listeners stop
-taking messages, (2) the intake drains within ``drain_timeout``, (3) the worker ends, (4) transmitters
-flush. Nothing here awaits per message: the worker takes a batch and processes it synchronously.
+taking messages, all at once, (2) the intake drains within ``drain_timeout``, (3) the worker ends, (4)
+transmitters flush. Every step is bounded by ``drain_timeout`` and by one deadline for the whole stop (the
+supervisor's, ``NUVIOT_STOP_TIMEOUT``), so the stop takes that long at most however many listeners there are.
+Nothing here awaits per message: the worker takes a batch and processes it synchronously.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 import gc
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -137,6 +139,40 @@ def settle_heap() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+async def stop_together(what: str, stops: dict[str, Callable[[], Awaitable[Any]]], within: float) -> None:
+    """Run every stop at once (name -> coroutine function). Those still running after ``within`` seconds are
+    cancelled and named in one log line; a failing one is logged and the others go on."""
+    tasks = {asyncio.create_task(stop(), name=f"stop:{what}:{name}"): name for name, stop in stops.items()}
+    if not tasks:
+        return
+    try:
+        done, pending = await asyncio.wait(tasks, timeout=max(0.0, within))
+    finally:
+        leftover = [t for t in tasks if not t.done()]
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            await asyncio.wait(leftover, timeout=1.0)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(f"{what}_stop_failed", name=tasks[task], error=repr(task.exception()))
+    if pending:
+        log.warning("stop_timed_out", what=what, after_s=round(within, 3), still_running=sorted(tasks[t] for t in pending))
+
+
+class Deadline:
+    """One budget for a whole stop: ``left(bound)`` is ``bound`` or what remains, whichever is less."""
+
+    def __init__(self, at: float | None = None, *, within: float | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.at = at if at is not None else loop.time() + (within if within is not None else 10.0)
+
+    def left(self, bound: float | None = None) -> float:
+        remaining = max(0.0, self.at - self._loop.time())
+        return remaining if bound is None else min(bound, remaining)
+
+
 class Listener(Protocol):
     key: str
     type: str
@@ -196,38 +232,36 @@ class DataPlane:
             await self.stop()
             raise
 
-    async def stop(self) -> None:
-        # (1) no new messages
+    async def stop(self, deadline: float | None = None) -> None:
+        """Stop within ``deadline`` (event-loop time; default: ``4 * drain_timeout`` from now)."""
+        budget = Deadline(deadline, within=4 * self._drain_timeout)
+        # (1) no new messages: every listener stops at once
         self.intake.stop_accepting()
-        for listener in reversed(self._started):
-            try:
-                await asyncio.wait_for(listener.stop(), timeout=self._drain_timeout)
-            except Exception as exc:  # noqa: BLE001 - stopping goes on whatever one listener does
-                log.error("listener_stop_failed", listener=listener.key, error=repr(exc))
-        self._started.clear()
+        started, self._started = self._started, []
+        await stop_together("listener", {lst.key: lst.stop for lst in started}, budget.left(self._drain_timeout))
         # (2) drain what was taken in
-        if not await self.intake.drained(self._drain_timeout):
+        if not await self.intake.drained(budget.left(self._drain_timeout)):
             log.warning("drain_timed_out", left=len(self.intake))
         # (3) end the worker
         self.intake.close()
         if self._worker is not None:
             worker, self._worker = self._worker, None
             try:
-                await asyncio.wait_for(asyncio.shield(worker), timeout=self._drain_timeout)
+                await asyncio.wait_for(asyncio.shield(worker), timeout=budget.left(self._drain_timeout))
             except TimeoutError:
                 worker.cancel()
                 await asyncio.gather(worker, return_exceptions=True)
                 log.warning("worker_cancelled_on_stop", task=worker.get_name())
         # (4) flush effects (transmitters), then close what the plane owns
         try:
-            await asyncio.wait_for(self.dispatcher.flush(), timeout=self._drain_timeout)
+            await asyncio.wait_for(self.dispatcher.flush(), timeout=budget.left(self._drain_timeout))
         except Exception as exc:  # noqa: BLE001
             log.warning("flush_on_stop_incomplete", error=repr(exc))
         for close in self._closers:
             with contextlib.suppress(Exception):
                 result = close()
                 if asyncio.iscoroutine(result):
-                    await asyncio.wait_for(result, timeout=self._drain_timeout)
+                    await asyncio.wait_for(result, timeout=budget.left(self._drain_timeout))
 
     def status(self) -> dict[str, Any]:
         return {

@@ -49,7 +49,8 @@ class SolutionLoader(Protocol):
 class Plane(Protocol):
     async def start(self) -> None: ...  # raises ListenerBindError when a port cannot be bound
 
-    async def stop(self) -> None: ...  # stops intake, drains within its own bound, closes
+    async def stop(self, deadline: float | None = None) -> None: ...  # stops intake, drains, closes by ``deadline``
+    # (event-loop time: the data plane and then the command plane share one stop budget)
 
     def status(self) -> dict[str, Any]: ...
 
@@ -74,12 +75,14 @@ class Runtime:
         clock: Callable[[], float] = time.time,
         op_timeout: float = 60.0,
         grace: float = 2.0,
+        stop_timeout: float = 7.0,
     ) -> None:
         self._loader = loader
         self._planes = planes
         self._clock = clock
         self._op_timeout = op_timeout
         self._grace = grace
+        self._stop_timeout = stop_timeout
         self._state = S.OFFLINE
         self._since = clock()
         self._reason: str | None = None
@@ -242,15 +245,17 @@ class Runtime:
     async def _stop_planes(self, *, commands: bool) -> None:
         # A plane is forgotten only once its stop() returned: if this is cancelled half-way (a signal
         # during a pause), the shutdown that follows stops it again (stop() is safe to repeat).
+        # One deadline for both planes, so that N listeners and M transmitters stop in ``stop_timeout``.
+        deadline = asyncio.get_running_loop().time() + self._stop_timeout
         if self._data is not None:
             try:
-                await self._data.stop()
+                await self._data.stop(deadline)
             except Exception as exc:
                 log.error("data_plane_stop_failed", error=repr(exc), exc_info=exc)
             self._data = None
         if commands and self._commands is not None:
             try:
-                await self._commands.stop()
+                await self._commands.stop(deadline)
             except Exception as exc:
                 log.error("command_plane_stop_failed", error=repr(exc), exc_info=exc)
             self._commands = None

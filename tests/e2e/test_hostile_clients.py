@@ -197,7 +197,10 @@ async def test_sigterm_with_stalled_connections_on_every_server_exits_0_within_1
         code = await asyncio.to_thread(d.terminate, 10.0)
         elapsed = time.monotonic() - t0
         assert code == 0
-        assert elapsed < 10.0
+        print(f"SIGTERM to exit with {len(held)} stalled connections: {elapsed:.2f} s")
+        # Docker's budget is 10 s; nothing here is slow but the stalled clients (which used to cost ~2 s per
+        # HTTP server each), so the stop takes far less
+        assert elapsed < 5.0
         states = [line.get("to") or line.get("state") for line in d.json_lines() if line.get("event") == "state_changed"]
         assert states[-1] == "Stopped", states
         for writer in held:

@@ -42,7 +42,7 @@ class FakePlane:
             raise self.fail
         self.log.append(f"{self.name}:start")
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float | None = None) -> None:
         self.log.append(f"{self.name}:stop")
 
     def status(self) -> dict[str, Any]:
@@ -173,7 +173,7 @@ class SlowStopPlane(FakePlane):
 
     stops = 0
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float | None = None) -> None:
         await asyncio.sleep(0.3)
         SlowStopPlane.stops += 1
         self.log.append(f"{self.name}:stop")
