@@ -57,6 +57,7 @@ def _clean(value: Any, depth: int) -> Any:
         return value
     if isinstance(value, dict):
         return {k: (MASK if isinstance(k, str) and is_secret_name(k) and v not in (None, "")
+                    and not isinstance(v, bool)
                     else _clean(v, depth + 1)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_clean(v, depth + 1) for v in value)
@@ -70,7 +71,7 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
         if key in ("level", "timestamp", "logger", "_record", "_from_structlog"):
             continue
         if key != "event" and is_secret_name(key):
-            if value not in (None, ""):
+            if value not in (None, "") and not isinstance(value, bool):  # a flag carries no secret
                 event_dict[key] = MASK
         elif key == "exc_info" or key == "exception":
             if isinstance(value, str):

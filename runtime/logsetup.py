@@ -132,3 +132,4 @@ def configure(level: str = "info", fmt: str | None = None) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # aiosqlite logs every call with its SQL parameters (device keys, headers) at debug: never wanted
     logging.getLogger("aiosqlite").setLevel(max(numeric, logging.INFO))
+    structlog.get_logger(__name__).debug("logging_configured", level=level, format=fmt)

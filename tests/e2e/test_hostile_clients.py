@@ -224,3 +224,22 @@ async def test_a_flood_of_malformed_requests_costs_a_few_short_log_lines(tmp_pat
         assert 1 <= len(about) <= 5, about  # rate-limited: 5 per 10 s per key
         assert sum(len(line) for line in new) < 200 * 40  # far less log than input (was ~650 B each)
         assert metric(d, "nuviot_http_bad_requests_total", server="restin") == 200
+
+
+async def test_credentials_never_reach_stdout_even_at_debug_level(tmp_path: Path) -> None:
+    secret = "ZGV2aWNlOnMzY3IzdC1wYXNzd29yZA"  # base64 of device:s3cr3t-password, without padding
+    with daemon(tmp_path, log_level="debug") as d:
+        ports = await asyncio.to_thread(ports_of, d)
+        bad = b"{not json"  # fails the input translator: a dead letter that keeps its headers
+        for port, path in ((ports["restin"], "/"), (ports["inputcommands"], "/meter/reading/wf/none/m1")):
+            req = (f"POST {path}?password=s3cr3t-password HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {secret}\r\n"
+                   f"Cookie: session={secret}\r\nContent-Length: {len(bad)}\r\nConnection: close\r\n\r\n").encode()
+            await raw_request(port, req + bad)
+        status, _ = await asyncio.to_thread(d.request, "GET", "/status", None, f"{secret}-wrong")
+        assert status == 401
+        await asyncio.to_thread(d.request, "GET", "/health", None, None)
+        text = "\n".join(d.lines)
+        assert any(e.get("event") == "logging_configured" and e.get("level") == "debug" for e in d.json_lines())
+        assert any(e.get("event") == "admin_unauthorized" and e.get("had_credentials") is True
+                   for e in d.json_lines())  # a flag named like a credential stays readable
+        assert secret not in text and "s3cr3t-password" not in text

@@ -23,7 +23,8 @@ def run_logging(body: str, level: str = "debug") -> list[dict]:
         log = structlog.get_logger("probe")
     """) + textwrap.dedent(body)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=True)
-    return [orjson.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    lines = [orjson.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    return [line for line in lines if line["event"] != "logging_configured"]
 
 
 SECRET = "c2VjcmV0OnNlY3JldA"  # what must never appear
