@@ -263,6 +263,10 @@ async def guard_middleware(
                 guard.counters.too_large += 1
                 return _json_error(413, "payload_too_large",
                                    f"the body is larger than {request.app.get(MAX_BODY_KEY, 0)} bytes", close=True)
+            except ConnectionError:  # the client went away mid-body: nobody to answer, nothing to report
+                log.debug("client_disconnected", server=guard.key, phase="body", peer=request.remote)
+                return _json_error(400, "client_disconnected", "the connection closed before the body ended",
+                                   close=True)
             except (RequestPayloadError, ContentEncodingError) as exc:
                 code = "bad_content_encoding" if "content-encoding" in str(exc).lower() else "bad_request"
                 guard.client_error(code, request.remote, exc)
