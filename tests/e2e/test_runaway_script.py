@@ -36,3 +36,18 @@ def test_runaway_script_is_stopped_and_the_next_message_runs(tmp_path: Path) -> 
         codes = sorted(x["error"].split(":")[0] for x in letters)
         assert len(codes) == 3 and codes[0] == "script_error" and codes[-1] == "script_timeout"
         assert d.request("GET", "/status")[1]["state"] == "Running"
+
+
+def test_a_script_that_replaces_built_ins_harms_no_later_message(tmp_path: Path) -> None:
+    """Issue 18 item 3: before, every later message of every device failed with 500 internal_error."""
+    with Daemon(tmp_path / "data", "--solution", str(FIXTURE), "--input-command-port", "0") as d:
+        status = d.wait_state("Running")
+        base = f"http://127.0.0.1:{status['listeners'][0]['port']}/devices"
+        code, body, _ = http("POST", f"{base}/d1/cmd", {"what": "pollute"})
+        assert code == 200, body  # sloppy mode: the assignments to frozen built-ins do nothing
+        for device in ("d2", "d1", "d2"):
+            code, body, _ = http("POST", f"{base}/{device}/cmd", {"what": "check"})
+            assert code == 200, body
+            assert d.request("GET", f"/devices/{device}")[1]["attributes"]["last"] == \
+                '{"polluted":null,"leaked":"undefined"}'
+        assert d.request("GET", "/deadletters")[1] == []
