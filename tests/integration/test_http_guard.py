@@ -104,3 +104,28 @@ async def test_keep_alive_connections_get_the_header_timeout_to_send_the_next_re
     finally:
         writer.close()
     assert (server.guard.counters.idle_closed, server.guard.counters.header_timeouts) == (1, 0)
+
+
+async def test_an_upgraded_websocket_outlives_the_header_timeout() -> None:
+    """The timer covers the wait for a request head; a WebSocket session after the upgrade is no such wait."""
+    import aiohttp
+
+    async def ws_echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", ws_echo)
+    srv = await start_site(app, "127.0.0.1", 0, key="ws", limits=ConnectionLimits(header_timeout=0.2))
+    try:
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{srv.port}/") as ws:
+            for i in range(3):
+                await asyncio.sleep(0.3)  # longer than the header timeout each time, on purpose
+                await ws.send_str(f"m{i}")
+                assert (await ws.receive(timeout=5)).data == f"m{i}"
+        assert srv.guard.counters.header_timeouts == 0
+    finally:
+        await srv.stop()
