@@ -1,7 +1,8 @@
 """Issue 4: a native MQTT solution end to end through a real mosquitto.
 
 Telemetry in on devices/{id}/telemetry -> state saved -> an output command published on the
-~deviceid~ topic and received. Pause stops message intake; start resumes it.
+~deviceid~ topic and received. Pause stops message intake (the broker keeps what arrives
+meanwhile); start resumes it and takes the waiting message.
 """
 
 from __future__ import annotations
@@ -67,10 +68,12 @@ async def test_mqtt_telemetry_state_and_command_out(own_mosquitto: Mosquitto, tm
             assert {(x["deviceId"], x["stage"]) for x in letters} >= {("fan-001", "inputtranslator"),
                                                                        ("fan-002", "planner")}
 
-            # pause: nothing is taken in; start: intake resumes
+            # pause: nothing is taken in, the broker keeps the session's messages; start: intake resumes
             assert (await asyncio.to_thread(d.request, "POST", "/control/pause"))[0] == 202
             await asyncio.to_thread(d.wait_state, "Paused")
             await client.publish("devices/fan-001/telemetry", json.dumps({"temperature": 20.0}), qos=1)
+            paused = (await asyncio.to_thread(d.request, "GET", "/status"))[1]
+            assert paused["state"] == "Paused" and paused["counters"]["received"] == 3
             assert (await asyncio.to_thread(d.request, "POST", "/control/start"))[0] == 202
             await asyncio.to_thread(d.wait_state, "Running")
             for _ in range(50):
@@ -82,7 +85,7 @@ async def test_mqtt_telemetry_state_and_command_out(own_mosquitto: Mosquitto, tm
                 async for message in client.messages:  # fan goes off: a command with state false
                     assert json.loads(message.payload) == {"state": False}
                     break
-            # the message sent after start went through; the one sent while Paused was never taken in
-            status = await wait_processed(d, 4)
-            assert status["counters"]["received"] == 4
-            assert status["counters"]["processed"] + status["counters"]["failed"] == 4
+            # the message sent while Paused waited at the broker and went through after start, with the later one
+            status = await wait_processed(d, 5)
+            assert status["counters"]["received"] == 5
+            assert status["counters"]["processed"] + status["counters"]["failed"] == 5

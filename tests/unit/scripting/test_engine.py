@@ -51,10 +51,11 @@ def test_runaway_loop_is_stopped_within_the_limit_and_the_engine_goes_on() -> No
         }
     )
     st = state()
-    t = time.perf_counter()
+    # QuickJS counts the limit in CPU time (clock()), so measure CPU time: a loaded machine stretches wall time
+    t = time.process_time()
     with pytest.raises(ScriptError) as info:
         s.session(CTX, st).call(PRE_HANDLER, (), st)
-    elapsed = (time.perf_counter() - t) * 1000
+    elapsed = (time.process_time() - t) * 1000
     assert info.value.kind == "timeout"
     assert info.value.script == "workflow wf / preHandler"
     assert LIMIT_MS * 0.8 <= elapsed < LIMIT_MS * 6
