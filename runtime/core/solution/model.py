@@ -16,44 +16,25 @@ Conventions
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-)
-from pydantic.alias_generators import to_camel
+from pydantic import Field, SecretStr
 
+from runtime.core.solution.base import Bool, Entity, Float, Int, Model, Port, Str
 from runtime.core.solution.enums import (
     BinaryParsingStrategy,
     ContentType,
     DateTimeZone,
-    DeploymentConfiguration,
-    DeploymentType,
     Endian,
-    EndpointType,
     InputTranslatorType,
     ListenerType,
-    LogStorage,
     MessageDirection,
-    NodeType,
-    NuvIoTEdition,
     OutputTranslatorType,
-    ParameterLocation,
     ParameterType,
     ParseBinaryValueType,
     ParseStringValueType,
     PipelineModuleType,
     QoS,
-    QueueType,
-    RepositoryType,
     RestListenerType,
     RestMethod,
     RestServerType,
@@ -61,33 +42,31 @@ from runtime.core.solution.enums import (
     SecurityFieldType,
     StringParsingStrategy,
     TransmitterType,
-    WorkingStorage,
+)
+from runtime.core.solution.instance_model import DeviceRepositoryConfig, DeviceSeed, Instance
+from runtime.core.solution.workflow_model import (
+    Attribute,
+    BusinessRule,
+    Connection,
+    InputCommand,
+    MachineState,
+    OutputCommand,
+    Parameter,
+    StateMachine,
+    Transition,
+    Workflow,
+    WorkflowInput,
 )
 
-Str = StrictStr
-Int = StrictInt
-Float = StrictFloat
-Bool = StrictBool
-Port = Annotated[StrictInt, Field(ge=0, le=65535)]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(
-        frozen=True,
-        extra="ignore",
-        populate_by_name=True,
-        alias_generator=to_camel,
-        hide_input_in_errors=True,  # never echo secrets in validation messages
-    )
-
-
-class Entity(Model):
-    """Name, Key and optional 32-hex Id, as every NuvIoT entity has."""
-
-    key: Str
-    name: Str = ""
-    id: Str | None = None
-    description: Str | None = None
+__all__ = [
+    "Attribute", "Bool", "BusinessRule", "Connection", "CustomField", "DataStream", "DataStreamField",
+    "DeviceConfiguration", "DeviceRepositoryConfig", "DeviceSeed", "Entity", "FieldParser", "Float", "Header",
+    "InputCommand", "InputTranslator", "Instance", "Int", "Listener", "MachineState", "MessageDefinition",
+    "MessageField", "Model", "MqttSubscription", "OutputCommand", "OutputCommandMapping", "OutputTranslator",
+    "Parameter", "Planner", "Port", "Route", "RouteConnection", "RouteStep", "SecurityField", "Sentinel",
+    "Solution", "SolutionDocument", "StateDef", "StateMachine", "StateSet", "Str", "Transition", "Transmitter",
+    "Unit", "UnitSet", "Workflow", "WorkflowInput",
+]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- type system
@@ -336,138 +315,6 @@ class DataStream(Entity):
     fields: tuple[DataStreamField, ...] = ()
 
 
-# --------------------------------------------------------------------------- workflows
-
-
-class Connection(Model):
-    """An edge on the workflow canvas (NuvIoT Connection)."""
-
-    node_key: Str
-    node_type: NodeType
-    node_name: Str | None = None
-    input_command_key: Str | None = None  # attribute <- input command: which parameter
-    event: Str | None = None  # edge into a state machine: which event to raise
-    parameter: Str | None = None  # edge from an input command: which parameter carries the value
-
-
-_INCOMING = Field(default=(), validation_alias=AliasChoices("incomingConnections", "incoming", "incoming_connections"))
-_OUTGOING = Field(default=(), validation_alias=AliasChoices("outgoingConnections", "outgoing", "outgoing_connections"))
-
-
-class WorkflowInput(Entity):
-    input_type: ParameterType = ParameterType.STRING
-    on_set_script: Str | None = None
-    unit_set: Str | None = None
-    state_set: Str | None = None
-    incoming_connections: tuple[Connection, ...] = _INCOMING
-    outgoing_connections: tuple[Connection, ...] = _OUTGOING
-
-
-class Attribute(Entity):
-    attribute_type: ParameterType = ParameterType.STRING
-    on_set_script: Str | None = None
-    read_only: Bool = False
-    unit_set: Str | None = None
-    state_set: Str | None = None
-    default_value: Str | None = None
-    incoming_connections: tuple[Connection, ...] = _INCOMING
-    outgoing_connections: tuple[Connection, ...] = _OUTGOING
-
-
-class Parameter(Entity):
-    """Input-command and output-command parameter (NuvIoT Parameter)."""
-
-    is_required: Bool = False
-    min_value: Float | None = None
-    max_value: Float | None = None
-    default_value: Str | None = None
-    parameter_location: ParameterLocation | None = None
-    parameter_type: ParameterType = ParameterType.STRING
-    unit_set: Str | None = None
-    state_set: Str | None = None
-
-
-class InputCommand(Entity):
-    endpoint_type: EndpointType = EndpointType.GET
-    parameters: tuple[Parameter, ...] = ()
-    on_arrive_script: Str | None = None
-    incoming_connections: tuple[Connection, ...] = _INCOMING
-    outgoing_connections: tuple[Connection, ...] = _OUTGOING
-
-
-class OutputCommand(Entity):
-    parameters: tuple[Parameter, ...] = ()
-    on_execute_script: Str | None = None
-    incoming_connections: tuple[Connection, ...] = _INCOMING
-
-
-class Transition(Model):
-    """In a state: on ``event``, run ``on_transition_script`` (if any) and move to ``new_state`` (if any)."""
-
-    event: Str
-    new_state: Str | None = None
-    on_transition_script: Str | None = None
-
-
-class MachineState(Model):
-    key: Str
-    name: Str = ""
-    is_initial_state: Bool = False
-    transitions: tuple[Transition, ...] = ()
-
-
-class StateMachine(Entity):
-    events: tuple[Str, ...] = ()
-    states: tuple[MachineState, ...] = ()
-    incoming_connections: tuple[Connection, ...] = _INCOMING
-
-    @cached_property
-    def initial_state(self) -> str | None:
-        for s in self.states:
-            if s.is_initial_state:
-                return s.key
-        return self.states[0].key if self.states else None
-
-
-class BusinessRule(Entity):
-    script: Str | None = None
-    error_code: Str | None = None
-
-
-class Workflow(Entity):
-    """NuvIoT DeviceWorkflow."""
-
-    configuration_version: Str | None = None
-    pre_handler_script: Str | None = None
-    post_handler_script: Str | None = None
-    inputs: tuple[WorkflowInput, ...] = ()
-    attributes: tuple[Attribute, ...] = ()
-    input_commands: tuple[InputCommand, ...] = ()
-    output_commands: tuple[OutputCommand, ...] = ()
-    state_machines: tuple[StateMachine, ...] = ()
-    business_rules: tuple[BusinessRule, ...] = ()
-
-    @cached_property
-    def input_by_key(self) -> dict[str, WorkflowInput]:
-        return {i.key: i for i in self.inputs}
-
-    @cached_property
-    def attribute_by_key(self) -> dict[str, Attribute]:
-        return {a.key: a for a in self.attributes}
-
-    @cached_property
-    def input_command_by_key(self) -> dict[str, InputCommand]:
-        return {c.key: c for c in self.input_commands}
-
-    @cached_property
-    def output_command_by_key(self) -> dict[str, OutputCommand]:
-        return {c.key: c for c in self.output_commands}
-
-    @cached_property
-    def state_machine_by_key(self) -> dict[str, StateMachine]:
-        return {m.key: m for m in self.state_machines}
-
-
 # --------------------------------------------------------------------------- routes and device configurations
 
 
@@ -537,56 +384,6 @@ class Solution(Entity):
     listeners: tuple[Listener, ...] = ()
     planner: Planner
     device_configurations: tuple[DeviceConfiguration, ...] = ()
-
-
-# --------------------------------------------------------------------------- instance and devices
-
-
-class DeviceRepositoryConfig(Model):
-    key: Str = "local"
-    name: Str = ""
-    repository_type: RepositoryType = RepositoryType.LOCAL
-    sqlite_path: Str | None = None
-    device_timeout_seconds: Int | None = None
-
-
-class Instance(Model):
-    """The DeploymentInstance settings a runtime needs (status and audit fields dropped)."""
-
-    key: Str | None = None
-    name: Str = ""
-    id: Str | None = None
-    nuviot_edition: NuvIoTEdition = Field(
-        default=NuvIoTEdition.CONTAINER, validation_alias=AliasChoices("nuvIoTEdition", "nuviotEdition", "nuviot_edition")
-    )
-    deployment_type: DeploymentType | None = None
-    deployment_configuration: DeploymentConfiguration | None = None
-    working_storage: WorkingStorage | None = None
-    queue_type: QueueType = QueueType.IN_MEMORY
-    log_storage: LogStorage | None = None
-    dns_host_name: Str = "localhost"
-    time_zone: Str = "UTC"
-    debug_mode: Bool = False
-    test_mode: Bool = False
-    input_command_port: Port | None = None
-    input_command_ssl: Bool = False
-    input_command_anonymous: Bool = True
-    input_command_basic_auth_user_name: Str | None = None
-    input_command_basic_auth_password: SecretStr | None = None
-    device_repository: DeviceRepositoryConfig = Field(default_factory=DeviceRepositoryConfig)
-    settings_values: dict[Str, Str] = Field(default_factory=dict)
-
-
-class DeviceSeed(Model):
-    """An optional device to provision into a local repository when the solution loads."""
-
-    device_id: Str
-    name: Str = ""
-    device_configuration: Str  # key
-    device_type: Str | None = None
-    primary_access_key: SecretStr | None = None
-    secondary_access_key: SecretStr | None = None
-    properties: dict[Str, Any] = Field(default_factory=dict)
 
 
 class SolutionDocument(Model):

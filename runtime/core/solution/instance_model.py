@@ -1,0 +1,65 @@
+"""The deployment instance and the device seed (NuvIoT DeploymentInstance); re-exported by ``model``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr
+
+from runtime.core.solution.base import Bool, Int, Model, Port, Str
+from runtime.core.solution.enums import (
+    DeploymentConfiguration,
+    DeploymentType,
+    LogStorage,
+    NuvIoTEdition,
+    QueueType,
+    RepositoryType,
+    WorkingStorage,
+)
+
+
+class DeviceRepositoryConfig(Model):
+    key: Str = "local"
+    name: Str = ""
+    repository_type: RepositoryType = RepositoryType.LOCAL
+    sqlite_path: Str | None = None
+    device_timeout_seconds: Int | None = None
+
+
+class Instance(Model):
+    """The DeploymentInstance settings a runtime needs (status and audit fields dropped)."""
+
+    key: Str | None = None
+    name: Str = ""
+    id: Str | None = None
+    nuviot_edition: NuvIoTEdition = Field(
+        default=NuvIoTEdition.CONTAINER, validation_alias=AliasChoices("nuvIoTEdition", "nuviotEdition", "nuviot_edition")
+    )
+    deployment_type: DeploymentType | None = None
+    deployment_configuration: DeploymentConfiguration | None = None
+    working_storage: WorkingStorage | None = None
+    queue_type: QueueType = QueueType.IN_MEMORY
+    log_storage: LogStorage | None = None
+    dns_host_name: Str = "localhost"
+    time_zone: Str = "UTC"
+    debug_mode: Bool = False
+    test_mode: Bool = False
+    input_command_port: Port | None = None
+    input_command_ssl: Bool = False
+    input_command_anonymous: Bool = True
+    input_command_basic_auth_user_name: Str | None = None
+    input_command_basic_auth_password: SecretStr | None = None
+    device_repository: DeviceRepositoryConfig = Field(default_factory=DeviceRepositoryConfig)
+    settings_values: dict[Str, Str] = Field(default_factory=dict)
+
+
+class DeviceSeed(Model):
+    """An optional device to provision into a local repository when the solution loads."""
+
+    device_id: Str
+    name: Str = ""
+    device_configuration: Str  # key
+    device_type: Str | None = None
+    primary_access_key: SecretStr | None = None
+    secondary_access_key: SecretStr | None = None
+    properties: dict[Str, Any] = Field(default_factory=dict)

@@ -1,0 +1,139 @@
+"""Workflow models (NuvIoT DeviceWorkflow and its nodes); re-exported by ``model``."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from pydantic import AliasChoices, Field
+
+from runtime.core.solution.base import Bool, Entity, Float, Model, Str
+from runtime.core.solution.enums import EndpointType, NodeType, ParameterLocation, ParameterType
+
+
+class Connection(Model):
+    """An edge on the workflow canvas (NuvIoT Connection)."""
+
+    node_key: Str
+    node_type: NodeType
+    node_name: Str | None = None
+    input_command_key: Str | None = None  # attribute <- input command: which parameter
+    event: Str | None = None  # edge into a state machine: which event to raise
+    parameter: Str | None = None  # edge from an input command: which parameter carries the value
+
+
+_INCOMING = Field(default=(), validation_alias=AliasChoices("incomingConnections", "incoming", "incoming_connections"))
+_OUTGOING = Field(default=(), validation_alias=AliasChoices("outgoingConnections", "outgoing", "outgoing_connections"))
+
+
+class WorkflowInput(Entity):
+    input_type: ParameterType = ParameterType.STRING
+    on_set_script: Str | None = None
+    unit_set: Str | None = None
+    state_set: Str | None = None
+    incoming_connections: tuple[Connection, ...] = _INCOMING
+    outgoing_connections: tuple[Connection, ...] = _OUTGOING
+
+
+class Attribute(Entity):
+    attribute_type: ParameterType = ParameterType.STRING
+    on_set_script: Str | None = None
+    read_only: Bool = False
+    unit_set: Str | None = None
+    state_set: Str | None = None
+    default_value: Str | None = None
+    incoming_connections: tuple[Connection, ...] = _INCOMING
+    outgoing_connections: tuple[Connection, ...] = _OUTGOING
+
+
+class Parameter(Entity):
+    """Input-command and output-command parameter (NuvIoT Parameter)."""
+
+    is_required: Bool = False
+    min_value: Float | None = None
+    max_value: Float | None = None
+    default_value: Str | None = None
+    parameter_location: ParameterLocation | None = None
+    parameter_type: ParameterType = ParameterType.STRING
+    unit_set: Str | None = None
+    state_set: Str | None = None
+
+
+class InputCommand(Entity):
+    endpoint_type: EndpointType = EndpointType.GET
+    parameters: tuple[Parameter, ...] = ()
+    on_arrive_script: Str | None = None
+    incoming_connections: tuple[Connection, ...] = _INCOMING
+    outgoing_connections: tuple[Connection, ...] = _OUTGOING
+
+
+class OutputCommand(Entity):
+    parameters: tuple[Parameter, ...] = ()
+    on_execute_script: Str | None = None
+    incoming_connections: tuple[Connection, ...] = _INCOMING
+
+
+class Transition(Model):
+    """In a state: on ``event``, run ``on_transition_script`` (if any) and move to ``new_state`` (if any)."""
+
+    event: Str
+    new_state: Str | None = None
+    on_transition_script: Str | None = None
+
+
+class MachineState(Model):
+    key: Str
+    name: Str = ""
+    is_initial_state: Bool = False
+    transitions: tuple[Transition, ...] = ()
+
+
+class StateMachine(Entity):
+    events: tuple[Str, ...] = ()
+    states: tuple[MachineState, ...] = ()
+    incoming_connections: tuple[Connection, ...] = _INCOMING
+
+    @cached_property
+    def initial_state(self) -> str | None:
+        for s in self.states:
+            if s.is_initial_state:
+                return s.key
+        return self.states[0].key if self.states else None
+
+
+class BusinessRule(Entity):
+    script: Str | None = None
+    error_code: Str | None = None
+
+
+class Workflow(Entity):
+    """NuvIoT DeviceWorkflow."""
+
+    configuration_version: Str | None = None
+    pre_handler_script: Str | None = None
+    post_handler_script: Str | None = None
+    inputs: tuple[WorkflowInput, ...] = ()
+    attributes: tuple[Attribute, ...] = ()
+    input_commands: tuple[InputCommand, ...] = ()
+    output_commands: tuple[OutputCommand, ...] = ()
+    state_machines: tuple[StateMachine, ...] = ()
+    business_rules: tuple[BusinessRule, ...] = ()
+
+    @cached_property
+    def input_by_key(self) -> dict[str, WorkflowInput]:
+        return {i.key: i for i in self.inputs}
+
+    @cached_property
+    def attribute_by_key(self) -> dict[str, Attribute]:
+        return {a.key: a for a in self.attributes}
+
+    @cached_property
+    def input_command_by_key(self) -> dict[str, InputCommand]:
+        return {c.key: c for c in self.input_commands}
+
+    @cached_property
+    def output_command_by_key(self) -> dict[str, OutputCommand]:
+        return {c.key: c for c in self.output_commands}
+
+    @cached_property
+    def state_machine_by_key(self) -> dict[str, StateMachine]:
+        return {m.key: m for m in self.state_machines}
