@@ -182,10 +182,11 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
         channel: Any = None  # created once the instance id is settled (after the first load)
 
         def extras() -> dict[str, Any]:
+            doc = runtime.loaded.doc if runtime.loaded else None
             body: dict[str, Any] = {
+                "instance": settings.instance_status(doc),  # each setting with its source (flag/env/document)
                 "storage": {
-                    "workingStorage": settings.effective_working_storage(
-                        runtime.loaded.doc if runtime.loaded else None).value,
+                    "workingStorage": settings.effective_working_storage(doc).value,
                     "queueDepth": store.queue_depth,
                     "dropped": store.dropped_total,
                 },

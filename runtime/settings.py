@@ -1,8 +1,11 @@
 """Settings: CLI flag > environment > the solution's instance section > default (CONTRACT §2).
 
-``Settings`` holds what the flags and the environment said. Values that fall back to the solution
-(instance id, working storage, input-command port) stay ``None`` here and are resolved against the
-loaded solution by the ``effective_*`` helpers.
+``Settings`` holds what the flags and the environment said (``sources`` says which one, per field). Values
+that fall back to the document's instance section (instance id, working storage, input-command port, queue
+type, deployment type and configuration) stay ``None`` here and are resolved against the loaded document by
+the ``effective_*`` helpers; ``instance_status`` shows every instance setting with its source in
+``GET /status`` (the document-only ones: edition, log storage, time zone, DNS name, input-command SSL,
+anonymous access and credentials, device repository, settings values).
 """
 
 from __future__ import annotations
@@ -11,15 +14,16 @@ import argparse
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from runtime.core.solution.enums import WorkingStorage
+from runtime.core.solution.enums import DeploymentConfiguration, DeploymentType, QueueType, WorkingStorage
 from runtime.core.solution.model import SolutionDocument
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "console"]
+Source = Literal["flag", "environment", "document", "default"]
 
 DEFAULT_INPUT_COMMAND_PORT = 8182  # NuvIoT's default is 80, which a non-root container cannot bind
 
@@ -40,6 +44,10 @@ ENV: dict[str, str] = {
     "NUVIOT_LOG_LEVEL": "log_level",
     "NUVIOT_LOG_FORMAT": "log_format",
     "NUVIOT_LISTENER_PORTS": "listener_ports",
+    # NuvIoT's container variables QueueType, DeploymentType, DeploymentConfig (entrypoint.sh maps them)
+    "NUVIOT_QUEUE_TYPE": "queue_type",
+    "NUVIOT_DEPLOYMENT_TYPE": "deployment_type",
+    "NUVIOT_DEPLOYMENT_CONFIG": "deployment_configuration",
     # extensions (cloud working storage tuning; README "Container")
     "NUVIOT_CLOUD_BATCH_SIZE": "cloud_batch_size",
     "NUVIOT_CLOUD_MAX_BATCHES_PER_SECOND": "cloud_max_batches_per_second",
@@ -99,6 +107,11 @@ class Settings(BaseModel):
     max_connections_per_port: int = Field(default=256, ge=1, le=1_000_000)
     tcp_idle_timeout: float = Field(default=300.0, gt=0, le=86_400)
     stop_timeout: float = Field(default=7.0, gt=0, le=600)  # listeners + drain + transmitters, in all
+    queue_type: QueueType | None = None
+    deployment_type: DeploymentType | None = None
+    deployment_configuration: DeploymentConfiguration | None = None
+    # field name -> "flag" or "environment", for the fields that were given (load_settings fills it)
+    sources: dict[str, Source] = Field(default_factory=dict, repr=False)
 
     @field_validator("listener_ports", mode="before")
     @classmethod
@@ -130,6 +143,17 @@ class Settings(BaseModel):
         return v
 
     # ---- resolution against the loaded solution (flag/env already won when set)
+    def resolve(self, name: str, doc: SolutionDocument | None, default: Any) -> tuple[Any, Source]:
+        """flag > environment > the document's instance section (when it set the field) > default."""
+        given = getattr(self, name, None)
+        if given is not None:
+            return given, self.sources.get(name, "flag")
+        if doc is not None and name in doc.instance.model_fields_set:
+            value = getattr(doc.instance, name)
+            if value is not None:
+                return value, "document"
+        return default, "default"
+
     def effective_instance_id(self, doc: SolutionDocument | None) -> str:
         if self.instance_id:
             return self.instance_id
@@ -138,9 +162,12 @@ class Settings(BaseModel):
         return "local"
 
     def effective_working_storage(self, doc: SolutionDocument | None) -> WorkingStorage:
+        """``cloud`` from the document needs a cloud URL; without one the runtime works locally (see /status)."""
         if self.working_storage is not None:
             return self.working_storage
         if doc is not None and doc.instance.working_storage is not None:
+            if doc.instance.working_storage is WorkingStorage.CLOUD and not self.cloud_url:
+                return WorkingStorage.LOCAL
             return doc.instance.working_storage
         return WorkingStorage.LOCAL
 
@@ -150,6 +177,53 @@ class Settings(BaseModel):
         if doc is not None and doc.instance.input_command_port is not None:
             return doc.instance.input_command_port
         return DEFAULT_INPUT_COMMAND_PORT
+
+    def instance_status(self, doc: SolutionDocument | None) -> dict[str, Any]:
+        """Every instance setting as ``{value, source}`` for ``GET /status`` (secrets only as set/unset)."""
+
+        def entry(value: Any, source: Source) -> dict[str, Any]:
+            return {"value": getattr(value, "value", value), "source": source}
+
+        out: dict[str, Any] = {}
+        for name, wire, default in (
+            ("queue_type", "queueType", QueueType.IN_MEMORY),
+            ("deployment_type", "deploymentType", None),
+            ("deployment_configuration", "deploymentConfiguration", None),
+            ("nuviot_edition", "edition", "container"),
+            ("log_storage", "logStorage", "local"),
+            ("time_zone", "timeZone", "UTC"),
+            ("dns_host_name", "dnsHostName", "localhost"),
+            ("input_command_ssl", "inputCommandSsl", False),
+            ("input_command_anonymous", "inputCommandAnonymous", True),
+            ("input_command_basic_auth_user_name", "inputCommandUser", None),
+        ):
+            out[wire] = entry(*self.resolve(name, doc, default))
+        storage, storage_source = self.resolve("working_storage", doc, WorkingStorage.LOCAL)
+        out["workingStorage"] = entry(self.effective_working_storage(doc), storage_source)
+        if storage is WorkingStorage.CLOUD and not self.cloud_url:
+            out["workingStorage"]["note"] = "cloud needs NUVIOT_CLOUD_URL; working locally"
+        port, port_source = self.resolve("input_command_port", doc, DEFAULT_INPUT_COMMAND_PORT)
+        out["inputCommandPort"] = entry(port, port_source)
+        inst = doc.instance if doc is not None else None
+        out["credentials"] = entry(len(inst.credentials) if inst else 0,
+                                   "document" if inst and inst.credentials else "default")
+        repo = inst.device_repository if inst else None
+        out["deviceRepository"] = {
+            "value": {"key": repo.key, "name": repo.name, "repositoryType": repo.repository_type.value,
+                      "storage": "sqlite"} if repo else None,
+            "source": "document" if inst and "device_repository" in inst.model_fields_set else "default",
+        }
+        settings: dict[str, Any] = {}
+        if doc is not None:
+            for field in doc.solution.settings:
+                if field.key in doc.instance.settings_values:
+                    settings[field.key] = entry(doc.instance.settings_values[field.key], "document")
+                else:
+                    settings[field.key] = entry(field.default_value, "default")
+            for key, value in doc.instance.settings_values.items():
+                settings.setdefault(key, entry(value, "document"))
+        out["settings"] = settings
+        return out
 
     @property
     def db_path(self) -> Path:
@@ -174,20 +248,28 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     a("--listener-port", dest="listener_ports", action="append", metavar="KEY=PORT",
       help="override a listener's port (repeatable; 0 = any free port)")
     a("--mqtt-keepalive", type=int, help="MQTT client listeners' keep-alive in seconds (default 30)")
+    a("--queue-type", choices=[q.value for q in QueueType], help="NuvIoT QueueType (default: the document's)")
+    a("--deployment-type", choices=[d.value for d in DeploymentType], help="NuvIoT DeploymentType")
+    a("--deployment-configuration", choices=[d.value for d in DeploymentConfiguration],
+      help="NuvIoT DeploymentConfiguration")
 
 
 def load_settings(args: argparse.Namespace | None, environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     values: dict[str, object] = {}
+    sources: dict[str, Source] = {}
     for name, field_name in ENV.items():
         raw = env.get(name)
         if raw is not None and raw != "":
-            values[field_name] = raw.lower() if field_name in {"log_level", "log_format", "working_storage"} else raw
+            values[field_name] = raw.lower() if field_name in _LOWERED else raw
+            sources[field_name] = "environment"
     if args is not None:
         for field_name in Settings.model_fields:
             flag = getattr(args, field_name, None)
-            if flag is not None:
+            if flag is not None and field_name != "sources":
                 values[field_name] = flag
+                sources[field_name] = "flag"
+    values["sources"] = sources
     try:
         settings = Settings.model_validate(_coerce(values))
     except ValidationError as exc:
@@ -202,6 +284,10 @@ def load_settings(args: argparse.Namespace | None, environ: Mapping[str, str] | 
     if settings.working_storage is WorkingStorage.CLOUD and not settings.cloud_url:
         raise SettingsError("invalid settings:\n  --cloud-url / NUVIOT_CLOUD_URL: required when working storage is cloud")
     return settings
+
+
+_LOWERED = frozenset({"log_level", "log_format", "working_storage", "queue_type", "deployment_type",
+                      "deployment_configuration"})
 
 
 def _coerce(values: dict[str, object]) -> dict[str, object]:

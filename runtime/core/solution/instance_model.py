@@ -19,15 +19,31 @@ from runtime.core.solution.enums import (
 
 
 class DeviceRepositoryConfig(Model):
+    """NuvIoT DeviceRepository, the fields a runtime uses; this runtime keeps devices in its own SQLite."""
+
     key: Str = "local"
     name: Str = ""
+    id: Str | None = None
     repository_type: RepositoryType = RepositoryType.LOCAL
     sqlite_path: Str | None = None
     device_timeout_seconds: Int | None = None
 
 
+class InstanceCredential(Model):
+    """NuvIoT DeploymentInstanceCredentials: a user id and password that may call the instance (input commands)."""
+
+    user_id: Str
+    password: SecretStr | None = None
+    id: Str | None = None
+    expires: Str | None = None  # ISO date; an expired credential is refused
+
+
 class Instance(Model):
-    """The DeploymentInstance settings a runtime needs (status and audit fields dropped)."""
+    """The DeploymentInstance settings a runtime needs (status and audit fields dropped).
+
+    Which fields the document set is ``model_fields_set``: settings resolution (``runtime.settings``) reports
+    each value's source as flag, environment, document or default.
+    """
 
     key: Str | None = None
     name: Str = ""
@@ -51,6 +67,7 @@ class Instance(Model):
     input_command_basic_auth_password: SecretStr | None = None
     device_repository: DeviceRepositoryConfig = Field(default_factory=DeviceRepositoryConfig)
     settings_values: dict[Str, Str] = Field(default_factory=dict)
+    credentials: tuple[InstanceCredential, ...] = ()
 
 
 class DeviceSeed(Model):

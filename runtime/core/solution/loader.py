@@ -13,10 +13,10 @@ from typing import Literal
 from runtime.core.errors import Problem, SolutionError
 from runtime.core.solution.model import SolutionDocument
 from runtime.core.solution.native import MAX_SOLUTION_BYTES, native_document, parse_tree
-from runtime.core.solution.nuviot import export_document, is_export
+from runtime.core.solution.nuviot import export_document, export_form, is_export
 from runtime.core.solution.validate import validate_document
 
-SolutionForm = Literal["native", "nuviot-export"]
+SolutionForm = Literal["native", "nuviot-export", "nuviot-instance"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ def load_solution_report(
     """
     tree = parse_tree(data, max_bytes=max_bytes)
     if is_export(tree):
-        form: SolutionForm = "nuviot-export"
+        form: SolutionForm = "nuviot-instance" if export_form(tree) == "nuviot-instance" else "nuviot-export"
         document = export_document(tree)
     else:
         form = "native"

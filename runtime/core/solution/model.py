@@ -43,7 +43,12 @@ from runtime.core.solution.enums import (
     StringParsingStrategy,
     TransmitterType,
 )
-from runtime.core.solution.instance_model import DeviceRepositoryConfig, DeviceSeed, Instance
+from runtime.core.solution.instance_model import (
+    DeviceRepositoryConfig,
+    DeviceSeed,
+    Instance,
+    InstanceCredential,
+)
 from runtime.core.solution.workflow_model import (
     Attribute,
     BusinessRule,
@@ -61,7 +66,7 @@ from runtime.core.solution.workflow_model import (
 __all__ = [
     "Attribute", "Bool", "BusinessRule", "Connection", "CustomField", "DataStream", "DataStreamField",
     "DeviceConfiguration", "DeviceRepositoryConfig", "DeviceSeed", "Entity", "FieldParser", "Float", "Header",
-    "InputCommand", "InputTranslator", "Instance", "Int", "Listener", "MachineState", "MessageDefinition",
+    "InputCommand", "InputTranslator", "Instance", "InstanceCredential", "Int", "Listener", "MachineState", "MessageDefinition",
     "MessageField", "Model", "MqttSubscription", "OutputCommand", "OutputCommandMapping", "OutputTranslator",
     "Parameter", "Planner", "Port", "Route", "RouteConnection", "RouteStep", "SecurityField", "Sentinel",
     "Solution", "SolutionDocument", "StateDef", "StateMachine", "StateSet", "Str", "Transition", "Transmitter",

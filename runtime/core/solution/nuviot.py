@@ -14,7 +14,8 @@ Rules
 - Routes: ``PipelineModules`` become ``steps`` (``RouteModuleConfig.Id`` -> step id, ``PrimaryOutput`` ->
   ``next``, ``SecondaryOutputs`` -> ``secondary``); mappings per edge as model.RouteConnection documents; the
   output translator -> transmitter mapping names the outgoing message by its hex id, converted to its key.
-- The export has no instance section: the default instance's key is the solution key.
+- The export has no instance section: the default instance's key is the solution key. A DeploymentInstance
+  document (``instance_doc``: what a NuvIoT container downloads) carries one, with the Solution inside.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, SecretStr
 
 from runtime.core.errors import Problem, SolutionError
-from runtime.core.solution import codes
+from runtime.core.solution import codes, instance_doc
 from runtime.core.solution import model as m
 from runtime.core.solution.enums import PipelineModuleType, RestListenerType
 from runtime.core.solution.model import SolutionDocument
@@ -60,8 +61,20 @@ _REST_LISTENER_ORDINALS = (
 
 
 def is_export(tree: object) -> bool:
-    """NuvIoT's form: a top-level ``$type`` or PascalCase ``Listeners``/``Planner``/``DeviceConfigurations``."""
-    return isinstance(tree, dict) and ("$type" in tree or any(k in tree for k in EXPORT_TOP_KEYS))
+    """NuvIoT's form: a top-level ``$type`` or PascalCase ``Listeners``/``Planner``/``DeviceConfigurations``,
+    a DeploymentInstance, or either wrapped in NuvIoT's ``InvokeResult`` (``{"Result": ..., "Successful": ...}``)."""
+    inner = instance_doc.unwrap_invoke_result(tree)[0]
+    if inner is not tree:
+        return True
+    return isinstance(tree, dict) and (
+        "$type" in tree or any(k in tree for k in EXPORT_TOP_KEYS) or instance_doc.is_deployment_instance(tree)
+    )
+
+
+def export_form(tree: object) -> str:
+    """``nuviot-instance`` for a DeploymentInstance document, else ``nuviot-export``."""
+    inner = instance_doc.unwrap_invoke_result(tree)[0]
+    return "nuviot-instance" if instance_doc.is_deployment_instance(inner) else "nuviot-export"
 
 
 def _is_eh(value: object) -> bool:
@@ -345,13 +358,19 @@ class _ExportReader:
 
     # ---------------------------------------------------------------- document
     def tree(self) -> dict[str, Any]:
-        solution = self.model(m.Solution, self.export, "solution")
+        root, problems = instance_doc.unwrap_invoke_result(self.export)
+        self.problems += problems
+        instance: dict[str, Any] = {}
+        solution_raw: Any = root
+        if instance_doc.is_deployment_instance(root):
+            solution_raw, problems = instance_doc.solution_of(root)
+            self.problems += problems
+            instance = instance_doc.fix_instance(root, self.model(m.Instance, root, "instance"))
+        solution = self.model(m.Solution, solution_raw, "solution") if solution_raw is not None else {}
         self.apply_fixups()
-        doc: dict[str, Any] = {
-            "schemaVersion": 1,
-            "instance": {"key": solution.get("key"), "name": solution.get("name", "")},
-            "solution": solution,
-        }
+        instance.setdefault("key", solution.get("key"))
+        instance.setdefault("name", solution.get("name", ""))
+        doc: dict[str, Any] = {"schemaVersion": 1, "instance": instance, "solution": solution}
         for name in _LIBRARIES:
             doc[name] = [entry for entry, _ in self.libs[name].values()]
         return doc

@@ -6,64 +6,21 @@ stop a load (``SolutionError``), warnings are reported and the solution still ru
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-
-from runtime.core.errors import Problem
 from runtime.core.solution import codes
-from runtime.core.solution.enums import (
-    EndpointType,
-    ListenerType,
-    NodeType,
-    ParameterLocation,
-    PipelineModuleType,
-    SearchLocation,
-    TransmitterType,
-)
+from runtime.core.solution.enums import PipelineModuleType, TransmitterType
 from runtime.core.solution.model import (
-    Connection,
-    FieldParser,
-    Listener,
     OutputCommandMapping,
-    Parameter,
     Route,
     RouteConnection,
     SolutionDocument,
-    Transmitter,
     Workflow,
 )
+from runtime.core.solution.validate_base import ValidationReport
+from runtime.core.solution.validate_intake import IntakeChecks
+from runtime.core.solution.validate_workflow import WorkflowChecks
 
+__all__ = ["ValidationReport", "validate_document"]
 
-@dataclass(frozen=True, slots=True)
-class ValidationReport:
-    errors: tuple[Problem, ...]
-    warnings: tuple[Problem, ...]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
-# listener type -> fields required (wire names); "creds" = userName and password unless anonymous
-_LISTENER_REQUIRED: dict[ListenerType, tuple[str, ...]] = {
-    ListenerType.AMQP: ("hostName", "creds", "amqpSubscriptions"),
-    ListenerType.AZURE_SERVICE_BUS: ("hostName", "queue", "accessKeyName", "accessKey"),
-    ListenerType.AZURE_EVENT_HUB: ("hostName", "hubName", "accessKey", "consumerGroup"),
-    ListenerType.AZURE_IOT_HUB: ("hostName", "resourceName", "accessKeyName", "accessKey"),
-    ListenerType.MQTT_LISTENER: ("listenOnPort", "creds"),
-    ListenerType.MQTT_CLIENT: ("hostName", "connectToPort", "mqttSubscriptions", "creds"),
-    ListenerType.RAW_TCP: ("listenOnPort",),
-    ListenerType.RABBITMQ_CLIENT: (),
-    ListenerType.REST: ("listenOnPort", "restServerType", "creds"),
-    ListenerType.REDIS: ("hostName", "mqttSubscriptions"),
-    ListenerType.KAFKA: ("hostName", "consumerGroup", "mqttSubscriptions"),
-    ListenerType.RAW_UDP: ("listenOnPort",),
-    ListenerType.SERIAL_PORT: ("portName", "baudRate"),
-    ListenerType.WEBSOCKET: ("hostName", "path", "origin", "supportedProtocol"),
-    ListenerType.FTP: ("listenOnPort",),
-    ListenerType.SHARED_MQTT_LISTENER: ("mqttSubscriptions",),
-    ListenerType.TAK_CURSOR_ON_TARGET: ("credentialsFile",),
-}
 _TRANSMITTER_REQUIRED: dict[TransmitterType, tuple[str, ...]] = {
     TransmitterType.MQTT_CLIENT: ("hostName", "connectToPort", "creds"),
     TransmitterType.REST: ("hostName",),
@@ -71,12 +28,6 @@ _TRANSMITTER_REQUIRED: dict[TransmitterType, tuple[str, ...]] = {
     TransmitterType.AZURE_EVENT_HUB: ("hostName", "hubName", "accessKey"),
     TransmitterType.AZURE_IOT_HUB: ("hostName", "accessKeyName", "accessKey"),
     TransmitterType.SERIAL_PORT: ("portName", "baudRate"),
-}
-_LOCATOR_FOR: dict[SearchLocation, str] = {
-    SearchLocation.PATH: "pathLocator",
-    SearchLocation.TOPIC: "topicLocator",
-    SearchLocation.HEADERS: "headerName",
-    SearchLocation.QUERY_STRING: "queryStringField",
 }
 _STEP_NOT_FOUND = {
     PipelineModuleType.SENTINEL: (codes.SLN_SENTINEL_NOT_FOUND, "sentinel"),
@@ -97,63 +48,7 @@ _RUN_HERE = frozenset(
 )
 
 
-def _snake(wire: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in wire)
-
-
-def _missing(obj: object, wire: str) -> bool:
-    value = getattr(obj, _snake(wire))
-    if hasattr(value, "get_secret_value"):
-        value = value.get_secret_value()
-    return value is None or value == "" or value == ()
-
-
-class _Checker:
-    def __init__(self, doc: SolutionDocument) -> None:
-        self.doc = doc
-        self.errors: list[Problem] = []
-        self.warnings: list[Problem] = []
-
-    def err(self, path: str, code: str, message: str) -> None:
-        self.errors.append(Problem(path, code, message))
-
-    def warn(self, path: str, code: str, message: str) -> None:
-        self.warnings.append(Problem(path, code, message))
-
-    def unique(
-        self, items: Iterable[str], path: str, what: str, attr: str = "key", code: str = codes.DUPLICATE_KEY
-    ) -> None:
-        seen: set[str] = set()
-        for i, key in enumerate(items):
-            if key in seen:
-                self.err(f"{path}[{i}].{attr}", code, f"{what} {key!r} is defined more than once")
-            seen.add(key)
-
-    def state_unit(self, obj: object, path: str) -> None:
-        state_set = getattr(obj, "state_set", None)
-        unit_set = getattr(obj, "unit_set", None)
-        if state_set and state_set not in self.doc.state_set_by_key:
-            self.err(f"{path}.stateSet", codes.SLN_STATE_SET_NOT_FOUND, f"unknown state set {state_set!r}")
-        if unit_set and unit_set not in self.doc.unit_set_by_key:
-            self.err(f"{path}.unitSet", codes.SLN_UNIT_SET_NOT_FOUND, f"unknown unit set {unit_set!r}")
-
-    def required(
-        self, obj: Listener | Transmitter, kind: str, fields: tuple[str, ...], path: str, code: str
-    ) -> None:
-        for wire in fields:
-            if wire == "creds":
-                if not obj.anonymous:
-                    for cred in ("userName", "password"):
-                        if _missing(obj, cred):
-                            self.err(
-                                f"{path}.{cred}",
-                                code,
-                                f"{cred} is required for a {kind} that is not anonymous",
-                            )
-            elif _missing(obj, wire):
-                self.err(f"{path}.{wire}", code, f"{wire} is required for a {kind}")
-
-    # ---------------------------------------------------------------- sections
+class _Checker(IntakeChecks, WorkflowChecks):
     def run(self) -> ValidationReport:
         self.libraries()
         self.instance_and_listeners()
@@ -181,226 +76,6 @@ class _Checker:
             ("solution.deviceConfigurations", d.solution.device_configurations),
         ):
             self.unique((x.key for x in items), wire, wire.rsplit(".", 1)[-1] + " key")
-
-    def instance_and_listeners(self) -> None:
-        sol = self.doc.solution
-        inst = self.doc.instance
-        if not sol.listeners:
-            self.warn("solution.listeners", codes.SLN_NO_LISTENERS, "the solution has no listeners")
-        if not sol.device_configurations:
-            self.warn(
-                "solution.deviceConfigurations",
-                codes.SLN_NO_DEVICE_CONFIGS,
-                "the solution has no device configurations",
-            )
-        if sol.default_listener and sol.default_listener not in self.doc.listener_by_key:
-            self.err(
-                "solution.defaultListener",
-                codes.SLN_LISTENER_NOT_FOUND,
-                f"unknown listener {sol.default_listener!r}",
-            )
-        ports: dict[int, str] = {}
-        if inst.input_command_port:
-            ports[inst.input_command_port] = "instance.inputCommandPort"
-        for i, lst in enumerate(sol.listeners):
-            path = f"solution.listeners[{i}]"
-            required = _LISTENER_REQUIRED.get(lst.listener_type, ())
-            if lst.listener_type is ListenerType.WEBSOCKET and not lst.host_name and lst.listen_on_port is not None:
-                required = ("listenOnPort",)  # server mode (our extension): devices connect to the runtime
-            self.required(
-                lst,
-                f"{lst.listener_type.value} listener",
-                required,
-                path,
-                codes.LISTENER_FIELD_REQUIRED,
-            )
-            for j, sub in enumerate(lst.mqtt_subscriptions):
-                if not sub.topic.strip():
-                    self.err(
-                        f"{path}.mqttSubscriptions[{j}].topic",
-                        codes.LISTENER_FIELD_REQUIRED,
-                        "a subscription needs a topic",
-                    )
-            port = lst.listen_on_port
-            if port:
-                if port in ports:
-                    self.err(
-                        f"{path}.listenOnPort",
-                        codes.DUPLICATE_PORT,
-                        f"port {port} is already used by {ports[port]}",
-                    )
-                else:
-                    ports[port] = f"solution.listeners[{i}] ({lst.key})"
-        if not inst.input_command_anonymous:
-            for wire in ("inputCommandBasicAuthUserName", "inputCommandBasicAuthPassword"):
-                if _missing(inst, wire):
-                    self.err(
-                        f"instance.{wire}",
-                        codes.INSTANCE_FIELD_REQUIRED,
-                        f"{wire} is required when inputCommandAnonymous is false",
-                    )
-
-    def parser(self, p: FieldParser, path: str, *, is_id_parser: bool) -> None:
-        loc = p.search_location
-        if loc is None:
-            if is_id_parser:
-                self.err(f"{path}.searchLocation", codes.PARSER_LOCATOR, "a parser needs a searchLocation")
-            return
-        locator = _LOCATOR_FOR.get(loc)
-        if locator and _missing(p, locator):
-            self.err(
-                f"{path}.{locator}",
-                codes.PARSER_LOCATOR,
-                f"{locator} is required when searchLocation is {loc.value}",
-            )
-        if is_id_parser and loc is SearchLocation.BODY and p.content_type is None:
-            self.err(
-                f"{path}.contentType",
-                codes.DMA_CONTENT_TYPE_REQUIRED,
-                "Content Type is required for Message Id and Field Id Parsers",
-            )
-
-    def planner(self) -> None:
-        pl = self.doc.solution.planner
-        for wire, parsers in (
-            ("deviceIdParsers", pl.device_id_parsers),
-            ("messageTypeIdParsers", pl.message_type_id_parsers),
-        ):
-            path = f"solution.planner.{wire}"
-            if not parsers:
-                self.err(path, codes.PLANNER_PARSERS, f"the planner needs at least one entry in {wire}")
-            for i, p in enumerate(parsers):
-                self.parser(p, f"{path}[{i}]", is_id_parser=True)
-
-    def messages(self) -> None:
-        for i, msg in enumerate(self.doc.messages):
-            path = f"messages[{i}]"
-            self.unique((f.key for f in msg.fields), f"{path}.fields", "field key")
-            for j, f in enumerate(msg.fields):
-                self.state_unit(f, f"{path}.fields[{j}]")
-                self.parser(f, f"{path}.fields[{j}]", is_id_parser=False)
-
-    def connection(self, wf: Workflow, c: Connection, path: str) -> None:
-        table: dict[NodeType, dict[str, object]] = {
-            NodeType.INPUT: wf.input_by_key,  # type: ignore[dict-item]
-            NodeType.ATTRIBUTE: wf.attribute_by_key,  # type: ignore[dict-item]
-            NodeType.STATE_MACHINE: wf.state_machine_by_key,  # type: ignore[dict-item]
-            NodeType.INPUT_COMMAND: wf.input_command_by_key,  # type: ignore[dict-item]
-            NodeType.OUTPUT_COMMAND: wf.output_command_by_key,  # type: ignore[dict-item]
-        }
-        if c.node_key not in table[c.node_type]:
-            self.err(
-                f"{path}.nodeKey",
-                codes.DANGLING_CONNECTION,
-                f"no {c.node_type.value} {c.node_key!r} in workflow {wf.key!r}",
-            )
-            return
-        if c.node_type is NodeType.STATE_MACHINE and c.event:
-            machine = wf.state_machine_by_key[c.node_key]
-            if c.event not in machine.events:
-                self.err(
-                    f"{path}.event",
-                    codes.DANGLING_CONNECTION,
-                    f"state machine {c.node_key!r} has no event {c.event!r}",
-                )
-
-    def workflows(self) -> None:
-        for i, wf in enumerate(self.doc.workflows):
-            path = f"workflows[{i}]"
-            for wire, nodes in (
-                ("inputs", wf.inputs),
-                ("attributes", wf.attributes),
-                ("inputCommands", wf.input_commands),
-                ("outputCommands", wf.output_commands),
-                ("stateMachines", wf.state_machines),
-            ):
-                self.unique((n.key for n in nodes), f"{path}.{wire}", f"{wire[:-1]} key")
-            for j, node in enumerate(wf.inputs):
-                self.state_unit(node, f"{path}.inputs[{j}]")
-                for k, c in enumerate(node.outgoing_connections):
-                    self.connection(wf, c, f"{path}.inputs[{j}].outgoingConnections[{k}]")
-                    if c.node_type is NodeType.ATTRIBUTE and c.node_key in wf.attribute_by_key:
-                        attr = wf.attribute_by_key[c.node_key]
-                        if attr.attribute_type is not node.input_type:
-                            self.err(
-                                f"{path}.inputs[{j}].outgoingConnections[{k}]",
-                                codes.CONNECTION_TYPE,
-                                f"input {node.key!r} is {node.input_type.value} but attribute {attr.key!r} is "
-                                f"{attr.attribute_type.value}",
-                            )
-            for j, attr in enumerate(wf.attributes):
-                self.state_unit(attr, f"{path}.attributes[{j}]")
-                for k, c in enumerate(attr.incoming_connections):
-                    self.connection(wf, c, f"{path}.attributes[{j}].incomingConnections[{k}]")
-            for j, cmd in enumerate(wf.input_commands):
-                cpath = f"{path}.inputCommands[{j}]"
-                self.parameters(cmd.parameters, f"{cpath}.parameters")
-                for k, p in enumerate(cmd.parameters):
-                    if p.parameter_location is ParameterLocation.JSON and cmd.endpoint_type in (
-                        EndpointType.GET,
-                        EndpointType.DELETE,
-                    ):
-                        self.err(
-                            f"{cpath}.parameters[{k}].parameterLocation",
-                            codes.JSON_PARAMETER_ON_GET,
-                            f"a json parameter is not allowed on a {cmd.endpoint_type.value.upper()} input command",
-                        )
-                for k, c in enumerate(cmd.outgoing_connections):
-                    self.input_command_edge(wf, cmd.key, c, f"{cpath}.outgoingConnections[{k}]")
-            for j, out in enumerate(wf.output_commands):
-                self.parameters(out.parameters, f"{path}.outputCommands[{j}].parameters")
-            for j, machine in enumerate(wf.state_machines):
-                mpath = f"{path}.stateMachines[{j}]"
-                self.unique((s.key for s in machine.states), f"{mpath}.states", "state key")
-                states = {s.key for s in machine.states}
-                for k, st in enumerate(machine.states):
-                    for t, tr in enumerate(st.transitions):
-                        tpath = f"{mpath}.states[{k}].transitions[{t}]"
-                        if machine.events and tr.event not in machine.events:
-                            self.err(
-                                f"{tpath}.event", codes.DANGLING_CONNECTION, f"unknown event {tr.event!r}"
-                            )
-                        if tr.new_state and tr.new_state not in states:
-                            self.err(
-                                f"{tpath}.newState",
-                                codes.DANGLING_CONNECTION,
-                                f"unknown state {tr.new_state!r}",
-                            )
-                for k, c in enumerate(machine.incoming_connections):
-                    self.connection(wf, c, f"{mpath}.incomingConnections[{k}]")
-
-    def parameters(self, params: tuple[Parameter, ...], path: str) -> None:
-        self.unique((p.key for p in params), path, "parameter key", code=codes.DUPLICATE_PARAMETER)
-        for k, p in enumerate(params):
-            self.state_unit(p, f"{path}[{k}]")
-
-    def input_command_edge(self, wf: Workflow, cmd_key: str, c: Connection, path: str) -> None:
-        if c.node_type not in (NodeType.ATTRIBUTE, NodeType.STATE_MACHINE):
-            self.err(
-                f"{path}.nodeType",
-                codes.SLN_INVALID_INPUT_COMMAND_MAPPING,
-                "an input command maps only to attributes and state machines",
-            )
-            return
-        self.connection(wf, c, path)
-        param_key = c.input_command_key or c.parameter
-        if c.node_type is NodeType.ATTRIBUTE and param_key and c.node_key in wf.attribute_by_key:
-            cmd = wf.input_command_by_key[cmd_key]
-            param = next((p for p in cmd.parameters if p.key == param_key), None)
-            attr = wf.attribute_by_key[c.node_key]
-            if param is None:
-                self.err(
-                    f"{path}.inputCommandKey",
-                    codes.SLN_INVALID_INPUT_COMMAND_MAPPING,
-                    f"input command {cmd_key!r} has no parameter {param_key!r}",
-                )
-            elif param.parameter_type is not attr.attribute_type:
-                self.err(
-                    path,
-                    codes.SLN_INVALID_INPUT_COMMAND_MAPPING,
-                    f"parameter {param_key!r} is {param.parameter_type.value} but attribute {attr.key!r} is "
-                    f"{attr.attribute_type.value}",
-                )
 
     def transmitters(self) -> None:
         for i, t in enumerate(self.doc.transmitters):

@@ -1,0 +1,132 @@
+"""Checks of the workflows: nodes, connections, input-command parameters and mappings, state machines."""
+
+from __future__ import annotations
+
+from runtime.core.solution import codes
+from runtime.core.solution.enums import EndpointType, NodeType, ParameterLocation
+from runtime.core.solution.model import Connection, Parameter, Workflow
+from runtime.core.solution.validate_base import CheckerBase
+
+
+class WorkflowChecks(CheckerBase):
+    def connection(self, wf: Workflow, c: Connection, path: str) -> None:
+        table: dict[NodeType, dict[str, object]] = {
+            NodeType.INPUT: wf.input_by_key,  # type: ignore[dict-item]
+            NodeType.ATTRIBUTE: wf.attribute_by_key,  # type: ignore[dict-item]
+            NodeType.STATE_MACHINE: wf.state_machine_by_key,  # type: ignore[dict-item]
+            NodeType.INPUT_COMMAND: wf.input_command_by_key,  # type: ignore[dict-item]
+            NodeType.OUTPUT_COMMAND: wf.output_command_by_key,  # type: ignore[dict-item]
+        }
+        if c.node_key not in table[c.node_type]:
+            self.err(
+                f"{path}.nodeKey",
+                codes.DANGLING_CONNECTION,
+                f"no {c.node_type.value} {c.node_key!r} in workflow {wf.key!r}",
+            )
+            return
+        if c.node_type is NodeType.STATE_MACHINE and c.event:
+            machine = wf.state_machine_by_key[c.node_key]
+            if c.event not in machine.events:
+                self.err(
+                    f"{path}.event",
+                    codes.DANGLING_CONNECTION,
+                    f"state machine {c.node_key!r} has no event {c.event!r}",
+                )
+
+    def workflows(self) -> None:
+        for i, wf in enumerate(self.doc.workflows):
+            path = f"workflows[{i}]"
+            for wire, nodes in (
+                ("inputs", wf.inputs),
+                ("attributes", wf.attributes),
+                ("inputCommands", wf.input_commands),
+                ("outputCommands", wf.output_commands),
+                ("stateMachines", wf.state_machines),
+            ):
+                self.unique((n.key for n in nodes), f"{path}.{wire}", f"{wire[:-1]} key")
+            for j, node in enumerate(wf.inputs):
+                self.state_unit(node, f"{path}.inputs[{j}]")
+                for k, c in enumerate(node.outgoing_connections):
+                    self.connection(wf, c, f"{path}.inputs[{j}].outgoingConnections[{k}]")
+                    if c.node_type is NodeType.ATTRIBUTE and c.node_key in wf.attribute_by_key:
+                        attr = wf.attribute_by_key[c.node_key]
+                        if attr.attribute_type is not node.input_type:
+                            self.err(
+                                f"{path}.inputs[{j}].outgoingConnections[{k}]",
+                                codes.CONNECTION_TYPE,
+                                f"input {node.key!r} is {node.input_type.value} but attribute {attr.key!r} is "
+                                f"{attr.attribute_type.value}",
+                            )
+            for j, attr in enumerate(wf.attributes):
+                self.state_unit(attr, f"{path}.attributes[{j}]")
+                for k, c in enumerate(attr.incoming_connections):
+                    self.connection(wf, c, f"{path}.attributes[{j}].incomingConnections[{k}]")
+            for j, cmd in enumerate(wf.input_commands):
+                cpath = f"{path}.inputCommands[{j}]"
+                self.parameters(cmd.parameters, f"{cpath}.parameters")
+                for k, p in enumerate(cmd.parameters):
+                    if p.parameter_location is ParameterLocation.JSON and cmd.endpoint_type in (
+                        EndpointType.GET,
+                        EndpointType.DELETE,
+                    ):
+                        self.err(
+                            f"{cpath}.parameters[{k}].parameterLocation",
+                            codes.JSON_PARAMETER_ON_GET,
+                            f"a json parameter is not allowed on a {cmd.endpoint_type.value.upper()} input command",
+                        )
+                for k, c in enumerate(cmd.outgoing_connections):
+                    self.input_command_edge(wf, cmd.key, c, f"{cpath}.outgoingConnections[{k}]")
+            for j, out in enumerate(wf.output_commands):
+                self.parameters(out.parameters, f"{path}.outputCommands[{j}].parameters")
+            for j, machine in enumerate(wf.state_machines):
+                mpath = f"{path}.stateMachines[{j}]"
+                self.unique((s.key for s in machine.states), f"{mpath}.states", "state key")
+                states = {s.key for s in machine.states}
+                for k, st in enumerate(machine.states):
+                    for t, tr in enumerate(st.transitions):
+                        tpath = f"{mpath}.states[{k}].transitions[{t}]"
+                        if machine.events and tr.event not in machine.events:
+                            self.err(
+                                f"{tpath}.event", codes.DANGLING_CONNECTION, f"unknown event {tr.event!r}"
+                            )
+                        if tr.new_state and tr.new_state not in states:
+                            self.err(
+                                f"{tpath}.newState",
+                                codes.DANGLING_CONNECTION,
+                                f"unknown state {tr.new_state!r}",
+                            )
+                for k, c in enumerate(machine.incoming_connections):
+                    self.connection(wf, c, f"{mpath}.incomingConnections[{k}]")
+
+    def parameters(self, params: tuple[Parameter, ...], path: str) -> None:
+        self.unique((p.key for p in params), path, "parameter key", code=codes.DUPLICATE_PARAMETER)
+        for k, p in enumerate(params):
+            self.state_unit(p, f"{path}[{k}]")
+
+    def input_command_edge(self, wf: Workflow, cmd_key: str, c: Connection, path: str) -> None:
+        if c.node_type not in (NodeType.ATTRIBUTE, NodeType.STATE_MACHINE):
+            self.err(
+                f"{path}.nodeType",
+                codes.SLN_INVALID_INPUT_COMMAND_MAPPING,
+                "an input command maps only to attributes and state machines",
+            )
+            return
+        self.connection(wf, c, path)
+        param_key = c.input_command_key or c.parameter
+        if c.node_type is NodeType.ATTRIBUTE and param_key and c.node_key in wf.attribute_by_key:
+            cmd = wf.input_command_by_key[cmd_key]
+            param = next((p for p in cmd.parameters if p.key == param_key), None)
+            attr = wf.attribute_by_key[c.node_key]
+            if param is None:
+                self.err(
+                    f"{path}.inputCommandKey",
+                    codes.SLN_INVALID_INPUT_COMMAND_MAPPING,
+                    f"input command {cmd_key!r} has no parameter {param_key!r}",
+                )
+            elif param.parameter_type is not attr.attribute_type:
+                self.err(
+                    path,
+                    codes.SLN_INVALID_INPUT_COMMAND_MAPPING,
+                    f"parameter {param_key!r} is {param.parameter_type.value} but attribute {attr.key!r} is "
+                    f"{attr.attribute_type.value}",
+                )

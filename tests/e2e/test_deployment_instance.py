@@ -1,0 +1,111 @@
+"""Issue 12, done-when 1: the DeploymentInstance document a NuvIoT container downloads runs unchanged.
+
+``tests/fixtures/nuviot-deployment-instance.json`` is what ``GET {api}/api/deployment/instance/full`` answers
+(LagoVista/Deployments ``InstanceRuntimeController.GetFullInstanceAsync``: ``InvokeResult<DeploymentInstance>``
+serialised by Newtonsoft, nulls left out), with the names of ``LagoVista.IoT.Deployment.Models/
+DeploymentInstance.cs``, ``DeploymentInstanceCredentials.cs`` and LagoVista/DeviceManagement
+``AttributeValue.cs``/``DeviceRepository.cs``. Its solution is the "Example - Motion" app NuvIoT creates for
+every new organisation (LagoVista/StarterKit ``Managers/OrgInitializer.cs``: ``AddDefaultMessage``,
+``AddDeviceWorkflow``, ``AddPlanner``, ``AddPort80Listener``, ``CreateSolutionAsync``, ``CreateInstanceAsync``):
+planner ``/api/{messageidinpath}/*`` and ``/api/*/{deviceidinpath}``, message ``motion`` with a String field
+``motion``, workflow input and attribute ``motionstatus`` with the starter app's own onSet script.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import http as call
+from tests.support.daemon import Daemon
+
+pytestmark = pytest.mark.e2e
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "nuviot-deployment-instance.json"
+
+
+@pytest.fixture
+def instance_api() -> Iterator[tuple[str, list[str]]]:
+    """NuvIoT's endpoint, answering the fixture to the instance's access key only."""
+    body = FIXTURE.read_bytes()
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            if self.headers.get("Authorization") != "Bearer instance-key-1":
+                self.send_error(401)
+                return
+            if not self.path.startswith("/api/deployment/instance/full"):
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_the_full_instance_document_runs_and_its_settings_show_with_their_source(
+    tmp_path: Path, instance_api: tuple[str, list[str]]
+) -> None:
+    api, seen = instance_api
+    d = Daemon(tmp_path, "--solution", f"{api}/api/deployment/instance/full",
+               "--listener-port", "exampleport80=0", "--input-command-port", "0",
+               env={"NUVIOT_ACCESS_KEY": "instance-key-1", "NUVIOT_QUEUE_TYPE": "InMemory"})
+    with d:
+        status = d.wait_state("Running")
+        assert seen and seen[0].startswith("/api/deployment/instance/full")
+        assert status["instanceId"] == "examplemotion"
+        assert status["solution"]["key"] == "examplemotion"
+        inst = status["instance"]
+        # flag > environment > document > default
+        assert inst["inputCommandPort"] == {"value": 0, "source": "flag"}  # the document says 8082
+        assert inst["queueType"] == {"value": "inmemory", "source": "environment"}
+        assert inst["deploymentType"] == {"value": "managed", "source": "document"}
+        assert inst["edition"] == {"value": "container", "source": "document"}
+        assert inst["timeZone"] == {"value": "Eastern Standard Time", "source": "document"}
+        assert inst["logStorage"] == {"value": "local", "source": "document"}
+        assert inst["workingStorage"] == {"value": "local", "source": "document"}
+        assert inst["inputCommandAnonymous"] == {"value": False, "source": "document"}
+        assert inst["inputCommandUser"] == {"value": "motionops", "source": "document"}
+        assert inst["credentials"] == {"value": 1, "source": "document"}
+        assert inst["deviceRepository"]["value"]["key"] == "trial"
+        assert inst["settings"] == {"example1": {"value": "45", "source": "document"},
+                                    "example2": {"value": "32", "source": "default"}}
+        assert "Sesame-4-motion" not in json.dumps(status) and "dashboard-secret-1" not in "\n".join(d.lines)
+
+        # the starter app's device and its sample message (OrgInitializer AddDefaultMessage)
+        assert d.request("PUT", "/devices/dev001", {"deviceConfiguration": "examplemotion", "name": "Motion Sensor 1"})[0] == 201
+        rest = f"http://127.0.0.1:{status['listeners'][0]['port']}"
+        code, body, _ = call("POST", f"{rest}/api/motion/dev001", {"motion": "on"},
+                             {"Content-Type": "application/json"})
+        assert code in (200, 202), body
+        device = d.request("GET", "/devices/dev001")[1]
+        assert device["attributes"]["motionstatus"] == "on"
+        records = d.request("GET", "/messages?deviceId=dev001&limit=1")[1]
+        assert records[0]["messageId"] == "motion" and records[0]["status"].startswith("Completed")
+
+        # the input-command server asks for the document's Basic credentials
+        code, _, headers = call("GET", f"http://127.0.0.1:{status['inputCommandPort']}/examplemotion/examplemotion/"
+                                       "examplemotion/nosuch/dev001")
+        assert code == 401 and "Basic" in headers.get("WWW-Authenticate", "")
