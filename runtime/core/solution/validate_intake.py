@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runtime.core.solution import codes
-from runtime.core.solution.enums import ListenerType, SearchLocation
+from runtime.core.solution.enums import ListenerType, QueueType, RepositoryType, SearchLocation
 from runtime.core.solution.model import FieldParser
 from runtime.core.solution.validate_base import CheckerBase, _missing
 
@@ -93,6 +93,23 @@ class IntakeChecks(CheckerBase):
                         codes.INSTANCE_FIELD_REQUIRED,
                         f"{wire} is required when inputCommandAnonymous is false",
                     )
+        self.instance_not_applied()
+
+    def instance_not_applied(self) -> None:
+        """Instance settings the document carries that this runtime does not act on: said, with the fix."""
+        inst = self.doc.instance
+        if inst.input_command_ssl:
+            self.warn("instance.inputCommandSSL", codes.INSTANCE_NOT_APPLIED,
+                      "input commands are served over plain HTTP here; terminate TLS in front of the "
+                      "input-command port (a reverse proxy) or set inputCommandSSL false")
+        if inst.queue_type is not QueueType.IN_MEMORY:
+            self.warn("instance.queueType", codes.INSTANCE_NOT_APPLIED,
+                      f"queue type {inst.queue_type.value}: this runtime queues messages in memory "
+                      "(NuvIoT's default for every edition but Cluster)")
+        if inst.device_repository.repository_type is not RepositoryType.LOCAL:
+            self.warn("instance.deviceRepository.repositoryType", codes.INSTANCE_NOT_APPLIED,
+                      f"repository type {inst.device_repository.repository_type.value}: devices are kept in "
+                      "this runtime's own SQLite repository (provision them with PUT /devices/{id})")
 
     def parser(self, p: FieldParser, path: str, *, is_id_parser: bool) -> None:
         loc = p.search_location

@@ -134,3 +134,17 @@ def test_validate_and_import_take_the_instance_document(tmp_path: Path) -> None:
     text = target.read_text()
     assert "inputCommandBasicAuthPasswordRef: env:" in text and "Sesame-4-motion" not in text
     assert "timeZone: Eastern Standard Time" in text and "example1: '45'" in text
+
+
+def test_instance_settings_the_runtime_does_not_act_on_are_warned_with_their_path() -> None:
+    tree = fixture()
+    inst = tree["Result"]
+    inst["InputCommandSSL"] = True
+    inst["QueueType"] = {"Id": "rabbitmq", "Text": "RabbitMQ"}
+    inst["DeviceRepository"]["Value"]["RepositoryType"] = {"Id": "nuviot", "Text": "NuvIoT"}
+    warnings = {(w.path, w.code) for w in load(tree).warnings}
+    assert warnings == {
+        ("instance.inputCommandSSL", codes.INSTANCE_NOT_APPLIED),
+        ("instance.queueType", codes.INSTANCE_NOT_APPLIED),
+        ("instance.deviceRepository.repositoryType", codes.INSTANCE_NOT_APPLIED),
+    }
