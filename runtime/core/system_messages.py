@@ -67,9 +67,11 @@ from typing import Any
 
 from runtime.core.devices import Device
 from runtime.core.errors import StageError
-from runtime.core.parsing.errors import shown
+from runtime.core.parsing.errors import INVALID_DECIMAL, shown
 from runtime.core.solution.enums import ParameterType
 from runtime.core.solution.model import CustomField, DeviceConfiguration
+from runtime.core.values import ValueProblem, to_double
+from runtime.core.values import convert as convert_value
 
 SYSTEM_PREFIXES = ("nuviot/srvr/dvcsrvc", "/nuviot/srvr/dvcsrvc")  # reference §2.3 step 1.1
 STAGE = "system"
@@ -283,51 +285,26 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-_TRUE = frozenset({"true", "1", "yes", "on", "t", "y"})
-_FALSE = frozenset({"false", "0", "no", "off", "f", "n"})
+_COERCED = frozenset({ParameterType.INTEGER, ParameterType.DECIMAL, ParameterType.VALUE_WITH_UNIT,
+                      ParameterType.TRUE_FALSE, ParameterType.STRING})
 
 
 def coerce(value: Any, field_type: ParameterType, key: str) -> Any:
-    """A value converted to a property type: int, float, bool, or (anything else) left as is / text."""
-    if field_type is ParameterType.INTEGER:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise fail("MGV1008", f"{key}: {shown(value)} is not an integer")
-    if field_type in (ParameterType.DECIMAL, ParameterType.VALUE_WITH_UNIT):
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-        if isinstance(value, str):
-            return _float(value, key)
-        raise fail("MGV1009", f"{key}: {shown(value)} is not a decimal number")
-    if field_type is ParameterType.TRUE_FALSE:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower() if isinstance(value, str | int) else ""
-        if text in _TRUE or text in _FALSE:
-            return text in _TRUE
-        raise fail("MGV1005", f"{key}: {shown(value)} is not a boolean (true/false, 1/0)")
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return value
+    """A value converted to a property type by the one converter (``core/values.py``, lenient like input
+    commands: firmware writes booleans as 1/0); other types are kept as they come."""
+    if field_type not in _COERCED:
+        return value
+    try:
+        return convert_value(value, field_type, lenient=True)
+    except ValueProblem as exc:
+        raise fail(exc.code, f"{key}: {exc.detail}") from None
 
 
 def _float(text: str, key: str) -> float:
     try:
-        number = float(text)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number):
-        raise fail("MGV1009", f"{key}: {shown(text)} is not a decimal number")
-    return number
+        return to_double(text, INVALID_DECIMAL)
+    except ValueProblem as exc:
+        raise fail(exc.code, f"{key}: {exc.detail}") from None
 
 
 def _items(text: str, count: int, what: str) -> list[str]:

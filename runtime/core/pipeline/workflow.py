@@ -313,7 +313,7 @@ class WorkflowEngine:
 
     def _parameter(self, p: Parameter, raw: Any) -> Any:
         try:
-            value = convert(raw, p.parameter_type, self._state_set(p.state_set))
+            value = convert(raw, p.parameter_type, self._state_set(p.state_set), lenient=True)
         except ValueError as exc:
             raise ParameterError(
                 p.key, "invalid_parameter", f"{exc} (type {p.parameter_type.value})"
