@@ -104,6 +104,12 @@ def test_the_full_instance_document_runs_and_its_settings_show_with_their_source
         assert device["attributes"]["motionstatus"] == "on"
         records = d.request("GET", "/messages?deviceId=dev001&limit=1")[1]
         assert records[0]["messageId"] == "motion" and records[0]["status"].startswith("Completed")
+        # Newtonsoft's reading (single quotes, a trailing comma) and .NET's text for a boolean in a String
+        # field: the starter app's onSet compares with 'True' and reads IoTDevice.name
+        code, body, _ = call("POST", f"{rest}/api/motion/dev001", b"{'motion': true,}",
+                             {"Content-Type": "application/json"})
+        assert code in (200, 202), body
+        assert d.request("GET", "/devices/dev001")[1]["attributes"]["motionstatus"] == "True"
 
         # the input-command server asks for the document's Basic credentials
         code, _, headers = call("GET", f"http://127.0.0.1:{status['inputCommandPort']}/examplemotion/examplemotion/"

@@ -282,13 +282,17 @@ function __gBegin(ctxJson) {
   __gReset();
   var ctx = JSON.parse(ctxJson);
   __gLoadState(ctx.s);
+  var loc = Object.freeze(__gS.l === null ? {Latitude: null, Longitude: null, latitude: null, longitude: null}
+    : {Latitude: __gS.l[0], Longitude: __gS.l[1], latitude: __gS.l[0], longitude: __gS.l[1]});
+  // PascalCase (the .NET names) and camelCase (what NuvIoT's own scripts use: the starter app's
+  // "Example - Motion" onSet reads IoTDevice.name, LagoVista/StarterKit OrgInitializer)
   __gDevice = Object.freeze({
-    DeviceId: ctx.device.id,
-    Name: ctx.device.name,
-    DeviceConfiguration: ctx.device.config,
-    DeviceType: ctx.device.type,
-    MessageId: ctx.device.message,
-    Location: Object.freeze(__gS.l === null ? {Latitude: null, Longitude: null} : {Latitude: __gS.l[0], Longitude: __gS.l[1]})
+    DeviceId: ctx.device.id, deviceId: ctx.device.id, id: ctx.device.id,
+    Name: ctx.device.name, name: ctx.device.name,
+    DeviceConfiguration: ctx.device.config, deviceConfiguration: ctx.device.config,
+    DeviceType: ctx.device.type, deviceType: ctx.device.type,
+    MessageId: ctx.device.message, messageId: ctx.device.message,
+    Location: loc, location: loc
   });
   __gInputs = Object.freeze(ctx.inputs);
   __gCommand = ctx.command === null ? undefined : Object.freeze(ctx.command);
@@ -337,7 +341,7 @@ function __gCall(name, argsJson, stateJson) {
 function __gOutput(name, fieldsJson, deviceId) {
   __gReset();
   __gFields = Object.freeze(JSON.parse(fieldsJson));
-  __gDevice = Object.freeze({DeviceId: deviceId});
+  __gDevice = Object.freeze({DeviceId: deviceId, deviceId: deviceId, id: deviceId});
   try {
     var value = __gInvoke(name, []);
     var isText = typeof value === "string";

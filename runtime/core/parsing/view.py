@@ -18,6 +18,7 @@ from lxml import etree
 from runtime.core.messages import InboundMessage
 from runtime.core.parsing.delimited import split_delimited
 from runtime.core.parsing.errors import INVALID_JSON, INVALID_TEXT, INVALID_XML, ParseError
+from runtime.core.parsing.lenient_json import normalise
 
 _UNSET: Any = object()
 _BOM = b"\xef\xbb\xbf"
@@ -150,47 +151,11 @@ class MessageView:
 
 def _load_json(data: bytes) -> Any:
     try:
-        return orjson.loads(data)
+        return orjson.loads(data)  # the fast path: strict JSON
     except orjson.JSONDecodeError as exc:
         first = exc
-    if b"'" in data:  # Newtonsoft reads single-quoted JSON; NuvIoT's own samples use it
-        try:
-            return orjson.loads(_requote(data.decode("utf-8")))
-        except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError):
-            pass
+    try:  # Newtonsoft reads single quotes, trailing commas, comments, bare names (NuvIoT's own samples)
+        return orjson.loads(normalise(data.decode("utf-8")))
+    except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError):
+        pass
     return ParseError(INVALID_JSON, f"body is not JSON: {first.msg} at {first.pos}")
-
-
-def _requote(text: str) -> str:
-    """Turn single-quoted JSON strings into double-quoted ones (escapes kept); raise ValueError if unclosed."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            end = i + 1
-            while end < n and text[end] != '"':
-                end += 2 if text[end] == "\\" else 1
-            out.append(text[i : end + 1])
-            i = end + 1
-        elif c == "'":
-            i += 1
-            chars: list[str] = ['"']
-            while True:
-                if i >= n:
-                    raise ValueError("unterminated string")
-                c = text[i]
-                if c == "\\" and i + 1 < n:
-                    chars.append("'" if text[i + 1] == "'" else text[i : i + 2])
-                    i += 2
-                    continue
-                i += 1
-                if c == "'":
-                    break
-                chars.append('\\"' if c == '"' else c)
-            chars.append('"')
-            out.append("".join(chars))
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)

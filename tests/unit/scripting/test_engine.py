@@ -244,3 +244,27 @@ def test_one_session_per_message_is_a_few_js_calls() -> None:
     eff = sess.call(POST_HANDLER, (), st)
     assert eff.commands == [("ack", {"counter": 1})]
     assert s.calls == 3  # begin + two hooks
+
+
+def test_the_starter_apps_onset_script_reads_the_device_by_nuviots_names() -> None:
+    """LagoVista/StarterKit ``OrgInitializer.AddDeviceWorkflow``: the "Example - Motion" attribute's onSet
+    compares with ``'True'`` (a JSON true in a String field, as .NET writes it) and reads ``IoTDevice.name``."""
+    from runtime.core.scripting import hook_attribute_on_set
+
+    on_set = """function onSet(value /* String */) {
+    let phoneNumber = '+15555550100';
+    Attributes.motionstatus = value;
+    if(value === 'True'){
+        sendSMS(phoneNumber, 'Motion detected on ' + IoTDevice.name);
+    }
+    else {
+        sendSMS(phoneNumber, 'Motion cleared on ' + IoTDevice.name);
+    }
+    logConsole([IoTDevice.name, IoTDevice.deviceId, IoTDevice.Name, IoTDevice.DeviceId].join('|'));
+};"""
+    s = scripts({hook_attribute_on_set("motionstatus"): on_set})
+    st = state()
+    eff = s.session(CTX, st).call(hook_attribute_on_set("motionstatus"), ("True",), st)
+    assert st.attributes == {"motionstatus": "True"}
+    assert eff.logs == ["Device One|dev1|Device One|dev1"]
+    assert eff.warnings == ["sendSMS() is not supported by this runtime; the call was ignored"]
