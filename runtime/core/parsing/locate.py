@@ -99,6 +99,18 @@ def compile_locator(parser: FieldParser, message: MessageDefinition | None = Non
         return _failing(exc)
 
 
+def locator_problem(parser: FieldParser, message: MessageDefinition | None = None) -> ParseError | None:
+    """Why this parser's locator cannot work (every message would fail on it), or ``None``: for ``validate``."""
+    try:
+        _where(parser, message)
+        selector = parser.reg_ex_value_selector
+        if selector and not _selector_is_pattern(parser, message):
+            compile_regex(selector)
+    except ParseError as exc:
+        return exc
+    return None
+
+
 def _failing(exc: ParseError) -> Locator:
     def find(view: MessageView, cursor: BinaryCursor | None) -> Any:
         raise ParseError(exc.code, exc.detail)

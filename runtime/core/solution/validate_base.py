@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 from runtime.core.errors import Problem
 from runtime.core.solution import codes
+from runtime.core.solution.enums import ParameterType
 from runtime.core.solution.model import Listener, SolutionDocument, Transmitter
+
+# the attribute that holds a value's type, per model (message field, input, attribute, parameter, property)
+_TYPE_ATTRS = ("storage_type", "input_type", "attribute_type", "parameter_type", "field_type")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,15 @@ class CheckerBase:
             self.err(f"{path}.stateSet", codes.SLN_STATE_SET_NOT_FOUND, f"unknown state set {state_set!r}")
         if unit_set and unit_set not in self.doc.unit_set_by_key:
             self.err(f"{path}.unitSet", codes.SLN_UNIT_SET_NOT_FOUND, f"unknown unit set {unit_set!r}")
+        kind = next((getattr(obj, a) for a in _TYPE_ATTRS if getattr(obj, a, None) is not None), None)
+        if kind is ParameterType.STATE and not state_set:
+            self.err(f"{path}.stateSet", codes.STATE_SET_REQUIRED,
+                     "a State value needs a state set (NuvIoT MGV1006 on every value): set stateSet to one of "
+                     f"the solution's state sets ({', '.join(self.doc.state_set_by_key) or 'none defined'})")
+        if kind is ParameterType.VALUE_WITH_UNIT and not unit_set:
+            self.err(f"{path}.unitSet", codes.UNIT_SET_REQUIRED,
+                     "a value with unit needs a unit set (NuvIoT MGV1003 on every value): set unitSet to one of "
+                     f"the solution's unit sets ({', '.join(self.doc.unit_set_by_key) or 'none defined'})")
 
     def required(
         self, obj: Listener | Transmitter, kind: str, fields: tuple[str, ...], path: str, code: str

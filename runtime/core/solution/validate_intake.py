@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from pydantic.alias_generators import to_camel
+
+from runtime.core.parsing.locate import locator_problem
 from runtime.core.solution import codes
-from runtime.core.solution.enums import ListenerType, QueueType, RepositoryType, SearchLocation
-from runtime.core.solution.model import FieldParser
+from runtime.core.solution.enums import (
+    ListenerType,
+    MessageDirection,
+    QueueType,
+    RepositoryType,
+    SearchLocation,
+)
+from runtime.core.solution.model import FieldParser, MessageDefinition
 from runtime.core.solution.validate_base import CheckerBase, _missing
 
 # listener type -> fields required (wire names); "creds" = userName and password unless anonymous
@@ -27,6 +36,22 @@ _LISTENER_REQUIRED: dict[ListenerType, tuple[str, ...]] = {
     ListenerType.SHARED_MQTT_LISTENER: ("mqttSubscriptions",),
     ListenerType.TAK_CURSOR_ON_TARGET: ("credentialsFile",),
 }
+_LOCATOR_FIX = {
+    "json_path": "set jsonPath to the value's dotted path in the body (e.g. motion or data.temperature)",
+    "x_path": "set xPath to the value's XPath in the body",
+    "delimited_index": "NuvIoT counts delimited fields from 1: set delimitedIndex to 1 for the first field",
+    "start_index": "NuvIoT counts characters from 1: set startIndex to 1 for the first character",
+    "length": "set length to the number of characters, or leave it out for the rest of the body",
+    "binary_offset": "set binaryOffset to the value's byte offset from 0",
+    "parsed_binary_field_type": "set parsedBinaryFieldType (int16, uint32, ...) for a binary field",
+    "a": "set the message's (or the parser's) contentType",
+}
+# listener types this runtime starts (runtime/planes.py); a REST listener of type inputcommandlistener is
+# served by the input-command server instead
+RUNNABLE_LISTENERS = frozenset({
+    ListenerType.REST, ListenerType.MQTT_CLIENT, ListenerType.MQTT_LISTENER, ListenerType.RAW_TCP,
+    ListenerType.RAW_UDP, ListenerType.WEBSOCKET, ListenerType.AMQP, ListenerType.RABBITMQ_CLIENT,
+})
 _LOCATOR_FOR: dict[SearchLocation, str] = {
     SearchLocation.PATH: "pathLocator",
     SearchLocation.TOPIC: "topicLocator",
@@ -58,6 +83,11 @@ class IntakeChecks(CheckerBase):
             ports[inst.input_command_port] = "instance.inputCommandPort"
         for i, lst in enumerate(sol.listeners):
             path = f"solution.listeners[{i}]"
+            if lst.listener_type not in RUNNABLE_LISTENERS:
+                self.err(f"{path}.listenerType", codes.LISTENER_NOT_RUN,
+                         f"this runtime cannot start a {lst.listener_type.value} listener (the instance would be "
+                         "FailedToStart): use one of " + ", ".join(sorted(t.value for t in RUNNABLE_LISTENERS))
+                         + ", or remove the listener")
             required = _LISTENER_REQUIRED.get(lst.listener_type, ())
             if lst.listener_type is ListenerType.WEBSOCKET and not lst.host_name and lst.listen_on_port is not None:
                 required = ("listenOnPort",)  # server mode (our extension): devices connect to the runtime
@@ -133,20 +163,50 @@ class IntakeChecks(CheckerBase):
 
     def planner(self) -> None:
         pl = self.doc.solution.planner
-        for wire, parsers in (
-            ("deviceIdParsers", pl.device_id_parsers),
-            ("messageTypeIdParsers", pl.message_type_id_parsers),
-        ):
-            path = f"solution.planner.{wire}"
-            if not parsers:
-                self.err(path, codes.PLANNER_PARSERS, f"the planner needs at least one entry in {wire}")
+        path = "solution.planner.deviceIdParsers"
+        if not pl.device_id_parsers:
+            self.err(path, codes.PLANNER_PARSERS, "the planner needs at least one entry in deviceIdParsers")
+        for wire, parsers in (("deviceIdParsers", pl.device_id_parsers),
+                              ("messageTypeIdParsers", pl.message_type_id_parsers)):
             for i, p in enumerate(parsers):
-                self.parser(p, f"{path}[{i}]", is_id_parser=True)
+                self.located(p, None, f"solution.planner.{wire}[{i}]", is_id_parser=True)
+        if not pl.message_type_id_parsers:  # optional, as in NuvIoT: the route is the default or the only one
+            self.single_message_routes()
+
+    def single_message_routes(self) -> None:
+        """Without message-id parsers a device configuration needs a default route or only one message."""
+        for i, dc in enumerate(self.doc.solution.device_configurations):
+            messages = {r.message_definition for r in dc.routes}
+            if len(messages) > 1 and not any(r.is_default for r in dc.routes):
+                self.err(f"solution.deviceConfigurations[{i}].routes", codes.MESSAGE_ID_NEEDED,
+                         f"{len(messages)} messages and no default route, but the planner has no message id "
+                         "parsers: every message would fail (CouldNotDetermineMessageId); add a message id "
+                         "parser to solution.planner.messageTypeIdParsers or mark one route isDefault")
+
+    def located(self, p: FieldParser, message: MessageDefinition | None, path: str, *, is_id_parser: bool) -> None:
+        """The searchLocation checks, then whether the locator can work at all (else every message fails)."""
+        before = len(self.errors)
+        self.parser(p, path, is_id_parser=is_id_parser)
+        if len(self.errors) > before:
+            return
+        problem = locator_problem(p, message)
+        if problem is None:
+            return
+        word = problem.detail.split()[0]
+        attr = to_camel(word) if word in FieldParser.model_fields else None
+        fix = _LOCATOR_FIX.get(word, "fix the locator settings (docs/parsing.md)")
+        detail = problem.detail.replace(word, attr, 1) if attr else problem.detail
+        self.err(f"{path}.{attr}" if attr else path, codes.FIELD_LOCATOR,
+                 f"{detail}: every message would fail ({problem.code}); {fix}")
 
     def messages(self) -> None:
         for i, msg in enumerate(self.doc.messages):
             path = f"messages[{i}]"
             self.unique((f.key for f in msg.fields), f"{path}.fields", "field key")
+            incoming = msg.message_direction is not MessageDirection.OUTGOING
             for j, f in enumerate(msg.fields):
                 self.state_unit(f, f"{path}.fields[{j}]")
-                self.parser(f, f"{path}.fields[{j}]", is_id_parser=False)
+                if incoming:
+                    self.located(f, msg, f"{path}.fields[{j}]", is_id_parser=False)
+                else:
+                    self.parser(f, f"{path}.fields[{j}]", is_id_parser=False)

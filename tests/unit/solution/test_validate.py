@@ -77,6 +77,20 @@ def _body_id_parser_without_content_type(t: Tree) -> None:
     )
 
 
+def _two_messages_without_message_id(t: Tree) -> None:
+    t["solution"]["planner"]["messageTypeIdParsers"] = []
+    routes = t["solution"]["deviceConfigurations"][0]["routes"]
+    routes[0]["isDefault"] = False
+    routes.append({**routes[0], "key": "acks", "messageDefinition": "ackmsg"})
+
+
+def _delimited_index_zero(t: Tree) -> None:
+    t["messages"][0]["contentType"] = "delimited"
+    for i, f in enumerate(t["messages"][0]["fields"]):
+        f.pop("jsonPath", None)
+        f["delimitedIndex"] = i  # NuvIoT counts from 1: the first field is wrong
+
+
 CASES: list[tuple[str, Callable[[Tree], None], str, str]] = [
     ("rest listener without port", _set("solution.listeners[0].listenOnPort", _DELETE),
      "solution.listeners[0].listenOnPort", codes.LISTENER_FIELD_REQUIRED),
@@ -97,8 +111,19 @@ CASES: list[tuple[str, Callable[[Tree], None], str, str]] = [
     ("port out of range", _set("solution.listeners[0].listenOnPort", 70000),
      "solution.listeners[0].listenOnPort", codes.OUT_OF_RANGE),
     ("no planner", _set("solution.planner", _DELETE), "solution.planner", codes.INS_NO_PLANNER),
-    ("planner without message id parsers", _set("solution.planner.messageTypeIdParsers", []),
-     "solution.planner.messageTypeIdParsers", codes.PLANNER_PARSERS),
+    ("planner without device id parsers", _set("solution.planner.deviceIdParsers", []),
+     "solution.planner.deviceIdParsers", codes.PLANNER_PARSERS),
+    ("no message id parsers, two messages, no default route", _two_messages_without_message_id,
+     "solution.deviceConfigurations[0].routes", codes.MESSAGE_ID_NEEDED),
+    ("state field without a state set", _set("messages[0].fields[2].storageType", "state"),
+     "messages[0].fields[2].stateSet", codes.STATE_SET_REQUIRED),
+    ("value-with-unit attribute without a unit set", _set("workflows[0].attributes[0].attributeType", "valuewithunit"),
+     "workflows[0].attributes[0].unitSet", codes.UNIT_SET_REQUIRED),
+    ("body field without its jsonPath", _set("messages[0].fields[0].jsonPath", _DELETE),
+     "messages[0].fields[0].jsonPath", codes.FIELD_LOCATOR),
+    ("delimited index 0", _delimited_index_zero, "messages[0].fields[0].delimitedIndex", codes.FIELD_LOCATOR),
+    ("listener type the runtime cannot start", _set("solution.listeners[0].listenerType", "serialport"),
+     "solution.listeners[0].listenerType", codes.LISTENER_NOT_RUN),
     ("path parser without locator", _set("solution.planner.deviceIdParsers[0].pathLocator", _DELETE),
      "solution.planner.deviceIdParsers[0].pathLocator", codes.PARSER_LOCATOR),
     ("body id parser without content type", _body_id_parser_without_content_type,
@@ -206,3 +231,24 @@ def test_port_zero_is_not_a_clash(demo: Tree) -> None:
     demo["solution"]["listeners"][0]["listenOnPort"] = 0
     demo["instance"]["inputCommandPort"] = 0
     load_solution(yaml.safe_dump(demo).encode(), source="t", env={})
+
+
+def test_messages_without_message_id_parsers_take_the_only_route(demo: Tree) -> None:
+    from runtime.core.pipeline.planner import select_route
+
+    demo["solution"]["planner"]["messageTypeIdParsers"] = []
+    demo["solution"]["deviceConfigurations"][0]["routes"][0]["isDefault"] = False
+    report = load_solution_report(yaml.safe_dump(demo).encode(), source="t", env={}, read_file=no_files)
+    config = report.document.solution.device_configurations[0]
+    assert select_route(report.document, config, None).key == config.routes[0].key
+
+
+def test_what_would_fail_every_message_says_the_fix(demo: Tree) -> None:
+    _delimited_index_zero(demo)
+    _set("messages[0].fields[2].storageType", "state")(demo)
+    data = yaml.safe_dump(demo, sort_keys=False).encode()
+    with pytest.raises(SolutionError) as info:
+        load_solution(data, source="t", env={}, read_file=no_files)
+    by_path = {p.path: p.message for p in info.value.problems}
+    assert "set delimitedIndex to 1 for the first field" in by_path["messages[0].fields[0].delimitedIndex"]
+    assert "set stateSet to one of the solution's state sets" in by_path["messages[0].fields[2].stateSet"]
