@@ -115,3 +115,20 @@ def test_the_full_instance_document_runs_and_its_settings_show_with_their_source
         code, _, headers = call("GET", f"http://127.0.0.1:{status['inputCommandPort']}/examplemotion/examplemotion/"
                                        "examplemotion/nosuch/dev001")
         assert code == 401 and "Basic" in headers.get("WWW-Authenticate", "")
+
+
+def test_without_message_id_parsers_the_only_route_takes_every_message(tmp_path: Path) -> None:
+    """NuvIoT does not require message-id parsers (DeviceConfiguration.FindRoute falls back to the default
+    route); with one message the runtime takes its route."""
+    doc = json.loads(FIXTURE.read_bytes())
+    doc["Result"]["Solution"]["Value"]["Planner"]["Value"]["MessageTypeIdParsers"] = []
+    source = tmp_path / "instance.json"
+    source.write_text(json.dumps(doc))
+    with Daemon(tmp_path / "data", "--solution", str(source), "--listener-port", "exampleport80=0",
+                "--input-command-port", "0") as d:
+        status = d.wait_state("Running")
+        assert d.request("PUT", "/devices/dev002", {"deviceConfiguration": "examplemotion"})[0] == 201
+        rest = f"http://127.0.0.1:{status['listeners'][0]['port']}"
+        code, body, _ = call("POST", f"{rest}/api/anything/dev002", {"motion": "off"})
+        assert code in (200, 202), body
+        assert d.request("GET", "/devices/dev002")[1]["attributes"]["motionstatus"] == "off"
