@@ -2,24 +2,35 @@
 
 Used by the planner (id parsers), the sentinel (security fields) and the input translator (message
 fields). The choices made where NuvIoT's docs are silent or conflict are in docs/parsing.md.
+
+The names below are loaded on first use, so that importing one submodule (``parsing.errors``, as
+``runtime/core/values.py`` does) does not import them all.
 """
 
-from runtime.core.parsing.errors import ParseError
-from runtime.core.parsing.fields import FieldReader, message_readers
-from runtime.core.parsing.locate import MISSING, BinaryCursor, as_text, compile_locator, locator_for
-from runtime.core.parsing.patterns import compile_regex, dotnet_to_python
-from runtime.core.parsing.view import MessageView
+from __future__ import annotations
 
-__all__ = [
-    "MISSING",
-    "BinaryCursor",
-    "FieldReader",
-    "MessageView",
-    "ParseError",
-    "as_text",
-    "compile_locator",
-    "compile_regex",
-    "dotnet_to_python",
-    "locator_for",
-    "message_readers",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "ParseError": "errors",
+    "FieldReader": "fields",
+    "message_readers": "fields",
+    "MISSING": "locate",
+    "BinaryCursor": "locate",
+    "as_text": "locate",
+    "compile_locator": "locate",
+    "locator_for": "locate",
+    "compile_regex": "patterns",
+    "dotnet_to_python": "patterns",
+    "MessageView": "view",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

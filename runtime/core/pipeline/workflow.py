@@ -519,7 +519,10 @@ class _Run:
             self.state.state_machines[machine.key] = state.key
             self.state.version += 1
         transition = self.engine._transitions[id(state)].get(event)
-        if transition is None:  # the current state does not handle it: ignored (spec §2.5.4)
+        if transition is None:  # the current state does not handle it: ignored (spec §2.5.4) ...
+            if machine.exception_on_unhandled_event:  # ... unless the machine says so (NuvIoT's flag)
+                raise StageError(STAGE, "unhandled_event",
+                                 f"state machine {machine.key}: state {state.key} does not handle event {event}")
             return
         effects = (
             self.call(hook_on_transition(machine.key, state.key, event), (value,)) if self.scripted else None

@@ -13,7 +13,7 @@ from typing import Literal
 from runtime.core.errors import Problem, SolutionError
 from runtime.core.solution.model import SolutionDocument
 from runtime.core.solution.native import MAX_SOLUTION_BYTES, native_document, parse_tree
-from runtime.core.solution.nuviot import export_document, export_form, is_export
+from runtime.core.solution.nuviot import export_form, export_report, is_export
 from runtime.core.solution.validate import validate_document
 
 SolutionForm = Literal["native", "nuviot-export", "nuviot-instance"]
@@ -46,14 +46,15 @@ def load_solution_report(
     tree = parse_tree(data, max_bytes=max_bytes)
     if is_export(tree):
         form: SolutionForm = "nuviot-instance" if export_form(tree) == "nuviot-instance" else "nuviot-export"
-        document = export_document(tree)
+        document, read_warnings = export_report(tree)
     else:
         form = "native"
         document = native_document(tree, env=env, read_file=read_file)
+        read_warnings = ()
     report = validate_document(document)
     if report.errors:
         raise SolutionError(report.errors)
-    return LoadedSolution(document, report.warnings, form, source)
+    return LoadedSolution(document, read_warnings + report.warnings, form, source)
 
 
 def load_solution(

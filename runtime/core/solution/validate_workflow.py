@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from runtime.core.solution import codes
 from runtime.core.solution.enums import EndpointType, NodeType, ParameterLocation
-from runtime.core.solution.model import Connection, Parameter, Workflow
+from runtime.core.solution.model import Connection, MachineState, Parameter, Workflow
 from runtime.core.solution.validate_base import CheckerBase
 
 
@@ -78,11 +78,16 @@ class WorkflowChecks(CheckerBase):
                     self.input_command_edge(wf, cmd.key, c, f"{cpath}.outgoingConnections[{k}]")
             for j, out in enumerate(wf.output_commands):
                 self.parameters(out.parameters, f"{path}.outputCommands[{j}].parameters")
+            self.connection_scripts(wf, path)
             for j, machine in enumerate(wf.state_machines):
                 mpath = f"{path}.stateMachines[{j}]"
                 self.unique((s.key for s in machine.states), f"{mpath}.states", "state key")
                 states = {s.key for s in machine.states}
+                if machine.initial_state_key and machine.initial_state_key not in states:
+                    self.err(f"{mpath}.initialStateKey", codes.DANGLING_CONNECTION,
+                             f"unknown initial state {machine.initial_state_key!r}")
                 for k, st in enumerate(machine.states):
+                    self.not_run(st, f"{mpath}.states[{k}]")
                     for t, tr in enumerate(st.transitions):
                         tpath = f"{mpath}.states[{k}].transitions[{t}]"
                         if machine.events and tr.event not in machine.events:
@@ -97,6 +102,28 @@ class WorkflowChecks(CheckerBase):
                             )
                 for k, c in enumerate(machine.incoming_connections):
                     self.connection(wf, c, f"{mpath}.incomingConnections[{k}]")
+
+    def not_run(self, st: MachineState, path: str) -> None:
+        """What a NuvIoT state carries that this runtime keeps but does not act on (PYRT2091)."""
+        if st.transition_in_action:
+            self.warn(f"{path}.transitionInAction", codes.NOT_RUN,
+                      "not run: a state's TransitionInAction script is kept but this runtime does not run it; "
+                      "move the work into the incoming transitions' TransitionAction (onTransition)")
+        if st.is_alarm_state or st.error_code:
+            code = f" {st.error_code}" if st.error_code else ""
+            self.warn(f"{path}.isAlarmState", codes.NOT_RUN,
+                      f"not run: alarm states do not raise the device's error code{code} in this runtime "
+                      "(device health is not implemented)")
+
+    def connection_scripts(self, wf: Workflow, path: str) -> None:
+        nodes = (("inputs", wf.inputs), ("attributes", wf.attributes), ("inputCommands", wf.input_commands))
+        for wire, items in nodes:
+            for j, node in enumerate(items):
+                for k, c in enumerate(node.outgoing_connections):
+                    if c.script:
+                        self.warn(f"{path}.{wire}[{j}].outgoingConnections[{k}].script", codes.NOT_RUN,
+                                  "not run: a connection's mapping Script is kept but this runtime passes the "
+                                  "value as it is; do the mapping in the target's onSet script")
 
     def parameters(self, params: tuple[Parameter, ...], path: str) -> None:
         self.unique((p.key for p in params), path, "parameter key", code=codes.DUPLICATE_PARAMETER)

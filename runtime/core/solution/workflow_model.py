@@ -17,8 +17,10 @@ class Connection(Model):
     node_type: NodeType
     node_name: Str | None = None
     input_command_key: Str | None = None  # attribute <- input command: which parameter
-    event: Str | None = None  # edge into a state machine: which event to raise
+    # edge into a state machine: which event to raise (NuvIoT: StateMachineEvent, an EntityHeader<Event>)
+    event: Str | None = Field(default=None, validation_alias=AliasChoices("event", "stateMachineEvent"))
     parameter: Str | None = None  # edge from an input command: which parameter carries the value
+    script: Str | None = None  # NuvIoT Connection.Script (a mapping script): kept, not run (validate warns)
 
 
 _INCOMING = Field(default=(), validation_alias=AliasChoices("incomingConnections", "incoming", "incoming_connections"))
@@ -77,23 +79,40 @@ class Transition(Model):
 
     event: Str
     new_state: Str | None = None
-    on_transition_script: Str | None = None
+    # NuvIoT StateTransition.TransitionAction
+    on_transition_script: Str | None = Field(
+        default=None, validation_alias=AliasChoices("onTransitionScript", "transitionAction", "on_transition_script")
+    )
 
 
 class MachineState(Model):
+    """NuvIoT State. ``transition_in_action``, ``is_alarm_state`` and ``error_code`` are kept; validate says
+    that this runtime does not run them (PYRT2090)."""
+
     key: Str
     name: Str = ""
     is_initial_state: Bool = False
     transitions: tuple[Transition, ...] = ()
+    transition_in_action: Str | None = None
+    is_alarm_state: Bool = False
+    error_code: Str | None = None
 
 
 class StateMachine(Entity):
     events: tuple[Str, ...] = ()
     states: tuple[MachineState, ...] = ()
     incoming_connections: tuple[Connection, ...] = _INCOMING
+    # NuvIoT StateMachine.InitialState (an EntityHeader of a state), else the state marked isInitialState
+    initial_state_key: Str | None = Field(
+        default=None, validation_alias=AliasChoices("initialStateKey", "initialState", "initial_state_key")
+    )
+    # NuvIoT StateMachine.ExceptionOnUnhandledEvent: an event the current state does not handle fails the run
+    exception_on_unhandled_event: Bool = False
 
     @cached_property
     def initial_state(self) -> str | None:
+        if self.initial_state_key and any(s.key == self.initial_state_key for s in self.states):
+            return self.initial_state_key
         for s in self.states:
             if s.is_initial_state:
                 return s.key

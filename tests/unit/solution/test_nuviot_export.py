@@ -169,7 +169,8 @@ def test_libraries_deduplicated(doc: SolutionDocument) -> None:
 def test_fixture_warnings_only(export_bytes: bytes) -> None:
     loaded = load_solution_report(export_bytes, source="fixture", env={})
     assert loaded.form == "nuviot-export"
-    assert {(w.path, w.code) for w in loaded.warnings} == {
+    # PYRT2090 (properties nothing reads, here the data stream's Azure settings): tests/unit/solution/test_unmapped.py
+    assert {(w.path, w.code) for w in loaded.warnings if w.code != codes.NOT_SUPPORTED} == {
         (
             "solution.deviceConfigurations[1].routes[0].steps[2].next.mappings.setheaterstate",
             codes.UNMAPPED_OUTPUT_COMMAND,
