@@ -141,7 +141,54 @@ def _content_type(parser: FieldParser, message: MessageDefinition | None) -> Con
     return message.content_type if message is not None else parser.content_type
 
 
+# the locator attribute and its latitude/longitude variants, by where a geolocation field is read
+_GEO_BY_CONTENT = {
+    ContentType.JSON: "json_path",
+    ContentType.XML: "x_path",
+    ContentType.DELIMITED: "delimited_index",
+    ContentType.STRING_POSITION: "start_index",
+    ContentType.STRING_REGEX: "reg_ex_group_name",
+    ContentType.BINARY: "binary_offset",
+}
+
+
+def _geo_pair(parser: FieldParser, message: MessageDefinition | None) -> Locator | None:
+    """A geolocation field with ``Lat…``/``Lon…`` sub-locators: both read, as ``{"lat", "lon"}``."""
+    if not isinstance(parser, MessageField) or parser.storage_type is not ParameterType.GEOLOCATION:
+        return None
+    location = parser.search_location or SearchLocation.BODY
+    if location is SearchLocation.QUERY_STRING:
+        attr: str | None = "query_string_field"
+    elif location is SearchLocation.BODY:
+        attr = _GEO_BY_CONTENT.get(_content_type(parser, message))  # type: ignore[arg-type]
+    else:
+        attr = None
+    if attr is None:
+        return None
+    lat, lon = getattr(parser, f"lat_{attr}"), getattr(parser, f"lon_{attr}")
+    if lat is None and lon is None:
+        return None
+    if lat is None or lon is None:
+        missing = f"lon_{attr}" if lon is None else f"lat_{attr}"
+        raise ParseError(INVALID_LOCATOR, f"{missing} is not set (a geolocation needs both sub-locators)")
+    plain = {"storage_type": ParameterType.STRING, f"lat_{attr}": None, f"lon_{attr}": None}
+    find_lat = _where(parser.model_copy(update={**plain, attr: lat}), message)
+    find_lon = _where(parser.model_copy(update={**plain, attr: lon}), message)
+
+    def find(view: MessageView, cursor: BinaryCursor | None) -> Any:
+        la, lo = find_lat(view, cursor), find_lon(view, cursor)
+        la, lo = (None if v is MISSING or v == "" else v for v in (la, lo))
+        if la is None and lo is None:
+            return MISSING
+        return {"lat": la, "lon": lo}  # half a location is malformed (MGV1010)
+
+    return find
+
+
 def _where(parser: FieldParser, message: MessageDefinition | None) -> Locator:
+    pair = _geo_pair(parser, message)
+    if pair is not None:
+        return pair
     location = parser.search_location or SearchLocation.BODY
     if location is SearchLocation.HEADERS:
         name = _required(parser.header_name, "header_name")
@@ -177,9 +224,6 @@ def _body(parser: FieldParser, message: MessageDefinition | None) -> Locator:
     if content is None:
         raise ParseError(INVALID_LOCATOR, "a body parser needs a content type")
     if content is ContentType.JSON:
-        if isinstance(parser, MessageField) and parser.storage_type is ParameterType.GEOLOCATION:
-            if parser.lat_json_path and parser.lon_json_path:
-                return _json_lat_lon(_json_path(parser.lat_json_path), _json_path(parser.lon_json_path))
         return _json(_json_path(_required(parser.json_path, "json_path")))
     if content is ContentType.XML:
         return _xml(_required(parser.x_path, "x_path"))
@@ -224,17 +268,6 @@ def _walk(document: Any, segments: tuple[str, ...]) -> Any:
 
 def _json(segments: tuple[str, ...]) -> Locator:
     return lambda view, cursor: _walk(view.json(), segments)
-
-
-def _json_lat_lon(lat: tuple[str, ...], lon: tuple[str, ...]) -> Locator:
-    def find(view: MessageView, cursor: BinaryCursor | None) -> Any:
-        document = view.json()
-        latitude, longitude = _walk(document, lat), _walk(document, lon)
-        if latitude is MISSING and longitude is MISSING:
-            return MISSING
-        return {"lat": latitude, "lon": longitude}
-
-    return find
 
 
 def _xml(expression: str) -> Locator:

@@ -160,8 +160,22 @@ class MessageField(FieldParser):
     max_value: Float | None = None
     unit_set: Str | None = None  # key into SolutionDocument.unit_sets
     state_set: Str | None = None  # key into SolutionDocument.state_sets
+    # geolocation sub-locators (NuvIoT DeviceMessageDefinitionField): latitude and longitude read apart
     lat_json_path: Str | None = None
     lon_json_path: Str | None = None
+    lat_x_path: Str | None = None
+    lon_x_path: Str | None = None
+    lat_delimited_index: Int | None = None  # 1-based
+    lon_delimited_index: Int | None = None
+    lat_start_index: Int | None = None  # 1-based
+    lon_start_index: Int | None = None
+    lat_binary_offset: Int | None = None
+    lon_binary_offset: Int | None = None
+    lat_reg_ex_group_name: Str | None = None
+    lon_reg_ex_group_name: Str | None = None
+    lat_query_string_field: Str | None = None
+    lon_query_string_field: Str | None = None
+    altitude_json_path: Str | None = None  # kept; a geolocation is "lat,lon" (validate warns PYRT2091)
 
 
 class Header(Model):
