@@ -5,7 +5,10 @@ the pipeline: ``parse`` reads it, ``plan_update`` says what changes on the devic
 Both raise ``StageError("system", code, detail)`` on bad input; neither logs nor touches storage.
 
 **Address.** ``nuviot/srvr/dvcsrvc/{deviceId}/{type}[/...]``, with or without a leading ``/`` (a trailing
-``/`` is ignored); at least 5 segments, the first three exactly as shown. Types:
+``/`` is ignored); at least 5 segments, the first three exactly as shown. As in NuvIoT's ListenerModule
+(LagoVista/Runtime ``Module/ListenerModule.cs``) the type is segment 4; further segments do not change it for
+the types below. Any other type (the firmware's ``ioconfig``, ``fwupdate/start``) is recorded (message id
+``system:{type}``, ``_system.lastUnhandled``) and still updates the device's last contact. Types:
 
 =============================  ====================================================================
 ``online``                     ``firmwareSku``, ``firmwareVersion``, ``rssi``, ``reconnect``, ``ipAddress``,
@@ -17,18 +20,20 @@ Both raise ``StageError("system", code, detail)`` on bad input; neither logs nor
 ``err/{code}/{raise|clear}``   the payload is the error's details (free text).
 ``err/{raise|clear}``          the code is in the payload: ``code=E1,details=...`` (also ``errorCode``,
                                ``errCode``; other pairs become the details), or ``E1[,details...]``.
-``relays``                     exactly 8 values, ``1`` or ``0``.
-``iovalues``                   exactly 16 numbers: IO 0-7, then ADC 0-7 (values 8-15). An empty value
-                               keeps the previous reading (NuvIoT's simulator sends blanks).
+``relays``                     exactly 8 values: ``1`` on, ``0`` off, anything else unknown (``null``).
+``iovalues``                   exactly 16 values: IO 0-7, then ADC 0-7 (values 8-15); a number, or a
+                               quoted text (``"on"``, the firmware's ``setValue(idx, String)``; the quotes
+                               are removed, as NuvIoT does). An empty value keeps the previous reading.
 ``desiredconfig/send``         replies ``lvl`` and one ``prop`` per property.
 ``desiredconfig/lvl/{n}``      the device now runs configuration revision ``n`` (an integer >= 0).
 ``notification/{key}``         replies ``notification/{key}/ack``.
 =============================  ====================================================================
 
 **Payload of key/value types** (online, state, heartbeat): comma-separated ``key=value`` pairs (blanks
-around items ignored; empty items skipped; a value may contain ``=``), or a JSON object. A key may carry
+around items ignored; empty items, and items that are not ``key=value``, skipped as NuvIoT skips them and
+listed in the record's ``skipped``; a value may contain ``=``), or a JSON object. A key may carry
 a type prefix ``type-key``: ``int``/``integer`` (int, else MGV1008), ``dbl``/``double``/``decimal``/``float``
-(float, else MGV1009), ``bool``/``boolean`` (true/false/1/0/yes/no/on/off, else MGV1005), ``str``/``string``
+(float, else MGV1009), ``bool``/``boolean`` (true/false/1/0/yes/no/on/off, else MGV1004), ``str``/``string``
 and ``readonly`` (text). Any other text before a ``-`` is part of the key. Without a prefix the value
 is text until it meets a typed target: a device-configuration property is converted to the property's
 ``fieldType`` (integer, decimal/valuewithunit, true-false; anything else stays text), and the system
@@ -46,15 +51,18 @@ null each), ``_system.desiredConfigLevel`` (int, default 0; the cloud or a scrip
 ``_system.actualConfigLevel`` (int), ``_system.lastNotification`` ``{key, at, payload}``.
 The location itself is the device's latitude/longitude.
 
-**Replies** (text payloads, sent through the inbound message's reply channel):
-``nuviot/dvcsrvc/{id}/desiredconfig/srvrlvl/{n}`` and ``.../desiredconfig/lvl/{n}``: payload ``{n}``, the
-desired revision; ``.../desiredconfig/prop/{key}``: ``{prefix}-{key}={value}`` (prefix ``int``, ``dbl``,
-``bool`` or ``str`` from the property's type; the device's value, else the property's default; a
-property with neither is not sent); ``.../notification/{key}/ack``: ``ack``.
+**Replies** (byte for byte NuvIoT's, sent through the inbound message's reply channel):
+``nuviot/dvcsrvc/{id}/desiredconfig/srvrlvl/{n}`` (after ``online``) and ``.../desiredconfig/lvl/{n}`` (first
+answer to ``desiredconfig/send``): an empty payload, ``{n}`` the desired revision; then
+``.../desiredconfig/prop/{key}``: the raw value of each property (the device's value, else the property's
+default; booleans ``true``/``false``; a property with neither is not sent) and of each property-bag key
+(not the runtime's ``_system.`` keys); ``.../notification/{key}/ack``: an empty payload.
 
 **Error codes** (stage ``system``): ``invalid_topic``, ``unknown_system_message``, ``invalid_payload``,
 ``invalid_value_count``, ``invalid_config_level``, ``missing_error_code``, and NuvIoT's value codes
-MGV1005 (bool), MGV1008 (int), MGV1009 (decimal), MGV1010 (malformed location), MGV1011 (out of range).
+MGV1004 (bool, the code NuvIoT's MessageValue.Validate raises), MGV1008 (int), MGV1009 (decimal), MGV1010
+(malformed location), MGV1011 (out of range). Typed values go through the one converter (``core/values.py``,
+lenient: firmware writes booleans ``1``/``0``).
 """
 
 from __future__ import annotations
@@ -70,7 +78,7 @@ from runtime.core.errors import StageError
 from runtime.core.parsing.errors import INVALID_DECIMAL, shown
 from runtime.core.solution.enums import ParameterType
 from runtime.core.solution.model import CustomField, DeviceConfiguration
-from runtime.core.values import ValueProblem, to_double
+from runtime.core.values import ValueProblem, dotnet_text, to_double
 from runtime.core.values import convert as convert_value
 
 SYSTEM_PREFIXES = ("nuviot/srvr/dvcsrvc", "/nuviot/srvr/dvcsrvc")  # reference §2.3 step 1.1
@@ -95,6 +103,7 @@ ADC = "_system.adc"
 DESIRED_CONFIG_LEVEL = "_system.desiredConfigLevel"
 ACTUAL_CONFIG_LEVEL = "_system.actualConfigLevel"
 LAST_NOTIFICATION = "_system.lastNotification"
+LAST_OTHER = "_system.lastUnhandled"
 
 _DETAILS_MAX = 1000
 
@@ -111,6 +120,7 @@ class Kind(StrEnum):
     DESIRED_CONFIG_SEND = "desiredconfig-send"
     DESIRED_CONFIG_LEVEL = "desiredconfig-lvl"
     NOTIFICATION = "notification"
+    OTHER = "other"  # a sub-type not modelled here (firmware's ioconfig, fwupdate/start): recorded, last contact
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +139,19 @@ class SystemMessage:
     location: tuple[float, float, float | None] | None = None  # geo with a fix
     code: str | None = None  # err-*
     details: str = ""  # err-*
-    relays: tuple[bool, ...] = ()
-    values: tuple[float | None, ...] = ()  # iovalues
+    relays: tuple[bool | None, ...] = ()  # None: neither 1 nor 0 (NuvIoT's RelayStates.Unknown)
+    values: tuple[float | str | None, ...] = ()  # iovalues (a quoted text value stays text)
     level: int | None = None  # desiredconfig-lvl
-    key: str | None = None  # notification
-    text: str = ""  # notification payload
+    key: str | None = None  # notification; the sub-type of ``other``
+    text: str = ""  # notification and ``other`` payload
+    skipped: tuple[str, ...] = ()  # items of a key=value payload that are not key=value (NuvIoT skips them)
 
     @property
     def message_id(self) -> str:
         """The record's message id: ``system:{kind}``; ``system:notification-{key}`` for notifications."""
-        return f"system:notification-{self.key}" if self.kind is Kind.NOTIFICATION else f"system:{self.kind}"
+        if self.kind is Kind.NOTIFICATION:
+            return f"system:notification-{self.key}"
+        return f"system:{self.key}" if self.kind is Kind.OTHER else f"system:{self.kind}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +225,11 @@ def parse_body(device_id: str, rest: list[str], payload: bytes) -> SystemMessage
     except UnicodeDecodeError:
         raise fail("invalid_payload", f"the payload is not UTF-8 text: {shown(payload)}") from None
     head, n = rest[0], len(rest)
-    if n == 1 and head in ("online", "state", "heartbeat"):
-        return SystemMessage(device_id, Kind(head), pairs=parse_pairs(text))
-    if n == 1 and head == "geo":
+    # NuvIoT's ListenerModule reads the type from segment 4 only: further segments do not change it
+    if head in ("online", "state", "heartbeat"):
+        skipped: list[str] = []
+        return SystemMessage(device_id, Kind(head), pairs=parse_pairs(text, skipped), skipped=tuple(skipped))
+    if head == "geo":
         return _geo(device_id, text)
     if head == "err" and n in (2, 3) and rest[-1] in ("raise", "clear"):
         kind = Kind.ERR_RAISE if rest[-1] == "raise" else Kind.ERR_CLEAR
@@ -223,13 +238,13 @@ def parse_body(device_id: str, rest: list[str], payload: bytes) -> SystemMessage
             raise fail("missing_error_code", f"{'/'.join(rest)}: no error code (topic err/{{code}}/{rest[-1]} "
                                              "or payload code=...)")
         return SystemMessage(device_id, kind, code=code, details=details[:_DETAILS_MAX])
-    if n == 1 and head == "relays":
+    if head == "relays":
         items = _items(text, 8, "relays")
         return SystemMessage(device_id, Kind.RELAYS, relays=tuple(_relay(i, v) for i, v in enumerate(items)))
-    if n == 1 and head == "iovalues":
+    if head == "iovalues":
         items = _items(text, 16, "iovalues")
         return SystemMessage(device_id, Kind.IOVALUES,
-                             values=tuple(None if not v else _float(v, f"iovalues[{i}]") for i, v in enumerate(items)))
+                             values=tuple(_io_value(i, v) for i, v in enumerate(items)))
     if head == "desiredconfig" and rest[1:] == ["send"]:
         return SystemMessage(device_id, Kind.DESIRED_CONFIG_SEND)
     if head == "desiredconfig" and n == 3 and rest[1] == "lvl":
@@ -238,6 +253,9 @@ def parse_body(device_id: str, rest: list[str], payload: bytes) -> SystemMessage
         return SystemMessage(device_id, Kind.DESIRED_CONFIG_LEVEL, level=int(rest[2]))
     if head == "notification" and n == 2 and rest[1]:
         return SystemMessage(device_id, Kind.NOTIFICATION, key=rest[1], text=text[:_DETAILS_MAX])
+    if head not in ("notification", "err") and all(p.replace("-", "").replace("_", "").isalnum() for p in rest):
+        # NuvIoT's ListenerModule has no branch for it and still saves the device with its last contact
+        return SystemMessage(device_id, Kind.OTHER, key="/".join(rest), text=text[:_DETAILS_MAX])
     raise fail("unknown_system_message", f"{shown('/'.join(rest))} is not a system message type (online, state, "
                                          "heartbeat, geo, err, relays, iovalues, desiredconfig, notification)")
 
@@ -251,8 +269,9 @@ _PREFIXES = {
 }
 
 
-def parse_pairs(text: str) -> tuple[Pair, ...]:
-    """``k=v,type-k=v`` (or a JSON object) -> pairs, typed by prefix. Later duplicates win."""
+def parse_pairs(text: str, skipped: list[str] | None = None) -> tuple[Pair, ...]:
+    """``k=v,type-k=v`` (or a JSON object) -> pairs, typed by prefix. Later duplicates win. With ``skipped``,
+    an item that is not ``key=value`` is listed there and left out, as NuvIoT's ListenerModule does."""
     if not text:
         return ()
     if text.startswith("{"):
@@ -270,6 +289,9 @@ def parse_pairs(text: str) -> tuple[Pair, ...]:
             continue
         key, sep, raw = item.partition("=")
         key, raw = key.strip(), raw.strip()
+        if (not sep or not key) and skipped is not None:
+            skipped.append(item[:80])
+            continue
         if not sep or not key:
             raise fail("invalid_payload", f"{shown(item)} is not key=value (payload: comma-separated key=value pairs)")
         prefix, dash, name = key.partition("-")
@@ -314,17 +336,27 @@ def _items(text: str, count: int, what: str) -> list[str]:
     return items
 
 
-def _relay(index: int, text: str) -> bool:
-    if text not in ("1", "0"):
-        raise fail("MGV1005", f"relays[{index}]: {shown(text)} is not 1 or 0")
-    return text == "1"
+def _relay(index: int, text: str) -> bool | None:
+    """``1`` on, ``0`` off, anything else unknown (NuvIoT: ``RelayStates.Unknown``)."""
+    return True if text == "1" else (False if text == "0" else None)
+
+
+def _io_value(index: int, text: str) -> float | str | None:
+    """An io value as the firmware writes it: a number, a quoted text (``"on"``), or empty (keep the last)."""
+    value = text.replace('"', "").strip()  # NuvIoT removes the quotes
+    if not value:
+        return None
+    try:
+        return to_double(value, INVALID_DECIMAL)
+    except ValueProblem:
+        return value  # a text reading, kept as NuvIoT keeps a sensor's value
 
 
 def _geo(device_id: str, text: str) -> SystemMessage:
     if text.lower() == "nofix":
         return SystemMessage(device_id, Kind.GEO)
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) not in (2, 3):
+    parts = [p.strip() for p in text.split(",")][:3]  # NuvIoT reads lat, lon and an altitude; more is ignored
+    if len(parts) < 2:
         raise fail("MGV1010", f"geo: {shown(text)} is not lat,lon[,alt] or nofix")
     try:
         nums = [float(p) for p in parts]
@@ -379,6 +411,8 @@ def plan_update(msg: SystemMessage, device: Device, config: DeviceConfiguration,
     up = SystemUpdate()
     bag = device.property_bag
     kind = msg.kind
+    if msg.skipped:
+        up.notes["skipped"] = list(msg.skipped)
     if kind is Kind.ONLINE:
         values = {p.key: p.value for p in msg.pairs}
         _firmware(values, bag, up)
@@ -392,8 +426,7 @@ def plan_update(msg: SystemMessage, device: Device, config: DeviceConfiguration,
         }
         _properties(values, device, config, up)
         level = desired_level(device)
-        up.replies.append(Reply(reply_topic(device.device_id, "desiredconfig", "srvrlvl", str(level)),
-                                str(level).encode()))
+        up.replies.append(Reply(reply_topic(device.device_id, "desiredconfig", "srvrlvl", str(level)), b""))
     elif kind is Kind.STATE:
         values = {p.key: p.value for p in msg.pairs}
         up.bag[TWIN] = {"at": now, "reported": dict(values)}
@@ -426,7 +459,10 @@ def plan_update(msg: SystemMessage, device: Device, config: DeviceConfiguration,
     elif kind is Kind.NOTIFICATION:
         key = msg.key or ""
         up.bag[LAST_NOTIFICATION] = {"key": key, "at": now, "payload": msg.text}
-        up.replies.append(Reply(reply_topic(device.device_id, "notification", key, "ack"), b"ack"))
+        up.replies.append(Reply(reply_topic(device.device_id, "notification", key, "ack"), b""))
+    elif kind is Kind.OTHER:
+        up.bag[LAST_OTHER] = {"type": msg.key, "at": now, "payload": msg.text}
+        up.notes["unhandled"] = f"{msg.key}: recorded; this runtime does not act on it (NuvIoT does not either)"
     return up
 
 
@@ -519,18 +555,19 @@ _REPLY_PREFIX = {ParameterType.INTEGER: "int", ParameterType.DECIMAL: "dbl", Par
 
 
 def _send_config(device: Device, config: DeviceConfiguration, up: SystemUpdate) -> None:
+    """NuvIoT's replies byte for byte: ``lvl/{n}`` with an empty payload, then ``prop/{key}`` with the raw value
+    of each property (booleans as NuvIoT stores them, ``true``/``false``), then of each property-bag key (the
+    runtime's own ``_system.`` keys are not the device's)."""
     level = str(desired_level(device))
-    up.replies.append(Reply(reply_topic(device.device_id, "desiredconfig", "lvl", level), level.encode()))
+    up.replies.append(Reply(reply_topic(device.device_id, "desiredconfig", "lvl", level), b""))
     for spec in config.properties:
         value = device.properties.get(spec.key, spec.default_value)
         if value is None:
             continue
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, dict | list):
-            text = json.dumps(value, separators=(",", ":"))
-        else:
-            text = str(value)
-        prefix = _REPLY_PREFIX.get(spec.field_type, "str")
-        up.replies.append(Reply(reply_topic(device.device_id, "desiredconfig", "prop", spec.key),
-                                f"{prefix}-{spec.key}={text}".encode()))
+        text = ("true" if value else "false") if isinstance(value, bool) else dotnet_text(value)
+        up.replies.append(Reply(reply_topic(device.device_id, "desiredconfig", "prop", spec.key), text.encode()))
+    for key, value in device.property_bag.items():
+        if value is None or key.startswith(RESERVED):
+            continue
+        up.replies.append(Reply(reply_topic(device.device_id, "desiredconfig", "prop", key),
+                                dotnet_text(value).encode()))

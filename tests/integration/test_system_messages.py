@@ -146,7 +146,7 @@ async def test_online_updates_firmware_and_replies_server_level(env: Env) -> Non
                           "firmwareSku=sensorapp,firmwareVersion=1.32.3,rssi=-60,reconnect=false,"
                           "ipAddress=10.1.2.3,variable1=7")
         got = await replies.take(1)
-    assert got == [(f"nuviot/dvcsrvc/{device_id}/desiredconfig/srvrlvl/0", b"0")]
+    assert got == [(f"nuviot/dvcsrvc/{device_id}/desiredconfig/srvrlvl/0", b"")]  # NuvIoT: an empty payload
     device = await env.device_until(device_id, lambda d: "_system.firmwareVersion" in bag(d))
     assert bag(device)["_system.firmwareSku"] == "sensorapp"
     assert bag(device)["_system.firmwareVersion"] == "1.32.3"
@@ -198,10 +198,10 @@ async def test_desiredconfig_send_replies_level_and_each_property(env: Env) -> N
         got = await replies.take(4)
     p = f"nuviot/dvcsrvc/{device_id}/desiredconfig"
     assert got == [
-        (f"{p}/lvl/0", b"0"),
-        (f"{p}/prop/variable1", b"int-variable1=42"),
-        (f"{p}/prop/setpoint", b"dbl-setpoint=21.5"),
-        (f"{p}/prop/enabled", b"bool-enabled=false"),
+        (f"{p}/lvl/0", b""),  # NuvIoT's ListenerModule: an empty payload, then each property's raw value
+        (f"{p}/prop/variable1", b"42"),
+        (f"{p}/prop/setpoint", b"21.5"),
+        (f"{p}/prop/enabled", b"false"),
     ]
     await env.publish(f"{SYS}/{device_id}/desiredconfig/lvl/0", "")
     device = await env.device_until(device_id, lambda d: "_system.actualConfigLevel" in bag(d))
@@ -252,7 +252,7 @@ async def test_rest_online_replies_in_the_response(env: Env) -> None:
     device_id = await env.provision()
     base = f"http://127.0.0.1:{env.rest_port}/{SYS}/{device_id}"
     code, body = await asyncio.to_thread(_post, f"{base}/online", b"firmwareSku=rest,firmwareVersion=9.9")
-    assert (code, body) == (200, b"0")  # keepAliveToSendReply: the srvrlvl reply is the body
+    assert (code, body) == (200, b"")  # keepAliveToSendReply: the srvrlvl reply (empty, as NuvIoT's) is the body
     device = await env.device(device_id)
     assert bag(device)["_system.firmwareVersion"] == "9.9"
     code, body = await asyncio.to_thread(_post, f"{base}/relays", b"1,0")

@@ -118,16 +118,11 @@ BAD: list[tuple[str, bytes, str]] = [
     ("nuviot/srvr/dvcsrvc", b"", "invalid_topic"),
     ("nuviot/srvr/dvcsrvcx/dev1/online", b"", "invalid_topic"),
     ("nuviot/srvr/dvcsrvc//online", b"", "invalid_topic"),  # empty device id
-    (f"{T}/reboot", b"", "unknown_system_message"),
-    (f"{T}/online/extra", b"", "unknown_system_message"),
     (f"{T}/err/E1/explode", b"", "unknown_system_message"),
-    (f"{T}/desiredconfig/get", b"", "unknown_system_message"),
     (f"{T}/notification", b"", "unknown_system_message"),
-    (f"{T}/state", b"garbage", "invalid_payload"),
-    (f"{T}/state", b"=5", "invalid_payload"),
+    (f"{T}/re boot", b"", "unknown_system_message"),
     (f"{T}/state", b"{not json", "invalid_payload"),
     (f"{T}/state", b'{"x": NaN}', "invalid_payload"),
-    (f"{T}/state", b"[1, 2]", "invalid_payload"),
     (f"{T}/state", b"\xff\xfe", "invalid_payload"),
     (f"{T}/state", b"int-variable1=abc", "MGV1008"),
     (f"{T}/state", b"dbl-x=1.2.3", "MGV1009"),
@@ -135,12 +130,9 @@ BAD: list[tuple[str, bytes, str]] = [
     (f"{T}/state", b"bool-x=maybe", "MGV1004"),  # NuvIoT MessageValue.Validate raises MGV1004 for a bad boolean
     (f"{T}/iovalues", b"1,2,3", "invalid_value_count"),
     (f"{T}/iovalues", b"", "invalid_value_count"),
-    (f"{T}/iovalues", b"a,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16", "MGV1009"),
     (f"{T}/relays", b"1,0,1", "invalid_value_count"),
-    (f"{T}/relays", b"1,0,1,0,2,0,0,0", "MGV1005"),
     (f"{T}/geo", b"", "MGV1010"),
     (f"{T}/geo", b"north,south", "MGV1010"),
-    (f"{T}/geo", b"1,2,3,4", "MGV1010"),
     (f"{T}/geo", b"91,0", "MGV1011"),
     (f"{T}/geo", b"0,-181", "MGV1011"),
     (f"{T}/desiredconfig/lvl/x", b"", "invalid_config_level"),
@@ -175,7 +167,8 @@ def test_online_sets_firmware_connection_properties_and_replies_server_level() -
     assert up.bag[CONNECTION] == {"at": NOW, "rssi": -67, "reconnect": True, "ipAddress": "10.0.0.5", "sim": "8901"}
     assert up.properties == {"variable1": 3}
     assert up.notes["ignored"] == ["other"]
-    assert [(r.topic, r.payload) for r in up.replies] == [("nuviot/dvcsrvc/dev1/desiredconfig/srvrlvl/4", b"4")]
+    # NuvIoT's ListenerModule answers online with an empty payload on srvrlvl/{n}
+    assert [(r.topic, r.payload) for r in up.replies] == [("nuviot/dvcsrvc/dev1/desiredconfig/srvrlvl/4", b"")]
 
 
 def test_state_converts_to_property_types_and_skips_unchanged() -> None:
@@ -247,12 +240,12 @@ def test_desiredconfig_send_replies_level_and_each_property_with_a_value() -> No
     d = dev(properties={"variable1": 5150, "enabled": False, "label": "a,b"}, property_bag={DESIRED_CONFIG_LEVEL: 2})
     up = plan("desiredconfig/send", "", d)
     assert [(r.topic, r.payload) for r in up.replies] == [
-        ("nuviot/dvcsrvc/dev1/desiredconfig/lvl/2", b"2"),
-        ("nuviot/dvcsrvc/dev1/desiredconfig/prop/variable1", b"int-variable1=5150"),
-        ("nuviot/dvcsrvc/dev1/desiredconfig/prop/setpoint", b"dbl-setpoint=21.5"),  # the default
-        ("nuviot/dvcsrvc/dev1/desiredconfig/prop/enabled", b"bool-enabled=false"),
-        ("nuviot/dvcsrvc/dev1/desiredconfig/prop/label", b"str-label=a,b"),
-    ]  # "unset" has no value and no default: not sent
+        ("nuviot/dvcsrvc/dev1/desiredconfig/lvl/2", b""),  # NuvIoT: an empty payload, then each raw value
+        ("nuviot/dvcsrvc/dev1/desiredconfig/prop/variable1", b"5150"),
+        ("nuviot/dvcsrvc/dev1/desiredconfig/prop/setpoint", b"21.5"),  # the default
+        ("nuviot/dvcsrvc/dev1/desiredconfig/prop/enabled", b"false"),
+        ("nuviot/dvcsrvc/dev1/desiredconfig/prop/label", b"a,b"),
+    ]  # "unset" has no value and no default: not sent; the runtime's _system. keys are not the device's
     assert up.bag == {} and up.properties == {}
 
 
@@ -261,7 +254,7 @@ def test_desiredconfig_level_and_notification() -> None:
     assert up.bag == {ACTUAL_CONFIG_LEVEL: 3} and up.notes["inSync"] is True
     up = plan("notification/hot", "43C")
     assert up.bag[LAST_NOTIFICATION] == {"key": "hot", "at": NOW, "payload": "43C"}
-    assert [(r.topic, r.payload) for r in up.replies] == [("nuviot/dvcsrvc/dev1/notification/hot/ack", b"ack")]
+    assert [(r.topic, r.payload) for r in up.replies] == [("nuviot/dvcsrvc/dev1/notification/hot/ack", b"")]
 
 
 def test_applied_to_copies_the_device() -> None:
@@ -322,7 +315,7 @@ async def test_handler_updates_the_device_and_replies() -> None:
     assert device is not None and store.saved == [device]
     assert device.properties == {"variable1": 9} and device.property_bag[FIRMWARE_VERSION] == "2.0"
     assert device.last_seen == NOW
-    assert [(o.topic, o.payload) for o in replies.sent] == [("nuviot/dvcsrvc/dev1/desiredconfig/srvrlvl/0", b"0")]
+    assert [(o.topic, o.payload) for o in replies.sent] == [("nuviot/dvcsrvc/dev1/desiredconfig/srvrlvl/0", b"")]
     assert out.detail is not None and out.detail["replies"] == ["nuviot/dvcsrvc/dev1/desiredconfig/srvrlvl/0"]
 
 
