@@ -57,6 +57,7 @@ class _Checker(IntakeChecks, WorkflowChecks):
         self.workflows()
         self.transmitters()
         self.device_configurations()
+        self.route_modules()
         self.devices()
         return ValidationReport(tuple(self.errors), tuple(self.warnings))
 

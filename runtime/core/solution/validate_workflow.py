@@ -3,12 +3,68 @@
 from __future__ import annotations
 
 from runtime.core.solution import codes
-from runtime.core.solution.enums import EndpointType, NodeType, ParameterLocation
-from runtime.core.solution.model import Connection, MachineState, Parameter, Workflow
+from runtime.core.solution.enums import (
+    EndpointType,
+    InputTranslatorType,
+    NodeType,
+    OutputTranslatorType,
+    ParameterLocation,
+    PipelineModuleType,
+    TransmitterType,
+)
+from runtime.core.solution.model import (
+    Connection,
+    InputTranslator,
+    MachineState,
+    OutputTranslator,
+    Parameter,
+    Transmitter,
+    Workflow,
+)
 from runtime.core.solution.validate_base import CheckerBase
+
+_RUNS = ("this runtime runs transmitters mqttclient, rest and originallistener, message-based input and output "
+         "translators: use one of those")
+
+# what this runtime runs (runtime/adapters/outbound/factory.py SUPPORTED; core/pipeline translators)
+RUNNABLE_TRANSMITTERS = frozenset({TransmitterType.MQTT_CLIENT, TransmitterType.REST, TransmitterType.ORIGINAL_LISTENER})
+RUNNABLE_INPUT_TRANSLATORS = frozenset({InputTranslatorType.MESSAGE})
+RUNNABLE_OUTPUT_TRANSLATORS = frozenset({OutputTranslatorType.MESSAGE})
 
 
 class WorkflowChecks(CheckerBase):
+    def route_modules(self) -> None:
+        """A module this runtime cannot run: an error where a route uses it, a warning in the library."""
+        used: set[tuple[PipelineModuleType, str]] = set()
+        for i, dc in enumerate(self.doc.solution.device_configurations):
+            for j, route in enumerate(dc.routes):
+                for k, step in enumerate(route.steps):
+                    used.add((step.type, step.module))
+                    why = self.not_runnable(step.type, self.doc.module_for(step))
+                    if why:
+                        self.err(f"solution.deviceConfigurations[{i}].routes[{j}].steps[{k}].module",
+                                 codes.MODULE_NOT_RUN, f"{why}: every message on this route would fail; {_RUNS}")
+        for wire, step_type, items in (("transmitters", PipelineModuleType.TRANSMITTER, self.doc.transmitters),
+                                       ("inputTranslators", PipelineModuleType.INPUT_TRANSLATOR,
+                                        self.doc.input_translators),
+                                       ("outputTranslators", PipelineModuleType.OUTPUT_TRANSLATOR,
+                                        self.doc.output_translators)):
+            for n, module in enumerate(items):
+                why = self.not_runnable(step_type, module)
+                if why and (step_type, module.key) not in used:
+                    self.warn(f"{wire}[{n}]", codes.MODULE_NOT_RUN, f"{why} (no route uses it)")
+
+    @staticmethod
+    def not_runnable(step_type: PipelineModuleType, module: object) -> str | None:
+        if isinstance(module, Transmitter) and module.transmitter_type not in RUNNABLE_TRANSMITTERS:
+            return f"transmitter type {module.transmitter_type.value} is not run by this runtime"
+        if isinstance(module, InputTranslator) and module.input_translator_type not in RUNNABLE_INPUT_TRANSLATORS:
+            return f"input translator type {module.input_translator_type.value} is not run by this runtime"
+        if isinstance(module, OutputTranslator) and (
+                module.output_translator_type not in RUNNABLE_OUTPUT_TRANSLATORS):
+            return f"output translator type {module.output_translator_type.value} is not run by this runtime"
+        return None
+
     def connection(self, wf: Workflow, c: Connection, path: str) -> None:
         table: dict[NodeType, dict[str, object]] = {
             NodeType.INPUT: wf.input_by_key,  # type: ignore[dict-item]

@@ -124,6 +124,8 @@ CASES: list[tuple[str, Callable[[Tree], None], str, str]] = [
     ("delimited index 0", _delimited_index_zero, "messages[0].fields[0].delimitedIndex", codes.FIELD_LOCATOR),
     ("listener type the runtime cannot start", _set("solution.listeners[0].listenerType", "serialport"),
      "solution.listeners[0].listenerType", codes.LISTENER_NOT_RUN),
+    ("a route's input translator the runtime cannot run", _set("inputTranslators[0].inputTranslatorType", "script"),
+     f"{ROUTE}.steps[1].module", codes.MODULE_NOT_RUN),
     ("path parser without locator", _set("solution.planner.deviceIdParsers[0].pathLocator", _DELETE),
      "solution.planner.deviceIdParsers[0].pathLocator", codes.PARSER_LOCATOR),
     ("body id parser without content type", _body_id_parser_without_content_type,
@@ -252,3 +254,11 @@ def test_what_would_fail_every_message_says_the_fix(demo: Tree) -> None:
     by_path = {p.path: p.message for p in info.value.problems}
     assert "set delimitedIndex to 1 for the first field" in by_path["messages[0].fields[0].delimitedIndex"]
     assert "set stateSet to one of the solution's state sets" in by_path["messages[0].fields[2].stateSet"]
+
+
+def test_a_module_the_runtime_cannot_run_is_a_warning_when_no_route_uses_it(demo: Tree) -> None:
+    demo["transmitters"].append({"key": "eh", "transmitterType": "azureeventhub", "hostName": "h", "hubName": "x",
+                                 "accessKeyRef": "env:EH_KEY"})
+    report = load_solution_report(yaml.safe_dump(demo).encode(), source="t", env={"EH_KEY": "k"}, read_file=no_files)
+    assert (f"transmitters[{len(demo['transmitters']) - 1}]", codes.MODULE_NOT_RUN) in {
+        (w.path, w.code) for w in report.warnings}
