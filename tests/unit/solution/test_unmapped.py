@@ -113,3 +113,130 @@ def test_every_property_with_content_is_read_or_warned() -> None:
     listener["SomethingNew"] = "x"  # a property a later NuvIoT version might add
     loaded = load(doc)
     assert ("solution.listeners[0].SomethingNew", codes.NOT_SUPPORTED) in {(w.path, w.code) for w in loaded.warnings}
+
+
+# Every property of NuvIoT's models (names from the C# classes, public get/set properties; base-class fields
+# such as the MessageAttributeParser locators are covered by DeviceMessageDefinitionField's base):
+# LagoVista/PipelineManagement src/LagoVista.IoT.Pipeline.Models/{ListenerConfiguration,PlannerConfiguration,
+# SentinelConfiguration,InputTranslatorConfiguration}.cs; LagoVista/DeviceMessagingAdmin
+# src/LagoVista.IoT.DeviceMessaging.Models/{DeviceMessageDefinition,DeviceMessageDefinitionField}.cs;
+# LagoVista/DeviceAdmin src/LagoVista.IoT.DeviceAdmin.Models/{DeviceWorkflow,Attribute,WorkflowInput,
+# StateMachine,State,StateTransition,Connection}.cs; LagoVista/Deployments
+# src/LagoVista.IoT.Deployment.Models/{DeviceConfiguration,Route,RouteModuleConfig}.cs.
+PROPERTIES: dict[str, list[str]] = {
+    "ListenerConfiguration": [
+        "RESTListenerType", "ListenerType", "DelimitedWithSOHEOT", "ContentType", "MessageLengthInMessage",
+        "MessageLengthLocation", "MessageLengthSize", "MessageLengthByteCountEndiness", "RestServerType", "Anonymous",
+        "SecureConnection", "ClientId", "Certificate", "CertificateSecureId", "CertificatePassword",
+        "CertificatePasswordSecureId", "UserName", "Password", "SecurePasswordId", "HostName", "AccessKeyName",
+        "AccessKey", "SecureAccessKeyId", "Topic", "Queue", "Endpoint", "ResourceName", "ConsumerGroup", "HubName",
+        "ExchangeName", "ListenOnPort", "ConnectToPort", "SupportedProtocol", "Path", "Origin", "DefaultResponse",
+        "FailedResponse", "KeepAliveToSendReply", "KeepAliveToSendReplyTimeoutMS", "StartMessageSequence",
+        "EndMessageSequence", "MessageReceiveTimeoutMS", "MaxMessageSize", "MqttSubscriptions", "BaudRate", "PortName",
+        "AmqpSubscriptions", "CredentialsFileSecretId", "CredentialsFile", "EventHubCheckPointContainerStorageAccountId",
+        "EventHubCheckPointContainerStorageAccessKey", "ListenerTypeId"],
+    "PlannerConfiguration": ["PipelineModules", "DeviceIdParsers", "MessageTypeIdParsers"],
+    "SentinelConfiguration": ["SecurityFields"],
+    "InputTranslatorConfiguration": ["InputTranslatorType", "DelimiterSequence", "Script", "Model", "ModelRevision",
+                                     "InputTranslatorTypeId"],
+    "DeviceMessageDefinition": [
+        "OriginalId", "OriginalOwnerOrganization", "OriginalOwnerUser", "OriginallyCreatedBy", "OriginalCreationDate",
+        "Fields", "MessageId", "QuotedText", "ProtoBufDefintion", "Delimiter", "MediaContentType", "FileExtension",
+        "MessageDirection", "ContentType", "BinaryParsingStrategy", "StringParsingStrategy", "StringLengthByteCount",
+        "Endian", "RegEx", "Script", "OutputMessageScript", "RestMethod", "PathAndQueryString", "ImportFieldsAction",
+        "ShowVerifiersAction", "Topic", "StaleSeconds", "BackgroundColor", "SegementColor", "B64Image",
+        "IsSevenSegementImage", "Direction"],
+    "DeviceMessageDefinitionField": [
+        "DefaultValue", "StorageType", "DecimalScaler", "DateTimeZone", "ContentType", "IsRequired", "MinValue",
+        "MaxValue", "UnitSet", "StateSet", "LatRegExGroupName", "LonRegExGroupName", "AltitudeRegExGroupName",
+        "LatXPath", "LonXPath", "AltitudeXPath", "LatQueryStringField", "LonQueryStringField",
+        "AltitudeQueryStringField", "LatBinaryOffset", "LonBinaryOffset", "AltitudeBinaryOffset", "LatJsonPath",
+        "LonJsonPath", "AltitudeJsonPath", "LatDelimitedIndex", "LonDelimitedIndex", "AltitudeDelimitedIndex",
+        "LatStartIndex", "LonStartIndex", "AltitudeStartIndex", "Segments", "SearchLocation", "JsonPath", "XPath",
+        "PathLocator", "TopicLocator", "HeaderName", "QueryStringField", "RegExValueSelector", "RegExGroupName",
+        "RegExValidation", "Delimiter", "DelimitedIndex", "StartIndex", "Length", "BinaryOffset",
+        "ParsedBinaryFieldType", "ParsedStringFieldType", "BinaryParsingStrategy", "StringParsingStrategy",
+        "StringLengthByteCount", "Endian", "FieldIndex", "QuotedText"],
+    "DeviceWorkflow": ["ConfigurationVersion", "PreHandlerScript", "PostHandlerScript", "Settings", "Attributes",
+                       "InputCommands", "OutputCommands", "Inputs", "Timers", "BusinessRules", "StateMachines"],
+    "Attribute": ["AttributeType", "OnSetScript", "ReadOnly", "UnitSet", "StateSet", "DefaultValue"],
+    "WorkflowInput": ["InputType", "OnSetScript", "UnitSet", "StateSet"],
+    "StateMachine": ["InitialState", "InitialActions", "States", "Variables", "Events", "ExceptionOnUnhandledEvent"],
+    "State": ["TransitionInAction", "Name", "Key", "EnumValue", "IsInitialState", "IsAlarmState", "ErrorCode",
+              "Transitions", "Description"],
+    "StateTransition": ["Event", "NewState", "TransitionAction", "Description"],
+    "Connection": ["NodeKey", "NodeName", "Script", "StateMachineEvent", "Mappings", "InputCommandKey"],
+    "DeviceConfiguration": [
+        "ConfigurationVersion", "CustomStatusType", "DeviceLabel", "DeviceIdLabel", "DeviceNameLabel", "DeviceTypeLabel",
+        "WatchdogEnabledDefault", "WatchdogSeconds", "ErrorCodes", "MessageWatchDogs", "SensorDefinitions", "Commands",
+        "CustomPage", "CustomMobilePage", "CustomPageQuickLink", "Routes", "Properties"],
+    "Route": ["Name", "Key", "IsDefault", "MessageDefinition", "PipelineModules"],
+    "RouteModuleConfig": ["Name", "Key", "IncomingMappings", "PrimaryOutput", "SecondaryOutputs", "ModuleType",
+                          "Module", "OutgoingDeviceMessage", "FieldMappings"],
+}
+
+
+def _entities(doc: dict[str, Any]) -> dict[str, tuple[Any, dict[str, Any], str]]:
+    """C# model -> (our model, its raw object in the document, the path the reader reports for it)."""
+    from runtime.core.solution import model as m
+
+    sol = doc["Result"]["Solution"]["Value"]
+    cfg = sol["DeviceConfigurations"][0]["Value"]
+    route = cfg["Routes"][0]
+    steps = route["PipelineModules"]
+    wf = steps[2]["Module"]["Value"]
+    msg = route["MessageDefinition"]["Value"]
+    machine = wf["StateMachines"][0]
+    base = "solution.deviceConfigurations[0].routes[0]"
+    return {
+        "ListenerConfiguration": (m.Listener, sol["Listeners"][0]["Value"], "solution.listeners[0]"),
+        "PlannerConfiguration": (m.Planner, sol["Planner"]["Value"], "solution.planner"),
+        "SentinelConfiguration": (m.Sentinel, steps[0]["Module"]["Value"], f"{base}.steps[0].module"),
+        "InputTranslatorConfiguration": (m.InputTranslator, steps[1]["Module"]["Value"], f"{base}.steps[1].module"),
+        "DeviceMessageDefinition": (m.MessageDefinition, msg, f"{base}.messageDefinition"),
+        "DeviceMessageDefinitionField": (m.MessageField, msg["Fields"][0], f"{base}.messageDefinition.fields[0]"),
+        "DeviceWorkflow": (m.Workflow, wf, f"{base}.steps[2].module"),
+        "Attribute": (m.Attribute, wf["Attributes"][0], f"{base}.steps[2].module.attributes[0]"),
+        "WorkflowInput": (m.WorkflowInput, wf["Inputs"][0], f"{base}.steps[2].module.inputs[0]"),
+        "StateMachine": (m.StateMachine, machine, f"{base}.steps[2].module.stateMachines[0]"),
+        "State": (m.MachineState, machine["States"][1], f"{base}.steps[2].module.stateMachines[0].states[1]"),
+        "StateTransition": (m.Transition, machine["States"][1]["Transitions"][0],
+                            f"{base}.steps[2].module.stateMachines[0].states[1].transitions[0]"),
+        "Connection": (m.Connection, wf["Inputs"][0]["OutgoingConnections"][0],
+                       f"{base}.steps[2].module.inputs[0].outgoingConnections[0]"),
+        "DeviceConfiguration": (m.DeviceConfiguration, cfg, "solution.deviceConfigurations[0]"),
+        "Route": (m.Route, route, base),
+        "RouteModuleConfig": (None, steps[1], f"{base}.steps[1]"),
+    }
+
+
+def _takes(cls: Any, name: str) -> bool:
+    """Whether a field of ``cls`` reads ``name`` (the reader matches names case-insensitively)."""
+    from runtime.core.solution import model as m
+    from runtime.core.solution.export_names import field_names
+
+    if cls is None:
+        from runtime.core.solution.export_names import STEP_KEYS
+        return name in STEP_KEYS
+    if cls is m.Route and name == "PipelineModules":
+        return True  # the route's steps
+    return any(candidate.lower() == name.lower()
+               for field, info in cls.model_fields.items()
+               for candidate in field_names(info.alias or field, info))
+
+
+CASES = [(model, name) for model, names in PROPERTIES.items() for name in names]
+
+
+@pytest.mark.parametrize(("model", "name"), CASES, ids=[f"{m}.{n}" for m, n in CASES])
+def test_each_property_of_nuviots_models_is_read_or_warned(model: str, name: str) -> None:
+    from runtime.core.solution.export_names import IGNORED, IGNORED_BY_MODEL
+
+    doc = with_state_machine()
+    cls, raw, path = _entities(doc)[model]
+    if _takes(cls, name) or name.lower() in IGNORED | IGNORED_BY_MODEL.get(cls, frozenset()):
+        return  # read by a field of the model (or left out by design, docs/fidelity.md)
+    raw.pop(next((k for k in raw if k.lower() == name.lower()), name), None)
+    raw[name] = "something NuvIoT set"
+    warned = {w.path for w in load(doc).warnings if w.code == codes.NOT_SUPPORTED}
+    assert f"{path}.{name}" in warned, f"{model}.{name} dropped silently (warnings: {warned})"
