@@ -26,7 +26,8 @@ from runtime.core.errors import StageError
 from runtime.core.messages import InboundMessage, OutgoingMessage, PemStatus
 from runtime.core.pipeline.planner import planned_device
 from runtime.core.solution.model import SolutionDocument
-from runtime.core.system_messages import parse_body, plan_update, split_address
+from runtime.core.system_messages import parse_body, split_address
+from runtime.core.system_updates import plan_update
 from runtime.services.devices import DeviceRegistry
 
 log = structlog.get_logger(__name__)

@@ -24,8 +24,8 @@ from runtime.core.system_messages import (
     RELAYS,
     Kind,
     parse,
-    plan_update,
 )
+from runtime.core.system_updates import plan_update
 from tests.unit.test_system_messages import CONFIG, NOW, T, _Replies, dev, handler
 
 IOVALUES = b'12.34,,"on",5.00,,,,,,,,,"idle",0.25,,'

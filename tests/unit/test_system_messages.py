@@ -32,8 +32,8 @@ from runtime.core.system_messages import (
     Pair,
     SystemMessage,
     parse,
-    plan_update,
 )
+from runtime.core.system_updates import plan_update
 from runtime.services.devices import DeviceRegistry
 from runtime.services.system_messages import SystemMessageHandler
 
