@@ -30,6 +30,7 @@ _RUNS = ("this runtime runs transmitters mqttclient, rest and originallistener, 
 RUNNABLE_TRANSMITTERS = frozenset({TransmitterType.MQTT_CLIENT, TransmitterType.REST, TransmitterType.ORIGINAL_LISTENER})
 RUNNABLE_INPUT_TRANSLATORS = frozenset({InputTranslatorType.MESSAGE})
 RUNNABLE_OUTPUT_TRANSLATORS = frozenset({OutputTranslatorType.MESSAGE})
+_NEVER_RUN = frozenset({PipelineModuleType.CUSTOM, PipelineModuleType.APPLICATION_CACHE})
 
 
 class WorkflowChecks(CheckerBase):
@@ -40,6 +41,12 @@ class WorkflowChecks(CheckerBase):
             for j, route in enumerate(dc.routes):
                 for k, step in enumerate(route.steps):
                     used.add((step.type, step.module))
+                    spath = f"solution.deviceConfigurations[{i}].routes[{j}].steps[{k}]"
+                    if step.type in _NEVER_RUN:
+                        self.err(f"{spath}.type", codes.MODULE_NOT_RUN,
+                                 f"{step.type.value} modules are not run by this runtime: the route would run "
+                                 "without this step; remove it, or do its work in the workflow's scripts")
+                        continue
                     why = self.not_runnable(step.type, self.doc.module_for(step))
                     if why:
                         self.err(f"solution.deviceConfigurations[{i}].routes[{j}].steps[{k}].module",

@@ -126,6 +126,8 @@ CASES: list[tuple[str, Callable[[Tree], None], str, str]] = [
      "solution.listeners[0].listenerType", codes.LISTENER_NOT_RUN),
     ("a route's input translator the runtime cannot run", _set("inputTranslators[0].inputTranslatorType", "script"),
      f"{ROUTE}.steps[1].module", codes.MODULE_NOT_RUN),
+    ("a custom module in a route", _set(f"{ROUTE}.steps[3].type", "custom"), f"{ROUTE}.steps[3].type",
+     codes.MODULE_NOT_RUN),
     ("path parser without locator", _set("solution.planner.deviceIdParsers[0].pathLocator", _DELETE),
      "solution.planner.deviceIdParsers[0].pathLocator", codes.PARSER_LOCATOR),
     ("body id parser without content type", _body_id_parser_without_content_type,
