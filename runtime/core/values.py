@@ -30,6 +30,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from runtime.core.parsing.errors import (
     INVALID_DECIMAL,
     INVALID_INTEGER,
@@ -92,9 +94,7 @@ def dotnet_text(value: Any) -> str:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError:
             raise ValueProblem(INVALID_TEXT, f"{shown(value)} is not UTF-8 text") from None
-    import orjson  # structures: their JSON text (what JToken.ToString gives, without the indentation)
-
-    try:
+    try:  # structures: their JSON text (what JToken.ToString gives, without the indentation)
         return orjson.dumps(value).decode()
     except (orjson.JSONEncodeError, TypeError):
         raise ValueProblem(INVALID_VALUE, f"{shown(value)} has no text form") from None
