@@ -154,8 +154,16 @@ def _load_json(data: bytes) -> Any:
         return orjson.loads(data)  # the fast path: strict JSON
     except orjson.JSONDecodeError as exc:
         first = exc
-    try:  # Newtonsoft reads single quotes, trailing commas, comments, bare names (NuvIoT's own samples)
-        return orjson.loads(normalise(data.decode("utf-8")))
-    except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError):
-        pass
+    # Newtonsoft reads single quotes, trailing commas, comments, bare names (NuvIoT's own samples): a second
+    # reading, only for a body of device size that shows one of them (a C-speed search), so that garbage
+    # costs no Python-level pass
+    if len(data) <= LENIENT_MAX_BYTES and _LENIENT_HINT.search(data):
+        try:
+            return orjson.loads(normalise(data.decode("utf-8")))
+        except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError):
+            pass
     return ParseError(INVALID_JSON, f"body is not JSON: {first.msg} at {first.pos}")
+
+
+LENIENT_MAX_BYTES = 64 * 1024
+_LENIENT_HINT = re.compile(rb"'|/[/*]|,\s*[}\]]|[{,]\s*[A-Za-z_$]")

@@ -46,3 +46,14 @@ def test_what_newtonsoft_refuses_too_is_invalid_json(payload: bytes) -> None:
 def test_strict_json_is_left_alone() -> None:
     text = '{"a": [1, 2], "b": {"c": "d, e"}, "f": null}'
     assert normalise(text) == text
+
+
+def test_the_lenient_reading_is_for_device_sized_bodies_only() -> None:
+    from runtime.core.parsing.view import LENIENT_MAX_BYTES
+
+    small = b"{'v': '" + b"x" * 100 + b"'}"
+    assert body(small) == {"v": "x" * 100}
+    large = b"{'v': '" + b"x" * LENIENT_MAX_BYTES + b"'}"
+    with pytest.raises(ParseError) as info:
+        body(large)  # strict JSON of any size is read; Newtonsoft's leniencies only up to the limit
+    assert info.value.code == INVALID_JSON
