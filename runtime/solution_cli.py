@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
+from runtime.adapters.scripting.engine import build_solution_scripts
 from runtime.core.errors import Problem, SolutionError
 from runtime.core.solution import codes
 from runtime.core.solution.dump import dump_native, yaml_text
@@ -36,6 +37,7 @@ def _load(path: str, out: TextIO) -> LoadedSolution | None:
         return None
     try:
         loaded = load_solution_report(data, source=path, env=os.environ, read_file=_read_file)
+        build_solution_scripts(loaded.document)  # a script that does not compile fails the start: say so now
     except SolutionError as exc:
         for p in exc.problems:
             _print_problem(p, path, out)

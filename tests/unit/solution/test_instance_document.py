@@ -148,3 +148,15 @@ def test_instance_settings_the_runtime_does_not_act_on_are_warned_with_their_pat
         ("instance.queueType", codes.INSTANCE_NOT_APPLIED),
         ("instance.deviceRepository.repositoryType", codes.INSTANCE_NOT_APPLIED),
     }
+
+
+def test_validate_reports_a_script_that_would_fail_the_start(tmp_path: Path) -> None:
+    tree = fixture()
+    route = tree["Result"]["Solution"]["Value"]["DeviceConfigurations"][0]["Value"]["Routes"][0]
+    route["PipelineModules"][2]["Module"]["Value"]["Attributes"][0]["OnSetScript"] = (
+        "function onSet(value) { Attributes.motionstatus = ; }")
+    source = tmp_path / "instance.json"
+    source.write_text(json.dumps(tree))
+    out = io.StringIO()
+    assert validate_main(str(source), out=out) == 1
+    assert "motionstatus" in out.getvalue() and "SyntaxError" in out.getvalue()
