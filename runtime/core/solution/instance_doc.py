@@ -20,6 +20,8 @@ from runtime.core.errors import Problem
 from runtime.core.solution import codes
 
 _INSTANCE_ONLY = ("DeviceRepository", "InputCommandPort", "NuvIoTEdition", "SettingsValues", "PrimaryHost")
+# read by ``fix_instance`` rather than the generic conversion (their shape is not a reference to follow)
+READ_APART = frozenset({"TimeZone"})
 
 
 def _is_eh(value: object) -> bool:
@@ -79,6 +81,13 @@ def fix_instance(raw: dict[str, Any], converted: dict[str, Any]) -> dict[str, An
             str(v["Key"]): "" if v.get("Value") is None else str(v["Value"])
             for v in values if isinstance(v, dict) and isinstance(v.get("Key"), str)
         }
+    zone = raw.get("TimeZone")
+    if isinstance(zone, dict):  # EntityHeader {Id: "UTC", Text: "(UTC) Coordinated Universal Time"}
+        ident = zone.get("Id") or zone.get("Key")
+        if isinstance(ident, str) and ident:
+            converted["timeZone"] = ident
+    elif isinstance(zone, str) and zone:
+        converted["timeZone"] = zone
     if not converted.get("key"):
         converted.pop("key", None)
     return converted

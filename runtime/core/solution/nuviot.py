@@ -396,7 +396,8 @@ class _ExportReader:
         if instance_doc.is_deployment_instance(root):
             solution_raw, problems = instance_doc.solution_of(root)
             self.problems += problems
-            instance = instance_doc.fix_instance(root, self.model(m.Instance, root, "instance"))
+            plain = {k: v for k, v in root.items() if k not in instance_doc.READ_APART}
+            instance = instance_doc.fix_instance(root, self.model(m.Instance, plain, "instance"))
         solution = self.model(m.Solution, solution_raw, "solution") if solution_raw is not None else {}
         self.apply_fixups()
         instance.setdefault("key", solution.get("key"))
