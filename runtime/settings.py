@@ -184,7 +184,9 @@ class Settings(BaseModel):
         def entry(value: Any, source: Source) -> dict[str, Any]:
             return {"value": getattr(value, "value", value), "source": source}
 
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"instanceId": entry(*self.resolve("key", doc, "local"))}
+        if self.instance_id:
+            out["instanceId"] = entry(self.instance_id, self.sources.get("instance_id", "flag"))
         for name, wire, default in (
             ("queue_type", "queueType", QueueType.IN_MEMORY),
             ("deployment_type", "deploymentType", None),

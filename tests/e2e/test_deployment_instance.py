@@ -78,6 +78,7 @@ def test_the_full_instance_document_runs_and_its_settings_show_with_their_source
         assert status["instanceId"] == "examplemotion"
         assert status["solution"]["key"] == "examplemotion"
         inst = status["instance"]
+        assert inst["instanceId"] == {"value": "examplemotion", "source": "document"}
         # flag > environment > document > default
         assert inst["inputCommandPort"] == {"value": 0, "source": "flag"}  # the document says 8082
         assert inst["queueType"] == {"value": "inmemory", "source": "environment"}
