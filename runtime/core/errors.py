@@ -65,6 +65,11 @@ class FatalError(RuntimeBaseError):
     """Unrecoverable after start: the runtime moves to FatalError, the command channel stays up."""
 
 
+class StorageError(RuntimeBaseError):
+    """The local store cannot be used (damaged, unreadable, not writable, disk full). Its message says what
+    is wrong and what to do: FailedToInitialize at start, FatalError later."""
+
+
 class ListenerBindError(RuntimeBaseError):
     """A listener (or the input-command server) could not bind its port: FailedToStart."""
 

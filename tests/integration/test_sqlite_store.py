@@ -339,7 +339,7 @@ async def test_wal_mode_and_idempotent_versioned_schema(db_path: Path) -> None:
         assert await query(db_path, "PRAGMA journal_mode") == [("wal",)]
     async with SqliteStore.open(db_path) as store:  # second open: no migration replayed, data intact
         assert len(await store.list_events()) == 1
-    assert await query(db_path, "PRAGMA user_version") == [(2,)]
+    assert await query(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]  # 3: dead-letter size columns
     assert await query(db_path, "PRAGMA integrity_check") == [("ok",)]
 
 
@@ -360,7 +360,7 @@ async def test_a_version_1_database_loses_the_per_device_index_and_keeps_its_rec
         assert [m["id"] for m in await store.list_messages(device_id="dev1")] == ["new1", "old1"]
     assert await query(db_path, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'") \
         == []
-    assert await query(db_path, "PRAGMA user_version") == [(2,)]
+    assert await query(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]  # 3: dead-letter size columns
 
 CHILD = """
 import asyncio, sys, time

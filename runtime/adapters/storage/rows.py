@@ -7,7 +7,9 @@ The JSON shapes are CONTRACT §4's: camelCase keys, times as ISO-8601 UTC string
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -19,6 +21,45 @@ from runtime.core.timefmt import iso
 Row = Sequence[Any]
 
 
+class Insert:
+    """An INSERT statement as data: its table, columns and conflict clause. ``many(k)`` is the same statement
+    with ``k`` value tuples (one ``sqlite3_step`` for ``k`` rows, see ``engine.insert_many``), built from the
+    parts, never by editing SQL text. Identity-hashed: the writer groups rows by statement."""
+
+    __slots__ = ("_many", "columns", "conflict", "sql", "table")
+
+    def __init__(self, table: str, columns: str, conflict: str = "") -> None:
+        self.table = table
+        self.columns = tuple(c.strip() for c in columns.split(","))
+        self.conflict = conflict
+        self._many: dict[int, str] = {}
+        self.sql = self.many(1)
+
+    def many(self, k: int) -> str:
+        sql = self._many.get(k)
+        if sql is None:
+            group = "(" + ", ".join("?" * len(self.columns)) + ")"
+            sql = f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES " + ", ".join([group] * k)
+            if self.conflict:
+                sql += " " + self.conflict
+            self._many[k] = sql
+        return sql
+
+    def __repr__(self) -> str:
+        return f"Insert({self.table})"
+
+
+# --- what a stored header may not keep -----------------------------------------------------------------
+
+REDACTED = "[redacted]"
+_SECRET_HEADER = re.compile(r"authorization|cookie|key|token|passw|secret|signature|credential|session", re.I)
+
+
+def redact_headers(headers: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Headers with every credential-like value replaced (Authorization, cookies, *key*, *token*, ...)."""
+    if headers is None:
+        return None
+    return {k: REDACTED if _SECRET_HEADER.search(str(k)) else v for k, v in headers.items()}
 
 
 def dumps(value: Any) -> str:
@@ -37,10 +78,10 @@ def _loads(text: str | None) -> Any:
 
 # --- events and logs -------------------------------------------------------------------------------
 
-INSERT_EVENT = "INSERT INTO events (at, from_state, to_state, reason) VALUES (?, ?, ?, ?)"
+INSERT_EVENT = Insert("events", "at, from_state, to_state, reason")
 SELECT_EVENTS = "SELECT at, from_state, to_state, reason FROM events ORDER BY seq DESC LIMIT ?"
 
-INSERT_LOG = "INSERT INTO logs (at, level, event, fields) VALUES (?, ?, ?, ?)"
+INSERT_LOG = Insert("logs", "at, level, event, fields")
 SELECT_LOGS = "SELECT at, level, event, fields FROM logs ORDER BY seq DESC LIMIT ?"
 
 
@@ -57,10 +98,9 @@ def log_dict(row: Row) -> dict[str, Any]:
 MESSAGE_COLUMNS = (
     "id, received_at, listener, status, device_id, message_id, stage, error, processing_ms, kind, detail"
 )
-INSERT_MESSAGE = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-INSERT_DEADLETTER = (
-    f"INSERT INTO deadletters ({MESSAGE_COLUMNS}, payload, topic, path, headers) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_MESSAGE = Insert("messages", MESSAGE_COLUMNS)
+INSERT_DEADLETTER = Insert(
+    "deadletters", f"{MESSAGE_COLUMNS}, payload, topic, path, headers, payload_size, payload_sha256, bytes"
 )
 SELECT_MESSAGES = f"SELECT {MESSAGE_COLUMNS} FROM messages ORDER BY seq DESC LIMIT ?"
 SELECT_DEVICE_MESSAGES = (
@@ -68,8 +108,10 @@ SELECT_DEVICE_MESSAGES = (
 )
 SELECT_DEADLETTERS = f"SELECT {MESSAGE_COLUMNS}, replayed_at FROM deadletters ORDER BY seq DESC LIMIT ? OFFSET ?"
 SELECT_DEADLETTER = (
-    f"SELECT {MESSAGE_COLUMNS}, replayed_at, payload, topic, path, headers FROM deadletters WHERE id = ?"
+    f"SELECT {MESSAGE_COLUMNS}, replayed_at, payload, topic, path, headers, payload_size, payload_sha256 "
+    "FROM deadletters WHERE id = ?"
 )
+DEADLETTER_PAYLOAD_MAX = 64 * 1024  # bytes of a dead letter's payload kept (its size and hash are always kept)
 MARK_REPLAYED = "UPDATE deadletters SET replayed_at = ? WHERE id = ?"
 
 
@@ -89,10 +131,20 @@ def message_params(rec: MessageRecord) -> tuple[Any, ...]:
     )
 
 
-def deadletter_params(rec: MessageRecord, base: tuple[Any, ...]) -> tuple[Any, ...]:
-    headers = None if rec.headers is None else dumps(dict(rec.headers))
-    payload = None if rec.payload is None else bytes(rec.payload)
-    return (*base, payload, rec.topic, rec.path, headers)
+def deadletter_params(
+    rec: MessageRecord, base: tuple[Any, ...], payload_max: int = DEADLETTER_PAYLOAD_MAX
+) -> tuple[Any, ...]:
+    """The dead letter's row: the payload up to ``payload_max`` bytes with its full size and sha256, the
+    headers with credentials redacted, and ``bytes`` (what the row weighs, for byte-based retention)."""
+    headers = None if rec.headers is None else dumps(redact_headers(rec.headers))
+    size: int | None = None
+    digest: str | None = None
+    payload: bytes | None = None
+    if rec.payload is not None:
+        full = bytes(rec.payload)
+        size, digest, payload = len(full), hashlib.sha256(full).hexdigest(), full[: max(0, payload_max)]
+    weight = len(payload or b"") + len(headers or "") + len(base[10] or "") + len(rec.error or "") + 200
+    return (*base, payload, rec.topic, rec.path, headers, size, digest, weight)
 
 
 def message_dict(row: Row) -> dict[str, Any]:
@@ -131,7 +183,10 @@ def deadletter_detail(row: Row) -> dict[str, Any]:
         "payloadText": text,
         "topic": row[13],
         "path": row[14],
-        "headers": _loads(row[15]),
+        "headers": redact_headers(_loads(row[15])),  # rows written before redaction existed
+        "payloadSize": row[16] if row[16] is not None else (None if payload is None else len(payload)),
+        "payloadSha256": row[17],
+        "payloadTruncated": row[16] is not None and payload is not None and row[16] > len(payload),
     }
 
 
@@ -153,11 +208,12 @@ UPSERT_DEVICE = (
     "created_at = coalesce(devices.created_at, excluded.created_at), updated_at = excluded.updated_at"
 )
 # The data plane's write: only what workflows change. A device not yet in the table is inserted whole.
-SAVE_DEVICE_STATE = (
-    f"INSERT INTO devices ({DEVICE_COLUMNS}) {_DEVICE_VALUES} ON CONFLICT (device_id) DO UPDATE SET "
+SAVE_DEVICE_STATE = Insert(
+    "devices", DEVICE_COLUMNS,
+    "ON CONFLICT (device_id) DO UPDATE SET "
     "attributes = excluded.attributes, state_machines = excluded.state_machines, "
     "property_bag = excluded.property_bag, latitude = excluded.latitude, longitude = excluded.longitude, "
-    "last_seen = excluded.last_seen, updated_at = excluded.updated_at"
+    "last_seen = excluded.last_seen, updated_at = excluded.updated_at",
 )
 SELECT_DEVICE = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?"
 SELECT_DEVICES = f"SELECT {DEVICE_COLUMNS} FROM devices ORDER BY device_id"

@@ -1,10 +1,14 @@
-"""Local working storage: one SQLite database (``DATA_DIR/runtime.db``) in WAL mode, via aiosqlite.
+"""Local working storage: one SQLite database (``DATA_DIR/runtime.db``) in WAL mode.
 
-Two connections, each on its own aiosqlite thread: the writer (one task, batched transactions; see
-``writer.py``) and a reader for the admin API, so a big batch does not stall a read (WAL readers see
-the last commit). Fire-and-forget records (``record_*``, ``save_device_state``) never block and never
-raise; awaited writes (device CRUD, outbox) return once committed. Everything here runs on the event
+Two connections, each on a thread of its own (``engine.SqlThread``): the writer (one task, batched
+transactions; see ``writer.py``) and a reader for the admin API, so a big batch does not stall a read (WAL
+readers see the last commit). Fire-and-forget records (``record_*``, ``save_device_state``) never block and
+never raise; awaited writes (device CRUD, outbox) return once committed. Everything here runs on the event
 loop thread.
+
+Opening checks the file (``PRAGMA quick_check``) and makes the data files private (0600; SQLite gives the
+-wal and -shm files the database's mode). A store that cannot be used raises ``StorageError`` saying what is
+wrong and what to do: the app reports it as FailedToInitialize and keeps the admin API up.
 
     async with SqliteStore.open(data_dir / "runtime.db") as store:
         store.record_message(rec)
@@ -18,105 +22,46 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import structlog
 
 from runtime.adapters.storage import rows
-from runtime.adapters.storage.writer import BatchWriter, Retention, is_transient
+from runtime.adapters.storage.engine import SqlThread, fetchall, quick_check
+from runtime.adapters.storage.faults import Fault, classify, explain
+from runtime.adapters.storage.items import EventLine, Limits, LogLine
+from runtime.adapters.storage.retention import Retention
+from runtime.adapters.storage.schema import MIGRATIONS, make_private, migrate
+from runtime.adapters.storage.writer import BatchWriter
 from runtime.core.devices import Device
-from runtime.core.errors import FatalError, TransientError
+from runtime.core.errors import StorageError
 from runtime.core.messages import MessageRecord
 
-__all__ = ["MIGRATIONS", "Retention", "SqliteStore", "migrate"]
+__all__ = ["MIGRATIONS", "Retention", "SqliteStore", "StorageError", "migrate"]
 
 log = structlog.get_logger(__name__)
 
-# Schema version N is MIGRATIONS[N - 1]; PRAGMA user_version holds the version applied.
-MIGRATIONS: tuple[str, ...] = (
-    resources.files(__package__).joinpath("schema.sql").read_text("utf-8"),
-    # 2: no per-device index on `messages`. Every insert went to a random place in it (one leaf per device)
-    # and every prune took entries out of all of them: with 1,000 devices and 100,000 records kept, the
-    # SQLite thread spent ~26 us a message instead of ~10 (docs/architecture.md, "Storage"). `/messages
-    # ?deviceId=` scans the kept records newest first instead (~12 ms for 100,000 when the device is rare).
-    "DROP INDEX IF EXISTS messages_device_received;",
-)
 MAX_READ_LIMIT = 10_000
-WAL_AUTOCHECKPOINT_BACKSTOP = 20_000
-
-
-def _statements(script: str) -> list[str]:
-    """Split a SQL script into complete statements (sqlite3.complete_statement knows about triggers)."""
-    out: list[str] = []
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        if not buf and (not line.strip() or line.lstrip().startswith("--")):
-            continue
-        buf += line
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
-    if buf.strip():
-        raise ValueError(f"incomplete SQL statement: {buf.strip()[:80]}")
-    return out
-
-
-async def migrate(db: aiosqlite.Connection) -> int:
-    """Bring the schema to the newest version, one transaction per version; return the version."""
-    target = len(MIGRATIONS)
-    while True:
-        await db.execute(
-            "BEGIN IMMEDIATE"
-        )  # re-read the version under the write lock: two processes may race
-        try:
-            version = next(iter(await db.execute_fetchall("PRAGMA user_version")))[0]
-            if version > target:
-                raise FatalError(f"database schema version {version} is newer than this runtime's ({target})")
-            if version == target:
-                await db.execute("COMMIT")
-                return version
-            for stmt in _statements(MIGRATIONS[version]):
-                await db.execute(stmt)
-            await db.execute(f"PRAGMA user_version = {version + 1}")
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-        log.info("storage_migrated", version=version + 1)
-
-
-@asynccontextmanager
-async def _connection(
-    path: Path, *, busy_timeout_ms: int, reader: bool
-) -> AsyncIterator[aiosqlite.Connection]:
-    async with aiosqlite.connect(path, isolation_level=None) as db:
-        await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        if reader:
-            await db.execute("PRAGMA query_only = ON")
-        else:
-            mode = next(iter(await db.execute_fetchall("PRAGMA journal_mode = WAL")))[0]
-            if str(mode).lower() != "wal":
-                raise FatalError(f"{path}: could not switch to WAL mode (got {mode})")
-            # Checkpoints run beside the writer (writer.Checkpointer), not inside its COMMITs; this is only
-            # the backstop should those keep failing (20,000 pages: an 80 MB WAL).
-            await db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_BACKSTOP}")
-        await db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a commit survives a process crash
-        yield db
 
 
 def _limit(limit: int) -> int:
     return max(0, min(int(limit), MAX_READ_LIMIT))
 
 
+def _opening_error(path: Path, exc: BaseException) -> StorageError:
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, OSError):
+        return StorageError(f"storage unavailable: {path} ({exc.strerror or exc}); check that {path.parent} "
+                            "exists, is writable and readable by this user")
+    return StorageError(explain(classify(exc), path, exc))
+
+
 class SqliteStore:
     """Devices, device state, message records, dead letters, events, logs and the outbox in one file."""
 
-    def __init__(
-        self, path: Path, reader: aiosqlite.Connection, writer: BatchWriter, *, outbox_max_rows: int
-    ) -> None:
+    def __init__(self, path: Path, reader: SqlThread, writer: BatchWriter, *, outbox_max_rows: int) -> None:
         self.path = path
         self._reader = reader
         self._writer = writer
@@ -132,35 +77,43 @@ class SqliteStore:
         batch_size: int = 500,
         queue_size: int = 100_000,
         retention: Retention | None = None,
+        limits: Limits | None = None,
         outbox_max_rows: int = 100_000,
         busy_timeout_ms: int = 1_000,
         lock_attempts: int = 5,
+        check: bool = True,
     ) -> AsyncIterator[SqliteStore]:
-        """Create the directory and schema, start the writer task; on exit drain every queued write, close."""
+        """Create the directory and schema, check the file, start the writer task; on exit drain every
+        queued write, close. ``StorageError`` when the store cannot be used."""
         path = Path(path)
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         async with AsyncExitStack() as stack:
+            wthread, rthread = SqlThread("sqlite-writer"), SqlThread("sqlite-reader")
+            stack.push_async_callback(rthread.close)
+            stack.push_async_callback(wthread.close)
             try:
-                wdb = await stack.enter_async_context(
-                    _connection(path, busy_timeout_ms=busy_timeout_ms, reader=False)
-                )
-                await migrate(wdb)
-                rdb = await stack.enter_async_context(
-                    _connection(path, busy_timeout_ms=busy_timeout_ms, reader=True)
-                )
-            except sqlite3.Error as exc:
-                if is_transient(exc):
-                    raise TransientError(f"{path}: {exc}") from exc
-                raise FatalError(f"{path}: {exc}") from exc
+                await asyncio.to_thread(make_private, path)
+                await wthread.open(path, busy_timeout_ms=busy_timeout_ms, reader=False)
+                if check:
+                    damage = await wthread.call(quick_check)
+                    if damage is not None:
+                        raise StorageError(
+                            f"database damaged: {path} (quick_check: {damage[:300]}); stop the runtime, move "
+                            f"{path.name} and its -wal/-shm files aside (or restore a backup) and start again: "
+                            "a new database is created")
+                await wthread.call(migrate)
+                await rthread.open(path, busy_timeout_ms=busy_timeout_ms, reader=True)
+            except (sqlite3.Error, OSError, StorageError) as exc:
+                raise _opening_error(path, exc) from exc
             writer = BatchWriter(
-                wdb,
+                wthread,
+                path=path,
                 batch_size=batch_size,
                 queue_size=queue_size,
                 retention=retention or Retention(),
                 lock_attempts=lock_attempts,
-                checkpoint_path=path,
+                limits=limits,
             )
-            store = cls(path, rdb, writer, outbox_max_rows=outbox_max_rows)
+            store = cls(path, rthread, writer, outbox_max_rows=outbox_max_rows)
             task = asyncio.create_task(writer.run(), name="storage:sqlite-writer")
             log.info("storage_opened", path=str(path))
             try:
@@ -168,7 +121,8 @@ class SqliteStore:
             finally:
                 writer.close()
                 await task  # drains the queue (a cancellation here cancels the writer too)
-                log.info("storage_closed", path=str(path), written=writer.written, dropped=writer.dropped)
+                log.info("storage_closed", path=str(path), written=writer.written, dropped=writer.dropped,
+                         failed=writer.failed, lost=writer.lost)
 
     # --- counters ---
 
@@ -196,6 +150,42 @@ class SqliteStore:
         return dict(self._writer.failed)
 
     @property
+    def lost(self) -> dict[str, int]:
+        """Records taken in but never committed (a damaged store), per kind: never acknowledged."""
+        return dict(self._writer.lost)
+
+    @property
+    def unacked(self) -> int:
+        """Acknowledgements (QoS1 PUBACK, AMQP ack) never sent because their record did not commit."""
+        return self._writer.unacked
+
+    @property
+    def waiting_acks(self) -> int:
+        """Acknowledgements held until their records commit (grows while the disk is full)."""
+        return self._writer.waiting_acks
+
+    @property
+    def fault(self) -> str | None:
+        """Why nothing commits now (disk full, damaged, unavailable, busy), or None when healthy."""
+        return self._writer.fault_reason if self._writer.fault is not None else None
+
+    def on_fault(self, callback: Callable[[Fault, str], None]) -> None:
+        """``callback(fault, reason)`` when the store turns out damaged while running (FatalError)."""
+        self._writer.on_fault(callback)
+
+    def status(self) -> dict[str, Any]:
+        """The counters ``/status`` shows under ``storage``."""
+        return {
+            "queueDepth": self.queue_depth,
+            "dropped": self.dropped_total,
+            "failed": sum(self._writer.failed.values()),
+            "lost": sum(self._writer.lost.values()),
+            "unacked": self._writer.unacked,
+            "waitingAcks": self._writer.waiting_acks,
+            "fault": self.fault,
+        }
+
+    @property
     def outbox_refused(self) -> dict[str, int]:
         return dict(self._outbox_refused)
 
@@ -206,11 +196,11 @@ class SqliteStore:
     # --- non-blocking writes ---
 
     def record_event(self, at: float, from_state: str, to_state: str, reason: str | None) -> None:
-        self._writer.offer("event", (at, str(from_state), str(to_state), reason))
+        self._writer.offer(EventLine(at, str(from_state), str(to_state), reason))
 
     def record_log(self, at: float, level: str, event: str, fields: dict[str, Any]) -> None:
         """``fields`` is encoded when its batch is written (values orjson does not know become text)."""
-        self._writer.offer("log", (at, level, event, fields))
+        self._writer.offer(LogLine(at, level, event, fields))
 
     def record_message(self, rec: MessageRecord, on_commit: Callable[[], None] | None = None) -> None:
         """A Failed record is also a dead letter and keeps its payload, topic, path and headers.
@@ -220,7 +210,7 @@ class SqliteStore:
         queued (queue full, counted in ``dropped``) it runs at once: the message was processed, and
         holding its acknowledgement would only stall the sender.
         """
-        queued = self._writer.offer("message", rec)
+        queued = self._writer.offer(rec)
         if on_commit is not None:
             if queued:
                 self._writer.after_commit(on_commit)
@@ -232,7 +222,7 @@ class SqliteStore:
 
         The row is built when the batch is written, from the device as it is then.
         """
-        self._writer.offer("device", device)
+        self._writer.offer(device)
 
     async def writable(self) -> None:
         """Return once the writer's queue is below its high-water mark (back-pressure for the message worker)."""
@@ -242,66 +232,72 @@ class SqliteStore:
         """Return once everything queued before the call is committed; TransientError if the DB stays locked."""
         await self._writer.flush()
 
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (after a big write, e.g. seeding devices)."""
+        await self._writer.checkpoint()
+
     # --- devices (awaited: the caller hears back after the commit) ---
 
     async def upsert_device(self, device: Device) -> None:
         params = rows.device_params(device, time.time())
 
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(rows.UPSERT_DEVICE, params)
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(rows.UPSERT_DEVICE, params)
 
         await self._writer.submit(op)
 
     async def delete_device(self, device_id: str) -> bool:
-        async def op(db: aiosqlite.Connection) -> bool:
-            cursor = await db.execute(rows.DELETE_DEVICE, (device_id,))
-            return cursor.rowcount > 0
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute(rows.DELETE_DEVICE, (device_id,)).rowcount > 0
 
         deleted: bool = await self._writer.submit(op)
         return deleted
 
+    async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        return await self._reader.call(fetchall, sql, params)
+
     async def get_device(self, device_id: str) -> Device | None:
-        found = list(await self._reader.execute_fetchall(rows.SELECT_DEVICE, (device_id,)))
+        found = list(await self._read(rows.SELECT_DEVICE, (device_id,)))
         return rows.device_from_row(found[0]) if found else None
 
     async def load_devices(self) -> list[Device]:
-        return [rows.device_from_row(r) for r in await self._reader.execute_fetchall(rows.SELECT_DEVICES)]
+        return [rows.device_from_row(r) for r in await self._read(rows.SELECT_DEVICES)]
 
     # --- reads for the admin API (CONTRACT §4 shapes), newest first ---
 
     async def list_events(self, limit: int = 100) -> list[dict[str, Any]]:
         return [
             rows.event_dict(r)
-            for r in await self._reader.execute_fetchall(rows.SELECT_EVENTS, (_limit(limit),))
+            for r in await self._read(rows.SELECT_EVENTS, (_limit(limit),))
         ]
 
     async def list_messages(self, limit: int = 100, device_id: str | None = None) -> list[dict[str, Any]]:
         if device_id is None:
-            found = await self._reader.execute_fetchall(rows.SELECT_MESSAGES, (_limit(limit),))
+            found = await self._read(rows.SELECT_MESSAGES, (_limit(limit),))
         else:
-            found = await self._reader.execute_fetchall(
+            found = await self._read(
                 rows.SELECT_DEVICE_MESSAGES, (device_id, _limit(limit))
             )
         return [rows.message_dict(r) for r in found]
 
     async def list_deadletters(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """Newest first; ``offset`` skips that many (the console's pages)."""
-        found = await self._reader.execute_fetchall(rows.SELECT_DEADLETTERS, (_limit(limit), max(0, int(offset))))
+        found = await self._read(rows.SELECT_DEADLETTERS, (_limit(limit), max(0, int(offset))))
         return [rows.deadletter_dict(r) for r in found]
 
     async def get_deadletter(self, record_id: str) -> dict[str, Any] | None:
-        found = list(await self._reader.execute_fetchall(rows.SELECT_DEADLETTER, (record_id,)))
+        found = list(await self._read(rows.SELECT_DEADLETTER, (record_id,)))
         return rows.deadletter_detail(found[0]) if found else None
 
     async def mark_replayed(self, record_id: str, at: float) -> None:
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(rows.MARK_REPLAYED, (at, record_id))
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(rows.MARK_REPLAYED, (at, record_id))
 
         await self._writer.submit(op)
 
     async def list_logs(self, limit: int = 100) -> list[dict[str, Any]]:
         return [
-            rows.log_dict(r) for r in await self._reader.execute_fetchall(rows.SELECT_LOGS, (_limit(limit),))
+            rows.log_dict(r) for r in await self._read(rows.SELECT_LOGS, (_limit(limit),))
         ]
 
     # --- outbox (cloud working storage) ---
@@ -311,11 +307,11 @@ class SqliteStore:
         now = time.time()
         items = [bytes(p) for p in payloads]
 
-        async def op(db: aiosqlite.Connection) -> int:
-            count = next(iter(await db.execute_fetchall(rows.COUNT_OUTBOX)))[0]
+        def op(conn: sqlite3.Connection) -> int:
+            count = conn.execute(rows.COUNT_OUTBOX).fetchone()[0]
             accepted = items[: max(0, self._outbox_max_rows - count)]
             if accepted:
-                await db.executemany(rows.INSERT_OUTBOX, [(kind, p, now) for p in accepted])
+                conn.executemany(rows.INSERT_OUTBOX, [(kind, p, now) for p in accepted])
             return len(accepted)
 
         accepted: int = await self._writer.submit(op)
@@ -326,7 +322,7 @@ class SqliteStore:
         return accepted
 
     async def outbox_peek(self, limit: int) -> list[tuple[int, str, bytes]]:
-        found = await self._reader.execute_fetchall(rows.SELECT_OUTBOX, (_limit(limit),))
+        found = await self._read(rows.SELECT_OUTBOX, (_limit(limit),))
         return [(r[0], r[1], r[2]) for r in found]
 
     async def outbox_ack(self, ids: list[int]) -> None:
@@ -334,10 +330,10 @@ class SqliteStore:
         if not params:
             return
 
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.executemany(rows.DELETE_OUTBOX, params)
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(rows.DELETE_OUTBOX, params)
 
         await self._writer.submit(op)
 
     async def outbox_depth(self) -> int:
-        return int(next(iter(await self._reader.execute_fetchall(rows.COUNT_OUTBOX)))[0])
+        return int((await self._read(rows.COUNT_OUTBOX))[0][0])
