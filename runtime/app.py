@@ -21,7 +21,8 @@ from runtime import logsetup
 from runtime.adapters.cloud import CloudCheckedLoader, CloudConfig, CloudRecords, CloudSink
 from runtime.adapters.command.http import AdminApi
 from runtime.adapters.storage.sqlite import SqliteStore
-from runtime.core.errors import ListenerBindError
+from runtime.adapters.storage.unavailable import UnavailableStore
+from runtime.core.errors import ListenerBindError, StorageError
 from runtime.core.lifecycle import InstanceState as S
 from runtime.core.ports import StateChange
 from runtime.core.solution.enums import WorkingStorage
@@ -60,7 +61,40 @@ class InstanceIdentity:
 
 
 class StartupError(Exception):
-    """The process cannot serve at all (admin port taken, data dir not writable): exit 1."""
+    """The process cannot serve at all (admin port taken): exit 1."""
+
+
+class StorageCheckedLoader:
+    """Boot fails (FailedToInitialize, with the store's reason and what to do) while the store is unusable."""
+
+    def __init__(self, inner: Any, store: SqliteStore | UnavailableStore) -> None:
+        self._inner = inner
+        self._store = store
+
+    async def load(self) -> Any:
+        damaged = self._store.damaged
+        if damaged is not None:
+            raise StorageError(damaged)
+        return await self._inner.load()
+
+    async def accepted(self, loaded: Any) -> None:
+        await self._inner.accepted(loaded)
+
+
+async def _open_store(stack: contextlib.AsyncExitStack, settings: Settings) -> SqliteStore | UnavailableStore:
+    try:
+        return await stack.enter_async_context(
+            SqliteStore.open(settings.db_path, outbox_max_rows=settings.outbox_max_rows))
+    except StorageError as exc:  # damaged, unreadable, read-only, full: FailedToInitialize, admin API up
+        log.error("storage_unusable", path=str(settings.db_path), reason=str(exc))
+        return UnavailableStore(settings.db_path, str(exc))
+
+
+def _private_data_dir(settings: Settings) -> None:
+    """DATA_DIR 0700 (what it holds: the database, the admin token, the last good solution)."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # a mount point owned by someone else: its owner decides
+        os.chmod(settings.data_dir, 0o700)
 
 
 def admin_token(settings: Settings) -> SecretStr:
@@ -98,11 +132,14 @@ def command_client_id(settings: Settings, instance_id: str) -> str:
 
 async def main(settings: Settings) -> int:
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _private_data_dir(settings)
         token = admin_token(settings)
     except OSError as exc:
-        log.error("data_dir_unusable", data_dir=str(settings.data_dir), error=str(exc))
-        return 1
+        # An unusable data dir is reported by the store (FailedToInitialize with the path and the reason);
+        # the admin API still serves /health, /ready and /metrics, with a token nobody knows unless it is set.
+        token = SecretStr(secrets.token_urlsafe(32))
+        log.error("admin_token_unavailable", data_dir=str(settings.data_dir), error=str(exc),
+                  hint="set NUVIOT_ADMIN_TOKEN to use the authenticated admin API")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -125,8 +162,7 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
 async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> int:
     metrics = RuntimeMetrics()
     async with contextlib.AsyncExitStack() as stack:
-        store = await stack.enter_async_context(
-            SqliteStore.open(settings.db_path, outbox_max_rows=settings.outbox_max_rows))
+        store = await _open_store(stack, settings)
         remove_sink = logsetup.add_sink(lambda level, event, fields: store.record_log(
             time.time(), level, event, fields))
         stack.callback(remove_sink)
@@ -138,7 +174,7 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
         identity = InstanceIdentity(settings)
 
         cloud: CloudSink | None = None
-        if settings.cloud_url:  # cloud working storage and/or status reporting (CONTRACT §8, reference §1.5)
+        if settings.cloud_url and isinstance(store, SqliteStore):  # cloud working storage and/or status reporting (CONTRACT §8, reference §1.5)
             cloud = await stack.enter_async_context(CloudSink(
                 store,
                 CloudConfig(url=settings.cloud_url,
@@ -161,6 +197,12 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
         await devices.load()
         metrics.add_gauge("nuviot_devices", lambda: len(devices))
         metrics.add_gauge("nuviot_store_queue_depth", lambda: store.queue_depth)
+        metrics.add_gauge("nuviot_store_dropped", lambda: store.dropped_total)
+        metrics.add_gauge("nuviot_store_failed", lambda: sum(store.failed.values()))
+        metrics.add_gauge("nuviot_store_lost", lambda: sum(store.lost.values()))
+        metrics.add_gauge("nuviot_store_unacked", lambda: store.unacked)
+        metrics.add_gauge("nuviot_store_waiting_acks", lambda: store.waiting_acks)
+        metrics.add_gauge("nuviot_store_degraded", lambda: int(store.fault is not None))
 
         def on_transition(change: StateChange) -> None:
             if change.previous is S.INITIALIZING or change.state is S.STOPPING:
@@ -173,11 +215,12 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
                 doc = current_doc()
                 cloud.report_status(change, doc.solution.version if doc is not None else None)
 
-        loader = CloudCheckedLoader(AppSolutionLoader(settings), settings)
+        loader = StorageCheckedLoader(CloudCheckedLoader(AppSolutionLoader(settings), settings), store)
         planes = AppPlanes(settings, CloudRecords(store, cloud) if cloud is not None else store, devices, metrics)
         runtime = Runtime(loader, planes, on_transition=on_transition, stop_timeout=settings.stop_timeout)
         runtimes.append(runtime)
         planes.bind(runtime)
+        store.on_fault(lambda fault, reason: runtime.report_fatal(reason))  # damaged while running
 
         channel: Any = None  # created once the instance id is settled (after the first load)
 
@@ -187,8 +230,7 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
                 "instance": settings.instance_status(doc),  # each setting with its source (flag/env/document)
                 "storage": {
                     "workingStorage": settings.effective_working_storage(doc).value,
-                    "queueDepth": store.queue_depth,
-                    "dropped": store.dropped_total,
+                    **store.status(),
                 },
                 "adminPort": api.port,
                 "startedAt": iso(started_at),
@@ -208,6 +250,7 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
             instance_id=lambda: identity.value,
             extras=extras,
             replay=planes.replay,
+            storage_fault=lambda: store.fault,
         )
         api = AdminApi(ops, token, host=settings.admin_host, port=settings.admin_port,
                        limits=connection_limits(settings))

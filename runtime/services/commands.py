@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from runtime.core.errors import RuntimeBaseError, TransientError
+from runtime.core.errors import RuntimeBaseError, StorageError, TransientError
 from runtime.core.lifecycle import InstanceState, Verb
 from runtime.core.listener_state import ListenerState
 from runtime.core.timefmt import iso
@@ -29,6 +29,15 @@ class BadRequestError(RuntimeBaseError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+        self.message = message
+
+
+class StorageUnavailableError(RuntimeBaseError):
+    """The local store cannot answer (damaged, unreadable, disk full at start): HTTP 503."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = "storage_unavailable"
         self.message = message
 
 
@@ -55,6 +64,7 @@ class Operations:
         instance_id: Callable[[], str],
         extras: Callable[[], dict[str, Any]] | None = None,
         replay: Callable[[dict[str, Any]], Awaitable[str]] | None = None,
+        storage_fault: Callable[[], str | None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.store = store
@@ -63,6 +73,7 @@ class Operations:
         self._instance_id = instance_id
         self._extras = extras
         self._replay = replay
+        self._storage_fault = storage_fault
 
     # ---------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:
@@ -105,6 +116,9 @@ class Operations:
         state = self.runtime.state
         if state is not InstanceState.RUNNING:
             return False, f"instance is {state.value}"
+        fault = self._storage_fault() if self._storage_fault is not None else None
+        if fault is not None:  # e.g. disk full: nothing commits, so nothing is acknowledged
+            return False, f"storage cannot commit: {fault}"
         data, _ = self.runtime.planes_status()
         return _listeners_ready((data or {}).get("listeners", []))
 
@@ -124,21 +138,27 @@ class Operations:
         except (TimeoutError, TransientError):
             pass  # answer with what is committed; the writer is behind or the disk is busy
 
-    async def events(self, limit: int) -> list[dict[str, Any]]:
+    async def _read(self, read: Awaitable[Any]) -> Any:
         await self._settled()
-        return await self.store.list_events(limit)
+        try:
+            return await read
+        except StorageError as exc:
+            raise StorageUnavailableError(str(exc)) from None
+
+    async def events(self, limit: int) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._read(self.store.list_events(limit))
+        return result
 
     async def messages(self, limit: int, device_id: str | None) -> list[dict[str, Any]]:
-        await self._settled()
-        return await self.store.list_messages(limit, device_id)
+        result: list[dict[str, Any]] = await self._read(self.store.list_messages(limit, device_id))
+        return result
 
     async def deadletters(self, limit: int, offset: int = 0) -> list[dict[str, Any]]:
-        await self._settled()
-        return await self.store.list_deadletters(limit, offset)
+        result: list[dict[str, Any]] = await self._read(self.store.list_deadletters(limit, offset))
+        return result
 
     async def deadletter(self, record_id: str) -> dict[str, Any]:
-        await self._settled()
-        found = await self.store.get_deadletter(record_id)
+        found = await self._read(self.store.get_deadletter(record_id))
         if found is None:
             raise NotFoundError("deadletter_not_found", f"no dead letter '{record_id}'")
         return found

@@ -20,7 +20,13 @@ from typing import Any, Protocol
 
 import structlog
 
-from runtime.core.errors import CommandRefusedError, ListenerBindError, SolutionError, TransientError
+from runtime.core.errors import (
+    CommandRefusedError,
+    ListenerBindError,
+    SolutionError,
+    StorageError,
+    TransientError,
+)
 from runtime.core.lifecycle import CODE_BUSY, TRANSITIONS, InstanceState, Verb, check_verb, next_state
 from runtime.core.ports import StateChange
 from runtime.core.solution.model import SolutionDocument
@@ -208,10 +214,17 @@ class Runtime:
         except SolutionError as exc:
             self._set(S.FAILED_TO_INITIALIZE, f"invalid solution: {exc}")
             return
+        except StorageError as exc:  # the store cannot be used: its reason says what to do
+            self._set(S.FAILED_TO_INITIALIZE, str(exc))
+            return
         except (TransientError, TimeoutError, OSError) as exc:
             self._set(S.FAILED_TO_INITIALIZE, f"solution unavailable: {exc}")
             return
-        await self._adopt(loaded)
+        try:
+            await self._adopt(loaded)
+        except (StorageError, TransientError) as exc:  # e.g. seeding devices on a full disk
+            self._set(S.FAILED_TO_INITIALIZE, f"storage unavailable: {exc}")
+            return
         await self._start_planes(starting_commands=True)
 
     async def _adopt(self, loaded: LoadedSolution) -> None:

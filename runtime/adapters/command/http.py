@@ -21,7 +21,7 @@ from runtime.adapters.console.routes import register_console
 from runtime.adapters.httpguard import ConnectionLimits
 from runtime.adapters.httpsite import HttpServer, start_site
 from runtime.core.errors import CommandRefusedError
-from runtime.services.commands import BadRequestError, NotFoundError, Operations
+from runtime.services.commands import BadRequestError, NotFoundError, Operations, StorageUnavailableError
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +34,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     CommandRefusedError: 409,
     NotFoundError: 404,
     BadRequestError: 400,
+    StorageUnavailableError: 503,
 }
 
 

@@ -169,6 +169,11 @@ class SqliteStore:
         """Why nothing commits now (disk full, damaged, unavailable, busy), or None when healthy."""
         return self._writer.fault_reason if self._writer.fault is not None else None
 
+    @property
+    def damaged(self) -> str | None:
+        """Why the store cannot be used again in this process (a damaged file), or None."""
+        return self._writer.fault_reason if self._writer.fault is Fault.DAMAGED else None
+
     def on_fault(self, callback: Callable[[Fault, str], None]) -> None:
         """``callback(fault, reason)`` when the store turns out damaged while running (FatalError)."""
         self._writer.on_fault(callback)

@@ -305,8 +305,9 @@ class BatchWriter:
         log.error("storage_batch_lost", rows=len(batch), reason=reason, exc_info=fault is not classify(exc))
         self._abandon(batch, TransientError(reason), self.lost)
         self._discard_callbacks(self._done + len(batch))
+        first = self.fault is not Fault.DAMAGED
         self._set_fault(fault, reason)
-        for listener in tuple(self._fault_listeners):
+        for listener in tuple(self._fault_listeners) if first else ():
             try:
                 listener(fault, reason)
             except Exception:
