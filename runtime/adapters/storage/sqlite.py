@@ -55,7 +55,11 @@ def _opening_error(path: Path, exc: BaseException) -> StorageError:
     if isinstance(exc, OSError):
         return StorageError(f"storage unavailable: {path} ({exc.strerror or exc}); check that {path.parent} "
                             "exists, is writable and readable by this user")
-    return StorageError(explain(classify(exc), path, exc))
+    fault = classify(exc)
+    if fault is Fault.DISK_FULL:  # nothing is open to resume on: the store is opened again at the next start
+        return StorageError(f"disk full: {path} cannot be created or written ({exc}); free space on "
+                            f"{path.parent} and restart the runtime")
+    return StorageError(explain(fault, path, exc))
 
 
 class SqliteStore:
