@@ -247,3 +247,21 @@ async def test_dead_letter_retention_counts_bytes(tmp_path: Path) -> None:
         assert count(data / "runtime.db", "SELECT max(payload_size) FROM deadletters") == 1024 * 1024
     size = sum(f.stat().st_size for f in data.iterdir())
     assert size < 40 * 1024 * 1024, size  # was 350 MB
+
+
+async def test_no_sql_parameter_reaches_a_log_at_debug_level(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """aiosqlite logged every call with its arguments at DEBUG; the store's own thread logs none."""
+    import logging
+
+    import structlog
+
+    secret = "Basic c2VjcmV0LXBhc3N3b3Jk"
+    with caplog.at_level(logging.DEBUG), structlog.testing.capture_logs() as events:
+        async with SqliteStore.open(tmp_path / "runtime.db") as store:
+            await store.upsert_device(Device("d1", "motion", primary_access_key="device-key-42"))
+            store.record_message(rec(1, failed=True, payload=b"x", headers={"authorization": secret}))
+            await store.flush()
+            await store.get_device("d1")
+    logged = caplog.text + repr(events)
+    assert "storage_opened" in logged  # the capture works
+    assert "c2VjcmV0" not in logged and "device-key-42" not in logged

@@ -1,0 +1,153 @@
+"""Issue 18, the real daemon: a damaged or unusable runtime.db gives FailedToInitialize with the reason (one
+JSON log line, no traceback, admin API up); a full disk turns /ready 503 and the instance recovers by itself."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import http
+from tests.support.daemon import Daemon
+
+pytestmark = pytest.mark.e2e
+
+ARGS = ("--listener-port", "restin=0", "--input-command-port", "0")
+
+
+def listener_port(status: dict, key: str) -> int:
+    return next(lst["port"] for lst in status["listeners"] if lst["key"] == key)
+
+
+def assert_failed_cleanly(d: Daemon, reason_start: str) -> dict:
+    status = d.wait_state("FailedToInitialize")
+    assert status["reason"].startswith(reason_start), status["reason"]
+    code, body, _ = http("GET", d.base + "/ready")
+    assert code == 503 and body["reason"] != "running"
+    assert http("GET", d.base + "/health")[0] == 200
+    code, body = d.request("GET", "/events")
+    assert code == 503 and body["error"]["code"] == "storage_unavailable"
+    assert "# TYPE" in http("GET", d.base + "/metrics")[1]
+    unusable = [e for e in d.json_lines() if e.get("event") == "storage_unusable"]
+    assert len(unusable) == 1 and unusable[0]["reason"] == status["reason"]
+    assert not any("Traceback" in line for line in d.lines)
+    assert status["storage"]["fault"] == status["reason"]
+    return status
+
+
+def damage_a_page(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        page = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'devices'").fetchone()[0]
+    with open(db, "r+b") as fh:
+        fh.seek((page - 1) * page_size)
+        fh.write(os.urandom(page_size))
+
+
+def test_a_damaged_page_gives_failed_to_initialize_with_what_to_do(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Daemon(data, *ARGS) as d:
+        status = d.wait_state("Running")
+        rest = listener_port(status, "restin")
+        assert http("POST", f"http://127.0.0.1:{rest}/devices/thermo-001/telemetry", {"temperature": 20.5})[0] == 200
+        assert d.terminate() == 0
+    damage_a_page(data / "runtime.db")
+    with Daemon(data, *ARGS) as d:
+        status = assert_failed_cleanly(d, "database damaged: ")
+        assert "move runtime.db and its -wal/-shm files aside" in status["reason"]
+        code, _ = d.request("POST", "/control/start")  # still damaged: FailedToInitialize again, no crash
+        assert code == 202
+        again = wait_for(lambda: (st := d.request("GET", "/status")[1])["state"] == "FailedToInitialize"
+                         and st["since"] != status["since"] and st, 20, "a second FailedToInitialize")
+        assert again["reason"] == status["reason"]
+        assert d.terminate() == 0
+
+
+def test_a_garbage_runtime_db_gives_failed_to_initialize(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "runtime.db").write_bytes(os.urandom(100_000))
+    with Daemon(data, *ARGS) as d:
+        assert_failed_cleanly(d, "database damaged: ")
+        assert d.terminate() == 0
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-limited tmpfs needs root (CAP_SYS_ADMIN)")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"mount -t tmpfs failed: {done.stderr}"
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_read_only_data_dir_gives_failed_to_initialize_with_the_path(small_fs: Path) -> None:
+    data = small_fs / "data"
+    data.mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    try:
+        with Daemon(data, *ARGS) as d:
+            status = assert_failed_cleanly(d, "storage unavailable: ")
+            assert str(data) in status["reason"]
+            assert d.terminate() == 0
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+
+
+def fill(path: Path) -> None:
+    with open(path, "wb", buffering=0) as fh:
+        for size in (65536, 512):
+            try:
+                while True:
+                    fh.write(b"\0" * size)
+            except OSError:
+                pass
+
+
+def wait_for(check, within: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"not within {within}s: {what}")
+
+
+def test_disk_full_while_running_is_named_ready_503_then_recovers_by_itself(small_fs: Path) -> None:
+    data = small_fs / "data"
+    with Daemon(data, *ARGS) as d:
+        status = d.wait_state("Running")
+        rest = listener_port(status, "restin")
+        filler = small_fs / "filler"
+        fill(filler)
+        body = os.urandom(48_000).hex()  # a failing message: its dead letter keeps ~64 KB
+        for _ in range(150):  # ~10 MB of dead letters
+            http("POST", f"http://127.0.0.1:{rest}/devices/nobody/telemetry", body,
+                 headers={"Content-Type": "text/plain"})
+        ready = wait_for(lambda: (r := http("GET", d.base + "/ready"))[0] == 503 and r, 20, "/ready 503")
+        assert "disk full" in ready[1]["reason"], ready[1]
+        code, st = d.request("GET", "/status")
+        assert st["state"] == "Running" and "disk full" in st["storage"]["fault"]
+        assert "nuviot_store_degraded 1" in http("GET", d.base + "/metrics")[1]
+        assert any(e.get("event") == "storage_unavailable" and e.get("fault") == "disk_full" for e in d.json_lines())
+
+        filler.unlink()  # space returns
+        wait_for(lambda: http("GET", d.base + "/ready")[0] == 200, 30, "/ready 200 again")
+        code, st = d.request("GET", "/status")
+        assert st["storage"]["fault"] is None and st["storage"]["lost"] == 0
+        assert any(e.get("event") == "storage_recovered" for e in d.json_lines())
+        code, dead = d.request("GET", "/deadletters?limit=1000")
+        assert code == 200 and len(dead) == 150  # every dead letter committed once space returned
+        assert d.terminate() == 0
