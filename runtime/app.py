@@ -20,7 +20,8 @@ from pydantic import SecretStr
 from runtime import logsetup
 from runtime.adapters.cloud import CloudCheckedLoader, CloudConfig, CloudRecords, CloudSink
 from runtime.adapters.command.http import AdminApi
-from runtime.adapters.storage.sqlite import SqliteStore
+from runtime.adapters.storage.items import Limits
+from runtime.adapters.storage.sqlite import Retention, SqliteStore
 from runtime.adapters.storage.unavailable import UnavailableStore
 from runtime.core.errors import ListenerBindError, StorageError
 from runtime.core.lifecycle import InstanceState as S
@@ -83,8 +84,10 @@ class StorageCheckedLoader:
 
 async def _open_store(stack: contextlib.AsyncExitStack, settings: Settings) -> SqliteStore | UnavailableStore:
     try:
-        return await stack.enter_async_context(
-            SqliteStore.open(settings.db_path, outbox_max_rows=settings.outbox_max_rows))
+        return await stack.enter_async_context(SqliteStore.open(
+            settings.db_path, outbox_max_rows=settings.outbox_max_rows,
+            retention=Retention(deadletter_bytes=settings.deadletter_max_bytes),
+            limits=Limits(deadletter_payload=settings.deadletter_payload_max_bytes)))
     except StorageError as exc:  # damaged, unreadable, read-only, full: FailedToInitialize, admin API up
         log.error("storage_unusable", path=str(settings.db_path), reason=str(exc))
         return UnavailableStore(settings.db_path, str(exc))
@@ -131,6 +134,7 @@ def command_client_id(settings: Settings, instance_id: str) -> str:
 
 
 async def main(settings: Settings) -> int:
+    os.umask(0o077)  # what the runtime writes (database, token, solution copies, quarantine) is private
     try:
         _private_data_dir(settings)
         token = admin_token(settings)

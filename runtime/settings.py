@@ -63,6 +63,9 @@ ENV: dict[str, str] = {
     "NUVIOT_MAX_CONNECTIONS_PER_PORT": "max_connections_per_port",
     "NUVIOT_TCP_IDLE_TIMEOUT": "tcp_idle_timeout",
     "NUVIOT_STOP_TIMEOUT": "stop_timeout",
+    # extensions (local storage bounds; docs/reliability.md)
+    "NUVIOT_DEADLETTER_PAYLOAD_MAX_BYTES": "deadletter_payload_max_bytes",
+    "NUVIOT_DEADLETTER_MAX_BYTES": "deadletter_max_bytes",
 }
 
 
@@ -112,6 +115,10 @@ class Settings(BaseModel):
     deployment_configuration: DeploymentConfiguration | None = None
     # field name -> "flag" or "environment", for the fields that were given (load_settings fills it)
     sources: dict[str, Source] = Field(default_factory=dict, repr=False)
+    # extension: a dead letter keeps this much of its payload (plus its size and sha256); all dead letters
+    # together are pruned to this many bytes (and 10,000 rows)
+    deadletter_payload_max_bytes: int = Field(default=64 * 1024, ge=0)
+    deadletter_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     @field_validator("listener_ports", mode="before")
     @classmethod

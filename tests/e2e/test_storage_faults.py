@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -56,6 +57,10 @@ def test_a_damaged_page_gives_failed_to_initialize_with_what_to_do(tmp_path: Pat
         rest = listener_port(status, "restin")
         assert http("POST", f"http://127.0.0.1:{rest}/devices/thermo-001/telemetry", {"temperature": 20.5})[0] == 200
         assert d.terminate() == 0
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    modes = {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in data.iterdir()}
+    assert "runtime.db" in modes and "admin-token" not in modes  # the token came from the environment here
+    assert set(modes.values()) == {"0o600"}, modes
     damage_a_page(data / "runtime.db")
     with Daemon(data, *ARGS) as d:
         status = assert_failed_cleanly(d, "database damaged: ")
