@@ -56,6 +56,9 @@ def test_a_damaged_page_gives_failed_to_initialize_with_what_to_do(tmp_path: Pat
         status = d.wait_state("Running")
         rest = listener_port(status, "restin")
         assert http("POST", f"http://127.0.0.1:{rest}/devices/thermo-001/telemetry", {"temperature": 20.5})[0] == 200
+        seeded = [e for e in d.json_lines() if e.get("event") in ("devices_seeded", "storage_checkpointed")]
+        assert [e["event"] for e in seeded] == ["devices_seeded", "storage_checkpointed"]  # the WAL after seeding
+        assert seeded[1]["complete"] is True
         assert d.terminate() == 0
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     modes = {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in data.iterdir()}

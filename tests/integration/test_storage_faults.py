@@ -40,6 +40,10 @@ def rec(i: int, *, failed: bool = False, payload: bytes | None = None, **kw: Any
                          error="bad: x" if failed else None, **kw)
 
 
+def size(path: Path) -> int:
+    return path.stat().st_size
+
+
 def count(path: Path, sql: str) -> int:
     with sqlite3.connect(path) as conn:
         return int(conn.execute(sql).fetchone()[0])
@@ -265,3 +269,15 @@ async def test_no_sql_parameter_reaches_a_log_at_debug_level(tmp_path: Path, cap
     logged = caplog.text + repr(events)
     assert "storage_opened" in logged  # the capture works
     assert "c2VjcmV0" not in logged and "device-key-42" not in logged
+
+
+async def test_a_checkpoint_after_seeding_truncates_the_wal(tmp_path: Path) -> None:
+    db = tmp_path / "runtime.db"
+    async with SqliteStore.open(db) as store:
+        for i in range(2000):  # as DeviceRegistry.seed does: one awaited upsert per device
+            await store.upsert_device(Device(f"dev{i:05d}", "motion", name="x" * 200))
+        wal = Path(f"{db}-wal")
+        assert size(wal) > 100_000
+        await store.checkpoint()
+        assert size(wal) == 0
+        assert len(await store.load_devices()) == 2000

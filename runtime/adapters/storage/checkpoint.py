@@ -66,6 +66,12 @@ class Checkpointer:
         except sqlite3.Error as exc:
             log.debug("storage_checkpoint_failed", error=repr(exc))
 
+    async def idle(self) -> None:
+        """Return once no checkpoint of ours is running (a TRUNCATE checkpoint cannot run beside one)."""
+        running = self._running
+        if running is not None and not running.done():
+            await asyncio.shield(running)
+
     async def close(self) -> None:
         running, self._running = self._running, None
         if running is not None:

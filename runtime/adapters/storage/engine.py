@@ -23,7 +23,7 @@ from runtime.adapters.storage.rows import Insert
 T = TypeVar("T")
 
 WAL_AUTOCHECKPOINT_BACKSTOP = 20_000  # pages: only should the Checkpointer keep failing (an 80 MB WAL)
-JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL is truncated to after a checkpoint resets it
+JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes the WAL is truncated to when a checkpoint resets it
 
 
 class SqlThread:

@@ -190,7 +190,13 @@ class BatchWriter:
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it, between two batches (after seeding devices)."""
-        busy, pages, done = await self._thread.call(engine.checkpoint_truncate)
+        for attempt in range(1, 6):
+            if self._checkpointer is not None:
+                await self._checkpointer.idle()
+            busy, pages, done = await self._thread.call(engine.checkpoint_truncate)
+            if not busy:
+                break
+            await asyncio.sleep(0.05 * attempt)  # a reader or our PASSIVE checkpoint: shortly again
         log.info("storage_checkpointed", pages=pages, copied=done, complete=not busy)
 
     def close(self) -> None:
