@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
+
+VALUE_MAX_BYTES = 64 * 1024  # one attribute or property-bag value, as stored (a script could store 8 MB)
 
 
 @dataclass(slots=True)
@@ -58,3 +61,23 @@ if tuple(Device.__dataclass_fields__) != (  # Device.copy passes them by positio
     "created_at", "updated_at",
 ):  # pragma: no cover - a guard for whoever adds a field to Device
     raise ImportError("runtime.core.devices.Device changed: update Device.copy")
+
+
+def _weight(value: Any) -> int:
+    """About the bytes ``value`` takes when stored; 0 for scalars (bounded by their type)."""
+    kind = type(value)
+    if kind is str or kind is bytes or kind is bytearray:
+        return len(value)
+    if kind is dict or kind is list or kind is tuple:
+        return len(json.dumps(value, default=str))
+    return 0
+
+
+def oversized_value(device: Device, limit: int = VALUE_MAX_BYTES) -> tuple[str, str, int] | None:
+    """The first attribute or property-bag value over ``limit`` bytes: (what, key, bytes), or None."""
+    for what, values in (("attribute", device.attributes), ("property bag value", device.property_bag)):
+        for key, value in values.items():
+            size = _weight(value)
+            if size > limit:
+                return what, str(key), size
+    return None

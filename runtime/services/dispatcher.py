@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from runtime.core.devices import Device
+from runtime.core.devices import VALUE_MAX_BYTES, Device, oversized_value
 from runtime.core.errors import StageError
 from runtime.core.messages import (
     InboundMessage,
@@ -213,6 +213,7 @@ class Dispatcher:
             if result.output_commands:
                 sent += self._transmit(route, device.device_id, result, module, msg, warnings, logs)
         working.last_seen = self._clock()
+        _refuse_oversized(working)
         self._devices.state_changed(working)
         for line in logs:
             log.info("script_console", device_id=device.device_id, line=line[:1000])
@@ -378,6 +379,7 @@ class Dispatcher:
                 warnings: list[str] = list(result.warnings)
                 logs: list[str] = list(result.logs)
                 sent = self._transmit(route_obj, device_id, result, workflow, None, warnings, logs)
+                _refuse_oversized(updated)
                 self._devices.state_changed(updated)
                 if warnings:
                     status = PemStatus.COMPLETED_WITH_WARNINGS
@@ -387,3 +389,12 @@ class Dispatcher:
             except StageError as exc:
                 status, stage, error = PemStatus.FAILED, exc.stage, f"{exc.code}: {exc.detail}"
         return self._finish(msg, status, stage, error, device_id, command, started, detail)
+
+
+def _refuse_oversized(device: Device) -> None:
+    """A workflow state value over the limit is not stored: the message fails (a dead letter) instead."""
+    found = oversized_value(device)
+    if found is not None:
+        what, key, size = found
+        raise StageError("workflow", "value_too_large",
+                         f"{what} {key} is {size} bytes, over the {VALUE_MAX_BYTES}-byte limit: not stored")

@@ -159,3 +159,61 @@ def test_disk_full_while_running_is_named_ready_503_then_recovers_by_itself(smal
         code, dead = d.request("GET", "/deadletters?limit=1000")
         assert code == 200 and len(dead) == 150  # every dead letter committed once space returned
         assert d.terminate() == 0
+
+
+BIG_ATTRIBUTE = """
+solution:
+  key: big
+  listeners:
+    - { key: restin, listenerType: rest, restServerType: http, listenOnPort: 0 }
+  planner:
+    key: p
+    deviceIdParsers: [ { key: deviceid, searchLocation: path, pathLocator: "/devices/{deviceid}/*" } ]
+    messageTypeIdParsers: [ { key: messageid, searchLocation: path, pathLocator: "/devices/*/{messageid}" } ]
+  deviceConfigurations:
+    - key: cfg
+      routes:
+        - key: r
+          messageDefinition: cmd
+          steps:
+            - { id: s1, type: sentinel, module: anon, next: { to: s2 } }
+            - { id: s2, type: inputtranslator, module: tr, next: { to: s3, mappings: { what: what } } }
+            - { id: s3, type: workflow, module: wf }
+messages:
+  - key: cmd
+    messageId: cmd
+    contentType: json
+    fields: [ { key: what, searchLocation: body, jsonPath: what, storageType: string } ]
+sentinels: [ { key: anon } ]
+inputTranslators: [ { key: tr } ]
+workflows:
+  - key: wf
+    inputs:
+      - key: what
+        inputType: string
+        onSetScript: |
+          function onSet(value) {
+              Attributes.last = value === "big" ? "x".repeat(8 * 1024 * 1024) : value;
+          }
+    attributes:
+      - { key: last, attributeType: string }
+devices:
+  - { deviceId: d1, deviceConfiguration: cfg }
+"""
+
+
+def test_a_script_value_over_the_limit_is_a_dead_letter_not_stored(tmp_path: Path) -> None:
+    solution = tmp_path / "big.yaml"
+    solution.write_text(BIG_ATTRIBUTE)
+    with Daemon(tmp_path / "data", "--solution", str(solution), "--input-command-port", "0") as d:
+        status = d.wait_state("Running")
+        url = f"http://127.0.0.1:{status['listeners'][0]['port']}/devices/d1/cmd"
+        assert http("POST", url, {"what": "small"})[0] == 200
+        code, body, _ = http("POST", url, {"what": "big"})
+        assert 400 <= code < 500 and body["error"]["code"] == "value_too_large", body
+        assert "attribute last is 8388608 bytes" in body["error"]["message"]
+        assert d.request("GET", "/devices/d1")[1]["attributes"]["last"] == "small"  # not stored
+        letters = d.request("GET", "/deadletters")[1]
+        assert [x["error"].split(":")[0] for x in letters] == ["value_too_large"]
+        assert d.terminate() == 0
+    assert (tmp_path / "data" / "runtime.db").stat().st_size < 4 * 1024 * 1024
