@@ -220,7 +220,8 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
                 cloud.report_status(change, doc.solution.version if doc is not None else None)
 
         loader = StorageCheckedLoader(CloudCheckedLoader(AppSolutionLoader(settings), settings), store)
-        planes = AppPlanes(settings, CloudRecords(store, cloud) if cloud is not None else store, devices, metrics)
+        planes = AppPlanes(settings, store, devices, metrics,
+                           records=CloudRecords(store, cloud) if cloud is not None else None)
         runtime = Runtime(loader, planes, on_transition=on_transition, stop_timeout=settings.stop_timeout)
         runtimes.append(runtime)
         planes.bind(runtime)

@@ -24,6 +24,7 @@ from runtime.adapters.listeners.udp import UdpListener
 from runtime.adapters.listeners.websocket import WebSocketListener
 from runtime.adapters.outbound.factory import build_transmitter
 from runtime.adapters.storage.sqlite import SqliteStore
+from runtime.adapters.storage.unavailable import UnavailableStore
 from runtime.core.errors import CommandRefusedError, ListenerBindError
 from runtime.core.lifecycle import InstanceState
 from runtime.core.messages import InboundMessage, MessageKind
@@ -31,7 +32,7 @@ from runtime.core.solution.enums import ListenerType, RestListenerType
 from runtime.core.solution.model import Listener
 from runtime.services.dataplane import DataPlane, Deadline, stop_together
 from runtime.services.devices import DeviceRegistry
-from runtime.services.dispatcher import Dispatcher, build_engines
+from runtime.services.dispatcher import Dispatcher, RecordSink, build_engines
 from runtime.services.input_commands import InputCommands
 from runtime.services.metrics import RuntimeMetrics
 from runtime.services.supervisor import LoadedSolution, Runtime
@@ -67,7 +68,7 @@ class CommandPlane:
         instance_id = s.effective_instance_id(doc)
         self.transmitters = {t.key: build_transmitter(t, instance_id=instance_id, counters=owner.metrics.counters)
                              for t in doc.transmitters if _used(doc, t.key)}
-        self.dispatcher = Dispatcher(doc, owner.devices, owner.store, owner.metrics.counters,
+        self.dispatcher = Dispatcher(doc, owner.devices, owner.records, owner.metrics.counters,
                                      build_engines(doc, loaded.scripts), self.transmitters)
         inst = doc.instance
         auth = None
@@ -108,10 +109,11 @@ def _used(doc: Any, transmitter_key: str) -> bool:
 
 
 class AppPlanes:
-    def __init__(self, settings: Settings, store: SqliteStore, devices: DeviceRegistry,
-                 metrics: RuntimeMetrics) -> None:
+    def __init__(self, settings: Settings, store: SqliteStore | UnavailableStore, devices: DeviceRegistry,
+                 metrics: RuntimeMetrics, records: RecordSink | None = None) -> None:
         self.settings = settings
-        self.store = store
+        self.store = store  # replay marks, checkpoints
+        self.records: RecordSink = records if records is not None else store  # what the dispatcher records into
         self.devices = devices
         self.metrics = metrics
         self.runtime: Runtime | None = None

@@ -351,15 +351,24 @@ def message_json(rec: MessageRecord) -> dict[str, Any]:
     return out
 
 
+class LocalRecords(Protocol):
+    """What ``CloudRecords`` needs of the local store (``SqliteStore``)."""
+
+    def record_message(self, rec: MessageRecord, on_commit: Callable[[], None] | None = None) -> None: ...
+
+    async def writable(self) -> None: ...
+
+
 class CloudRecords:
-    """What the dispatcher records messages into: the local store, and the cloud outbox when mirroring.
+    """The dispatcher's record sink when a cloud URL is set: the local store, and the cloud outbox when mirroring.
 
     In cloud mode the local SQLite copy is kept (bounded by the store's retention) so that the admin API's
     ``/messages`` and ``/deadletters`` keep working; the message's acknowledgement (e.g. the MQTT PUBACK)
-    then waits for the outbox commit, so an acknowledged message is never lost for the cloud.
-    Everything else is the store's."""
+    then waits for the outbox commit, so an acknowledged message is never lost for the cloud. It is a
+    record sink and nothing else (``services.dispatcher.RecordSink``): the store's other parts are the
+    store's, passed where they are needed."""
 
-    def __init__(self, store: Any, sink: CloudSink) -> None:
+    def __init__(self, store: LocalRecords, sink: CloudSink) -> None:
         self._store = store
         self._sink = sink
 
@@ -370,8 +379,9 @@ class CloudRecords:
         else:
             self._store.record_message(rec, on_commit)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+    async def writable(self) -> None:
+        """Back-pressure from the local writer (the outbox is written through awaited operations on it)."""
+        await self._store.writable()
 
 
 class CloudCheckedLoader:
