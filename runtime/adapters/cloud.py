@@ -224,17 +224,20 @@ class CloudSink:
                 done = True
             for kind, items in _runs(batch):
                 accepted = await self._put(kind, [p.payload for p in items])
-                for p in items:  # accepted or refused (counted by the store): never hold the sender
+                for p in items if accepted is not None else ():
+                    # accepted, or refused by the outbox bound (counted by the store; the local copy is
+                    # committed): never hold the sender. A failed write (disk full) is never acknowledged.
                     if p.on_commit is not None:
                         try:
                             p.on_commit()
                         except Exception:
                             log.exception("cloud_commit_callback_failed", kind=kind)
-                self.depth += accepted
+                self.depth += accepted or 0
             if batch:
                 self._wake.set()
 
-    async def _put(self, kind: str, payloads: list[bytes]) -> int:
+    async def _put(self, kind: str, payloads: list[bytes]) -> int | None:
+        """Rows accepted by the outbox; None when the store could not write them (counted, not acknowledged)."""
         for attempt in range(3):
             try:
                 return await self._store.outbox_put(kind, payloads)
@@ -243,7 +246,7 @@ class CloudSink:
                             error=str(exc))
                 await asyncio.sleep(0.2 * (attempt + 1))
         self.stats.dropped += len(payloads)
-        return 0
+        return None
 
     # ------------------------------------------------------------------ sender: outbox -> cloud
     async def _send(self) -> None:

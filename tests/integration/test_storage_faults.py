@@ -281,3 +281,24 @@ async def test_a_checkpoint_after_seeding_truncates_the_wal(tmp_path: Path) -> N
         await store.checkpoint()
         assert size(wal) == 0
         assert len(await store.load_devices()) == 2000
+
+
+async def test_cloud_outbox_writes_that_fail_are_never_acknowledged(small_fs: Path) -> None:
+    from runtime.adapters.cloud import CloudConfig, CloudRecords, CloudSink
+    from tests.support.net import free_port
+
+    data = small_fs / "data"
+    config = CloudConfig(url=f"http://127.0.0.1:{free_port()}/", batch_size=10, timeout=0.2, retry_base=0.05,
+                         retry_max=0.2)
+    acked: list[int] = []
+    async with SqliteStore.open(data / "runtime.db", busy_timeout_ms=50, lock_attempts=1) as store:
+        async with CloudSink(store, config, instance_id=lambda: "i1", data_dir=data) as sink:
+            records = CloudRecords(store, sink)
+            records.record_message(rec(0), lambda: acked.append(0))
+            await until(lambda: acked == [0], 20)  # in the outbox: acknowledged
+            fill(small_fs / "filler")
+            for i in range(1, 41):
+                records.record_message(rec(i, payload=os.urandom(20_000)), lambda i=i: acked.append(i))
+            await until(lambda: sink.stats.dropped >= 40, 30)
+            assert acked == [0]  # the outbox could not take them: none acknowledged
+            (small_fs / "filler").unlink()
