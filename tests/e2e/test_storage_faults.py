@@ -217,3 +217,31 @@ def test_a_script_value_over_the_limit_is_a_dead_letter_not_stored(tmp_path: Pat
         assert [x["error"].split(":")[0] for x in letters] == ["value_too_large"]
         assert d.terminate() == 0
     assert (tmp_path / "data" / "runtime.db").stat().st_size < 4 * 1024 * 1024
+
+
+def test_a_page_damaged_while_running_gives_fatal_error_and_counts_the_loss(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Daemon(data, *ARGS) as d:
+        status = d.wait_state("Running")
+        rest = listener_port(status, "restin")
+        url = f"http://127.0.0.1:{rest}/devices/thermo-001/telemetry"
+        assert http("POST", url, {"temperature": 20.5})[0] == 200
+        d.request("GET", "/messages")  # flushed: committed
+        db = data / "runtime.db"
+        with sqlite3.connect(db, timeout=5) as conn:
+            assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+        damage_a_page(db)  # the devices table's root page, in the file itself
+        with sqlite3.connect(db, timeout=5, isolation_level=None) as conn:  # another writer: caches are dropped
+            conn.execute("INSERT INTO events (at, from_state, to_state, reason) VALUES (0, 'x', 'y', 'test')")
+        http("POST", url, {"temperature": 21.5})  # its device save meets the damaged page
+        st = d.wait_state("FatalError")
+        assert st["reason"].startswith("database damaged: "), st["reason"]
+        assert st["storage"]["lost"] >= 1 and "damaged" in st["storage"]["fault"]
+        assert http("GET", d.base + "/ready")[0] == 503
+        lost = [e for e in d.json_lines() if e.get("event") == "storage_batch_lost"]
+        assert lost and lost[0]["reason"] == st["reason"]
+        code, _ = d.request("POST", "/control/start")  # the store stays damaged: no Running on it
+        assert code == 202
+        again = d.wait_state("FailedToInitialize")
+        assert again["reason"] == st["reason"]
+        assert d.terminate() == 0
