@@ -245,3 +245,49 @@ def test_a_page_damaged_while_running_gives_fatal_error_and_counts_the_loss(tmp_
         again = d.wait_state("FailedToInitialize")
         assert again["reason"] == st["reason"]
         assert d.terminate() == 0
+
+
+MQTT_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mqtt-telemetry.yaml"
+
+
+def test_qos1_messages_taken_while_the_disk_is_full_are_never_lost(small_fs: Path, own_mosquitto) -> None:  # type: ignore[no-untyped-def]  # fixture from tests/conftest.py
+    """Nothing is acknowledged that is not committed: kill -9 while the disk is full, free space, restart:
+    the broker redelivers what was never acknowledged, and every message ends up committed."""
+    import paho.mqtt.client as paho
+
+    data = small_fs / "data"
+    env = {"MQTT_HOST": own_mosquitto.host, "MQTT_PORT": str(own_mosquitto.port), "MQTT_CLIENT_ID": "rt-full"}
+    args = ("--solution", str(MQTT_EXAMPLE), "--input-command-port", "0")
+    n = 150
+    with Daemon(data, *args, env=env) as d:
+        d.wait_state("Running")
+        wait_for(lambda: http("GET", d.base + "/ready")[0] == 200, 20, "the MQTT listener connected")
+        filler = small_fs / "filler"
+        fill(filler)
+        pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="full-publisher")
+        pub.connect(own_mosquitto.host, own_mosquitto.port)
+        pub.loop_start()
+        try:
+            body = os.urandom(30_000).hex()  # unknown devices: dead letters keeping ~60 KB each
+            infos = [pub.publish(f"devices/ghost-{i:03d}/telemetry", body, qos=1) for i in range(n)]
+            for info in infos:
+                info.wait_for_publish(10)  # the broker has them all
+        finally:
+            pub.loop_stop()
+            pub.disconnect()
+        ready = wait_for(lambda: (r := http("GET", d.base + "/ready"))[0] == 503 and r, 30, "/ready 503")
+        assert "disk full" in ready[1]["reason"]
+        with sqlite3.connect(data / "runtime.db") as conn:
+            before = conn.execute("SELECT count(*) FROM deadletters").fetchone()[0]
+        assert before < n  # most are not committed, so not acknowledged: the broker still has them
+        d.kill()  # kill -9 while nothing commits
+        filler.unlink()
+    with Daemon(data, *args, env=env) as d:
+        d.wait_state("Running")
+
+        def committed() -> set[str]:
+            code, dead = d.request("GET", "/deadletters?limit=1000")
+            return {x["deviceId"] for x in dead} if code == 200 else set()
+
+        wait_for(lambda: len(committed()) == n, 60, f"all {n} messages committed after the restart")
+        assert d.terminate() == 0
