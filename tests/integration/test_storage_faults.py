@@ -302,3 +302,17 @@ async def test_cloud_outbox_writes_that_fail_are_never_acknowledged(small_fs: Pa
             await until(lambda: sink.stats.dropped >= 40, 30)
             assert acked == [0]  # the outbox could not take them: none acknowledged
             (small_fs / "filler").unlink()
+
+
+async def test_closing_on_a_stuck_database_acknowledges_nothing_it_gave_up(tmp_path: Path) -> None:
+    db = tmp_path / "runtime.db"
+    acked: list[int] = []
+    async with asyncio.timeout(20):
+        async with SqliteStore.open(db, batch_size=5, busy_timeout_ms=20, lock_attempts=2) as store:
+            blocker = sqlite3.connect(db, isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")
+            for i in range(20):
+                store.record_message(rec(i), lambda i=i: acked.append(i))
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.failed["message"] == 20 and acked == [] and store.unacked == 20

@@ -225,6 +225,8 @@ class BatchWriter:
                 except Exception as exc:  # noqa: BLE001 - a damaged store, or a bug in here: lost, never acknowledged
                     self._lose(batch, exc)
                 self._inflight = []
+                if self._gave_up:  # this batch was not committed either
+                    self._discard_callbacks(self._done + n)
                 self._done += n
                 if self._gave_up:  # closing on a database that stays stuck: do not wait out every batch
                     rest = list(self._items)
@@ -302,13 +304,10 @@ class BatchWriter:
                 counts[kind_of(item)] += 1
 
     def _lose(self, batch: list[Item], exc: BaseException) -> None:
-        fault = classify(exc)
-        if fault is Fault.DAMAGED:
-            reason = explain(fault, self._path, exc)
-        else:
-            reason = f"storage writer failed: {exc!r}"
-            fault = Fault.DAMAGED
-        log.error("storage_batch_lost", rows=len(batch), reason=reason, exc_info=fault is not classify(exc))
+        damaged = classify(exc) is Fault.DAMAGED
+        fault = Fault.DAMAGED  # a bug in the writer is treated alike: the instance must not go on acking
+        reason = explain(fault, self._path, exc) if damaged else f"storage writer failed: {exc!r}"
+        log.error("storage_batch_lost", rows=len(batch), reason=reason, exc_info=None if damaged else exc)
         self._abandon(batch, TransientError(reason), self.lost)
         self._discard_callbacks(self._done + len(batch))
         first = self.fault is not Fault.DAMAGED
