@@ -37,10 +37,6 @@ class Fault(StrEnum):
     DAMAGED = "damaged"
     ROW = "row"
 
-    @property
-    def is_store_fault(self) -> bool:
-        """Not the record's fault: nothing commits until it is gone (retried, never acknowledged)."""
-        return self in (Fault.DISK_FULL, Fault.UNAVAILABLE, Fault.DAMAGED)
 
 
 _BY_CODE: dict[int, Fault] = {
@@ -68,11 +64,6 @@ def classify(exc: BaseException) -> Fault:
     if code == SQLITE_IOERR_NOSPC:
         return Fault.DISK_FULL
     return _BY_CODE.get(code & 0xFF, Fault.ROW)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Busy, locked, full or unavailable: worth retrying later (DAMAGED and ROW are not)."""
-    return classify(exc) in (Fault.BUSY, Fault.DISK_FULL, Fault.UNAVAILABLE)
 
 
 def explain(fault: Fault, path: Path, exc: BaseException) -> str:
