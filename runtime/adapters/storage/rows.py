@@ -7,6 +7,7 @@ The JSON shapes are CONTRACT §4's: camelCase keys, times as ISO-8601 UTC string
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -55,11 +56,16 @@ REDACTED = "[redacted]"
 _SECRET_HEADER = re.compile(r"authorization|cookie|key|token|passw|secret|signature|credential|session", re.I)
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret(name: str) -> bool:
+    return _SECRET_HEADER.search(name) is not None
+
+
 def redact_headers(headers: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Headers with every credential-like value replaced (Authorization, cookies, *key*, *token*, ...)."""
     if headers is None:
         return None
-    return {k: REDACTED if _SECRET_HEADER.search(str(k)) else v for k, v in headers.items()}
+    return {k: REDACTED if _secret(str(k)) else v for k, v in headers.items()}
 
 
 def dumps(value: Any) -> str:
