@@ -316,3 +316,18 @@ async def test_closing_on_a_stuck_database_acknowledges_nothing_it_gave_up(tmp_p
         blocker.execute("ROLLBACK")
         blocker.close()
     assert store.failed["message"] == 20 and acked == [] and store.unacked == 20
+
+
+async def test_closing_the_store_ends_its_threads(tmp_path: Path) -> None:
+    import threading
+
+    def sqlite_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith(("sqlite-", "sqlite_"))]
+
+    before = sqlite_threads()
+    async with SqliteStore.open(tmp_path / "runtime.db", batch_size=10) as store:
+        for i in range(20_000):
+            store.record_message(rec(i))
+        await store.flush()
+        assert len(sqlite_threads()) > len(before)  # the writer's, the reader's (and the checkpointer's)
+    assert sqlite_threads() == before

@@ -83,5 +83,5 @@ class Checkpointer:
             else:
                 conn.close()
         if self._executor is not None:
-            self._executor.shutdown(wait=False)
+            self._executor.shutdown(wait=True)  # idle by now: the thread ends before close returns
             self._executor = None

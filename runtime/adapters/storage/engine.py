@@ -49,7 +49,7 @@ class SqlThread:
             if conn is not None:
                 await self._run(conn.close)
         finally:
-            self._executor.shutdown(wait=False)
+            self._executor.shutdown(wait=True)  # idle by now: the thread ends before close returns
 
 
 def _connect(path: Path, busy_timeout_ms: int, reader: bool) -> sqlite3.Connection:
