@@ -135,12 +135,13 @@ def command_client_id(settings: Settings, instance_id: str) -> str:
 
 async def main(settings: Settings) -> int:
     os.umask(0o077)  # what the runtime writes (database, token, solution copies, quarantine) is private
-    try:
+    # An unusable data dir is reported by the store (FailedToInitialize with the path and the reason); the
+    # admin API still serves /health, /ready and /metrics, with a token nobody knows unless it is set.
+    with contextlib.suppress(OSError):
         _private_data_dir(settings)
+    try:
         token = admin_token(settings)
     except OSError as exc:
-        # An unusable data dir is reported by the store (FailedToInitialize with the path and the reason);
-        # the admin API still serves /health, /ready and /metrics, with a token nobody knows unless it is set.
         token = SecretStr(secrets.token_urlsafe(32))
         log.error("admin_token_unavailable", data_dir=str(settings.data_dir), error=str(exc),
                   hint="set NUVIOT_ADMIN_TOKEN to use the authenticated admin API")

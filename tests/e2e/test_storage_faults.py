@@ -101,8 +101,7 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_read_only_data_dir_gives_failed_to_initialize_with_the_path(small_fs: Path) -> None:
-    data = small_fs / "data"
-    data.mkdir()
+    data = small_fs / "data"  # not there, and cannot be made: the token from the environment still works
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     try:
         with Daemon(data, *ARGS) as d:
