@@ -220,18 +220,20 @@ class Runtime:
         except (TransientError, TimeoutError, OSError) as exc:
             self._set(S.FAILED_TO_INITIALIZE, f"solution unavailable: {exc}")
             return
+        if await self._adopt(loaded):
+            await self._start_planes(starting_commands=True)
+
+    async def _adopt(self, loaded: LoadedSolution) -> bool:
+        """Make ``loaded`` current (e.g. seed its devices); False, FailedToInitialize, when the store refuses."""
+        self.loaded = loaded
         try:
-            await self._adopt(loaded)
+            await self._planes.solution_changed(loaded)
         except (StorageError, TransientError) as exc:  # e.g. seeding devices on a full disk
             self._set(S.FAILED_TO_INITIALIZE, f"storage unavailable: {exc}")
-            return
-        await self._start_planes(starting_commands=True)
-
-    async def _adopt(self, loaded: LoadedSolution) -> None:
-        self.loaded = loaded
-        await self._planes.solution_changed(loaded)
+            return False
         with contextlib.suppress(Exception):
             await self._loader.accepted(loaded)
+        return True
 
     async def _start_planes(self, *, starting_commands: bool, fut: asyncio.Future[S] | None = None) -> None:
         assert self.loaded is not None
@@ -299,15 +301,15 @@ class Runtime:
         started = self._clock()
         try:
             loaded = await asyncio.wait_for(self._loader.load(), timeout=self._op_timeout)
-        except (SolutionError, TransientError, TimeoutError, OSError) as exc:
+        except (SolutionError, StorageError, TransientError, TimeoutError, OSError) as exc:
             self.last_reload = {"at": started, "ok": False, "error": str(exc)}
             log.warning("reload_rejected", error=str(exc), state=self._state.value)
             return
         self.last_reload = {"at": started, "ok": True, "error": None}
         self._set(S.INITIALIZING, f"reloading solution {loaded.doc.solution.key} {loaded.doc.solution.version}")
         await self._stop_planes(commands=True)
-        await self._adopt(loaded)
-        await self._start_planes(starting_commands=True)
+        if await self._adopt(loaded):
+            await self._start_planes(starting_commands=True)
 
     async def _fatal(self, reason: str) -> None:
         if S.FATAL_ERROR not in _allowed(self._state):

@@ -53,6 +53,7 @@ class FakePlanes:
     def __init__(self) -> None:
         self.log: list[str] = []
         self.data_fail: Exception | None = None
+        self.seed_fail: Exception | None = None
 
     def data_plane(self, loaded: LoadedSolution) -> FakePlane:
         return FakePlane("data", self.log, self.data_fail)
@@ -61,6 +62,8 @@ class FakePlanes:
         return FakePlane("commands", self.log)
 
     async def solution_changed(self, loaded: LoadedSolution) -> None:
+        if self.seed_fail is not None:
+            raise self.seed_fail
         self.log.append("solution")
 
 
@@ -194,3 +197,21 @@ async def test_signal_during_a_pause_still_stops_every_plane() -> None:
     assert SlowStopPlane.stops == 1  # the half-stopped plane was stopped again, to the end
     assert planes.log[-1] == "commands:stop"
     assert states(changes)[-3:] == ["Pausing", "Stopping", "Stopped"]
+
+
+async def test_a_store_that_refuses_the_seed_fails_to_initialize_naming_it(running: Any) -> None:
+    """Seeding devices on a full disk: FailedToInitialize with the store's reason (was FatalError with
+    'internal error: TransientError(database busy after 5 attempts)'), at boot and on reload; start recovers."""
+    from runtime.core.errors import TransientError
+
+    rt, _, planes, changes, _ = running
+    planes.seed_fail = TransientError("disk full: /data/runtime.db cannot be written")
+    await rt.control(Verb.RELOAD)
+    await wait_for_state(rt, {S.FAILED_TO_INITIALIZE}, 5)
+    assert rt.snapshot().reason == "storage unavailable: disk full: /data/runtime.db cannot be written"
+    await rt.control(Verb.START)
+    await wait_for_state(rt, {S.FAILED_TO_INITIALIZE}, 5)
+    assert states(changes).count("FailedToInitialize") == 2  # the start booted again and failed again
+    planes.seed_fail = None  # space returned
+    await rt.control(Verb.START)
+    await wait_for_state(rt, {S.RUNNING}, 5)
