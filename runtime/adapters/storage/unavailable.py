@@ -98,7 +98,7 @@ class UnavailableStore:
     async def list_messages(self, limit: int = 100, device_id: str | None = None) -> list[dict[str, Any]]:
         raise self._unavailable()
 
-    async def list_deadletters(self, limit: int = 100) -> list[dict[str, Any]]:
+    async def list_deadletters(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         raise self._unavailable()
 
     async def get_deadletter(self, record_id: str) -> dict[str, Any] | None:
