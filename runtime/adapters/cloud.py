@@ -37,6 +37,7 @@ import orjson
 import structlog
 
 from runtime import __version__
+from runtime.adapters.storage.rows import redact_headers
 from runtime.core.backoff import Backoff
 from runtime.core.errors import Problem, SolutionError
 from runtime.core.lifecycle import InstanceState
@@ -347,7 +348,7 @@ def message_json(rec: MessageRecord) -> dict[str, Any]:
         "processingMs": rec.processing_ms, "kind": rec.kind.value,
     }
     if rec.status is PemStatus.FAILED:
-        out.update(topic=rec.topic, path=rec.path, headers=dict(rec.headers or {}),
+        out.update(topic=rec.topic, path=rec.path, headers=redact_headers(rec.headers or {}),  # stored in the outbox, sent on
                    payload=base64.b64encode(rec.payload).decode() if rec.payload is not None else None)
     if rec.detail:
         out["detail"] = rec.detail

@@ -331,3 +331,10 @@ async def test_closing_the_store_ends_its_threads(tmp_path: Path) -> None:
         await store.flush()
         assert len(sqlite_threads()) > len(before)  # the writer's, the reader's (and the checkpointer's)
     assert sqlite_threads() == before
+
+
+def test_cloud_dead_letters_carry_no_credentials_either() -> None:
+    from runtime.adapters.cloud import message_json
+
+    out = message_json(rec(1, failed=True, payload=b"x", headers={"Authorization": "Bearer abc", "x-trace": "t1"}))
+    assert out["headers"] == {"Authorization": "[redacted]", "x-trace": "t1"}
