@@ -120,6 +120,9 @@ class Daemon:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+                # the test then fails on the exit code; these lines say where the stop hung
+                print("daemon did not exit within 10 s of SIGTERM; its last lines:\n" + "\n".join(self.lines[-30:]),
+                      file=sys.stderr)
         if self._reader is not None:
             self._reader.join(timeout=5)
         if self.proc is not None and self.proc.stdout is not None:

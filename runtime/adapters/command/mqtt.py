@@ -268,13 +268,9 @@ class MqttCommandChannel:
         log.info("command_channel_connected", broker=str(self._url), client_id=self._client_id)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._publish_changes(client), name="command:mqtt:status")
-            this = asyncio.current_task()
             async for message in client.messages:
                 await self._on_message(client, message)
-                if this is not None and this.cancelling():
-                    # Python 3.11's asyncio.wait_for (aiomqtt's publish) drops a cancel that arrives as the
-                    # PUBACK does; the cancel is still counted, so honour it here
-                    raise asyncio.CancelledError
+                _raise_swallowed_cancel()
 
     # ------------------------------------------------------------------ status
     def _on_state_change(self, change: StateChange) -> None:
@@ -292,6 +288,7 @@ class MqttCommandChannel:
         while True:
             change = await self._pending.get()
             await self._publish_status(client, change)
+            _raise_swallowed_cancel()  # else a stop that lands on a PUBACK leaves this task waiting for ever
 
     async def _publish_status(self, client: aiomqtt.Client, change: StateChange) -> None:
         async with self._status_lock:
@@ -386,6 +383,14 @@ class MqttCommandChannel:
             return _error(request_id, "internal_error", f"{verb.value} failed"), False
         log.info("command_accepted", verb=verb.value, request_id=request_id, state=state.value)
         return {"requestId": request_id, "ok": True, "state": state.value}, True
+
+
+def _raise_swallowed_cancel() -> None:
+    """Python 3.11's asyncio.wait_for (under aiomqtt's publish) drops a cancel that arrives as the PUBACK does;
+    the cancel is still counted on the task, so honour it after each publish."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _error(request_id: RequestId, code: str, message: str) -> dict[str, Any]:
