@@ -42,7 +42,7 @@ def completed(msg: InboundMessage) -> MessageRecord:
 
 @asynccontextmanager
 async def serving(listener: RestListener, outcome: Outcome = completed,
-                  reply: bytes | None = None) -> AsyncIterator[tuple[str, Intake, list[InboundMessage]]]:
+                  reply: bytes | None = None, commits: bool = True) -> AsyncIterator[tuple[str, Intake, list[InboundMessage]]]:
     intake = Intake(100, Counters())
     seen: list[InboundMessage] = []
 
@@ -54,7 +54,10 @@ async def serving(listener: RestListener, outcome: Outcome = completed,
                     msg.reply.send(OutgoingMessage(message_key="ack", message_id="ack", device_id="d",
                                                    payload=reply, content_type="application/json"))
                 assert msg.done is not None
-                msg.done(outcome(msg))
+                record = outcome(msg)
+                msg.done(record)
+                if msg.ack is not None and record.status is not PemStatus.FAILED and commits:
+                    msg.ack()  # the store's commit
 
     await listener.start(intake)
     task = asyncio.create_task(worker())
@@ -151,3 +154,13 @@ async def test_port_in_use_is_a_bind_error_naming_the_listener() -> None:
             await listener.start(Intake(10, Counters()))
     assert info.value.key == "restin" and info.value.port == port
     assert listener.status()["state"] == "failed"
+
+
+async def test_a_message_whose_record_is_not_committed_gets_no_2xx() -> None:
+    """Issue 18: nothing is acknowledged that is not committed; a REST 2xx waits for the record's commit."""
+    listener = RestListener(config(keep_alive_to_send_reply_timeout_ms=300), host="127.0.0.1")
+    async with serving(listener, commits=False) as (url, _, seen):
+        code, body = await post(url + "/sensor/d1/motion", b'{"a": 1}')
+    assert len(seen) == 1
+    assert code == 503 and body["error"]["code"] == "not_stored"
+    assert listener.counters["notStored"] == 1

@@ -83,7 +83,7 @@ class RestListener(ListenerBase):
         self._http: HttpServer | None = None
         self._intake: Intake | None = None
         self.bound_port: int | None = None
-        self.counters = {"requests": 0, "refused": 0, "unauthorized": 0, "timedOut": 0}
+        self.counters = {"requests": 0, "refused": 0, "unauthorized": 0, "timedOut": 0, "notStored": 0}
         self._auth: BasicCredentials | None = None
         if not config.anonymous:
             pw = config.password.get_secret_value() if config.password else ""
@@ -127,11 +127,17 @@ class RestListener(ListenerBase):
                          401, {"WWW-Authenticate": f'Basic realm="{self.key}"'})
         body = await request.read()  # read already (and limited, timed) by the connection guard
         loop = asyncio.get_running_loop()
+        started = loop.time()
         finished: asyncio.Future[MessageRecord] = loop.create_future()
+        committed: asyncio.Future[None] = loop.create_future()
 
         def done(record: MessageRecord) -> None:
             if not finished.done():
                 finished.set_result(record)
+
+        def ack() -> None:  # the store calls it once the message's record is committed, never when it fails
+            if not committed.done():
+                committed.set_result(None)
 
         reply = _Reply() if self.config.keep_alive_to_send_reply else None
         msg = InboundMessage(
@@ -144,6 +150,7 @@ class RestListener(ListenerBase):
             from_address=request.remote,
             reply=reply,
             done=done,
+            ack=ack,
         )
         if not intake.offer(msg):
             self.counters["refused"] += 1
@@ -158,6 +165,12 @@ class RestListener(ListenerBase):
             code, _, detail = (record.error or "internal_error").partition(": ")
             return _json({"error": {"code": code, "message": detail or code, "stage": record.stage},
                           "messageId": msg.id}, status_for(record))
+        try:  # a 2xx only once the record is committed (like a QoS1 PUBACK): a full disk is no silent 200
+            await asyncio.wait_for(asyncio.shield(committed), max(0.0, self._timeout - (loop.time() - started)))
+        except TimeoutError:
+            self.counters["notStored"] += 1
+            return _json({"error": {"code": "not_stored", "message": "processed, but its record is not stored "
+                                    "(see /ready); send it again"}, "messageId": msg.id}, 503, {"Retry-After": "1"})
         if reply is not None and reply.out is not None:
             out = reply.out
             return web.Response(body=out.payload, status=200, content_type=_mime(out.content_type),
