@@ -338,3 +338,30 @@ def test_cloud_dead_letters_carry_no_credentials_either() -> None:
 
     out = message_json(rec(1, failed=True, payload=b"x", headers={"Authorization": "Bearer abc", "x-trace": "t1"}))
     assert out["headers"] == {"Authorization": "[redacted]", "x-trace": "t1"}
+
+
+async def test_a_wal_that_grew_shrinks_back_to_its_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18 item 9: the WAL is bounded (journal_size_limit). A reader that holds a snapshot lets the WAL
+    grow past the limit; once it is checkpointed and reset by the next write, the file is cut back."""
+    from runtime.adapters.storage import engine
+
+    limit = 64 * 1024
+    monkeypatch.setattr(engine, "JOURNAL_SIZE_LIMIT", limit)
+    db = tmp_path / "runtime.db"
+    async with SqliteStore.open(db) as store:
+        await store.upsert_device(Device("dev-first", "motion"))
+        reader = sqlite3.connect(db)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM devices").fetchall()  # a snapshot: no checkpoint can finish
+        for i in range(1000):
+            await store.upsert_device(Device(f"dev{i:05d}", "motion", name="x" * 200))
+        wal = Path(f"{db}-wal")
+        assert size(wal) > 4 * limit
+        reader.rollback()
+        reader.close()
+        with sqlite3.connect(db) as conn:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0
+        await store.upsert_device(Device("dev-last", "motion"))  # the writer resets the WAL: cut to the limit
+        assert size(wal) <= limit
+        assert len(await store.load_devices()) == 1002
