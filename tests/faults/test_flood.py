@@ -116,9 +116,10 @@ async def test_rest_listener_refuses_with_503_when_the_intake_is_full() -> None:
                 if len(intake) + lst.counters["refused"] >= 12:
                     break
                 await asyncio.sleep(0.01)
-            for msg in await intake.take(10):  # now answer the four that got in
-                assert msg.done is not None
+            for msg in await intake.take(10):  # now answer the four that got in, and commit them
+                assert msg.done is not None and msg.ack is not None
                 msg.done(_record(msg.id))
+                msg.ack()
             results = await asyncio.gather(*tasks)
     finally:
         await lst.stop()
