@@ -6,7 +6,7 @@ STAMP_RUN  := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: run test lint bench bench-quick clean mosquitto rabbitmq chromium
+.PHONY: run test lint bench bench-quick clean mosquitto rabbitmq chromium databases
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ chromium:
 	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
 	  echo "installing chromium and chromium-driver (Debian packages)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+# Debian's PostgreSQL and redis-server, installed when missing: the suite and the bench start their own
+# servers on free ports (initdb + pg_ctl in a temporary directory; redis-server --port N), never the machine's.
+databases:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && { command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; } || { \
+	  echo "installing postgresql and redis-server (Debian packages)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; }
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check runtime tests bench
@@ -48,14 +54,14 @@ lint: $(STAMP_TEST)
 	@if [ -f Dockerfile ]; then $(BIN)/hadolint Dockerfile; fi
 	@if [ -f entrypoint.sh ]; then $(BIN)/shellcheck entrypoint.sh; fi
 
-test: $(STAMP_TEST) mosquitto rabbitmq chromium lint
+test: $(STAMP_TEST) mosquitto rabbitmq chromium databases lint
 	$(BIN)/python -m pytest
 	@IMAGE_TEST_OPTIONAL=1 $(MAKE) --no-print-directory image-test
 
-bench: $(STAMP_TEST) mosquitto
+bench: $(STAMP_TEST) mosquitto databases
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-bench-quick: $(STAMP_TEST) mosquitto
+bench-quick: $(STAMP_TEST) mosquitto databases
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 clean:

@@ -24,15 +24,16 @@ from typing import Any
 
 from bench.harness import Bench, machine, rss_mb, rss_series_summary, run_baseline
 from bench.nodered import ensure_installed, run_nodered
+from bench.streams import run_datastream_phase
 from tests.support.mosquitto import Mosquitto
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GOALS = {"e2e_msgs_per_s": 10_000, "ratio_q0": 0.60, "p99_ms": 25.0, "rss_mb": 200.0}
+GOALS = {"e2e_msgs_per_s": 10_000, "ratio_q0": 0.60, "p99_ms": 25.0, "rss_mb": 200.0, "ratio_datastream": 0.80}
 
 PROFILES = {
     #          e2e QoS0   e2e QoS1  baseline  latency s  REST n  devices
-    "full": dict(n0=1_000_000, n1=200_000, nb=200_000, lat_s=30, rest_n=50_000, devices=1000),
-    "quick": dict(n0=60_000, n1=30_000, nb=60_000, lat_s=8, rest_n=10_000, devices=200),
+    "full": dict(n0=1_000_000, n1=200_000, nb=200_000, lat_s=30, rest_n=50_000, devices=1000, nds=200_000),
+    "quick": dict(n0=60_000, n1=30_000, nb=60_000, lat_s=8, rest_n=10_000, devices=200, nds=60_000),
 }
 
 
@@ -77,11 +78,15 @@ def main() -> int:
             code = bench.stop_daemon()
         if not args.no_fallback:
             res["fallback_q0"], res["fallback_q1"] = run_fallback(Path(tmp) / "fallback", broker, p, run)
+        try:  # issue 13: the same QoS0 flow with a PostgreSQL data stream written by every message
+            ds = run_datastream_phase(Path(tmp), broker, p["devices"], p["nds"], run + "ds")
+        except RuntimeError as exc:  # PostgreSQL not installed: `make bench` installs it
+            ds = {"skipped": str(exc)}
     res.update({
         "baseline_q0": b0, "baseline_q1": b1,
         "e2e_q0": {k: v for k, v in q0.items() if k != "rss"} | rss_series_summary(q0["rss"]),
         "e2e_q1": {k: v for k, v in q1.items() if k != "rss"},
-        "latency_q0": l0, "latency_q1": l1, "rest": rest,
+        "latency_q0": l0, "latency_q1": l1, "rest": rest, "datastream_q0": ds,
         "rss": {"start_mb": rss_start, "after_q0_mb": rss_after_q0, "end_mb": rss_end},
         "rss_samples_q0": [(c, round(mb, 1)) for _, c, mb in q0["rss"]],
         "final_counters": final, "daemon_exit": code, "seconds": round(time.time() - t0, 1),
@@ -107,6 +112,11 @@ def main() -> int:
         summary["fastpath_gain_q0"] = round(q0["msgs_per_s"] / f0["msgs_per_s"], 2) if f0["msgs_per_s"] else None
         summary["fallback_q1_msgs_per_s"] = round(f1["msgs_per_s"])
         summary["fastpath_gain_q1"] = round(q1["msgs_per_s"] / f1["msgs_per_s"], 2) if f1["msgs_per_s"] else None
+    if "msgs_per_s" in ds:
+        base = ds["without_stream_msgs_per_s"]
+        summary["datastream_msgs_per_s"] = round(ds["msgs_per_s"])
+        summary["datastream_without_msgs_per_s"] = round(base)
+        summary["ratio_datastream"] = round(ds["msgs_per_s"] / base, 3) if base else None
     nr = res.get("nodered_q0")
     if nr is not None and "msgs_per_s" in nr:
         summary["nodered_msgs_per_s"] = round(nr["msgs_per_s"])
@@ -174,6 +184,16 @@ def render_table(res: dict[str, Any], s: dict[str, Any]) -> str:
         rows.insert(7, ("  fallback QoS1 (fast path off)", f"{f1['msgs_per_s']:,.0f} msg/s",
                         f"{f1['committed']:,} of {f1['sent']:,}; refused {f1['refused']:,}",
                         f"fast path gain: {s['fastpath_gain_q1'] or 0:.2f}x"))
+    ds = res.get("datastream_q0") or {}
+    if "msgs_per_s" in ds:
+        rows.append(("end to end QoS0 + PostgreSQL stream", f"{ds['msgs_per_s']:,.0f} msg/s",
+                        f"{ds['rows']:,} rows of {ds['sent']:,}; refused {ds['refused']:,}; overflow {ds['overflow']}",
+                        ""))
+        rows.append(("  same without the stream, back to back", f"{ds['without_stream_msgs_per_s']:,.0f} msg/s",
+                        f"ratio {s['ratio_datastream']:.2f}",
+                        f">= 0.80: {_ok((s['ratio_datastream'] or 0) >= GOALS['ratio_datastream'])}"))
+    elif ds:
+        rows.append(("end to end QoS0 + PostgreSQL stream", "skipped", ds.get("skipped", "")[:60], ""))
     nr = res.get("nodered_q0")
     if nr is not None:
         if "msgs_per_s" in nr:

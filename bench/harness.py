@@ -121,11 +121,11 @@ class Bench:
         self.db: sqlite3.Connection | None = None
 
     # ------------------------------------------------------------------ daemon
-    def start_daemon(self, *extra: str, env: dict[str, str] | None = None) -> None:
+    def start_daemon(self, *extra: str, env: dict[str, str] | None = None, solution: Path = SOLUTION) -> None:
         data = self.workdir / "data"
         env = {"MQTT_HOST": self.broker.host, "MQTT_PORT": str(self.broker.port), "MQTT_CLIENT_ID": "bench-runtime",
                "NUVIOT_LOG_LEVEL": "warning", **(env or {})}
-        self.daemon = Daemon(data, "--solution", str(SOLUTION), "--listener-port", "restin=0",
+        self.daemon = Daemon(data, "--solution", str(solution), "--listener-port", "restin=0",
                              "--input-command-port", "0", *extra, env=env)
         self.daemon.start()
         self.daemon.wait_state("Running", timeout=30)
@@ -240,6 +240,7 @@ class Bench:
             "committed": count,
             "msgs_per_s": count / (end - start) if count and end > start else 0.0,
             "refused": delta.get("mqttin.refused", 0),
+            "first_received_at": start,
             "processed": delta.get("processed", 0),
             "failed": delta.get("failed", 0),
             "rss": poll.rss,

@@ -19,11 +19,13 @@ from pydantic import SecretStr
 
 from runtime import logsetup
 from runtime.adapters.cloud import CloudCheckedLoader, CloudConfig, CloudRecords, CloudSink
+from runtime.adapters.command.datastreams import routes as datastream_routes
 from runtime.adapters.command.http import AdminApi
 from runtime.adapters.storage.items import Limits
 from runtime.adapters.storage.sqlite import Retention, SqliteStore
 from runtime.adapters.storage.unavailable import UnavailableStore
 from runtime.core.errors import ListenerBindError, StorageError
+from runtime.adapters.streams import DataStreams, StreamsCollector
 from runtime.core.lifecycle import InstanceState as S
 from runtime.core.ports import StateChange
 from runtime.core.solution.enums import WorkingStorage
@@ -198,6 +200,9 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
             metrics.add_gauge("nuviot_cloud_quarantined", lambda: cloud.stats.quarantined)
             metrics.add_gauge("nuviot_cloud_refused", lambda: cloud.stats.dropped + store.outbox_refused_total)
             metrics.add_gauge("nuviot_cloud_delivery_failures", lambda: cloud.stats.failures)
+        datastreams = await stack.enter_async_context(
+            DataStreams(settings.data_dir, max_rows=settings.datastream_queue_max_rows))
+        metrics.registry.register(StreamsCollector(datastreams))
         devices = DeviceRegistry(store)
         await devices.load()
         metrics.add_gauge("nuviot_devices", lambda: len(devices))
@@ -222,7 +227,8 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
 
         loader = StorageCheckedLoader(CloudCheckedLoader(AppSolutionLoader(settings), settings), store)
         planes = AppPlanes(settings, store, devices, metrics,
-                           records=CloudRecords(store, cloud) if cloud is not None else None)
+                           records=CloudRecords(store, cloud) if cloud is not None else None,
+                           datastreams=datastreams)
         runtime = Runtime(loader, planes, on_transition=on_transition, stop_timeout=settings.stop_timeout)
         runtimes.append(runtime)
         planes.bind(runtime)
@@ -238,6 +244,7 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
                     "workingStorage": settings.effective_working_storage(doc).value,
                     **store.status(),
                 },
+                "dataStreams": datastreams.status(),
                 "adminPort": api.port,
                 "startedAt": iso(started_at),
             }
@@ -259,7 +266,8 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
             storage_fault=lambda: store.fault,
         )
         api = AdminApi(ops, token, host=settings.admin_host, port=settings.admin_port,
-                       limits=connection_limits(settings))
+                       limits=connection_limits(settings),
+                       extra_routes=[datastream_routes(datastreams)])
         try:
             await api.start()
         except ListenerBindError as exc:

@@ -25,6 +25,7 @@ from runtime.adapters.listeners.websocket import WebSocketListener
 from runtime.adapters.outbound.factory import build_transmitter
 from runtime.adapters.storage.sqlite import SqliteStore
 from runtime.adapters.storage.unavailable import UnavailableStore
+from runtime.adapters.streams import DataStreams
 from runtime.core.errors import CommandRefusedError, ListenerBindError
 from runtime.core.lifecycle import InstanceState
 from runtime.core.messages import InboundMessage, MessageKind
@@ -68,8 +69,10 @@ class CommandPlane:
         instance_id = s.effective_instance_id(doc)
         self.transmitters = {t.key: build_transmitter(t, instance_id=instance_id, counters=owner.metrics.counters)
                              for t in doc.transmitters if _used(doc, t.key)}
+        self.streams = (owner.datastreams.service_for(doc, drain_timeout=s.drain_timeout)
+                        if owner.datastreams is not None else None)
         self.dispatcher = Dispatcher(doc, owner.devices, owner.records, owner.metrics.counters,
-                                     build_engines(doc, loaded.scripts), self.transmitters)
+                                     build_engines(doc, loaded.scripts), self.transmitters, streams=self.streams)
         inst = doc.instance
         auth = None
         if not inst.input_command_anonymous:  # validation requires both; never fall back to open access
@@ -79,8 +82,12 @@ class CommandPlane:
                                          basic_auth=auth, limits=connection_limits(s),
                                          connection_counters=owner.metrics.counters.connection("inputcommands"))
         self._started: list[Any] = []
+        self._streams_started = False
 
     async def start(self) -> None:
+        if self.streams is not None:
+            await self.streams.start()  # a stream that cannot start: FailedToStart naming it
+            self._streams_started = True
         for t in self.transmitters.values():
             await t.start()
             self._started.append(t)
@@ -94,6 +101,9 @@ class CommandPlane:
         started, self._started = self._started, []
         await stop_together("transmitter", {t.key: functools.partial(t.stop, budget.left(drain)) for t in started},
                             budget.left(drain + 1.0))
+        if self._streams_started and self.streams is not None:  # after the transmitters: the last rows are queued
+            self._streams_started = False
+            await self.streams.stop()
 
     def status(self) -> dict[str, Any]:
         return {**self.server.status(), "transmitters": [t.status() for t in self.transmitters.values()]}
@@ -110,10 +120,12 @@ def _used(doc: Any, transmitter_key: str) -> bool:
 
 class AppPlanes:
     def __init__(self, settings: Settings, store: SqliteStore | UnavailableStore, devices: DeviceRegistry,
-                 metrics: RuntimeMetrics, records: RecordSink | None = None) -> None:
+                 metrics: RuntimeMetrics, records: RecordSink | None = None,
+                 datastreams: DataStreams | None = None) -> None:
         self.settings = settings
         self.store = store  # replay marks, checkpoints
         self.records: RecordSink = records if records is not None else store  # what the dispatcher records into
+        self.datastreams = datastreams
         self.devices = devices
         self.metrics = metrics
         self.runtime: Runtime | None = None

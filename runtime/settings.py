@@ -66,6 +66,7 @@ ENV: dict[str, str] = {
     # extensions (local storage bounds; docs/reliability.md)
     "NUVIOT_DEADLETTER_PAYLOAD_MAX_BYTES": "deadletter_payload_max_bytes",
     "NUVIOT_DEADLETTER_MAX_BYTES": "deadletter_max_bytes",
+    "NUVIOT_DATASTREAM_QUEUE_MAX_ROWS": "datastream_queue_max_rows",
 }
 
 
@@ -119,6 +120,7 @@ class Settings(BaseModel):
     # together are pruned to this many bytes (and 10,000 rows)
     deadletter_payload_max_bytes: int = Field(default=64 * 1024, ge=0)
     deadletter_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    datastream_queue_max_rows: int = Field(default=1_000_000, ge=1)  # per stream (docs/datastreams.md)
 
     @field_validator("listener_ports", mode="before")
     @classmethod

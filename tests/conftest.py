@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.leaks import Leaks, TrackingLoop
+from tests.support.databases import Postgres, Redis
 from tests.support.mosquitto import Mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +45,20 @@ def mqtt_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     if request.param == "fallback":
         monkeypatch.setattr("runtime.adapters.listeners.mqtt.fastpath_enabled", lambda wanted: False)
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """A PostgreSQL of the suite's own (initdb + pg_ctl on a free port); tests keep apart by table name."""
+    with Postgres(tmp_path_factory.mktemp("postgres")) as pg:
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    """A redis-server of the suite's own on a free port; tests keep apart by stream key."""
+    with Redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -40,10 +40,12 @@ from runtime.core.pipeline.workflow import (
 from runtime.core.scripting import WorkflowScripts
 from runtime.core.solution.enums import PipelineModuleType
 from runtime.core.solution.model import Route, SolutionDocument
+from runtime.core.streams import StreamRowError, StreamStep, build_row, step_values, stream_steps
 from runtime.core.system_messages import SYSTEM_PREFIXES
 from runtime.services.devices import DeviceRegistry
 from runtime.services.input_commands import InputCommandRefusedError
 from runtime.services.metrics import Counters
+from runtime.services.streams import StreamService
 from runtime.services.system_messages import SystemMessageHandler
 
 log = structlog.get_logger(__name__)
@@ -71,7 +73,7 @@ class RoutePlan:
     """What a route needs per message, worked out once per (dispatcher, route): its sentinels, and per
     workflow step (in step order) the module key and the translator's field -> input mappings."""
 
-    __slots__ = ("sentinels", "workflows")
+    __slots__ = ("sentinels", "streams", "workflows")
 
     def __init__(self, doc: SolutionDocument, route: Route) -> None:
         sentinels = []
@@ -85,6 +87,7 @@ class RoutePlan:
                 workflows.append((step.module, input_mappings(route, step.module)))
         self.sentinels = tuple(sentinels)
         self.workflows = tuple(workflows)
+        self.streams: tuple[StreamStep, ...] = stream_steps(route)
 
 
 class Dispatcher:
@@ -100,6 +103,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         system_messages: SystemMessageHandler | None = None,
         trace: Callable[[str, Any], None] | None = None,
+        streams: StreamService | None = None,
     ) -> None:
         self.doc = doc
         self._planner = doc.solution.planner
@@ -114,6 +118,7 @@ class Dispatcher:
         # The dry run's observer (services/dryrun.py): told each stage's result as the message passes it.
         # None on the data plane (one attribute test per stage).
         self._trace = trace
+        self._streams = streams
 
     def route_plan(self, route: Route) -> RoutePlan:
         """The route's plan, made on first use; a plan is only reused for the same route of the same document."""
@@ -149,6 +154,7 @@ class Dispatcher:
         status = PemStatus.COMPLETED
         error: str | None = None
         detail: dict[str, Any] | None = None
+        queued = False
         try:
             view = MessageView(msg.payload, topic=msg.topic, path=msg.path, method=msg.method, headers=msg.headers,
                                query=msg.query, received_at=msg.received_at)
@@ -172,7 +178,11 @@ class Dispatcher:
             if trace is not None:
                 trace("inputtranslator", (message_def, values))
             stage = "workflow"
-            warnings, logs, sent = self._run_workflows(msg, route, device, values, message_id, route_plan)
+            warnings, logs, sent, rows = self._run_workflows(msg, route, device, values, message_id, route_plan)
+            if rows or route_plan.streams:
+                stage = "datastream"
+                queued = self._write_streams(route_plan.streams, rows, device_id, msg.received_at, values,
+                                             warnings)
             if warnings:
                 status = PemStatus.COMPLETED_WITH_WARNINGS
             if warnings or logs or sent:
@@ -183,7 +193,46 @@ class Dispatcher:
         except Exception as exc:
             log.exception("stage_crashed", stage=stage, message=msg.id, listener=msg.listener)
             status, error = PemStatus.FAILED, f"internal_error: {type(exc).__name__}: {exc}"
-        return self._finish(msg, status, stage, error, device_id, message_id, started, detail)
+        return self._finish(msg, status, stage, error, device_id, message_id, started, detail, queued)
+
+    def _write_streams(self, steps: tuple[StreamStep, ...], scripted: list[tuple[str, str, dict[str, Any],
+                       dict[str, Any] | None]], device_id: str, at: float, values: dict[str, Any],
+                       warnings: list[str]) -> bool:
+        """The route's data-stream steps and the scripts' addToDataStream/updateDataStream: every row is
+        checked first (a bad one fails the message, naming stream and field), then all are queued."""
+        streams = self._streams
+        items: list[tuple[str, dict[str, Any]]] = []
+        if steps:
+            specs = streams.specs if streams is not None else {}
+            workflow_values: dict[str, Any] | None = None
+            for step in steps:
+                spec = specs.get(step.stream)
+                if spec is None:
+                    warnings.append(f"data stream {step.stream} is not running; row not written")
+                    continue
+                if step.by_name or step.from_workflow:
+                    if workflow_values is None:  # the attributes after the workflow
+                        device = self._devices.get(device_id)
+                        workflow_values = device.attributes if device is not None else {}
+                    fields = step_values(step, values, workflow_values, spec.names)
+                else:  # message field -> stream field key, checked when the solution was loaded
+                    fields = {dst: values[src] for src, dst in step.from_message if src in values}
+                items.append((step.stream, {"op": "add", "at": at,
+                                            "row": build_row(spec, device_id, at, fields, stamp=False)}))
+        for op, stream, fields, where in scripted:
+            if streams is None or stream not in streams:
+                raise StreamRowError(stream, None, "no such data stream in the solution")
+            if op == "update":
+                items.append((stream, streams.update_row(stream, device_id, at, fields, where)))
+            else:
+                items.append((stream, streams.row(stream, device_id, at, fields)))
+        queued = False
+        for stream, item in items:
+            if streams is not None and streams.put(stream, item):
+                queued = True
+            else:
+                warnings.append(f"data stream {stream}: queue full, row refused (counted)")
+        return queued
 
     def _run_workflows(
         self,
@@ -193,10 +242,11 @@ class Dispatcher:
         values: dict[str, Any],
         message_id: str,
         route_plan: RoutePlan | None = None,
-    ) -> tuple[list[str], list[str], list[str]]:
+    ) -> tuple[list[str], list[str], list[str], list[tuple[str, str, dict[str, Any], dict[str, Any] | None]]]:
         warnings: list[str] = []
         logs: list[str] = []
         sent: list[str] = []
+        rows: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = []
         working = device
         for module, mappings in (route_plan or self.route_plan(route)).workflows:
             engine = self._engines.get(module)
@@ -210,6 +260,8 @@ class Dispatcher:
                 warnings += result.warnings + [f"business rule {code}: {why}" for code, why in result.rule_failures]
             if result.logs:
                 logs += result.logs
+            if result.stream_writes:
+                rows += result.stream_writes
             if result.output_commands:
                 sent += self._transmit(route, device.device_id, result, module, msg, warnings, logs)
         working.last_seen = self._clock()
@@ -217,7 +269,7 @@ class Dispatcher:
         self._devices.state_changed(working)
         for line in logs:
             log.info("script_console", device_id=device.device_id, line=line[:1000])
-        return warnings, logs, sent
+        return warnings, logs, sent, rows
 
     def _apply(self, device: Device, result: WorkflowResult, *, owned: bool = False) -> Device:
         """A copy of ``device`` with the result applied. ``owned``: the result is not used afterwards (its
@@ -277,6 +329,7 @@ class Dispatcher:
         message_id: str | None,
         started: float,
         detail: dict[str, Any] | None,
+        queued: bool = False,
     ) -> MessageRecord:
         failed = status is PemStatus.FAILED
         if not failed and detail is None:  # the usual record: by position (keywords cost ~0.4 us), rest defaults
@@ -309,10 +362,22 @@ class Dispatcher:
                         stage=stage, error=(error or "")[:500])
         else:
             c.processed += 1
-        self._records.record_message(rec, msg.ack)
+        ack = msg.ack
+        if queued and ack is not None and self._streams is not None:  # acked once its stream rows are durable too
+            ack = self._ack_after_streams(ack)
+        self._records.record_message(rec, ack)
         if msg.done is not None:
             msg.done(rec)
         return rec
+
+    def _ack_after_streams(self, ack: Callable[[], None]) -> Callable[[], None]:
+        streams = self._streams
+        assert streams is not None
+
+        def committed() -> None:
+            streams.after_commit(ack)
+
+        return committed
 
     # ------------------------------------------------------------------ input commands
     def run_input_command(
@@ -380,6 +445,8 @@ class Dispatcher:
                 logs: list[str] = list(result.logs)
                 sent = self._transmit(route_obj, device_id, result, workflow, None, warnings, logs)
                 _refuse_oversized(updated)
+                if result.stream_writes:
+                    self._write_streams((), result.stream_writes, device_id, self._clock(), {}, warnings)
                 self._devices.state_changed(updated)
                 if warnings:
                     status = PemStatus.COMPLETED_WITH_WARNINGS

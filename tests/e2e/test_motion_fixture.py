@@ -123,3 +123,40 @@ def test_stopped_instance_refuses_input_commands(motion: tuple[Daemon, str, str]
     finally:
         d.request("POST", "/control/start")
         d.wait_state("Running")
+
+
+def test_datastream_step_writes_the_azure_table_stream_to_builtin_storage(motion: tuple[Daemon, str, str]) -> None:
+    """The hottub route's datastream step (input translator -> simpletable, temperature -> temperature)
+    writes a row per message; Azure Table cannot be reached from here, so built-in storage keeps it."""
+    d, _, _ = motion
+    rest = f"http://127.0.0.1:{d.request('GET', '/status')[1]['listeners'][0]['port']}"  # port 0: new after restart
+    assert d.request("PUT", "/devices/ht001", {"deviceConfiguration": "hottub", "name": "Tub"})[0] == 201
+    for temperature in (37.5, 38.25):
+        message = {"status": "ok", "setpoint": 38, "temperature": temperature, "heater": "on"}
+        code, body, _ = http("POST", f"{rest}/sensor/ht001/hottubmsg01", message, {"Content-Type": "application/json"})
+        assert code == 200, body
+    deadline = time.monotonic() + 10
+    while True:
+        rows = d.request("GET", "/datastreams/simpletable/records?deviceId=ht001&limit=2")[1]
+        if len(rows) == 2 and rows[0]["temperature"] == 38.25:
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.05)
+    assert [r["temperature"] for r in rows] == [38.25, 37.5]  # newest first
+    assert {r["deviceId"] for r in rows} == {"ht001"} and rows[0]["timeStamp"].endswith("Z")
+    streams = d.request("GET", "/datastreams")[1]
+    simple = next(s for s in streams if s["key"] == "simpletable")
+    assert simple["type"] == "builtin" and simple["streamType"] == "azuretablestorage"
+    assert simple["writtenToBuiltIn"] is True and simple["lastWriteAt"] is not None and simple["depth"] == 0
+    assert any(e.get("event") == "datastream_written_to_builtin" and e.get("stream") == "simpletable"
+               for e in d.json_lines())
+    assert d.request("GET", "/status")[1]["dataStreams"][0]["key"] == "simpletable"
+    buckets = d.request("GET", "/datastreams/simpletable/records?deviceId=ht001&bucket=1d")[1]
+    assert buckets[0]["count"] >= 2 and "temperature" in buckets[0]["averages"]
+    code, body = d.request("GET", "/datastreams/nosuch/records")
+    assert code == 404 and body["error"]["code"] == "unknown_datastream"
+    code, body = d.request("GET", "/datastreams/simpletable/records?bucket=1w")
+    assert code == 400 and body["error"]["code"] == "bad_bucket"
+    assert d.request("GET", "/datastreams", token=None)[0] == 401
+    metrics = http("GET", f"{d.base}/metrics")[1]
+    assert 'nuviot_datastream_depth{stream="simpletable",type="builtin"} 0.0' in metrics

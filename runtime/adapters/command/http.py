@@ -8,7 +8,7 @@ is the one table below.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -89,9 +89,11 @@ def _console_page(request: web.Request) -> bool:
 
 class AdminApi:
     def __init__(self, ops: Operations, token: SecretStr, *, host: str = "0.0.0.0", port: int = 8181,
-                 limits: ConnectionLimits | None = None) -> None:
+                 limits: ConnectionLimits | None = None,
+                 extra_routes: Sequence[Callable[[web.Application], None]] = ()) -> None:
         self._ops = ops
         self._limits = limits
+        self._extra_routes = tuple(extra_routes)  # route modules of other parts (data streams)
         self._token = token.get_secret_value().encode()
         self._host = host
         self._port = port
@@ -116,6 +118,8 @@ class AdminApi:
         r.add_get("/deadletters/{record_id}", self.deadletter)
         r.add_post("/deadletters/{record_id}/replay", self.replay)
         register_console(app, self._ops)  # GET /ui (+ static), GET /feed, POST /pipeline/test
+        for register in self._extra_routes:
+            register(app)
         return app
 
     async def start(self) -> int:

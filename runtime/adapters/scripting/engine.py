@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import quickjs
 
+from runtime.adapters.scripting import datastreams
 from runtime.core.errors import Problem, SolutionError
 from runtime.core.scripting import (
     POST_HANDLER,
@@ -97,6 +98,7 @@ class QuickJsWorkflowScripts:
         ctx.set_memory_limit(memory_limit_bytes)
         ctx.set_time_limit(_COMPILE_TIME_LIMIT_S)
         ctx.eval(_GLUE)
+        self._stream_calls = datastreams.install(ctx, (src for src, _ in hooks.values()))  # addToDataStream...
         ctx.get("__gSetup")(
             _dumps(
                 {"commands": {k: list(v) for k, v in (commands or {}).items()}, "machines": list(machines)}
@@ -234,6 +236,8 @@ class QuickJsSession:
         }
         s = self._scripts
         s._js("session", s._begin, _dumps(payload))
+        if s._stream_calls.used:
+            s._stream_calls.take()  # calls left by a hook that failed belong to no message
         s._active = self
         self._synced = state.version
 
@@ -244,6 +248,7 @@ class QuickJsSession:
         state_json = "" if state.version == self._synced else _dumps(_state_payload(state))
         raw = s._js(hook, s._call, hook, _dumps(list(args)), state_json)
         out = orjson.loads(raw)
+        stream_writes = s._stream_calls.take() if s._stream_calls.used else []
         if "x" in out:
             s._active = None
             s._fail(hook, out["x"])
@@ -265,6 +270,7 @@ class QuickJsSession:
             logs=out["o"],
             warnings=out["w"],
             state_changed=changed,
+            stream_writes=stream_writes,
         )
 
 

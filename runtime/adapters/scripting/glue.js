@@ -254,8 +254,8 @@ function __gUnsupported(name) {
   };
 }
 var __gUnsupportedNames = ["enqueuePEM", "enqueuePEMToParent", "enqueuePEMForDeviceConfig", "enqueuePEMToDeviceGroup",
-  "sendInstanceNotification", "sendDeviceConfigurationNotification", "sendDeviceNotification", "sendEmail", "sendSMS",
-  "addToDataStream", "updateDataStream"];
+  "sendInstanceNotification", "sendDeviceConfigurationNotification", "sendDeviceNotification", "sendEmail", "sendSMS"];
+// addToDataStream / updateDataStream: datastreams.js
 for (var __gi = 0; __gi < __gUnsupportedNames.length; __gi++) {
   __gFn(__gUnsupportedNames[__gi], __gUnsupported(__gUnsupportedNames[__gi]));
 }

@@ -78,6 +78,8 @@ class WorkflowResult:
     logs: list[str] = field(default_factory=list)  # logConsole lines, for the structured log
     warnings: list[str] = field(default_factory=list)
     rule_failures: list[tuple[str | None, str]] = field(default_factory=list)  # (error code, reason)
+    # the scripts' addToDataStream / updateDataStream calls: (op, stream key, values, filter)
+    stream_writes: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = field(default_factory=list)
     script_calls: int = 0  # hooks called (0 for a run that needed no script)
 
     def apply_to(self, device: Device) -> None:
@@ -367,6 +369,7 @@ class _Run:
         self.logs: list[str] = []
         self.warnings: list[str] = []
         self.rule_failures: list[tuple[str | None, str]] = []
+        self.stream_writes: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = []
         self.calls = 0
         self.events = 0
 
@@ -386,6 +389,8 @@ class _Run:
             raise StageError(STAGE, _ERROR_CODES[exc.kind], exc.detail) from exc
         self.logs.extend(effects.logs)
         self.warnings.extend(effects.warnings)
+        if effects.stream_writes:
+            self.stream_writes.extend(effects.stream_writes)
         if "attributes" in effects.state_changed:
             self._coerce_attributes()
         return effects
@@ -577,6 +582,7 @@ class _Run:
             logs=self.logs,
             warnings=self.warnings,
             rule_failures=self.rule_failures,
+            stream_writes=self.stream_writes,
             script_calls=self.calls,
         )
 

@@ -87,7 +87,10 @@ NOT_SUPPORTED = "PYRT2090"  # warning: a property of an export that nothing read
 NOT_RUN = "PYRT2091"  # warning: a property that is kept but not acted on (alarm states, mapping scripts, ...)
 INSTANCE_NOT_APPLIED = "PYRT2092"  # warning
 
+STREAM_UNREACHABLE = "PYRT2080"  # warning: a data-stream type not reachable here, written to built-in storage
+STREAM_INVALID = "PYRT2081"
+
 WARNING_CODES = frozenset(
     {SLN_NO_LISTENERS, SLN_NO_DEVICE_CONFIGS, STEP_NOT_RUN, UNMAPPED_OUTPUT_COMMAND, INSTANCE_NOT_APPLIED,
-     NOT_SUPPORTED, NOT_RUN}
+     NOT_SUPPORTED, NOT_RUN, STREAM_UNREACHABLE}
 )

@@ -322,16 +322,34 @@ class Transmitter(Entity):
 
 
 class DataStreamField(Entity):
-    field_name: Str | None = None
+    field_name: Str | None = None  # the column; the key when empty
     field_type: ParameterType = ParameterType.STRING
     is_required: Bool = False
+    min_value: Float | None = None
+    max_value: Float | None = None
+    number_decimal_point: Int | None = None  # decimals kept (rounded)
 
 
 class DataStream(Entity):
-    """NuvIoT DataStream (a secondary output of an input translator). Kept so routes load; not run here."""
+    """NuvIoT DataStream (docs/datastreams.md): where a route's Data Stream Writer step and the scripts'
+    ``addToDataStream`` write rows. Built-in, PostgreSQL and Redis run; other types write to built-in."""
 
-    stream_type: Str | None = None  # NuvIoT DataStreamTypes id, e.g. "azuretablestorage"
+    stream_type: Str | None = None  # NuvIoT DataStreamTypes id: "postgresql", "redis", "azuretablestorage"...
+    timestamp_field_name: Str = "timeStamp"
+    device_id_field_name: Str = "deviceId"
+    date_storage_format: Str | None = None  # "iso8601" (default) or "epoch" (NuvIoT spells it "expoch")
     fields: tuple[DataStreamField, ...] = ()
+    db_url: Str | None = None  # PostgreSQL: host[:port], or a postgresql:// URL
+    db_name: Str | None = None
+    db_schema: Str | None = None
+    db_user_name: Str | None = None
+    db_password: SecretStr | None = None
+    db_table_name: Str | None = None
+    db_validate_schema: Bool = False
+    auto_create_sql_table: Bool = False
+    create_table_ddl: Str | None = None
+    redis_server_uris: Str | None = None  # host[:port][,host[:port]...]
+    redis_password: SecretStr | None = None
 
 
 # --------------------------------------------------------------------------- routes and device configurations

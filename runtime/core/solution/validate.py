@@ -18,6 +18,7 @@ from runtime.core.solution.model import (
 from runtime.core.solution.validate_base import ValidationReport
 from runtime.core.solution.validate_intake import IntakeChecks
 from runtime.core.solution.validate_workflow import WorkflowChecks
+from runtime.core.streams import stream_problems
 
 __all__ = ["ValidationReport", "validate_document"]
 
@@ -59,6 +60,9 @@ class _Checker(IntakeChecks, WorkflowChecks):
         self.device_configurations()
         self.route_modules()
         self.devices()
+        errors, warnings = stream_problems(self.doc)  # data streams: runtime/core/streams.py
+        self.errors += errors
+        self.warnings += warnings
         return ValidationReport(tuple(self.errors), tuple(self.warnings))
 
     def libraries(self) -> None:
@@ -123,7 +127,7 @@ class _Checker(IntakeChecks, WorkflowChecks):
             elif step.type in _STEP_NOT_FOUND and self.doc.module_for(step) is None:
                 code, what = _STEP_NOT_FOUND[step.type]
                 self.err(f"{spath}.module", code, f"unknown {what} {step.module!r}")
-            if step.type not in _RUN_HERE:
+            if step.type not in _RUN_HERE and step.type is not PipelineModuleType.DATA_STREAM:
                 self.warn(
                     f"{spath}.type",
                     codes.STEP_NOT_RUN,

@@ -39,7 +39,7 @@ def test_validate_export_prints_warnings(motion_fixture_path: Path) -> None:
     out = io.StringIO()
     assert validate_main(str(motion_fixture_path), out=out) == 0
     lines = out.getvalue().splitlines()
-    assert any(": warning PYRT2050 " in line for line in lines)
+    assert any(": warning PYRT2080 data stream simpletable: type azuretablestorage" in line for line in lines)
     assert lines[-1].startswith(f"{motion_fixture_path}: ok (nuviot-export; solution motionhandler")
 
 

@@ -1,0 +1,112 @@
+"""The benchmark solution with data streams: every message also writes a row to a PostgreSQL stream
+(and, for the fault tests, to a Redis stream), mapped from the message's fields by the route's
+data-stream steps. Used by the bench's ``datastream`` phase and tests/faults/test_datastream_outage.py.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BASE = Path(__file__).resolve().parent / "solution.yaml"
+
+FIELDS = [
+    {"key": "seq", "name": "Seq", "fieldName": "seq", "fieldType": "string", "isRequired": True},
+    {"key": "temperature", "name": "Temperature", "fieldName": "temperature", "fieldType": "decimal",
+     "numberDecimalPoint": 2},
+    {"key": "humidity", "name": "Humidity", "fieldName": "humidity", "fieldType": "integer",
+     "minValue": 0, "maxValue": 100},
+]
+MAPPINGS = {"seq": "seq", "temperature": "temperature", "humidity": "humidity"}
+
+
+def streams_solution(out: Path, *, postgres: tuple[str, int] | None = None, redis: tuple[str, int] | None = None,
+                     table: str = "telemetry") -> Path:
+    """Write the benchmark solution plus a PostgreSQL stream ``pgtelemetry`` (table ``table``, created at
+    start and schema-checked) and/or a Redis stream ``redistelemetry`` to ``out``."""
+    tree: dict[str, Any] = yaml.safe_load(BASE.read_text())
+    tree["messages"][0]["fields"].append(
+        {"key": "seq", "name": "Seq", "searchLocation": "body", "jsonPath": "seq", "storageType": "string",
+         "parsedStringFieldType": "string"})
+    streams: list[dict[str, Any]] = []
+    if postgres is not None:
+        streams.append({
+            "key": "pgtelemetry", "name": "Telemetry (PostgreSQL)", "streamType": "postgresql",
+            "dbUrl": f"{postgres[0]}:{postgres[1]}", "dbName": "postgres", "dbUserName": "postgres",
+            "dbTableName": table, "autoCreateSqlTable": True, "dbValidateSchema": True,
+            "dateStorageFormat": "iso8601", "fields": copy.deepcopy(FIELDS)})
+    if redis is not None:
+        streams.append({
+            "key": "redistelemetry", "name": "Telemetry (Redis)", "streamType": "redis",
+            "redisServerUris": f"{redis[0]}:{redis[1]}", "dateStorageFormat": "epoch",
+            "fields": copy.deepcopy(FIELDS)})
+    tree["dataStreams"] = streams
+    route = tree["solution"]["deviceConfigurations"][0]["routes"][0]
+    translate = next(s for s in route["steps"] if s["id"] == "translate")
+    translate["secondary"] = [{"to": f"ds{s['key']}", "mappings": dict(MAPPINGS)} for s in streams]
+    route["steps"] += [{"id": f"ds{s['key']}", "type": "datastream", "module": s["key"]} for s in streams]
+    out.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return out
+
+
+def run_datastream_phase(workdir: Path, broker: Any, devices: int, n: int, run: str) -> dict[str, Any]:
+    """The ``datastream`` phase: QoS 0 at full speed through a fresh daemon on the plain benchmark solution,
+    then at once through a daemon on the streams solution with a PostgreSQL stream of the bench's own (initdb
+    on a free port): back to back, so both see the same machine (it is shared and its load moves). The
+    stream run's committed rate counts a message once its row is committed in PostgreSQL: rows / (last row
+    committed - first message received)."""
+    import asyncio
+    import time
+
+    import asyncpg
+
+    from bench.harness import Bench
+    from tests.support.databases import Postgres
+
+    plain = Bench(workdir / "ds-plain", broker, devices)
+    plain.start_daemon()
+    try:
+        without = plain.throughput(0, n, run + "p")
+    finally:
+        plain.stop_daemon()
+    with Postgres(workdir / "postgres") as pg:
+        solution = streams_solution(workdir / "streams-solution.yaml", postgres=(pg.host, pg.port))
+        bench = Bench(workdir / "ds", broker, devices)
+        bench.start_daemon(solution=solution)
+        try:
+            q0 = bench.throughput(0, n, run)
+
+            async def rows_until(expected: int, within: float) -> tuple[int, float]:
+                conn = await asyncpg.connect(pg.dsn)
+                try:
+                    deadline = time.monotonic() + within
+                    last, last_change = -1, time.time()
+                    while True:
+                        count = int(await conn.fetchval("SELECT count(*) FROM telemetry WHERE seq LIKE $1",
+                                                        f"{run}-%"))
+                        now = time.time()
+                        if count != last:
+                            last, last_change = count, now
+                        if count >= expected or time.monotonic() > deadline or now - last_change > 10:
+                            return count, last_change
+                        await asyncio.sleep(0.02)
+                finally:
+                    await conn.close()
+
+            rows, done_at = asyncio.run(rows_until(q0["committed"], 600))
+            status = bench.status()
+        finally:
+            code = bench.stop_daemon()
+    start = q0.get("first_received_at") or 0.0
+    stream = next((s for s in status.get("dataStreams", []) if s["key"] == "pgtelemetry"), {})
+    return {
+        "without_stream_msgs_per_s": without["msgs_per_s"],
+        "sent": q0["sent"], "committed": q0["committed"], "rows": rows,
+        "records_msgs_per_s": q0["msgs_per_s"],
+        "msgs_per_s": rows / (done_at - start) if rows and start and done_at > start else 0.0,
+        "refused": q0["refused"], "overflow": stream.get("overflow"), "failures": stream.get("failures"),
+        "daemon_exit": code,
+    }

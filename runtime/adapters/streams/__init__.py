@@ -1,0 +1,96 @@
+"""Data-stream adapters: the durable queue and one sink per stream type (docs/datastreams.md).
+
+``DataStreams`` is what the process keeps (the queue file and the built-in file, opened once by the
+composition root); each loaded solution gets its ``StreamService`` from it (``service_for``), which the
+command plane starts and stops. The admin API and ``/metrics`` read the current one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from runtime.adapters.streams.queue import StreamQueue
+from runtime.adapters.streams.sqlite import BuiltinDatabase, BuiltinSink
+from runtime.core.solution.model import SolutionDocument
+from runtime.core.streams import StreamKind, StreamSpec, specs_of
+from runtime.services.streams import StreamService
+
+QUEUE_FILE = "datastreams-queue.db"
+BUILTIN_FILE = "datastreams.db"
+
+
+def build_sinks(specs: Mapping[str, StreamSpec], builtin: BuiltinDatabase) -> dict[str, Any]:
+    """A sink per stream: PostgreSQL and Redis by their drivers (imported only when used), everything
+    else (built-in, and types not reachable here) in the built-in SQLite file."""
+    sinks: dict[str, Any] = {}
+    for key, spec in specs.items():
+        if spec.kind is StreamKind.POSTGRESQL:
+            from runtime.adapters.streams.postgres import PostgresSink
+
+            sinks[key] = PostgresSink(spec)
+        elif spec.kind is StreamKind.REDIS:
+            from runtime.adapters.streams.redis import RedisSink
+
+            sinks[key] = RedisSink(spec)
+        else:
+            sinks[key] = BuiltinSink(spec, builtin)
+    return sinks
+
+
+class DataStreams:
+    def __init__(self, data_dir: Path, *, max_rows: int = 200_000) -> None:
+        self.queue = StreamQueue(data_dir / QUEUE_FILE, max_rows=max_rows)
+        self.builtin = BuiltinDatabase(data_dir / BUILTIN_FILE)
+        self.current: StreamService | None = None
+
+    async def __aenter__(self) -> DataStreams:
+        await self.queue.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.queue.close()
+        await self.builtin.close()
+
+    def service_for(self, doc: SolutionDocument, *, drain_timeout: float = 5.0) -> StreamService:
+        specs = specs_of(doc)
+        self.current = StreamService(specs, build_sinks(specs, self.builtin), self.queue,
+                                     drain_timeout=drain_timeout)
+        return self.current
+
+    def status(self) -> list[dict[str, Any]]:
+        return self.current.status() if self.current is not None else []
+
+
+class StreamsCollector(Collector):
+    """Per-stream depth, rows written, overflow, write failures and last write time for ``/metrics``."""
+
+    def __init__(self, streams: DataStreams) -> None:
+        self._streams = streams
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        depth = GaugeMetricFamily("nuviot_datastream_depth", "Rows queued for the stream's database",
+                                  labels=["stream", "type"])
+        written = CounterMetricFamily("nuviot_datastream_written", "Rows committed to the stream's database",
+                                      labels=["stream", "type"])
+        overflow = CounterMetricFamily("nuviot_datastream_overflow", "Rows refused because the queue was full",
+                                       labels=["stream", "type"])
+        failures = CounterMetricFamily("nuviot_datastream_write_failures", "Failed batch writes (retried)",
+                                       labels=["stream", "type"])
+        last = GaugeMetricFamily("nuviot_datastream_last_write_timestamp_seconds",
+                                 "When the stream last committed rows (0: never)", labels=["stream", "type"])
+        error = GaugeMetricFamily("nuviot_datastream_error", "1 when the last write attempt failed",
+                                  labels=["stream", "type"])
+        for s in self._streams.current.status_raw() if self._streams.current is not None else ():
+            labels = [s["key"], s["type"]]
+            depth.add_metric(labels, s["depth"])
+            written.add_metric(labels, s["written"])
+            overflow.add_metric(labels, s["overflow"])
+            failures.add_metric(labels, s["failures"])
+            last.add_metric(labels, s["lastWriteAt"] or 0)
+            error.add_metric(labels, 1 if s["failing"] else 0)
+        yield from (depth, written, overflow, failures, last, error)

@@ -1,0 +1,297 @@
+"""PostgreSQL data streams (asyncpg): rows in batches with COPY, one transaction a batch.
+
+Connection settings come from the stream (Database Url as ``host[:port]`` or a ``postgresql://`` URL,
+Database Name, Schema, User, Password by reference); the password is never logged. At start: **Auto Create
+Table** creates the table from the fields (or runs the given DDL), then **Validate Schema** checks it:
+a missing table or column, or a column type that cannot hold its field, is ``StreamStartError`` (the
+instance goes to FailedToStart naming stream, table and column). A database that cannot be reached at
+start is not fatal: the rows wait in the durable queue and the checks run on the first connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import structlog
+
+from runtime.core.errors import TransientError
+from runtime.core.solution.enums import ParameterType
+from runtime.core.streams import (
+    StreamSpec,
+    StreamStartError,
+    columns,
+    parse_time,
+    pg_type_fits,
+    pg_type_of,
+    stamped,
+)
+
+log = structlog.get_logger(__name__)
+
+CONNECT_TIMEOUT = 5.0
+_TIME_TYPES = frozenset({"timestamp with time zone", "timestamp without time zone"})
+_INT_TYPES = frozenset({"smallint", "integer", "bigint"})
+_FLOAT_TYPES = frozenset({"real", "double precision"})
+_unreachable = (OSError, asyncio.TimeoutError, asyncpg.exceptions.CannotConnectNowError,
+                asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.InterfaceError)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def connect_args(spec: StreamSpec) -> dict[str, Any]:
+    s = spec.source
+    url = (s.db_url or "").strip()
+    args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT}
+    if "://" in url:
+        args["dsn"] = url
+    else:
+        host, _, port = url.partition(":")
+        args["host"] = host or "localhost"
+        if port:
+            args["port"] = int(port)
+    if s.db_name:
+        args["database"] = s.db_name
+    if s.db_user_name:
+        args["user"] = s.db_user_name
+    if s.db_password is not None:
+        args["password"] = s.db_password.get_secret_value()
+    return args
+
+
+def where_of(url: str | None) -> str:
+    """The database's address for logs and status: never the user or password."""
+    if not url:
+        return ""
+    if "://" in url:
+        parts = urlsplit(url)
+        return f"{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+    return url
+
+
+class PostgresSink:
+    def __init__(self, spec: StreamSpec) -> None:
+        self.spec = spec
+        self.schema = spec.source.db_schema or "public"
+        self.table = spec.table
+        self._conn: asyncpg.Connection | None = None
+        self._types: dict[str, str] = {}  # column -> data_type, read on each connection
+        self._conv: list[tuple[str, Any]] = []
+        self._time_from_at = False
+        self._fast = False
+        self._dev = spec.device_field
+        self._field_columns: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ connection and schema
+    async def start(self) -> None:
+        try:
+            await self._connection()
+        except StreamStartError:
+            raise
+        except TransientError as exc:
+            log.warning("datastream_database_unreachable_at_start", stream=self.spec.key,
+                        database=where_of(self.spec.source.db_url), error=str(exc))
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn
+        try:
+            conn = await asyncpg.connect(**connect_args(self.spec))
+        except asyncpg.exceptions.InvalidPasswordError as exc:
+            raise TransientError(f"PostgreSQL refused the credentials: {type(exc).__name__}") from None
+        except (*_unreachable, asyncpg.PostgresError) as exc:
+            raise TransientError(f"cannot reach PostgreSQL at {where_of(self.spec.source.db_url)}: "
+                                 f"{type(exc).__name__}: {exc}") from None
+        try:
+            await self._prepare(conn)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    async def _prepare(self, conn: asyncpg.Connection) -> None:
+        s = self.spec.source
+        if s.auto_create_sql_table:
+            ddl = s.create_table_ddl or self.create_table_sql()
+            try:
+                await conn.execute(ddl)
+            except asyncpg.PostgresError as exc:
+                raise StreamStartError(self.spec.key, f"table {self.schema}.{self.table}: Auto Create Table "
+                                       f"failed: {exc}") from None
+        types = await self._column_types(conn)
+        if s.db_validate_schema:
+            self.validate(types)
+        self._types = types
+        self._conv = [(c, self._converter(c)) for c, _ in columns(self.spec)]
+        self._time_from_at = types.get(self.spec.time_field, "") in _TIME_TYPES | _INT_TYPES
+        self._dev = self.spec.device_field
+        self._field_columns = tuple(f.column for f in self.spec.fields)
+        self._fast = (not self.spec.epoch and types.get(self.spec.time_field) == "timestamp with time zone"
+                      and types.get(self._dev) == "text"
+                      and all(types.get(f.column) == pg_type_of(self.spec, f) and f.type is not ParameterType.DATETIME
+                              for f in self.spec.fields))
+
+    async def _column_types(self, conn: asyncpg.Connection) -> dict[str, str]:
+        rows = await conn.fetch(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = $1 AND table_name = $2", self.schema, self.table)
+        return {r["column_name"]: r["data_type"] for r in rows}
+
+    def validate(self, types: dict[str, str]) -> None:
+        key, table = self.spec.key, f"{self.schema}.{self.table}"
+        if not types:
+            raise StreamStartError(key, f"table {table} does not exist (Validate Schema)")
+        for column, f in columns(self.spec):
+            found = types.get(column)
+            if found is None:
+                raise StreamStartError(key, f"table {table} has no column {column} (Validate Schema)")
+            if column == self.spec.device_field:
+                ok = found in ("text", "character varying", "character")
+            else:
+                ok = pg_type_fits(self.spec, f, found)
+            if not ok:
+                want = "text" if column == self.spec.device_field else pg_type_of(self.spec, f)
+                raise StreamStartError(key, f"table {table}, column {column}: type {found} cannot hold the "
+                                       f"field (expected {want} or compatible) (Validate Schema)")
+
+    def create_table_sql(self) -> str:
+        cols = ["id bigserial PRIMARY KEY", f"{_q(self.spec.device_field)} text NOT NULL",
+                f"{_q(self.spec.time_field)} {pg_type_of(self.spec, None)} NOT NULL"]
+        cols += [f"{_q(f.column)} {pg_type_of(self.spec, f)}" for f in self.spec.fields]
+        name = f"{_q(self.schema)}.{_q(self.table)}"
+        index = _q(f"{self.table}_device_time")
+        return (f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(cols)}); "
+                f"CREATE INDEX IF NOT EXISTS {index} ON {name} "
+                f"({_q(self.spec.device_field)}, {_q(self.spec.time_field)})")
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conn.close(), 2)
+            self._conn = None
+
+    # ------------------------------------------------------------------ writing
+    def _converter(self, column: str) -> Any:
+        """value -> what asyncpg's COPY wants for the column's actual type (read once per connection)."""
+        t = self._types.get(column, "text")
+        if t in _TIME_TYPES or (column == self.spec.time_field and t in _INT_TYPES):
+            return lambda v, c=column: self._value(c, v)
+        if t in _INT_TYPES:
+            return lambda v: None if v is None else int(v)
+        if t in _FLOAT_TYPES:
+            return lambda v: None if v is None else float(v)
+        if t in ("text", "character varying", "character"):
+            return lambda v: v if v is None or type(v) is str else str(v)
+        return lambda v, c=column: self._value(c, v)
+
+    def _record(self, op: dict[str, Any]) -> tuple[Any, ...]:
+        row = op["row"]
+        at = op.get("at")
+        if self._fast and at is not None:  # the table as Auto Create Table makes it: the row's types fit
+            return (row.get(self._dev), datetime.fromtimestamp(at, UTC), *map(row.get, self._field_columns))
+        if self.spec.time_field not in row and at is not None and not self._time_from_at:
+            row = stamped(self.spec, op)  # a text timestamp column
+        at = at if self._time_from_at else None
+        time_field = self.spec.time_field
+        return tuple(conv(at if c == time_field and at is not None else row.get(c)) for c, conv in self._conv)
+
+    def _value(self, column: str, value: Any) -> Any:
+        if value is None:
+            return None
+        t = self._types.get(column, "text")
+        if t in _TIME_TYPES:
+            at = parse_time(value)
+            return None if at is None else datetime.fromtimestamp(at, UTC).replace(
+                tzinfo=UTC if t == "timestamp with time zone" else None)
+        if t in _INT_TYPES:
+            return int(parse_time(value) or 0) if column == self.spec.time_field else int(value)
+        if t in _FLOAT_TYPES:
+            return float(value)
+        if t == "numeric":
+            return Decimal(str(value))
+        if t == "boolean":
+            return bool(value)
+        return value if isinstance(value, str) else str(value)
+
+    async def write(self, ops: list[dict[str, Any]]) -> None:
+        conn = await self._connection()
+        names = [c for c, _ in columns(self.spec)]
+        try:
+            async with conn.transaction():
+                adds: list[tuple[Any, ...]] = []
+                for op in ops:
+                    row = op["row"]
+                    if op["op"] == "add":
+                        adds.append(self._record(op))
+                        continue
+                    if adds:
+                        await self._copy(conn, names, adds)
+                        adds = []
+                    await self._update(conn, row, op.get("where") or {})
+                if adds:
+                    await self._copy(conn, names, adds)
+        except (*_unreachable, asyncpg.exceptions.AdminShutdownError,
+                asyncpg.exceptions.CannotConnectNowError) as exc:
+            await self.close()
+            raise TransientError(f"PostgreSQL at {where_of(self.spec.source.db_url)} went away: "
+                                 f"{type(exc).__name__}") from None
+        except asyncpg.PostgresError:
+            await self.close()  # re-read the schema on the next connection
+            raise
+
+    async def _copy(self, conn: asyncpg.Connection, names: list[str], records: list[tuple[Any, ...]]) -> None:
+        await conn.copy_records_to_table(self.table, records=records, columns=names, schema_name=self.schema)
+
+    async def _update(self, conn: asyncpg.Connection, row: dict[str, Any], where: dict[str, Any]) -> None:
+        if not row:
+            return
+        sets = list(row)
+        conds = list(where)
+        sql = (f"UPDATE {_q(self.schema)}.{_q(self.table)} SET "
+               + ", ".join(f"{_q(c)} = ${i + 1}" for i, c in enumerate(sets))
+               + (" WHERE " + " AND ".join(f"{_q(c)} = ${len(sets) + i + 1}" for i, c in enumerate(conds))
+                  if conds else ""))
+        await conn.execute(sql, *(self._value(c, row[c]) for c in sets), *(self._value(c, where[c]) for c in conds))
+
+    # ------------------------------------------------------------------ reading
+    async def read(self, device_id: str | None, start: float | None, end: float | None,
+                   limit: int) -> list[dict[str, Any]]:
+        conn = await self._connection()
+        dev, ts = _q(self.spec.device_field), _q(self.spec.time_field)
+        conds, args = [], []
+        if device_id is not None:
+            args.append(device_id)
+            conds.append(f"{dev} = ${len(args)}")
+        for bound, op in ((start, ">="), (end, "<=")):
+            if bound is not None:
+                args.append(self._value(self.spec.time_field, bound))
+                conds.append(f"{ts} {op} ${len(args)}")
+        args.append(limit)
+        names = ", ".join(_q(c) for c, _ in columns(self.spec))
+        sql = (f"SELECT {names} FROM {_q(self.schema)}.{_q(self.table)}"
+               + (" WHERE " + " AND ".join(conds) if conds else "")
+               + f" ORDER BY {ts} DESC LIMIT ${len(args)}")
+        try:
+            records = await conn.fetch(sql, *args)
+        except _unreachable as exc:
+            await self.close()
+            raise TransientError(f"PostgreSQL is not reachable: {type(exc).__name__}") from None
+        return [{k: self._out(k, v) for k, v in r.items()} for r in records]
+
+    def _out(self, column: str, value: Any) -> Any:
+        if isinstance(value, datetime):
+            at = (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+            return int(at) if self.spec.epoch else value.astimezone(UTC).isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z")
+        if isinstance(value, Decimal):
+            return float(value)
+        return value

@@ -1,0 +1,179 @@
+"""The durable per-stream queue: every data-stream row goes through it, in its own SQLite file
+(``DATA_DIR/datastreams-queue.db``, WAL), and leaves it only after its database committed it.
+
+``put`` never blocks: rows wait in memory until the flusher commits them (one transaction a batch, at
+once when rows are waiting); the callbacks given with them run after that commit (the message's ack).
+Each stream's queue is bounded (``max_rows``): a row past it is refused and counted, never silently lost.
+A drainer ``take``s the oldest rows of its stream and ``ack``s them once written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+import structlog
+
+log = structlog.get_logger(__name__)
+
+# One queue row is a chunk: the rows one flush had for one stream (``n`` of them, a JSON array), so a row
+# costs no SQLite row, no JSON call and no index entry of its own.
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS chunks (seq INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, "
+    "n INTEGER NOT NULL, body BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS chunks_stream_seq ON chunks(stream, seq)",
+)
+CHUNK = 1000
+COALESCE = 0.02  # seconds the flusher waits for more rows before a commit (unless a chunk is full)
+
+
+class StreamQueue:
+    def __init__(self, path: Path, *, max_rows: int = 200_000) -> None:
+        self.path = path
+        self.max_rows = max_rows
+        self._db: aiosqlite.Connection | None = None
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._callbacks: list[Callable[[], None]] = []
+        self._wake = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.committed: Counter[str] = Counter()  # rows in the file, per stream
+        self.pending: Counter[str] = Counter()  # rows waiting for the flusher, per stream
+        self.overflow: Counter[str] = Counter()  # rows refused because the stream's queue was full
+        self.listeners: list[Callable[[set[str]], None]] = []  # told which streams got rows, after a commit
+        self.last_error: str | None = None
+        self._flushing = False
+
+    async def open(self) -> StreamQueue:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"):
+            await self._db.execute(pragma)
+        for stmt in _SCHEMA:
+            await self._db.execute(stmt)
+        async with self._db.execute("SELECT stream, SUM(n) FROM chunks GROUP BY stream") as cur:
+            for stream, n in await cur.fetchall():
+                self.committed[stream] = n
+        self._task = asyncio.create_task(self._flusher(), name="datastreams:queue")
+        if self.committed:
+            log.info("datastream_queue_reopened", rows=dict(self.committed))
+        return self
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await self.flush()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def __aenter__(self) -> StreamQueue:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ writing
+    def depth(self, stream: str) -> int:
+        return self.committed[stream] + self.pending[stream]
+
+    def put(self, stream: str, item: dict[str, Any]) -> bool:
+        """Queue one operation (``{"op": "add"|"update", ...}``); False (counted) when the stream is full."""
+        if self.depth(stream) >= self.max_rows:
+            self.overflow[stream] += 1
+            if self.overflow[stream] in (1, 10, 100, 1000) or self.overflow[stream] % 10_000 == 0:
+                log.warning("datastream_queue_full", stream=stream, max_rows=self.max_rows,
+                            refused=self.overflow[stream])
+            return False
+        rows = self._pending.get(stream)
+        if rows is None:
+            self._pending[stream] = rows = []
+        rows.append(item)  # the caller hands it over: never changed afterwards
+        self.pending[stream] += 1
+        self._wake.set()
+        return True
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once what is queued now is committed to the file."""
+        if not self._pending:
+            callback()
+            return
+        self._callbacks.append(callback)
+
+    async def flush(self) -> None:
+        """Wait until what is queued now is committed."""
+        while self._pending or self._callbacks:
+            self._flushed.clear()
+            self._flushing = True
+            self._wake.set()
+            try:
+                await self._flushed.wait()
+            finally:
+                self._flushing = False
+
+    async def _flusher(self) -> None:
+        assert self._db is not None
+        while True:
+            await self._wake.wait()
+            if sum(self.pending.values()) < CHUNK and not self._flushing:
+                await asyncio.sleep(COALESCE)  # let rows gather: one transaction for many messages
+            self._wake.clear()
+            pending, self._pending = self._pending, {}
+            callbacks, self._callbacks = self._callbacks, []
+            if pending:
+                batch = [(stream, len(rows[i:i + CHUNK]), orjson.dumps(rows[i:i + CHUNK]))
+                         for stream, rows in pending.items() for i in range(0, len(rows), CHUNK)]
+                while True:
+                    try:
+                        await self._db.execute("BEGIN")
+                        await self._db.executemany("INSERT INTO chunks(stream, n, body) VALUES (?, ?, ?)", batch)
+                        await self._db.execute("COMMIT")
+                        break
+                    except Exception as exc:  # noqa: BLE001 - disk full, locked: keep the rows, try again
+                        self.last_error = f"{type(exc).__name__}: {exc}"
+                        log.error("datastream_queue_write_failed", error=self.last_error)
+                        with contextlib.suppress(Exception):
+                            await self._db.execute("ROLLBACK")
+                        await asyncio.sleep(0.5)
+                for stream, rows in pending.items():
+                    self.pending[stream] -= len(rows)
+                    self.committed[stream] += len(rows)
+                for listener in self.listeners:
+                    listener(set(pending))
+            for cb in callbacks:
+                try:
+                    cb()
+                except Exception as exc:  # noqa: BLE001 - one ack callback must not stop the others
+                    log.error("datastream_queue_callback_failed", error=repr(exc))
+            self._flushed.set()
+
+    # ------------------------------------------------------------------ draining
+    async def take(self, stream: str, limit: int) -> list[tuple[int, list[dict[str, Any]]]]:
+        """The oldest chunks of ``stream``, in order, about ``limit`` rows (at least one chunk)."""
+        assert self._db is not None
+        out: list[tuple[int, list[dict[str, Any]]]] = []
+        total = 0
+        async with self._db.execute(
+            "SELECT seq, n, body FROM chunks WHERE stream = ? ORDER BY seq LIMIT ?", (stream, max(1, limit // 10))
+        ) as cur:
+            for seq, n, body in await cur.fetchall():
+                if out and total + n > limit:
+                    break
+                out.append((seq, orjson.loads(body)))
+                total += n
+        return out
+
+    async def ack(self, stream: str, last_seq: int, count: int) -> None:
+        """The rows of ``stream`` up to chunk ``last_seq`` (``count`` of them) are in their database: drop them."""
+        assert self._db is not None
+        await self._db.execute("DELETE FROM chunks WHERE stream = ? AND seq <= ?", (stream, last_seq))
+        self.committed[stream] -= count

@@ -1,0 +1,244 @@
+"""Data streams at run time: rows in (route step, scripts), through the durable queue, out to each
+stream's database by one drainer task per stream, with retry and back-off. Over ports only.
+
+A row leaves the queue only after its sink committed it; while a database is away the drainer keeps the
+rows, records the error (``/status``, ``/metrics``) and retries with jittered back-off; the instance
+stays Running. ``status()`` is CONTRACT §9's ``GET /datastreams`` body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from runtime.core.errors import describe
+from runtime.core.streams import StreamSpec, build_row
+from runtime.core.timefmt import iso
+
+log = structlog.get_logger(__name__)
+
+BATCH = 2000
+RETRY_BASE = 0.25
+RETRY_CAP = 5.0
+COALESCE = 0.05  # seconds a drainer waits for more rows before a small batch
+
+
+class StreamSink(Protocol):
+    """One stream's database (adapters/streams)."""
+
+    async def start(self) -> None: ...  # schema check / creation; StreamStartError when it cannot run
+
+    async def write(self, ops: list[dict[str, Any]]) -> None: ...  # all committed, or raises
+
+    async def read(self, device_id: str | None, start: float | None, end: float | None,
+                   limit: int) -> list[dict[str, Any]]: ...  # newest first
+
+    async def close(self) -> None: ...
+
+
+class QueuePort(Protocol):
+    listeners: list[Callable[[set[str]], None]]
+    overflow: Mapping[str, int]
+
+    def depth(self, stream: str) -> int: ...
+
+    def put(self, stream: str, item: dict[str, Any]) -> bool: ...
+
+    def after_commit(self, callback: Callable[[], None]) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def take(self, stream: str, limit: int) -> list[tuple[int, list[dict[str, Any]]]]: ...  # chunks
+
+    async def ack(self, stream: str, last_seq: int, count: int) -> None: ...
+
+
+@dataclass
+class StreamState:
+    spec: StreamSpec
+    sink: StreamSink
+    wake: asyncio.Event
+    idle: asyncio.Event
+    written: int = 0
+    failures: int = 0
+    last_write_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    task: asyncio.Task[None] | None = None
+    stopping: bool = False
+
+
+class StreamService:
+    """The solution's streams. ``row``/``put`` are synchronous and never block (the dispatcher calls them
+    per message); ``start``/``stop`` run with the command plane."""
+
+    def __init__(self, specs: Mapping[str, StreamSpec], sinks: Mapping[str, StreamSink], queue: QueuePort, *,
+                 clock: Callable[[], float] = time.time, drain_timeout: float = 5.0) -> None:
+        self.specs = dict(specs)
+        self._queue = queue
+        self._clock = clock
+        self._drain_timeout = drain_timeout
+        self._states = {k: StreamState(specs[k], sinks[k], asyncio.Event(), asyncio.Event()) for k in specs}
+        self._listener = self._on_commit
+
+    def __contains__(self, stream: str) -> bool:
+        return stream in self.specs
+
+    # ------------------------------------------------------------------ rows in
+    def row(self, stream: str, device_id: str, at: float, values: Mapping[str, Any]) -> dict[str, Any]:
+        """A checked new row for ``put``; raises ``StreamRowError`` (a dead letter naming stream and field)."""
+        return {"op": "add", "row": build_row(self.specs[stream], device_id, at, values, stamp=False), "at": at}
+
+    def update_row(self, stream: str, device_id: str, at: float, values: Mapping[str, Any],
+                   where: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``updateDataStream``: set ``values`` on the rows matching ``where`` (column -> value; the
+        device's own rows when it is empty)."""
+        spec = self.specs[stream]
+        row = build_row(spec, device_id, at, values, partial=True)
+        return {"op": "update", "row": row, "where": dict(where or {}) or {spec.device_field: device_id}}
+
+    def put(self, stream: str, item: dict[str, Any]) -> bool:
+        """Queue a checked row; False (and counted) when the stream's queue is full."""
+        return self._queue.put(stream, item)
+
+    def add(self, stream: str, device_id: str, at: float, values: Mapping[str, Any]) -> bool:
+        return self.put(stream, self.row(stream, device_id, at, values))
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self._queue.after_commit(callback)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        try:
+            for st in self._states.values():
+                if st.spec.fallback:
+                    log.warning("datastream_written_to_builtin", stream=st.spec.key, type=st.spec.type_id,
+                                reason="this stream type cannot be reached from this runtime")
+                await st.sink.start()
+        except BaseException:
+            for st in self._states.values():
+                with contextlib.suppress(Exception):
+                    await st.sink.close()
+            raise
+        self._queue.listeners.append(self._listener)
+        for st in self._states.values():
+            st.wake.set()  # rows left from a previous run go first
+            st.task = asyncio.create_task(self._drain(st), name=f"datastream:{st.spec.key}")
+        if self._states:
+            log.info("datastreams_started",
+                     streams=[f"{s.spec.key}:{s.spec.kind.value}" for s in self._states.values()])
+
+    async def stop(self) -> None:
+        """Commit what is queued, give the drainers ``drain_timeout`` to deliver it (unless their database
+        is failing), then stop; what is left stays in the durable queue for the next start."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._queue.flush(), self._drain_timeout)
+        waits = []
+        for st in self._states.values():
+            st.stopping = True  # no more waiting for rows to gather
+            if st.task is not None and self._queue.depth(st.spec.key) and not self._failing(st):
+                st.idle.clear()  # set again at the end of the drainer's next pass
+                st.wake.set()
+                waits.append(st.idle.wait())
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), self._drain_timeout)
+        with contextlib.suppress(ValueError):
+            self._queue.listeners.remove(self._listener)
+        tasks = [st.task for st in self._states.values() if st.task is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for st in self._states.values():
+            st.task = None
+            with contextlib.suppress(Exception):
+                await st.sink.close()
+
+    def _on_commit(self, streams: set[str]) -> None:
+        for key in streams:
+            st = self._states.get(key)
+            if st is not None:
+                st.wake.set()
+
+    @staticmethod
+    def _failing(st: StreamState) -> bool:
+        return st.last_error_at is not None and (st.last_write_at or 0) < st.last_error_at
+
+    async def _drain(self, st: StreamState) -> None:
+        key = st.spec.key
+        attempt = 0
+        while True:
+            await st.wake.wait()
+            if self._queue.depth(key) < BATCH // 2 and not st.stopping:
+                await asyncio.sleep(COALESCE)  # let rows gather: one database transaction for many
+            st.wake.clear()
+            st.idle.clear()
+            while True:
+                chunks = await self._queue.take(key, BATCH)
+                if not chunks:
+                    break
+                items = [item for _, rows in chunks for item in rows]
+                try:
+                    await st.sink.write(items)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - any failure: keep the rows, retry
+                    attempt += 1
+                    st.failures += 1
+                    changed = st.last_error != describe(exc)
+                    st.last_error, st.last_error_at = describe(exc), self._clock()
+                    if changed or attempt % 50 == 0:
+                        log.warning("datastream_write_failed", stream=key, error=st.last_error,
+                                    queued=self._queue.depth(key), attempt=attempt)
+                    await asyncio.sleep(random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2 ** min(attempt, 10))))
+                    continue
+                await self._queue.ack(key, chunks[-1][0], len(items))
+                if attempt:
+                    log.info("datastream_write_resumed", stream=key, after_attempts=attempt)
+                    attempt = 0
+                st.written += len(items)
+                st.last_write_at = self._clock()
+            st.idle.set()
+
+    # ------------------------------------------------------------------ reading and status
+    async def read(self, stream: str, device_id: str | None, start: float | None, end: float | None,
+                   limit: int) -> list[dict[str, Any]]:
+        return await self._states[stream].sink.read(device_id, start, end, limit)
+
+    def status(self) -> list[dict[str, Any]]:
+        """CONTRACT §9: key, name, type, target, depth, lastWriteAt, lastError (and counts)."""
+        out = []
+        for raw in self.status_raw():
+            raw["lastWriteAt"] = iso(raw["lastWriteAt"])
+            raw["lastErrorAt"] = iso(raw["lastErrorAt"])
+            out.append(raw)
+        return out
+
+    def status_raw(self) -> list[dict[str, Any]]:
+        out = []
+        for st in self._states.values():
+            s = st.spec
+            out.append({
+                "key": s.key,
+                "name": s.name,
+                "type": s.kind.value,
+                "streamType": s.type_id,
+                "writtenToBuiltIn": s.fallback,
+                "target": s.target,
+                "depth": self._queue.depth(s.key),
+                "written": st.written,
+                "overflow": self._queue.overflow.get(s.key, 0),
+                "failures": st.failures,
+                "failing": self._failing(st),
+                "lastWriteAt": st.last_write_at,
+                "lastError": st.last_error,
+                "lastErrorAt": st.last_error_at,
+            })
+        return out

@@ -1,0 +1,227 @@
+"""Data streams against the real servers: built-in SQLite, the suite's own PostgreSQL and redis-server.
+
+Each test runs a ``StreamService`` over the durable queue and the stream's sink, as the command plane
+does, writes rows, and reads them back through the service (what ``GET /datastreams/{key}/records``
+serves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from runtime.adapters.streams import DataStreams
+from runtime.core.solution.model import DataStream, Instance, Planner, Solution, SolutionDocument
+from runtime.core.streams import StreamStartError, buckets, spec_of
+from runtime.services.streams import StreamService
+from tests.support.databases import Postgres, Redis
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+FIELDS = [
+    {"key": "temperature", "name": "Temperature", "fieldName": "temperature", "fieldType": "decimal",
+     "numberDecimalPoint": 1, "minValue": -40, "maxValue": 80},
+    {"key": "humidity", "name": "Humidity", "fieldName": "humidity", "fieldType": "integer"},
+    {"key": "mode", "name": "Mode", "fieldName": "mode", "fieldType": "string"},
+]
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def doc_with(*streams: dict[str, Any]) -> SolutionDocument:
+    return SolutionDocument(instance=Instance(), solution=Solution(key="s", name="s", planner=Planner(key="p")),
+                            data_streams=tuple(DataStream.model_validate(s) for s in streams))
+
+
+def pg_stream(pg: Postgres, table: str, **extra: Any) -> dict[str, Any]:
+    return {"key": "pg", "name": "PG", "streamType": "postgresql", "dbUrl": f"{pg.host}:{pg.port}",
+            "dbName": "postgres", "dbUserName": "postgres", "dbTableName": table, "fields": FIELDS, **extra}
+
+
+async def until(check: Callable[[], Any], within: float = 20.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    while not (got := check()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+    return got
+
+
+@pytest.fixture
+async def streams(tmp_path: Path) -> AsyncIterator[DataStreams]:
+    async with DataStreams(tmp_path / "data", max_rows=1000) as ds:
+        yield ds
+
+
+async def started(ds: DataStreams, *stream: dict[str, Any]) -> StreamService:
+    service = ds.service_for(doc_with(*stream), drain_timeout=5)
+    await service.start()
+    return service
+
+
+async def drained(service: StreamService, key: str) -> None:
+    await until(lambda: service.status_raw()[[s["key"] for s in service.status_raw()].index(key)]["depth"] == 0
+                and service.status_raw()[0]["written"] > 0)
+
+
+async def test_builtin_rows_newest_first_filtered_and_bucketed(streams: DataStreams) -> None:
+    service = await started(streams, {"key": "hist", "name": "History", "fields": FIELDS,
+                                      "dateStorageFormat": "iso8601"})
+    try:
+        for i in range(10):
+            service.add("hist", "dev1" if i % 2 == 0 else "dev2", T0 + i * 30, {"temperature": 20 + i,
+                                                                                "humidity": 40 + i})
+        await drained(service, "hist")
+        rows = await service.read("hist", "dev1", None, None, 100)
+        assert [r["temperature"] for r in rows] == [28.0, 26.0, 24.0, 22.0, 20.0]  # newest first
+        assert rows[0]["deviceId"] == "dev1" and rows[0]["timeStamp"] == "2026-01-01T00:04:00.000Z"
+        window = await service.read("hist", None, T0 + 60, T0 + 120, 2)
+        assert [r["temperature"] for r in window] == [24.0, 23.0]
+        spec = service.specs["hist"]
+        per_minute = buckets(spec, await service.read("hist", None, None, None, 1000), 60)
+        assert per_minute[0] == {"from": "2026-01-01T00:04:00.000Z", "to": "2026-01-01T00:05:00.000Z", "count": 2,
+                                 "averages": {"temperature": 28.5, "humidity": 48.5}}
+        assert [b["count"] for b in per_minute] == [2, 2, 2, 2, 2]
+        status = service.status()[0]
+        assert status["type"] == "builtin" and status["depth"] == 0 and status["written"] == 10
+        assert status["lastWriteAt"] is not None and status["lastError"] is None
+    finally:
+        await service.stop()
+
+
+async def test_other_types_are_written_to_builtin_storage(streams: DataStreams) -> None:
+    service = await started(streams, {"key": "simpletable", "name": "Simple Table",
+                                      "streamType": "azuretablestorage", "fields": FIELDS[:1]})
+    try:
+        service.add("simpletable", "dev1", T0, {"temperature": 21.25})
+        await drained(service, "simpletable")
+        assert await service.read("simpletable", "dev1", None, None, 10) == [
+            {"deviceId": "dev1", "timeStamp": "2026-01-01T00:00:00.000Z", "temperature": 21.2}]
+        st = service.status()[0]
+        assert st["writtenToBuiltIn"] is True and st["streamType"] == "azuretablestorage" and st["type"] == "builtin"
+    finally:
+        await service.stop()
+
+
+async def test_queue_is_bounded_and_overflow_is_counted(tmp_path: Path) -> None:
+    async with DataStreams(tmp_path / "data", max_rows=5) as ds:
+        doc = doc_with(pg_stream(Postgres(tmp_path, port=1), "nowhere"))  # nothing listens on port 1
+        service = ds.service_for(doc, drain_timeout=0.2)
+        await service.start()
+        try:
+            took = [service.add("pg", "d", T0 + i, {"temperature": 1}) for i in range(8)]
+            assert took == [True] * 5 + [False] * 3
+            await ds.queue.flush()
+            st = service.status()[0]
+            assert st["depth"] == 5 and st["overflow"] == 3
+            await until(lambda: service.status()[0]["lastError"])
+            assert "cannot reach PostgreSQL" in service.status()[0]["lastError"]
+        finally:
+            await service.stop()
+
+
+async def test_postgres_auto_create_copy_read_and_update(streams: DataStreams, postgres: Postgres) -> None:
+    table = f"t_{uuid.uuid4().hex[:10]}"
+    service = await started(streams, pg_stream(postgres, table, autoCreateSqlTable=True, dbValidateSchema=True))
+    try:
+        for i in range(300):
+            service.add("pg", f"dev{i % 3}", T0 + i, {"temperature": 20.04 + i / 10, "humidity": i, "mode": "a"})
+        await drained(service, "pg")
+        conn = await asyncpg.connect(postgres.dsn)
+        try:
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 300
+            types = dict(await conn.fetch("SELECT column_name, data_type FROM information_schema.columns "
+                                          "WHERE table_name = $1", table))
+            assert types["timeStamp"] == "timestamp with time zone" and types["temperature"] == "double precision"
+        finally:
+            await conn.close()
+        rows = await service.read("pg", "dev0", T0 + 100, None, 3)
+        assert [r["humidity"] for r in rows] == [297, 294, 291]
+        assert rows[0] == {"deviceId": "dev0", "timeStamp": "2026-01-01T00:04:57.000Z", "temperature": 49.7,
+                           "humidity": 297, "mode": "a"}
+        service.put("pg", service.update_row("pg", "dev0", T0, {"mode": "b"}, {"deviceId": "dev0"}))
+        await until(lambda: service.status()[0]["depth"] == 0)
+        await until(lambda: service.status()[0]["written"] == 301)
+        modes = {r["mode"] for r in await service.read("pg", "dev0", None, None, 1000)}
+        assert modes == {"b"}
+        assert {r["mode"] for r in await service.read("pg", "dev1", None, None, 1000)} == {"a"}
+    finally:
+        await service.stop()
+
+
+@pytest.mark.parametrize(("ddl", "problem"), [
+    (None, "table public.{t} does not exist"),
+    ('CREATE TABLE {t} ("deviceId" text, "timeStamp" timestamptz, temperature float8, humidity int)',
+     "table public.{t} has no column mode"),
+    ('CREATE TABLE {t} ("deviceId" text, "timeStamp" timestamptz, temperature text, humidity int, mode text)',
+     "table public.{t}, column temperature: type text cannot hold the field"),
+])
+async def test_postgres_validate_schema_names_stream_table_and_column(
+    streams: DataStreams, postgres: Postgres, ddl: str | None, problem: str
+) -> None:
+    table = f"t_{uuid.uuid4().hex[:10]}"
+    if ddl:
+        conn = await asyncpg.connect(postgres.dsn)
+        await conn.execute(ddl.format(t=table))
+        await conn.close()
+    service = streams.service_for(doc_with(pg_stream(postgres, table, dbValidateSchema=True)))
+    with pytest.raises(StreamStartError) as info:
+        await service.start()
+    assert str(info.value).startswith("data stream pg cannot start: ")
+    assert problem.format(t=table) in str(info.value)
+    await service.stop()
+
+
+async def test_postgres_password_by_reference_is_never_in_status(streams: DataStreams, postgres: Postgres) -> None:
+    spec = spec_of(DataStream.model_validate(pg_stream(postgres, "x", dbPassword="s3cret-value")))
+    service = streams.service_for(doc_with(pg_stream(postgres, "x", dbPassword="s3cret-value")))
+    assert "s3cret-value" not in repr(spec) and "s3cret-value" not in str(service.status())
+
+
+async def test_redis_keeps_one_record_per_device(streams: DataStreams, redis_server: Redis) -> None:
+    key = f"r{uuid.uuid4().hex[:8]}"
+    service = await started(streams, {"key": key, "name": "Latest", "streamType": "redis",
+                                      "redisServerUris": f"{redis_server.host}:{redis_server.port}",
+                                      "dateStorageFormat": "epoch", "fields": FIELDS})
+    try:
+        for i in range(50):
+            service.add(key, f"dev{i % 5}", T0 + i, {"temperature": i, "humidity": 2 * i})
+        await drained(service, key)
+        one = await service.read(key, "dev3", None, None, 10)
+        assert one == [{"deviceId": "dev3", "timeStamp": int(T0) + 48, "temperature": 48.0, "humidity": 96,
+                        "mode": None}]
+        every = await service.read(key, None, None, None, 10)
+        assert [r["deviceId"] for r in every] == ["dev4", "dev3", "dev2", "dev1", "dev0"]  # newest first
+        service.put(key, service.update_row(key, "dev3", T0, {"mode": "off"}, None))
+        await until(lambda: service.status()[0]["written"] == 51)
+        assert (await service.read(key, "dev3", None, None, 1))[0]["mode"] == "off"
+        assert buckets(service.specs[key], every, 3600)[0]["count"] == 5
+    finally:
+        await service.stop()
+
+
+async def test_rows_queued_while_the_database_is_away_survive_a_restart(tmp_path: Path, postgres: Postgres) -> None:
+    table = f"t_{uuid.uuid4().hex[:10]}"
+    away = pg_stream(Postgres(tmp_path / "none", port=1), table)  # nothing listens on port 1
+    async with DataStreams(tmp_path / "data") as ds:
+        service = ds.service_for(doc_with(away), drain_timeout=0.2)
+        await service.start()
+        for i in range(250):
+            service.add("pg", "dev1", T0 + i, {"temperature": i / 10})
+        await until(lambda: service.status()[0]["lastError"])
+        await service.stop()
+        assert service.status()[0]["depth"] == 250
+    async with DataStreams(tmp_path / "data") as ds:  # the process starts again; the database is back
+        service = await started(ds, pg_stream(postgres, table, autoCreateSqlTable=True))
+        try:
+            assert service.status()[0]["depth"] == 250  # reopened from the file
+            await until(lambda: service.status()[0]["written"] == 250 and service.status()[0]["depth"] == 0)
+            rows = await service.read("pg", "dev1", None, None, 1000)
+            assert len(rows) == 250 and rows[0]["temperature"] == 24.9 and rows[-1]["temperature"] == 0.0
+        finally:
+            await service.stop()

@@ -1,0 +1,115 @@
+"""Data-stream rows (runtime/core/streams.py): the stream's field definitions decide what a row may hold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from runtime.core.solution.model import DataStream, Instance, Planner, Route, Solution, SolutionDocument
+from runtime.core.streams import (
+    StreamKind,
+    StreamRowError,
+    build_row,
+    parse_bucket,
+    spec_of,
+    step_values,
+    stream_problems,
+    stream_steps,
+)
+
+T0 = 1_767_225_600.5  # 2026-01-01T00:00:00.500Z
+
+
+def stream(**extra: Any) -> DataStream:
+    return DataStream.model_validate({
+        "key": "hist", "name": "History",
+        "fields": [
+            {"key": "temp", "name": "Temperature", "fieldName": "temperature", "fieldType": "decimal",
+             "isRequired": True, "minValue": -40, "maxValue": 80, "numberDecimalPoint": 1},
+            {"key": "count", "name": "Count", "fieldName": "count", "fieldType": "integer"},
+            {"key": "on", "name": "On", "fieldName": "isOn", "fieldType": "true-false"},
+        ], **extra})
+
+
+def test_row_carries_device_id_and_timestamp_under_the_streams_names() -> None:
+    spec = spec_of(stream(deviceIdFieldName="sensorId", timestampFieldName="readAt"))
+    assert build_row(spec, "dev1", T0, {"temp": 21.26, "count": "7", "on": "true"}) == {
+        "sensorId": "dev1", "readAt": "2026-01-01T00:00:00.500Z", "temperature": 21.3, "count": 7, "isOn": True}
+
+
+def test_epoch_date_storage_format_stores_whole_seconds() -> None:
+    spec = spec_of(stream(dateStorageFormat="expoch"))  # NuvIoT's own id for epoch
+    assert build_row(spec, "d", T0, {"temperature": 1})["timeStamp"] == 1_767_225_600
+
+
+@pytest.mark.parametrize(("values", "field", "why"), [
+    ({"count": 1}, "temperature", "is required"),
+    ({"temp": -41}, "temperature", "below the minimum -40"),
+    ({"temp": 80.5}, "temperature", "above the maximum 80"),
+    ({"temp": "warm"}, "temperature", "is not a number"),
+    ({"temp": 1, "count": 1.5}, "count", "not a whole number"),
+    ({"temp": 1, "on": "maybe"}, "isOn", "not true or false"),
+    ({"temp": 1, "colour": "red"}, "colour", "the stream has no such field"),
+])
+def test_a_row_breaking_the_field_definitions_names_stream_and_field(values: dict, field: str, why: str) -> None:
+    with pytest.raises(StreamRowError) as info:
+        build_row(spec_of(stream()), "d", T0, values)
+    assert info.value.stage == "datastream" and info.value.code == "datastream_row_invalid"
+    assert info.value.detail.startswith(f"data stream hist, field {field}: ")
+    assert why in info.value.detail
+
+
+def test_update_rows_carry_only_the_given_fields() -> None:
+    assert build_row(spec_of(stream()), "d", T0, {"count": 3}, partial=True) == {"count": 3}
+
+
+@pytest.mark.parametrize(("type_id", "kind", "fallback"), [
+    (None, StreamKind.BUILTIN, False), ("postgresql", StreamKind.POSTGRESQL, False),
+    ("redis", StreamKind.REDIS, False), ("azuretablestorage", StreamKind.BUILTIN, True),
+    ("sqlserver", StreamKind.BUILTIN, True),
+])
+def test_stream_types(type_id: str | None, kind: StreamKind, fallback: bool) -> None:
+    spec = spec_of(stream(streamType=type_id))
+    assert (spec.kind, spec.fallback) == (kind, fallback)
+
+
+def test_route_mappings_from_message_and_workflow_and_by_name() -> None:
+    route = Route.model_validate({"key": "r", "name": "r", "messageDefinition": "m", "steps": [
+        {"id": "t", "type": "inputtranslator", "module": "mt", "next": {"to": "w", "mappings": {"a": "a"}},
+         "secondary": [{"to": "s1", "mappings": {"temperature": "temp"}}]},
+        {"id": "w", "type": "workflow", "module": "wf", "secondary": [{"to": "s1", "mappings": {"level": "count"}}]},
+        {"id": "s1", "type": "datastream", "module": "hist"},
+        {"id": "s2", "type": "datastream", "module": "other"},
+    ]})
+    first, second = stream_steps(route)
+    assert first.stream == "hist" and not first.by_name
+    assert step_values(first, {"temperature": 20.5, "x": 1}, {"level": 3}) == {"temp": 20.5, "count": 3}
+    assert second.stream == "other" and second.by_name
+    names = frozenset({"temp", "count", "temperature"})
+    assert step_values(second, {"temp": 1, "seq": "x"}, {"count": 2, "other": 3}, names) == {"temp": 1, "count": 2}
+
+
+def test_validation_warns_for_unreachable_types_and_refuses_bad_settings() -> None:
+    doc = SolutionDocument(
+        instance=Instance(), solution=Solution(key="s", name="s", planner=Planner(key="p")),
+        data_streams=(stream(key="simpletable", streamType="azuretablestorage"),
+                      stream(key="pg", streamType="postgresql", dbTableName="bad-name"),
+                      stream(key="rd", streamType="redis")))
+    errors, warnings = stream_problems(doc)
+    assert [(w.path, w.code) for w in warnings] == [("dataStreams[0].streamType", "PYRT2080")]
+    assert "simpletable" in warnings[0].message and "built-in storage" in warnings[0].message
+    assert {(e.path, e.code) for e in errors} == {
+        ("dataStreams[1].dbUrl", "PYRT2081"), ("dataStreams[1].dbTableName", "PYRT2081"),
+        ("dataStreams[2].redisServerUris", "PYRT2081")}
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("60s", 60), ("5m", 300), ("1h", 3600), ("1d", 86400), ("15", 15)])
+def test_bucket_sizes(text: str, seconds: int) -> None:
+    assert parse_bucket(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0s", "1w", "-5s", "32d"])
+def test_bad_bucket_sizes(text: str) -> None:
+    with pytest.raises(ValueError, match="bucket must"):
+        parse_bucket(text)
