@@ -24,8 +24,8 @@ from runtime.adapters.command.http import AdminApi
 from runtime.adapters.storage.items import Limits
 from runtime.adapters.storage.sqlite import Retention, SqliteStore
 from runtime.adapters.storage.unavailable import UnavailableStore
-from runtime.core.errors import ListenerBindError, StorageError
 from runtime.adapters.streams import DataStreams, StreamsCollector
+from runtime.core.errors import ListenerBindError, StorageError
 from runtime.core.lifecycle import InstanceState as S
 from runtime.core.ports import StateChange
 from runtime.core.solution.enums import WorkingStorage

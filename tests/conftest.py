@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.leaks import Leaks, TrackingLoop
 from tests.support.databases import Postgres, Redis
+from tests.support.leaks import Leaks, TrackingLoop
 from tests.support.mosquitto import Mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
