@@ -7,18 +7,22 @@ command plane starts and stops. The admin API and ``/metrics`` read the current 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from runtime.adapters.streams.queue import StreamQueue
 from runtime.adapters.streams.sqlite import BuiltinDatabase, BuiltinSink
 from runtime.core.solution.model import SolutionDocument
-from runtime.core.streams import StreamKind, StreamSpec, specs_of
+from runtime.core.streams import StreamKind, StreamSpec, StreamStartError, specs_of
 from runtime.services.streams import StreamService
+
+log = structlog.get_logger(__name__)
 
 QUEUE_FILE = "datastreams-queue.db"
 BUILTIN_FILE = "datastreams.db"
@@ -47,9 +51,14 @@ class DataStreams:
         self.queue = StreamQueue(data_dir / QUEUE_FILE, max_rows=max_rows)
         self.builtin = BuiltinDatabase(data_dir / BUILTIN_FILE)
         self.current: StreamService | None = None
+        self.unavailable: str | None = None
 
     async def __aenter__(self) -> DataStreams:
-        await self.queue.open()
+        try:
+            await self.queue.open()
+        except (OSError, sqlite3.Error) as exc:  # the data dir is unusable: the store reports it; streams wait
+            self.unavailable = f"{self.queue.path}: {exc}"
+            log.error("datastream_queue_unavailable", path=str(self.queue.path), error=str(exc))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -58,6 +67,8 @@ class DataStreams:
 
     def service_for(self, doc: SolutionDocument, *, drain_timeout: float = 5.0) -> StreamService:
         specs = specs_of(doc)
+        if self.unavailable is not None and specs:
+            raise StreamStartError(next(iter(specs)), f"the data-stream queue cannot be opened: {self.unavailable}")
         self.current = StreamService(specs, build_sinks(specs, self.builtin), self.queue,
                                      drain_timeout=drain_timeout)
         return self.current
