@@ -103,7 +103,7 @@ class CommandPlane:
                             budget.left(drain + 1.0))
         if self._streams_started and self.streams is not None:  # after the transmitters: the last rows are queued
             self._streams_started = False
-            await self.streams.stop()
+            await self.streams.stop(budget.left(drain))
 
     def status(self) -> dict[str, Any]:
         return {**self.server.status(), "transmitters": [t.status() for t in self.transmitters.values()]}

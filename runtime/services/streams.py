@@ -135,11 +135,12 @@ class StreamService:
             log.info("datastreams_started",
                      streams=[f"{s.spec.key}:{s.spec.kind.value}" for s in self._states.values()])
 
-    async def stop(self) -> None:
-        """Commit what is queued, give the drainers ``drain_timeout`` to deliver it (unless their database
-        is failing), then stop; what is left stays in the durable queue for the next start."""
+    async def stop(self, budget: float | None = None) -> None:
+        """Commit what is queued, give the drainers ``drain_timeout`` (or ``budget``, what the caller has left) to
+        deliver it unless their database is failing, then stop; what is left stays in the durable queue."""
+        budget = self._drain_timeout if budget is None else max(0.0, min(budget, self._drain_timeout))
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._queue.flush(), self._drain_timeout)
+            await asyncio.wait_for(self._queue.flush(), max(budget, 1.0))  # the queue's own commit: always
         waits = []
         for st in self._states.values():
             st.stopping = True  # no more waiting for rows to gather
@@ -149,7 +150,7 @@ class StreamService:
                 waits.append(st.idle.wait())
         if waits:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*waits), self._drain_timeout)
+                await asyncio.wait_for(asyncio.gather(*waits), budget)
         with contextlib.suppress(ValueError):
             self._queue.listeners.remove(self._listener)
         tasks = [st.task for st in self._states.values() if st.task is not None]
