@@ -128,6 +128,10 @@ def _describe(stage: str, output: dict[str, Any]) -> list[str]:
             for cmd in wf["outputCommands"]:
                 lines.append(f"{wf['workflow']}: output command {cmd['key']} {_value(cmd['fields'])}")
         return lines or ["no change"]
+    if stage == "datastream":
+        return [f"would {'update' if w['op'] == 'update' else 'add'} a row of data stream {w['stream']}: "
+                f"{_value(w['row'])}" + (f" where {_value(w['where'])}" if "where" in w else "")
+                for w in output["wouldWrite"]]
     if stage == "outputtranslator":
         return [f"{m['messageKey']} ({m['contentType']}) -> {', '.join(m['transmitters']) or 'no transmitter'}: "
                 f"{m.get('payload') or base64.b64decode(m.get('payloadBase64') or '').hex()}"

@@ -34,9 +34,11 @@ from runtime.core.messages import InboundMessage, MessageRecord, OutgoingMessage
 from runtime.core.pipeline.output import OutputResult
 from runtime.core.pipeline.workflow import WorkflowResult
 from runtime.core.solution.model import SolutionDocument
+from runtime.core.streams import specs_of
 from runtime.services.commands import BadRequestError
 from runtime.services.dispatcher import Dispatcher, build_engines
 from runtime.services.metrics import Counters
+from runtime.services.streams import StreamService
 
 MAX_PAYLOAD = 1024 * 1024
 NO_SIDE_EFFECTS = "none: no device state saved, no record kept, nothing transmitted"
@@ -147,6 +149,21 @@ class _Reply:
                            **outgoing_json(out)})
 
 
+class RecordingStreamQueue:
+    """The data-stream queue of a dry run: the rows that would be written, kept in the answer, never stored."""
+
+    def __init__(self, written: list[dict[str, Any]]) -> None:
+        self._written = written
+
+    def put(self, stream: str, item: dict[str, Any]) -> bool:
+        self._written.append({"stream": stream, "op": item["op"], "row": _jsonable(item["row"]),
+                              **({"where": _jsonable(item["where"])} if "where" in item else {})})
+        return True
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Nothing is ever committed here."""
+
+
 # ---------------------------------------------------------------------------- the run
 
 
@@ -172,8 +189,11 @@ def run_dry(
     transmitters = {t.key: RecordingTransmitter(t.key, t.transmitter_type.value, sent) for t in doc.transmitters}
     repo = RecordingDevices(devices)
     sink = RecordingSink()
+    written: list[dict[str, Any]] = []
+    specs = specs_of(doc)
+    streams = StreamService(specs, dict.fromkeys(specs), RecordingStreamQueue(written))  # type: ignore[arg-type]  # no sink is ever started
     dispatcher = Dispatcher(doc, repo, sink, Counters(), build_engines(doc, scripts), transmitters,  # type: ignore[arg-type]
-                            clock=clock or time.time, trace=trace.see)
+                            clock=clock or time.time, trace=trace.see, streams=streams)
     path, query = message.path, {}
     if path is not None and "?" in path:
         parts = urlsplit(path)
@@ -186,7 +206,7 @@ def run_dry(
     )
     with structlog.contextvars.bound_contextvars(dry_run=True):
         record = dispatcher.handle(inbound)
-    return trace.answer(record, sent)
+    return trace.answer(record, sent, written)
 
 
 def _code_and_message(error: str | None) -> tuple[str, str]:
@@ -232,7 +252,7 @@ class _Trace:
             for outgoing, steps in out.messages:
                 self._outgoing.append({**outgoing_json(outgoing), "transmitters": [s.module for s in steps]})
 
-    def answer(self, record: MessageRecord, sent: list[dict[str, Any]]) -> dict[str, Any]:
+    def answer(self, record: MessageRecord, sent: list[dict[str, Any]], written: list[dict[str, Any]]) -> dict[str, Any]:
         if record.message_id is not None and record.message_id.startswith("system:"):
             return self._system_answer(record, sent)
         failed = record.status is PemStatus.FAILED
@@ -251,8 +271,10 @@ class _Trace:
             else:
                 stages.append({"stage": stage, "ok": False, "error": error})
         else:
-            stages += [_ok("workflow", workflow), _ok("outputtranslator", output),
-                       _ok("transmitter", {"wouldSend": sent})]
+            stages.append(_ok("workflow", workflow))
+            if written:
+                stages.append(_ok("datastream", {"wouldWrite": written}))
+            stages += [_ok("outputtranslator", output), _ok("transmitter", {"wouldSend": sent})]
         detail = record.detail or {}
         return {
             "ok": not failed,

@@ -48,6 +48,21 @@ def test_a_nuviot_export_with_a_device_given_on_the_command_line_and_json_output
     assert answer["stages"][-1]["output"]["wouldSend"][0]["payload"] == '{"status":"ok","process":1}'
 
 
+def test_the_datastream_step_shows_the_row_it_would_write() -> None:
+    """The 2018 export's hottub route ends in a data-stream step (simpletable): the dry run names the row."""
+    message = {"status": "ok", "setpoint": 38, "temperature": 37.5, "heater": "on"}
+    args = ("--solution", str(MOTION), "--listener", "rest6010", "--path", "/sensor/ht001/hottubmsg01",
+            "--header", "Content-Type=application/json", "--device", "ht001=hottub", "--payload", json.dumps(message))
+    done = cli(*args, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    stages = json.loads(done.stdout)["stages"]
+    assert [s["stage"] for s in stages][-4:] == ["workflow", "datastream", "outputtranslator", "transmitter"]
+    assert stages[-3]["output"]["wouldWrite"] == [
+        {"stream": "simpletable", "op": "add", "row": {"deviceId": "ht001", "temperature": 37.5}}]
+    text = cli(*args)
+    assert 'would add a row of data stream simpletable: {"deviceId":"ht001","temperature":37.5}' in text.stdout
+
+
 def test_a_stop_exits_1_and_bad_arguments_exit_2(tmp_path: Path) -> None:
     done = cli("--solution", str(DEMO), "--listener", "restin", "--path", "/devices/ghost/telemetry",
                "--payload", "{}")
