@@ -1,5 +1,5 @@
-"""The one place aiomqtt clients are built, entered and closed (MQTT listener, MQTT transmitter; the command
-channel can adopt it: ``make_client(url, client_id=..., clean_session=True, will=...)``).
+"""The one place aiomqtt clients are built, entered and closed (MQTT listener, MQTT transmitter, MQTT command
+channel).
 
 - ``broker_of(config)``: the broker of a NuvIoT listener or transmitter (``HostName``, ``ConnectToPort``,
   ``SecureConnection``, credentials unless ``Anonymous``) as an ``MqttUrl``, the form the command channel's

@@ -10,13 +10,7 @@ bug: logged with its stack (``{role}_session_crashed``) and treated as a lost co
 session never ends the owner. ``FatalError`` and cancellation escape.
 
 Users: the MQTT client listener and the AMQP listener (``SupervisedListener``), the WebSocket client
-listener, the MQTT transmitter. The MQTT command channel can adopt it as is::
-
-    await supervise(self._session, role="command_channel", backoff=self._backoff,
-                    connection_errors=(aiomqtt.MqttError,), on_loss=self._on_loss)
-
-with ``_on_loss`` setting ``_last_error`` and returning ``command_channel_disconnected`` or
-``command_channel_connect_failed`` (no ``stop``: cancellation ends it, as today).
+listener, the MQTT transmitter and the MQTT command channel (no ``stop``: cancellation ends it).
 """
 
 from __future__ import annotations

@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import ssl
 import time
 from typing import Any
 
@@ -60,7 +59,9 @@ from runtime.adapters.command.mqtt_requests import (
     read_request,
     refused_input_reply,
 )
+from runtime.adapters.mqtt_client import make_client
 from runtime.adapters.mqtt_url import MqttUrl, parse_mqtt_url
+from runtime.adapters.supervision import supervise
 from runtime.core.backoff import Backoff
 from runtime.core.errors import CommandRefusedError
 from runtime.core.lifecycle import Verb
@@ -157,49 +158,29 @@ class MqttCommandChannel:
         self._running = True
         unsubscribe = self._control.add_state_listener(self._on_state_change)
         try:
-            while True:
-                self._healthy = False
-                error = "the broker closed the connection"
-                try:
-                    await self._session()
-                except* aiomqtt.MqttError as group:
-                    error = _describe(group.exceptions[0])
-                except* Exception as group:  # a bug: log it, keep the channel alive
-                    error = f"internal error: {_describe(group.exceptions[0])}"
-                    log.error("command_channel_crashed", error=error, exc_info=group)
-                self._last_error = error
-                delay = self._backoff.next_delay()
-                if self._healthy:
-                    log.warning("command_channel_disconnected", error=error, retry_in=round(delay, 3))
-                else:
-                    log.warning(
-                        "command_channel_connect_failed",
-                        broker=str(self._url),
-                        error=error,
-                        attempt=self._backoff.attempt,
-                        retry_in=round(delay, 3),
-                    )
-                await asyncio.sleep(delay)
+            await supervise(self._session, role="command_channel", backoff=self._backoff,
+                            connection_errors=(aiomqtt.MqttError,), on_loss=self._on_loss, broker=str(self._url))
         finally:
             unsubscribe()
             self._connected = False
             self._running = False
 
+    def _on_loss(self, error: str) -> str:
+        """After a session: record why the channel is down and name the warning ``supervise`` logs."""
+        self._last_error = error
+        healthy, self._healthy = self._healthy, False
+        return "command_channel_disconnected" if healthy else "command_channel_connect_failed"
+
     def _make_client(self) -> aiomqtt.Client:
-        url = self._url
-        return aiomqtt.Client(
-            url.host,
-            url.port,
-            username=url.username,
-            password=url.password.get_secret_value() if url.password is not None else None,
-            identifier=self._client_id,
-            will=aiomqtt.Will(self.status_topic, OFFLINE_PAYLOAD, qos=_QOS, retain=True),
-            clean_session=False,
+        return make_client(
+            self._url,
+            client_id=self._client_id,
+            clean_session=False,  # a persistent session: commands sent while down arrive on reconnect
             keepalive=self._keepalive,
             timeout=self._timeout,
-            tls_context=ssl.create_default_context() if url.tls else None,
-            max_queued_incoming_messages=_PENDING_MAX,
             logger=_MQTT_LOGGER,
+            will=aiomqtt.Will(self.status_topic, OFFLINE_PAYLOAD, qos=_QOS, retain=True),
+            max_queued_incoming_messages=_PENDING_MAX,
         )
 
     async def _session(self) -> None:
