@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -30,6 +31,7 @@ from runtime.core.lifecycle import InstanceState as S
 from runtime.core.ports import StateChange
 from runtime.core.solution.enums import WorkingStorage
 from runtime.core.timefmt import iso
+from runtime.instance import CurrentSolution, InstanceIdentity
 from runtime.planes import AppPlanes, connection_limits
 from runtime.services.commands import Operations
 from runtime.services.devices import DeviceRegistry
@@ -39,28 +41,6 @@ from runtime.settings import Settings
 from runtime.solution_loading import AppSolutionLoader
 
 log = structlog.get_logger(__name__)
-
-
-class InstanceIdentity:
-    """The instance id, fixed for the life of the process so that MQTT topics, cloud paths and /status
-    never move under an operator: the flag or env when given, else the solution's instance key at the
-    first load (``local`` when that load failed)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._value: str | None = settings.instance_id
-        self.settled = asyncio.Event()
-        if self._value:
-            self.settled.set()
-
-    def pin(self, doc: Any) -> None:
-        if self._value is None:
-            self._value = self._settings.effective_instance_id(doc)
-        self.settled.set()
-
-    @property
-    def value(self) -> str:
-        return self._value or self._settings.effective_instance_id(None)
 
 
 class StartupError(Exception):
@@ -167,112 +147,46 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
 
 
 async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> int:
+    """Build the parts in order (each from parts built before it), serve until ``stop``, release in reverse."""
     metrics = RuntimeMetrics()
+    identity = InstanceIdentity(settings)
+    current = CurrentSolution()
     async with contextlib.AsyncExitStack() as stack:
         store = await _open_store(stack, settings)
-        remove_sink = logsetup.add_sink(lambda level, event, fields: store.record_log(
-            time.time(), level, event, fields))
-        stack.callback(remove_sink)
-        runtimes: list[Runtime] = []  # the runtime is built below; the cloud sink asks it for the solution
-
-        def current_doc() -> Any:
-            return runtimes[0].loaded.doc if runtimes and runtimes[0].loaded is not None else None
-
-        identity = InstanceIdentity(settings)
-
-        cloud: CloudSink | None = None
-        if settings.cloud_url and isinstance(store, SqliteStore):  # cloud working storage and/or status reporting (CONTRACT §8, reference §1.5)
-            cloud = await stack.enter_async_context(CloudSink(
-                store,
-                CloudConfig(url=settings.cloud_url,
-                            access_key=settings.access_key.get_secret_value() if settings.access_key else None,
-                            batch_size=settings.cloud_batch_size,
-                            max_batches_per_second=settings.cloud_max_batches_per_second,
-                            timeout=settings.cloud_timeout, retry_max=settings.cloud_retry_max),
-                instance_id=lambda: identity.value,
-                mirror=lambda: settings.effective_working_storage(current_doc()) is WorkingStorage.CLOUD,
-                data_dir=settings.data_dir,
-            ))
-            stack.callback(logsetup.add_sink(lambda level, event, fields: cloud.record_log(
-                time.time(), level, event, fields)))
-            metrics.add_gauge("nuviot_cloud_outbox_depth", lambda: cloud.depth)
-            metrics.add_gauge("nuviot_cloud_delivered", lambda: sum(cloud.stats.delivered.values()))
-            metrics.add_gauge("nuviot_cloud_quarantined", lambda: cloud.stats.quarantined)
-            metrics.add_gauge("nuviot_cloud_refused", lambda: cloud.stats.dropped + store.outbox_refused_total)
-            metrics.add_gauge("nuviot_cloud_delivery_failures", lambda: cloud.stats.failures)
+        stack.callback(logsetup.add_sink(functools.partial(_log_to, store)))
+        cloud = await _cloud(stack, settings, store, metrics, identity, current)
         datastreams = await stack.enter_async_context(
             DataStreams(settings.data_dir, max_rows=settings.datastream_queue_max_rows))
         metrics.registry.register(StreamsCollector(datastreams))
         devices = DeviceRegistry(store)
         await devices.load()
-        metrics.add_gauge("nuviot_devices", lambda: len(devices))
-        metrics.add_gauge("nuviot_store_queue_depth", lambda: store.queue_depth)
-        metrics.add_gauge("nuviot_store_dropped", lambda: store.dropped_total)
-        metrics.add_gauge("nuviot_store_failed", lambda: sum(store.failed.values()))
-        metrics.add_gauge("nuviot_store_lost", lambda: sum(store.lost.values()))
-        metrics.add_gauge("nuviot_store_unacked", lambda: store.unacked)
-        metrics.add_gauge("nuviot_store_waiting_acks", lambda: store.waiting_acks)
-        metrics.add_gauge("nuviot_store_degraded", lambda: int(store.fault is not None))
-
-        def on_transition(change: StateChange) -> None:
-            if change.previous is S.INITIALIZING or change.state is S.STOPPING:
-                identity.pin(current_doc())  # the first load decides the instance id for good
-            store.record_event(change.at, change.previous.value if change.previous else "", change.state.value,
-                               change.reason)
-            metrics.on_transition(change.previous, change.state)
-            if cloud is not None:
-                cloud.record_event(change)
-                doc = current_doc()
-                cloud.report_status(change, doc.solution.version if doc is not None else None)
+        _store_gauges(metrics, store, devices)
 
         loader = StorageCheckedLoader(CloudCheckedLoader(AppSolutionLoader(settings), settings), store)
-        planes = AppPlanes(settings, store, devices, metrics,
+        planes = AppPlanes(settings, store, devices, metrics, identity=identity, current=current,
                            records=CloudRecords(store, cloud) if cloud is not None else None,
                            datastreams=datastreams)
-        runtime = Runtime(loader, planes, on_transition=on_transition, stop_timeout=settings.stop_timeout)
-        runtimes.append(runtime)
-        planes.bind(runtime)
+        runtime = Runtime(loader, planes, stop_timeout=settings.stop_timeout)
+        # in this order: the records pin the instance id before the planes build anything with it
+        runtime.add_state_listener(StateRecords(identity, current, store, metrics, cloud).on_state_change)
+        runtime.add_state_listener(planes.on_state_change)
         store.on_fault(lambda fault, reason: runtime.report_fatal(reason))  # damaged while running
 
-        channel: Any = None  # created once the instance id is settled (after the first load)
-
-        def extras() -> dict[str, Any]:
-            doc = runtime.loaded.doc if runtime.loaded else None
-            body: dict[str, Any] = {
-                "instance": settings.instance_status(doc),  # each setting with its source (flag/env/document)
-                "storage": {
-                    "workingStorage": settings.effective_working_storage(doc).value,
-                    **store.status(),
-                },
-                "dataStreams": datastreams.status(),
-                "adminPort": api.port,
-                "startedAt": iso(started_at),
-            }
-            if cloud is not None:
-                body["storage"]["outbox"] = {**cloud.status(), "refusedByStore": store.outbox_refused_total}
-            if channel is not None:
-                body["commandChannel"] = {"connected": channel.connected, "lastError": channel.last_error}
-            return body
-
-        started_at = time.time()
-        ops = Operations(
-            runtime,
-            store,
-            devices,
-            metrics,
-            instance_id=lambda: identity.value,
-            extras=extras,
-            replay=planes.replay,
-            storage_fault=lambda: store.fault,
-        )
+        ops = Operations(runtime, store, devices, metrics, instance_id=lambda: identity.value, replay=planes.replay,
+                         storage_fault=lambda: store.fault)
+        ops.add_status("instance", lambda: settings.instance_status(current.doc))  # each setting with its source
+        ops.add_status("storage", functools.partial(_storage_status, settings, current, store, cloud))
+        ops.add_status("dataStreams", datastreams.status)
         api = AdminApi(ops, token, host=settings.admin_host, port=settings.admin_port,
-                       limits=connection_limits(settings),
-                       extra_routes=[datastream_routes(datastreams)])
+                       limits=connection_limits(settings), extra_routes=[datastream_routes(datastreams)])
         try:
             await api.start()
         except ListenerBindError as exc:
             raise StartupError(f"admin API cannot bind {settings.admin_host}:{settings.admin_port}: {exc.reason}") from exc
         stack.push_async_callback(api.stop)
+        started_at = iso(time.time())
+        ops.add_status("adminPort", lambda: api.port)
+        ops.add_status("startedAt", lambda: started_at)
 
         async with asyncio.TaskGroup() as tg:
             run = tg.create_task(runtime.run(stop), name="runtime")
@@ -284,12 +198,90 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
                 channel = MqttCommandChannel(settings.control_mqtt.get_secret_value(), identity.value, runtime, token,
                                              client_id=command_client_id(settings, identity.value),
                                              input_commands=planes.input_commands)
+                ops.add_status("commandChannel", lambda: {"connected": channel.connected,
+                                                          "lastError": channel.last_error})
                 channel_task = tg.create_task(channel.run(), name="command:mqtt")
             await run
             if channel_task is not None:
                 await _stop_channel(channel_task)
         log.info("runtime_exited", state=runtime.state.value)
     return 0
+
+
+Store = SqliteStore | UnavailableStore
+
+
+def _log_to(sink: Store | CloudSink, level: str, event: str, fields: dict[str, Any]) -> None:
+    sink.record_log(time.time(), level, event, fields)
+
+
+def _store_gauges(metrics: RuntimeMetrics, store: Store, devices: DeviceRegistry) -> None:
+    metrics.add_gauge("nuviot_devices", lambda: len(devices))
+    metrics.add_gauge("nuviot_store_queue_depth", lambda: store.queue_depth)
+    metrics.add_gauge("nuviot_store_dropped", lambda: store.dropped_total)
+    metrics.add_gauge("nuviot_store_failed", lambda: sum(store.failed.values()))
+    metrics.add_gauge("nuviot_store_lost", lambda: sum(store.lost.values()))
+    metrics.add_gauge("nuviot_store_unacked", lambda: store.unacked)
+    metrics.add_gauge("nuviot_store_waiting_acks", lambda: store.waiting_acks)
+    metrics.add_gauge("nuviot_store_degraded", lambda: int(store.fault is not None))
+
+
+async def _cloud(stack: contextlib.AsyncExitStack, settings: Settings, store: Store, metrics: RuntimeMetrics,
+                 identity: InstanceIdentity, current: CurrentSolution) -> CloudSink | None:
+    """The cloud sink when NUVIOT_CLOUD_URL is set and the store is usable: cloud working storage and/or status
+    reporting (CONTRACT §8, reference §1.5)."""
+    if not settings.cloud_url or not isinstance(store, SqliteStore):
+        return None
+    cloud = await stack.enter_async_context(CloudSink(
+        store,
+        CloudConfig(url=settings.cloud_url,
+                    access_key=settings.access_key.get_secret_value() if settings.access_key else None,
+                    batch_size=settings.cloud_batch_size,
+                    max_batches_per_second=settings.cloud_max_batches_per_second,
+                    timeout=settings.cloud_timeout, retry_max=settings.cloud_retry_max),
+        instance_id=lambda: identity.value,
+        mirror=lambda: settings.effective_working_storage(current.doc) is WorkingStorage.CLOUD,
+        data_dir=settings.data_dir,
+    ))
+    stack.callback(logsetup.add_sink(functools.partial(_log_to, cloud)))
+    metrics.add_gauge("nuviot_cloud_outbox_depth", lambda: cloud.depth)
+    metrics.add_gauge("nuviot_cloud_delivered", lambda: sum(cloud.stats.delivered.values()))
+    metrics.add_gauge("nuviot_cloud_quarantined", lambda: cloud.stats.quarantined)
+    metrics.add_gauge("nuviot_cloud_refused", lambda: cloud.stats.dropped + store.outbox_refused_total)
+    metrics.add_gauge("nuviot_cloud_delivery_failures", lambda: cloud.stats.failures)
+    return cloud
+
+
+class StateRecords:
+    """The state listener that records every transition (events table, metrics, cloud) and pins the instance
+    id when the first load is decided."""
+
+    def __init__(self, identity: InstanceIdentity, current: CurrentSolution, store: Store,
+                 metrics: RuntimeMetrics, cloud: CloudSink | None) -> None:
+        self._identity = identity
+        self._current = current
+        self._store = store
+        self._metrics = metrics
+        self._cloud = cloud
+
+    def on_state_change(self, change: StateChange) -> None:
+        doc = self._current.doc
+        if change.previous is S.INITIALIZING or change.state is S.STOPPING:
+            self._identity.pin(doc)  # the first load decides the instance id for good
+        self._store.record_event(change.at, change.previous.value if change.previous else "", change.state.value,
+                                 change.reason)
+        self._metrics.on_transition(change.previous, change.state)
+        if self._cloud is not None:
+            self._cloud.record_event(change)
+            self._cloud.report_status(change, doc.solution.version if doc is not None else None)
+
+
+def _storage_status(settings: Settings, current: CurrentSolution, store: Store,
+                    cloud: CloudSink | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"workingStorage": settings.effective_working_storage(current.doc).value, **store.status()}
+    if cloud is not None:
+        body["outbox"] = {**cloud.status(), "refusedByStore": store.outbox_refused_total}
+    return body
 
 
 async def _stop_channel(task: asyncio.Task[None]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -29,14 +30,16 @@ from runtime.adapters.streams import DataStreams
 from runtime.core.errors import CommandRefusedError, ListenerBindError
 from runtime.core.lifecycle import InstanceState
 from runtime.core.messages import InboundMessage, MessageKind
+from runtime.core.ports import StateChange
 from runtime.core.solution.enums import ListenerType, RestListenerType
 from runtime.core.solution.model import Listener
+from runtime.instance import CurrentSolution, InstanceIdentity
 from runtime.services.dataplane import DataPlane, Deadline, stop_together
 from runtime.services.devices import DeviceRegistry
 from runtime.services.dispatcher import Dispatcher, RecordSink, build_engines
 from runtime.services.input_commands import InputCommands
 from runtime.services.metrics import RuntimeMetrics
-from runtime.services.supervisor import LoadedSolution, Runtime
+from runtime.services.supervisor import LoadedSolution
 from runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -66,8 +69,7 @@ class CommandPlane:
         self.owner = owner
         s = owner.settings
         doc = loaded.doc
-        instance_id = s.effective_instance_id(doc)
-        self.transmitters = {t.key: build_transmitter(t, instance_id=instance_id, counters=owner.metrics.counters)
+        self.transmitters = {t.key: build_transmitter(t, instance_id=owner.identity.value, counters=owner.metrics.counters)
                              for t in doc.transmitters if _used(doc, t.key)}
         self.streams = (owner.datastreams.service_for(doc, drain_timeout=s.drain_timeout)
                         if owner.datastreams is not None else None)
@@ -119,29 +121,35 @@ def _used(doc: Any, transmitter_key: str) -> bool:
 
 
 class AppPlanes:
+    """The supervisor's ``PlaneFactory``. It learns the instance state as a state listener
+    (``runtime.add_state_listener(planes.on_state_change)``) and records the adopted solution in ``current``."""
+
     def __init__(self, settings: Settings, store: SqliteStore | UnavailableStore, devices: DeviceRegistry,
-                 metrics: RuntimeMetrics, records: RecordSink | None = None,
-                 datastreams: DataStreams | None = None) -> None:
+                 metrics: RuntimeMetrics, *, identity: InstanceIdentity, current: CurrentSolution,
+                 records: RecordSink | None = None, datastreams: DataStreams | None = None) -> None:
         self.settings = settings
         self.store = store  # replay marks, checkpoints
         self.records: RecordSink = records if records is not None else store  # what the dispatcher records into
         self.datastreams = datastreams
         self.devices = devices
         self.metrics = metrics
-        self.runtime: Runtime | None = None
+        self.identity = identity
+        self.current = current
+        self._state = InstanceState.OFFLINE
         self.commands: CommandPlane | None = None
         self.data: DataPlane | None = None
         # the MQTT command channel's input commands: the current solution's dispatcher, the HTTP server's rules
         self.input_commands = InputCommands(self.state,
                                             lambda: self.commands.dispatcher if self.commands is not None else None)
 
-    def bind(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def on_state_change(self, change: StateChange) -> None:
+        self._state = change.state
 
     def state(self) -> InstanceState:
-        return self.runtime.state if self.runtime is not None else InstanceState.OFFLINE
+        return self._state
 
     async def solution_changed(self, loaded: LoadedSolution) -> None:
+        self.current.doc = loaded.doc
         added = await self.devices.seed(loaded.doc)
         if added:
             log.info("devices_seeded", count=added)
@@ -151,16 +159,14 @@ class AppPlanes:
         self.commands = CommandPlane(self, loaded)
         return self.commands
 
-    def data_plane(self, loaded: LoadedSolution) -> DataPlane:
+    def data_plane(self, loaded: LoadedSolution, on_fatal: Callable[[str], None]) -> DataPlane:
         if self.commands is None:
             self.commands = CommandPlane(self, loaded)
-        instance_id = self.settings.effective_instance_id(loaded.doc)
+        instance_id = self.identity.value
         listeners = [self._listener(cfg, instance_id) for cfg in loaded.doc.solution.listeners
                      if cfg.rest_listener_type is not RestListenerType.INPUT_COMMAND_LISTENER]
-        runtime = self.runtime
         self.data = DataPlane(listeners, self.commands.dispatcher, self.metrics.counters,
-                              drain_timeout=self.settings.drain_timeout,
-                              on_fatal=runtime.report_fatal if runtime is not None else None)
+                              drain_timeout=self.settings.drain_timeout, on_fatal=on_fatal)
         return self.data
 
     def _listener(self, cfg: Listener, instance_id: str) -> Any:

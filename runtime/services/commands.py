@@ -62,7 +62,6 @@ class Operations:
         metrics: RuntimeMetrics,
         *,
         instance_id: Callable[[], str],
-        extras: Callable[[], dict[str, Any]] | None = None,
         replay: Callable[[dict[str, Any]], Awaitable[str]] | None = None,
         storage_fault: Callable[[], str | None] | None = None,
     ) -> None:
@@ -71,9 +70,16 @@ class Operations:
         self.devices = devices
         self.metrics = metrics
         self._instance_id = instance_id
-        self._extras = extras
         self._replay = replay
         self._storage_fault = storage_fault
+        self._parts: dict[str, Callable[[], object]] = {}
+
+    def add_status(self, key: str, part: Callable[[], object]) -> None:
+        """Add ``key: part()`` to every ``GET /status`` (storage, the admin port, the command channel...),
+        in the order added."""
+        if key in self._parts:
+            raise ValueError(f"status part {key!r} is already added")
+        self._parts[key] = part
 
     # ---------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:
@@ -106,8 +112,8 @@ class Operations:
             body["lastReload"] = {"at": iso(lr["at"]), "ok": lr["ok"], "error": lr["error"]}
         if data and "intake" in data:
             body["intake"] = data["intake"]
-        if self._extras is not None:
-            body.update(self._extras())
+        for key, part in self._parts.items():
+            body[key] = part()
         ok, why = self.ready()
         body["ready"] = {"ok": ok, "reason": why}  # what GET /ready answers, from the same listener states
         return body

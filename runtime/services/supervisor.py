@@ -62,7 +62,8 @@ class Plane(Protocol):
 
 
 class PlaneFactory(Protocol):
-    def data_plane(self, loaded: LoadedSolution) -> Plane: ...
+    def data_plane(self, loaded: LoadedSolution, on_fatal: Callable[[str], None]) -> Plane: ...
+    # ``on_fatal(reason)``: the plane cannot go on (e.g. its worker crashed); the instance goes to FatalError
 
     def command_plane(self, loaded: LoadedSolution) -> Plane | None: ...
 
@@ -77,7 +78,6 @@ class Runtime:
         loader: SolutionLoader,
         planes: PlaneFactory,
         *,
-        on_transition: Callable[[StateChange], None] | None = None,
         clock: Callable[[], float] = time.time,
         op_timeout: float = 60.0,
         grace: float = 2.0,
@@ -94,8 +94,6 @@ class Runtime:
         self._reason: str | None = None
         self._previous: S | None = None
         self._listeners: list[Callable[[StateChange], None]] = []
-        if on_transition is not None:
-            self._listeners.append(on_transition)
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[S] | None, str | None]] = asyncio.Queue()
         self._busy = False
         self.loaded: LoadedSolution | None = None
@@ -244,7 +242,7 @@ class Runtime:
                 self._commands = self._planes.command_plane(self.loaded)
                 if self._commands is not None:
                     await self._commands.start()
-            self._data = self._planes.data_plane(self.loaded)
+            self._data = self._planes.data_plane(self.loaded, self.report_fatal)
             await self._data.start()
         except ListenerBindError as exc:
             await self._stop_planes(commands=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -55,7 +56,7 @@ class FakePlanes:
         self.data_fail: Exception | None = None
         self.seed_fail: Exception | None = None
 
-    def data_plane(self, loaded: LoadedSolution) -> FakePlane:
+    def data_plane(self, loaded: LoadedSolution, on_fatal: Callable[[str], None]) -> FakePlane:
         return FakePlane("data", self.log, self.data_fail)
 
     def command_plane(self, loaded: LoadedSolution) -> FakePlane:
@@ -70,7 +71,8 @@ class FakePlanes:
 @pytest.fixture
 async def running() -> Any:
     loader, planes, changes = FakeLoader(), FakePlanes(), []
-    rt = Runtime(loader, planes, on_transition=changes.append)
+    rt = Runtime(loader, planes)
+    rt.add_state_listener(changes.append)
     stop = asyncio.Event()
     task = asyncio.create_task(rt.run(stop))
     await wait_for_state(rt, {S.RUNNING, S.FAILED_TO_INITIALIZE, S.FAILED_TO_START}, 5)
@@ -117,7 +119,8 @@ async def test_stop_closes_everything_and_start_again(running: Any) -> None:
 async def test_bad_solution_fails_to_initialize_and_start_retries() -> None:
     loader, planes, changes = FakeLoader(), FakePlanes(), []
     loader.fail = SolutionError([Problem("solution.listeners[0].listenOnPort", "PYRT0001", "required")])
-    rt = Runtime(loader, planes, on_transition=changes.append)
+    rt = Runtime(loader, planes)
+    rt.add_state_listener(changes.append)
     stop = asyncio.Event()
     task = asyncio.create_task(rt.run(stop))
     await wait_for_state(rt, {S.FAILED_TO_INITIALIZE}, 5)
@@ -184,8 +187,9 @@ class SlowStopPlane(FakePlane):
 
 async def test_signal_during_a_pause_still_stops_every_plane() -> None:
     loader, planes, changes = FakeLoader(), FakePlanes(), []
-    planes.data_plane = lambda loaded: SlowStopPlane("data", planes.log)  # type: ignore[method-assign]
-    rt = Runtime(loader, planes, on_transition=changes.append, grace=0.05)
+    planes.data_plane = lambda loaded, on_fatal: SlowStopPlane("data", planes.log)  # type: ignore[method-assign]
+    rt = Runtime(loader, planes, grace=0.05)
+    rt.add_state_listener(changes.append)
     stop = asyncio.Event()
     task = asyncio.create_task(rt.run(stop))
     await wait_for_state(rt, {S.RUNNING}, 5)
