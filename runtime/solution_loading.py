@@ -11,7 +11,7 @@ from pathlib import Path
 import structlog
 
 from runtime.adapters.scripting.engine import build_solution_scripts
-from runtime.adapters.solution_source import SolutionSource
+from runtime.adapters.solution_source import FetchedSolution, SolutionSource
 from runtime.core.solution.loader import load_solution_report
 from runtime.services.supervisor import LoadedSolution
 from runtime.settings import Settings
@@ -36,7 +36,7 @@ class AppSolutionLoader:
             access_key=settings.access_key,
             version=settings.solution_version,
         )
-        self._last_fetch = None
+        self._last_fetch: FetchedSolution | None = None
 
     async def load(self) -> LoadedSolution:
         fetched = await self._source.fetch()

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import gc
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import structlog
@@ -139,7 +139,7 @@ def settle_heap() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def stop_together(what: str, stops: dict[str, Callable[[], Awaitable[Any]]], within: float) -> None:
+async def stop_together(what: str, stops: dict[str, Callable[[], Coroutine[Any, Any, object]]], within: float) -> None:
     """Run every stop at once (name -> coroutine function). Those still running after ``within`` seconds are
     cancelled and named in one log line; a failing one is logged and the others go on."""
     tasks = {asyncio.create_task(stop(), name=f"stop:{what}:{name}"): name for name, stop in stops.items()}

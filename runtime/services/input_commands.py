@@ -66,7 +66,8 @@ class InputCommandCall:
         """From the five path (or topic) segments; 404 ``unknown_command`` for any other shape."""
         if len(parts) != 5 or not all(parts):
             raise InputCommandRefusedError(404, "unknown_command", f"expected {PATH_SHAPE}")
-        return cls(*parts, **kw)
+        configuration, route, workflow, command, device_id = parts
+        return cls(configuration, route, workflow, command, device_id, **kw)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ Prometheus reads them through a collector at scrape time, so the hot path pays n
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -60,7 +60,7 @@ class Counters:
 
 
 class _CountersCollector(Collector):
-    def __init__(self, counters: Counters, gauges: dict[str, callable]) -> None:  # type: ignore[valid-type]
+    def __init__(self, counters: Counters, gauges: dict[str, Callable[[], float]]) -> None:
         self._c = counters
         self._gauges = gauges
 
@@ -132,7 +132,7 @@ class RuntimeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.counters = Counters()
-        self._gauges: dict[str, callable] = {}  # type: ignore[valid-type]
+        self._gauges: dict[str, Callable[[], float]] = {}
         self.registry.register(_CountersCollector(self.counters, self._gauges))
         self.state = Gauge(
             "nuviot_instance_state", "1 for the current instance state", ["state"], registry=self.registry
@@ -143,7 +143,7 @@ class RuntimeMetrics:
         for s in InstanceState:
             self.state.labels(s.value).set(0)
 
-    def add_gauge(self, name: str, fn: callable) -> None:  # type: ignore[valid-type]
+    def add_gauge(self, name: str, fn: Callable[[], float]) -> None:
         self._gauges[name] = fn
 
     def on_transition(self, previous: InstanceState | None, state: InstanceState) -> None:

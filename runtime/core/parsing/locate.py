@@ -278,7 +278,7 @@ def _xml(expression: str) -> Locator:
 
     def find(view: MessageView, cursor: BinaryCursor | None) -> Any:
         try:
-            result = xpath(view.xml())
+            result: object = xpath(view.xml())
         except etree.XPathError as exc:
             raise ParseError(INVALID_LOCATOR, f"x_path {shown(expression)} failed: {exc}") from None
         if isinstance(result, list):
@@ -286,7 +286,7 @@ def _xml(expression: str) -> Locator:
                 return MISSING
             result = result[0]
         if isinstance(result, etree._Element):
-            return "".join(result.itertext())
+            return "".join(result.itertext())  # type: ignore[arg-type]  # lxml-stubs: str | bytes; a parsed tree yields str
         if isinstance(result, str):  # text() and attribute results are str subclasses
             return str(result)
         return result  # float or bool from an XPath function

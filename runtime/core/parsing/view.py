@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from lxml import etree
@@ -106,7 +106,7 @@ class MessageView:
             self._text = value
         if isinstance(value, ParseError):
             raise ParseError(value.code, value.detail)
-        return value
+        return cast(str, value)
 
     def json(self) -> Any:
         value = self._json

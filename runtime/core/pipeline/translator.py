@@ -36,8 +36,8 @@ def translate(doc: SolutionDocument, message: MessageDefinition, view: MessageVi
     if problems:
         # one line per distinct problem, naming every field it hit (a body that is not JSON is one problem)
         grouped: dict[tuple[str, str], list[str]] = {}
-        for key, exc in problems:
-            grouped.setdefault((exc.code, exc.detail), []).append(key)
+        for key, problem in problems:
+            grouped.setdefault((problem.code, problem.detail), []).append(key)
         detail = "; ".join(f"{', '.join(keys)}: {code} {why}" for (code, why), keys in grouped.items())
         raise StageError(STAGE, problems[0][1].code, f"message {message.key!r}: {detail}")
     return values

@@ -37,14 +37,14 @@ from runtime.core.solution.wire import build_document
 EXPORT_TOP_KEYS = ("Listeners", "Planner", "DeviceConfigurations")
 
 # library (wire name) and model by the field that references it / by route step type
-_LIBRARY_OF_FIELD = {
+_LIBRARY_OF_FIELD: dict[str, tuple[str, type[BaseModel]]] = {
     "message_definition": ("messages", m.MessageDefinition),
     "outgoing_message": ("messages", m.MessageDefinition),
     "state_set": ("stateSets", m.StateSet),
     "custom_status_type": ("stateSets", m.StateSet),
     "unit_set": ("unitSets", m.UnitSet),
 }
-_LIBRARY_OF_STEP = {
+_LIBRARY_OF_STEP: dict[PipelineModuleType, tuple[str, type[BaseModel]]] = {
     PipelineModuleType.SENTINEL: ("sentinels", m.Sentinel),
     PipelineModuleType.INPUT_TRANSLATOR: ("inputTranslators", m.InputTranslator),
     PipelineModuleType.WORKFLOW: ("workflows", m.Workflow),

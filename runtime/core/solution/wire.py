@@ -17,7 +17,7 @@ from runtime.core.solution.model import SolutionDocument
 Loc = tuple[str | int, ...]
 
 _UNION_TAGS = frozenset({"str", "int", "float", "bool", "OutputCommandMapping", "constrained-int", "none"})
-_SPECIAL_MISSING = {
+_SPECIAL_MISSING: dict[tuple[str | int, ...], tuple[str, str]] = {
     ("solution", "planner"): (
         codes.INS_NO_PLANNER,
         "Your solution does not appear to have a Planner configured.",
