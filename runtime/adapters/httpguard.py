@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import structlog
@@ -98,8 +98,9 @@ class _Refused(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
-        transport.write(self.RESPONSE)  # type: ignore[attr-defined]
-        self._timer = asyncio.get_running_loop().call_later(self.GRACE, transport.abort)  # type: ignore[attr-defined]
+        stream = cast(asyncio.Transport, transport)  # a stream server's transport
+        stream.write(self.RESPONSE)
+        self._timer = asyncio.get_running_loop().call_later(self.GRACE, stream.abort)
 
     def data_received(self, data: bytes) -> None:
         if self._transport is not None:
@@ -140,7 +141,8 @@ class _Guarded(asyncio.Protocol):
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        self._inner.eof_received()  # aiohttp's handler returns None: the transport closes itself
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disarm()

@@ -150,9 +150,9 @@ class AdminApi:
                                   {"Allow": ", ".join(sorted(exc.allowed_methods))})
         except web.HTTPException:
             raise
-        except tuple(ERROR_STATUS) as exc:  # type: ignore[misc]
+        except tuple(ERROR_STATUS) as exc:
             status = next(s for t, s in ERROR_STATUS.items() if isinstance(exc, t))
-            return error_response(status, exc.code, exc.message)  # type: ignore[attr-defined]
+            return error_response(status, exc.code, exc.message)  # type: ignore[attr-defined]  # every type in ERROR_STATUS has both
         except Exception as exc:
             log.exception("admin_request_failed", path=request.path, error=repr(exc))
             return error_response(500, "internal_error", "internal error; see the runtime log")

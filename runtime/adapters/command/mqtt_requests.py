@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 import structlog
@@ -68,7 +68,7 @@ def _recover_request_id(payload: bytes) -> str | None:
     return found.group(1).decode("utf-8", "replace") if found else None
 
 
-def _valid_request_id(value: object) -> bool:
+def _valid_request_id(value: object) -> TypeGuard[RequestId]:
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
@@ -101,6 +101,7 @@ def read_request(raw: bytes, *, max_payload: int, token: bytes, now: float) -> t
         raise Refused(400, "bad_request", "payload is not valid JSON", _recover_request_id(raw)) from None
     if not isinstance(body, dict):
         raise Refused(400, "bad_request", "payload must be a JSON object {token, requestId}", None)
+    document: dict[str, Any] = body
     request_id = body.get("requestId")
     if not _valid_request_id(request_id):
         raise Refused(400, "bad_request", "requestId is missing or is not a string of 1-256 characters", None)
@@ -117,7 +118,7 @@ def read_request(raw: bytes, *, max_payload: int, token: bytes, now: float) -> t
                           request_id) from None
         if now > deadline:
             raise Refused(408, "command_expired", f"the command expired at {body['expiresAt']}", request_id)
-    return body, request_id
+    return document, request_id
 
 
 class RecentReplies:

@@ -201,7 +201,7 @@ class AmqpListener(SupervisedListener):
         self._host = config.host_name
         self._tls = config.secure_connection
         self._port = config.connect_to_port or (5671 if self._tls else 5672)
-        self._login = "guest" if config.anonymous else config.user_name
+        self._login = "guest" if config.anonymous or config.user_name is None else config.user_name
         self._password = "guest"
         if not config.anonymous:
             self._password = config.password.get_secret_value() if config.password is not None else ""
@@ -260,12 +260,12 @@ class AmqpListener(SupervisedListener):
     def take(self, m: DeliveredMessage, conn: _Connection) -> None:
         try:
             delivery = m.delivery
-            tag = delivery.delivery_tag  # type: ignore[union-attr]
+            tag = delivery.delivery_tag  # type: ignore[union-attr]  # a consumer's delivery is a Basic.Deliver
             body = m.body
             if len(body) > self._max_payload:
                 self._oversized(m, conn)
                 return
-            rk = delivery.routing_key or ""  # type: ignore[union-attr]
+            rk = delivery.routing_key or ""  # type: ignore[union-attr]  # a consumer's delivery is a Basic.Deliver
             props = m.header.properties
             headers = {"amqp-routing-key": rk}
             if props.content_type:
@@ -281,14 +281,14 @@ class AmqpListener(SupervisedListener):
                     headers[name.lower()] = value.decode("utf-8", "replace")
             msg = InboundMessage(self.key, body, rk.replace(".", "/"), headers=headers)
             msg.reply = _Reply(self, rk, props.reply_to, props.correlation_id)
-            msg.ack = _Ack(conn, tag)  # type: ignore[arg-type]
-            if self._accepting and conn.alive and self._intake.offer(msg):  # type: ignore[union-attr]
+            msg.ack = _Ack(conn, tag)  # type: ignore[arg-type]  # a Basic.Deliver's tag is an int
+            if self._accepting and conn.alive and self._intake.offer(msg):  # type: ignore[union-attr]  # set by start(); hot path
                 self.counters["received"] += 1
                 conn.outstanding += 1
             else:
                 self.counters["refused"] += 1
                 if conn.alive:
-                    conn.refused.append(tag)  # type: ignore[arg-type]
+                    conn.refused.append(tag)  # type: ignore[arg-type]  # a Basic.Deliver's tag is an int
                     conn.refused_event.set()
         except Exception as exc:  # one bad message must not break the connection
             self.counters["errors"] += 1
@@ -297,7 +297,7 @@ class AmqpListener(SupervisedListener):
     def _oversized(self, m: DeliveredMessage, conn: _Connection) -> None:
         self.counters["oversized"] += 1
         if conn.alive:
-            conn.rejects.append(m.delivery_tag)  # type: ignore[arg-type]
+            conn.rejects.append(m.delivery_tag)  # type: ignore[arg-type]  # a Basic.Deliver's tag is an int
             conn.wake.set()
         now = time.monotonic()
         if now - self._last_oversize_log >= _OVERSIZE_LOG_EVERY:
@@ -405,7 +405,8 @@ class AmqpListener(SupervisedListener):
             # stopping: no new deliveries, flush the acks of what was offered, then close
             self._accepting = False
             with contextlib.suppress(*_CONNECTION_ERRORS):
-                await raw.basic_cancel(tag, timeout=self._ack_wait)
+                if tag is not None:
+                    await raw.basic_cancel(tag, timeout=self._ack_wait)
             if not await conn.settled(self._ack_wait):
                 log.warning("listener_closed_with_unacked", listener=self.key, unacked=conn.outstanding)
             await self._write_settlements(raw, conn)

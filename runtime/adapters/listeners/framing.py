@@ -289,7 +289,7 @@ class Deframer:
     def _feed_length(self, out: list[bytes]) -> None:
         spec, buf = self.spec, self._buf
         loc, header = spec.length_location, spec.header_size
-        order = "big" if spec.big_endian else "little"
+        order: Literal["big", "little"] = "big" if spec.big_endian else "little"
         while len(buf) >= header:
             value = int.from_bytes(buf[loc:header], order)
             body = value - header if spec.length_counts_header else value

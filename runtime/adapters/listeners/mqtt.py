@@ -104,11 +104,11 @@ class _Connection(Outstanding):
 
     def ack(self, mid: int, qos: int) -> None:
         if self.alive:
-            self._ack(mid, qos)  # type: ignore[misc]
+            self._ack(mid, qos)  # type: ignore[misc]  # bind() sets it before the connection delivers anything
 
     def acked(self, mid: int, qos: int) -> None:
         if self.alive:
-            self._ack(mid, qos)  # type: ignore[misc]
+            self._ack(mid, qos)  # type: ignore[misc]  # bind() sets it before the connection delivers anything
         self._one_settled()
 
     def end(self) -> None:
@@ -242,7 +242,7 @@ class MqttClientListener(SupervisedListener):
         msg.reply = _Reply(self, topic)
         if qos:
             msg.ack = _Ack(conn, mid, qos)
-        if self._accepting and self._intake.offer(msg):  # type: ignore[union-attr]
+        if self._accepting and self._intake.offer(msg):  # type: ignore[union-attr]  # set by start(); hot path
             self.counters["received"] += 1
             if qos:
                 conn.outstanding += 1

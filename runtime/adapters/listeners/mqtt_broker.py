@@ -61,6 +61,7 @@ from runtime.adapters.listeners.mqtt import MqttClientListener
 from runtime.core.backoff import Backoff
 from runtime.core.errors import ListenerBindError
 from runtime.core.listener_state import ListenerState
+from runtime.core.solution.enums import QoS
 from runtime.core.solution.model import Listener, MqttSubscription
 from runtime.services.dataplane import Intake
 
@@ -233,7 +234,7 @@ class MqttBrokerListener(ListenerBase):
             lines.append("allow_anonymous true")
         else:
             pw_file = wd / "passwords"
-            users = [password_line(cfg.user_name or "", cfg.password.get_secret_value()),  # type: ignore[union-attr]
+            users = [password_line(cfg.user_name or "", cfg.password.get_secret_value() if cfg.password else ""),
                      password_line(internal_user, internal_password)]
             fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -251,15 +252,16 @@ class MqttBrokerListener(ListenerBase):
             "client_id": f"{self._instance_id}-{self.key}",
         }
         if not cfg.mqtt_subscriptions:
-            update["mqtt_subscriptions"] = (MqttSubscription(topic="#", qos="qos1"),)
+            update["mqtt_subscriptions"] = (MqttSubscription(topic="#", qos=QoS.QOS1),)
         if not cfg.anonymous:
             update |= {"user_name": internal_user, "password": SecretStr(internal_password)}
         return cfg.model_copy(update=update)
 
     async def _spawn(self) -> None:
         """Start mosquitto and return once it runs; ``ListenerBindError`` when it exits or hangs instead."""
+        assert self._binary is not None  # start() found it
         proc = await asyncio.create_subprocess_exec(
-            self._binary, "-c", str(self._workdir / "mosquitto.conf"),  # type: ignore[arg-type]
+            self._binary, "-c", str(self._workdir / "mosquitto.conf"),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,

@@ -32,6 +32,7 @@ from typing import Any
 import aiomqtt
 import structlog
 from paho.mqtt import client as paho_client
+from paho.mqtt.enums import CallbackAPIVersion
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +69,7 @@ def _fastpath_problem() -> str | None:
         method = getattr(paho_client.Client, name, None)
         if not callable(method) or len(inspect.signature(method).parameters) != params:
             return f"paho's Client.{name} is missing or has another signature"
-    probe = paho_client.Client(paho_client.CallbackAPIVersion.VERSION2)  # no socket is opened
+    probe = paho_client.Client(CallbackAPIVersion.VERSION2)  # no socket is opened
     for name in ("_sock", "_protocol", "_last_bytes_received"):
         if not hasattr(probe, name):
             return f"paho's Client has no {name}"
@@ -100,9 +101,10 @@ def fastpath_enabled(wanted: bool) -> bool:
 
 def manual_ack(client: aiomqtt.Client) -> Callable[[int, int], Any]:
     """Turn paho's automatic PUBACK off for ``client``; returns paho's ``ack(mid, qos)``."""
-    paho = client._client
+    paho: Any = client._client  # paho's Client, as aiomqtt keeps it
     paho.manual_ack_set(True)
-    return paho.ack  # type: ignore[no-any-return]
+    ack: Callable[[int, int], Any] = paho.ack
+    return ack
 
 
 class _BufferedSocket:
@@ -133,7 +135,7 @@ class _BufferedSocket:
                 self._blocked = True
                 raise BlockingIOError
             self._blocked = False
-            data = self._sock.recv(READ_SIZE if n < READ_SIZE else n)
+            data: bytes = self._sock.recv(READ_SIZE if n < READ_SIZE else n)
             if len(data) <= n:
                 self._buf, self._pos = b"", 0
                 return data
@@ -232,7 +234,7 @@ class FastPath:
         calls back.
         """
         fast = cls(client)
-        paho = client._client
+        paho: Any = client._client  # paho's internals (typed Any: checked by _fastpath_problem at import)
         create_socket = paho._create_socket
         gate = fast._gate(reading_allowed, call_when_room)
         paho._create_socket = lambda: _BufferedSocket(create_socket(), gate)  # in aiomqtt's connect thread
@@ -259,7 +261,7 @@ class FastPath:
     def _read_ready(self) -> None:
         """aiomqtt's socket reader (``Client._on_socket_open``), put back after a park: read while the
         socket has bytes pending; an error ends the connection."""
-        paho = self._client._client
+        paho: Any = self._client._client  # paho's internals, checked at import
         try:
             while True:
                 paho.loop_read()
@@ -277,7 +279,7 @@ class FastPath:
         the event loop until ``call_when_room`` calls back (a readable socket left on the loop would wake it
         on every turn, for nothing, while the worker waits for the store)."""
         loop = self._loop
-        paho = self._client._client
+        paho: Any = self._client._client  # paho's internals, checked at import
 
         def gate() -> bool:
             if reading_allowed():

@@ -76,7 +76,10 @@ class RestListener(ListenerBase):
         self.connections = connection_counters if connection_counters is not None else ConnectionCounters()
         self.key = config.key
         self._host = host
-        self._port = config.listen_on_port if port is None else port
+        chosen = config.listen_on_port if port is None else port
+        if chosen is None:
+            raise ValueError(f"rest listener {config.key}: listenOnPort is required")
+        self._port = chosen
         self._max_body = config.max_message_size or DEFAULT_MAX_BODY
         timeout_ms = config.keep_alive_to_send_reply_timeout_ms or DEFAULT_TIMEOUT_MS
         self._timeout = timeout_ms / 1000.0

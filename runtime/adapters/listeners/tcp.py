@@ -86,7 +86,7 @@ class _Connection(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.address = f"{peer[0]}:{peer[1]}"
         if not listener.admit(self):
-            transport.abort()
+            cast(asyncio.Transport, transport).abort()  # a stream server's transport
             self.transport = None
             return
         self._last_rx = time.monotonic()

@@ -148,7 +148,7 @@ class WebSocketListener(ListenerBase):
         self._host = host
         if config.host_name:
             self.mode = "client"
-            self.url = _client_url(config)
+            self.url: str | None = _client_url(config)
             self._port = config.connect_to_port
         elif config.listen_on_port is not None or port is not None:
             self.mode = "server"
