@@ -51,6 +51,7 @@ databases:
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check runtime tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	@if [ -f Dockerfile ]; then $(BIN)/hadolint Dockerfile; fi
 	@if [ -f entrypoint.sh ]; then $(BIN)/shellcheck entrypoint.sh; fi
 

@@ -150,7 +150,7 @@ class Dispatcher:
             return self._finish(msg, r.status, r.stage, r.error, r.device_id, r.message_id, started, r.detail)
         device_id: str | None = None
         message_id: str | None = None
-        stage = "planner"
+        stage: str | None = "planner"
         status = PemStatus.COMPLETED
         error: str | None = None
         detail: dict[str, Any] | None = None
@@ -187,7 +187,7 @@ class Dispatcher:
                 status = PemStatus.COMPLETED_WITH_WARNINGS
             if warnings or logs or sent:
                 detail = {k: v for k, v in (("warnings", warnings), ("logs", logs), ("sent", sent)) if v}
-            stage = None  # type: ignore[assignment]
+            stage = None
         except StageError as exc:
             status, stage, error = PemStatus.FAILED, exc.stage, f"{exc.code}: {exc.detail}"
         except Exception as exc:

@@ -192,7 +192,7 @@ def run_dry(
     written: list[dict[str, Any]] = []
     specs = specs_of(doc)
     streams = StreamService(specs, dict.fromkeys(specs), RecordingStreamQueue(written))  # type: ignore[arg-type]  # no sink is ever started
-    dispatcher = Dispatcher(doc, repo, sink, Counters(), build_engines(doc, scripts), transmitters,  # type: ignore[arg-type]
+    dispatcher = Dispatcher(doc, repo, sink, Counters(), build_engines(doc, scripts), transmitters,  # type: ignore[arg-type]  # RecordingDevices has what the dispatcher calls of the registry
                             clock=clock or time.time, trace=trace.see, streams=streams)
     path, query = message.path, {}
     if path is not None and "?" in path:
