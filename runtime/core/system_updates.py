@@ -230,7 +230,8 @@ def _error(msg: SystemMessage, bag: dict[str, Any], now: float, up: SystemUpdate
     code = msg.code or ""
     was_active = code in errors
     if msg.kind is Kind.ERR_RAISE:
-        prev = errors.get(code) if isinstance(errors.get(code), dict) else {}
+        known = errors.get(code)
+        prev: dict[str, Any] = known if isinstance(known, dict) else {}
         errors[code] = {"raisedAt": prev.get("raisedAt", now), "lastRaisedAt": now,
                         "count": int(prev.get("count", 0)) + 1, "details": msg.details}
     else:

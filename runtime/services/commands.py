@@ -164,7 +164,7 @@ class Operations:
         return result
 
     async def deadletter(self, record_id: str) -> dict[str, Any]:
-        found = await self._read(self.store.get_deadletter(record_id))
+        found: dict[str, Any] | None = await self._read(self.store.get_deadletter(record_id))
         if found is None:
             raise NotFoundError("deadletter_not_found", f"no dead letter '{record_id}'")
         return found

@@ -65,7 +65,7 @@ def _units(records: list[Record], prepared: Prepared, limits: Limits) -> Plain:
         kind = Kind.MESSAGE if type(record) is MessageRecord else kind_of(record)
         try:
             if kind is Kind.MESSAGE and record.status != failed_status:  # type: ignore[union-attr]  # the usual record, inlined
-                stmts: tuple[Any, ...] = ((insert_message, message_params(record)),)  # type: ignore[arg-type]
+                stmts: tuple[Any, ...] = ((insert_message, message_params(record)),)  # type: ignore[arg-type]  # kind MESSAGE: a MessageRecord
             else:
                 stmts = statements(record, limits)
         except _BAD_VALUE as exc:  # e.g. detail that is not JSON: that record fails, not the batch
@@ -114,10 +114,10 @@ def account(prepared: Prepared, written: dict[str, int], pruner: Pruner) -> dict
         if seg.error is None and seg.errors is None:  # the whole segment committed (the usual case)
             pruner.added({t: n for t, n in seg.tables.items() if t != "devices"}, seg.deadletter_bytes,
                                seg.rows)
-            for kind, calls in seg.written.items():
-                written[kind] += calls
+            for counted, calls in seg.written.items():
+                written[counted] += calls
             continue
-        errors = seg.errors if seg.error is None else [seg.error] * len(seg.units)
+        errors: list[BaseException | None] = (seg.errors or []) if seg.error is None else [seg.error] * len(seg.units)
         for (kind, stmts, calls), error in zip(seg.units, errors, strict=True):
             if error is None:
                 written[kind] += calls

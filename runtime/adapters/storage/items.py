@@ -105,7 +105,7 @@ class Plain:
 
     units: list[tuple[Kind, tuple[Statement, ...], int]]  # kind, its statements, calls it stands for
     grouped: dict[Insert, list[tuple[Any, ...]]]
-    written: dict[Kind, int]
+    written: dict[str, int]  # per Kind value (a StrEnum: Kind.MESSAGE is the key "message")
     tables: dict[str, int]
     rows: int
     deadletter_bytes: int = 0

@@ -40,7 +40,6 @@ from runtime.adapters.storage.faults import Fault, classify, explain
 from runtime.adapters.storage.items import (
     KINDS,
     Item,
-    Kind,
     Limits,
     Op,
     Operation,
@@ -294,7 +293,7 @@ class BatchWriter:
             if not future.done():
                 future.set_exception(exc)
 
-    def _abandon(self, batch: list[Item], exc: BaseException, counter: dict[Kind, int] | None = None) -> None:
+    def _abandon(self, batch: list[Item], exc: BaseException, counter: dict[str, int] | None = None) -> None:
         counts = self.failed if counter is None else counter
         for item in batch:
             if isinstance(item, Op):

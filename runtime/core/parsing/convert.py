@@ -118,7 +118,9 @@ def _storage(
     if storage is P.OBJECT:
         return lambda raw: base64.b64encode(raw).decode("ascii") if isinstance(raw, bytes) else raw
     if storage in (P.DECIMAL_ARRAY, P.INT_ARRAY, P.STRING_ARRAY):
-        item = {P.DECIMAL_ARRAY: to_decimal, P.INT_ARRAY: to_integer, P.STRING_ARRAY: dotnet_text}[storage]
+        items: dict[ParameterType, Converter] = {P.DECIMAL_ARRAY: to_decimal, P.INT_ARRAY: to_integer,
+                                                 P.STRING_ARRAY: dotnet_text}
+        item = items[storage]
         return lambda raw: _array(raw, item)
     return _unsupported(storage)
 

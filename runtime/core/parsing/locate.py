@@ -160,7 +160,8 @@ def _geo_pair(parser: FieldParser, message: MessageDefinition | None) -> Locator
     if location is SearchLocation.QUERY_STRING:
         attr: str | None = "query_string_field"
     elif location is SearchLocation.BODY:
-        attr = _GEO_BY_CONTENT.get(_content_type(parser, message))  # type: ignore[arg-type]
+        content = _content_type(parser, message)
+        attr = _GEO_BY_CONTENT.get(content) if content is not None else None
     else:
         attr = None
     if attr is None:

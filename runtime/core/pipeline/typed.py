@@ -32,7 +32,7 @@ def convert(value: Any, ptype: ParameterType, state_set: StateSet | None = None,
         return None
     exact = _ALREADY.get(ptype)  # already in its stored form (the usual case: a typed input set on an attribute)
     if exact is not None and type(value) is exact and (
-        exact is not float or math.isfinite(value)) and (exact is not int or -(2**31) <= value < 2**31):
+        not isinstance(value, float) or math.isfinite(value)) and (type(value) is not int or -(2**31) <= value < 2**31):
         return value
     return convert_value(value, ptype, state_set=state_set, lenient=lenient)
 

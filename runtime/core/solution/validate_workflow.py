@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from runtime.core.solution import codes
 from runtime.core.solution.enums import (
     EndpointType,
@@ -13,13 +15,16 @@ from runtime.core.solution.enums import (
     TransmitterType,
 )
 from runtime.core.solution.model import (
+    Attribute,
     Connection,
+    InputCommand,
     InputTranslator,
     MachineState,
     OutputTranslator,
     Parameter,
     Transmitter,
     Workflow,
+    WorkflowInput,
 )
 from runtime.core.solution.validate_base import CheckerBase
 
@@ -73,12 +78,12 @@ class WorkflowChecks(CheckerBase):
         return None
 
     def connection(self, wf: Workflow, c: Connection, path: str) -> None:
-        table: dict[NodeType, dict[str, object]] = {
-            NodeType.INPUT: wf.input_by_key,  # type: ignore[dict-item]
-            NodeType.ATTRIBUTE: wf.attribute_by_key,  # type: ignore[dict-item]
-            NodeType.STATE_MACHINE: wf.state_machine_by_key,  # type: ignore[dict-item]
-            NodeType.INPUT_COMMAND: wf.input_command_by_key,  # type: ignore[dict-item]
-            NodeType.OUTPUT_COMMAND: wf.output_command_by_key,  # type: ignore[dict-item]
+        table: dict[NodeType, Mapping[str, object]] = {
+            NodeType.INPUT: wf.input_by_key,
+            NodeType.ATTRIBUTE: wf.attribute_by_key,
+            NodeType.STATE_MACHINE: wf.state_machine_by_key,
+            NodeType.INPUT_COMMAND: wf.input_command_by_key,
+            NodeType.OUTPUT_COMMAND: wf.output_command_by_key,
         }
         if c.node_key not in table[c.node_type]:
             self.err(
@@ -179,7 +184,8 @@ class WorkflowChecks(CheckerBase):
                       "(device health is not implemented)")
 
     def connection_scripts(self, wf: Workflow, path: str) -> None:
-        nodes = (("inputs", wf.inputs), ("attributes", wf.attributes), ("inputCommands", wf.input_commands))
+        nodes: tuple[tuple[str, Sequence[WorkflowInput | Attribute | InputCommand]], ...] = (
+            ("inputs", wf.inputs), ("attributes", wf.attributes), ("inputCommands", wf.input_commands))
         for wire, items in nodes:
             for j, node in enumerate(items):
                 for k, c in enumerate(node.outgoing_connections):
