@@ -30,13 +30,8 @@ from runtime.core.pipeline.output import build_outgoing
 from runtime.core.pipeline.planner import plan, planned_device, select_route
 from runtime.core.pipeline.sentinel import check as sentinel_check
 from runtime.core.pipeline.translator import translate
-from runtime.core.pipeline.workflow import (
-    ParameterError,
-    WorkflowEngine,
-    WorkflowResult,
-    input_mappings,
-    mapped_inputs,
-)
+from runtime.core.pipeline.wiring import input_mappings, mapped_inputs
+from runtime.core.pipeline.workflow import ParameterError, WorkflowEngine, WorkflowResult
 from runtime.core.scripting import WorkflowScripts
 from runtime.core.solution.enums import PipelineModuleType
 from runtime.core.solution.model import Route, SolutionDocument

@@ -27,6 +27,7 @@ from typing import Any
 from runtime.core.devices import Device
 from runtime.core.errors import StageError
 from runtime.core.pipeline.typed import convert, is_numeric
+from runtime.core.pipeline.wiring import Edge, edges
 from runtime.core.scripting import (
     POST_HANDLER,
     PRE_HANDLER,
@@ -43,8 +44,8 @@ from runtime.core.scripting import (
     hook_on_execute,
     hook_on_transition,
 )
-from runtime.core.solution.enums import NodeType, PipelineModuleType
-from runtime.core.solution.model import InputCommand, Parameter, Route, SolutionDocument, StateSet, Workflow
+from runtime.core.solution.enums import NodeType
+from runtime.core.solution.model import InputCommand, Parameter, SolutionDocument, StateSet, Workflow
 
 STAGE = "workflow"
 MAX_EVENTS_PER_RUN = 100
@@ -91,78 +92,6 @@ class WorkflowResult:
             device.latitude, device.longitude = self.location
 
 
-@dataclass(frozen=True, slots=True)
-class _Edge:
-    to_type: NodeType
-    to_key: str
-    event: str | None
-    parameter: str | None
-
-
-def _edges(workflow: Workflow) -> dict[tuple[NodeType, str], tuple[_Edge, ...]]:
-    """Canvas connections from both ends (exports list an edge on one side, the other, or both)."""
-    found: dict[tuple[NodeType, str], dict[tuple[NodeType, str, str | None], _Edge]] = {}
-
-    def add(
-        src: tuple[NodeType, str], dst: tuple[NodeType, str], event: str | None, parameter: str | None
-    ) -> None:
-        bucket = found.setdefault(src, {})
-        key = (dst[0], dst[1], event)
-        old = bucket.get(key) or bucket.get((dst[0], dst[1], None))
-        if old is not None:
-            bucket.pop((old.to_type, old.to_key, old.event), None)
-            event, parameter = event or old.event, parameter or old.parameter
-        bucket[(dst[0], dst[1], event)] = _Edge(dst[0], dst[1], event, parameter)
-
-    nodes: list[tuple[NodeType, str, Sequence[Any], Sequence[Any]]] = []
-    nodes += [
-        (NodeType.INPUT, n.key, n.incoming_connections, n.outgoing_connections) for n in workflow.inputs
-    ]
-    nodes += [
-        (NodeType.ATTRIBUTE, n.key, n.incoming_connections, n.outgoing_connections)
-        for n in workflow.attributes
-    ]
-    nodes += [
-        (NodeType.INPUT_COMMAND, n.key, n.incoming_connections, n.outgoing_connections)
-        for n in workflow.input_commands
-    ]
-    nodes += [(NodeType.OUTPUT_COMMAND, n.key, n.incoming_connections, ()) for n in workflow.output_commands]
-    nodes += [(NodeType.STATE_MACHINE, n.key, n.incoming_connections, ()) for n in workflow.state_machines]
-    for ntype, key, incoming, outgoing in nodes:
-        for c in outgoing:
-            add((ntype, key), (c.node_type, c.node_key), c.event, c.parameter or c.input_command_key)
-        for c in incoming:
-            add((c.node_type, c.node_key), (ntype, key), c.event, c.parameter or c.input_command_key)
-    return {src: tuple(b.values()) for src, b in found.items()}
-
-
-def input_mappings(route: Route, workflow_key: str | None = None) -> tuple[tuple[str, str], ...]:
-    """The route's input translator -> workflow mappings as (field key, input key) pairs, in route order;
-    only those into ``workflow_key`` when given. Pure and cheap to cache per route."""
-    out: list[tuple[str, str]] = []
-    for step in route.steps:
-        if step.type is not PipelineModuleType.INPUT_TRANSLATOR:
-            continue
-        for conn in (step.next, *step.secondary):
-            target = route.step_by_id.get(conn.to) if conn is not None else None
-            if conn is None or target is None or target.type is not PipelineModuleType.WORKFLOW:
-                continue
-            if workflow_key is not None and target.module != workflow_key:
-                continue
-            out.extend((f, i) for f, i in conn.mappings.items() if isinstance(i, str) and i)
-    return tuple(out)
-
-
-def mapped_inputs(mappings: tuple[tuple[str, str], ...], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Workflow inputs ``{input key: value}`` from the translator's values through ``mappings``."""
-    return {input_key: values[field_key] for field_key, input_key in mappings if field_key in values}
-
-
-def route_inputs(route: Route, values: Mapping[str, Any], workflow_key: str | None = None) -> dict[str, Any]:
-    """Workflow inputs from the input translator's values, through the route's field -> input mapping."""
-    return mapped_inputs(input_mappings(route, workflow_key), values)
-
-
 # Enum members as module constants: ``NodeType.X`` is a class attribute lookup (~0.1 us) on every edge fired.
 _INPUT = NodeType.INPUT
 _ATTRIBUTE = NodeType.ATTRIBUTE
@@ -183,7 +112,7 @@ class WorkflowEngine:
         self.workflow = workflow
         self.scripts = scripts
         self._state_sets = dict(state_sets or {})
-        self._edges = _edges(workflow)
+        self._edges = edges(workflow)
         # Prepared once per solution load (the engine is rebuilt with the document): per message, dict
         # lookups instead of scans of the workflow's lists.
         self._defaulted_attributes = tuple(a for a in workflow.attributes if a.default_value is not None)
@@ -547,7 +476,7 @@ class _Run:
             self.warnings.append(f"business rule {key} failed: {reason or 'no reason given'}")
         self.apply(effects)
 
-    def command_edge(self, command: InputCommand, edge: _Edge, values: Mapping[str, Any]) -> None:
+    def command_edge(self, command: InputCommand, edge: Edge, values: Mapping[str, Any]) -> None:
         if edge.to_type is NodeType.ATTRIBUTE:
             param = edge.parameter
             if param is None:

@@ -20,7 +20,7 @@ from runtime.adapters.storage.writer import Checkpointer, _delete_slice
 from runtime.core.devices import Device
 from runtime.core.messages import InboundMessage, MessageRecord, PemStatus, new_id
 from runtime.core.pipeline.typed import convert
-from runtime.core.pipeline.workflow import route_inputs
+from runtime.core.pipeline.wiring import route_inputs
 from runtime.core.solution.enums import ParameterType
 from runtime.core.solution.loader import load_solution_report
 from runtime.services.dispatcher import Dispatcher, build_engines

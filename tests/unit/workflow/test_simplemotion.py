@@ -11,7 +11,8 @@ from runtime.adapters.scripting.engine import QuickJsWorkflowScripts, build_work
 from runtime.core.devices import Device
 from runtime.core.errors import StageError
 from runtime.core.pipeline.output import build_outgoing
-from runtime.core.pipeline.workflow import WorkflowEngine, route_inputs
+from runtime.core.pipeline.wiring import route_inputs
+from runtime.core.pipeline.workflow import WorkflowEngine
 from runtime.core.solution.model import SolutionDocument
 from runtime.core.solution.nuviot import export_document
 
