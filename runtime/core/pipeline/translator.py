@@ -8,8 +8,6 @@ query-string and topic fields (body fields are absent) and never touches the pay
 
 from __future__ import annotations
 
-from typing import Any
-
 from runtime.core.errors import StageError
 from runtime.core.parsing.errors import ParseError
 from runtime.core.parsing.fields import message_readers
@@ -20,10 +18,10 @@ from runtime.core.solution.model import MessageDefinition, SolutionDocument
 STAGE = "inputtranslator"
 
 
-def translate(doc: SolutionDocument, message: MessageDefinition, view: MessageView) -> dict[str, Any]:
+def translate(doc: SolutionDocument, message: MessageDefinition, view: MessageView) -> dict[str, object]:
     readers = message_readers(doc, message)
     cursor = BinaryCursor()
-    values: dict[str, Any] = {}
+    values: dict[str, object] = {}
     problems: list[tuple[str, ParseError]] = []
     for reader in readers:
         try:
