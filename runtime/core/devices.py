@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 VALUE_MAX_BYTES = 64 * 1024  # one attribute or property-bag value, as stored (a script could store 8 MB)
 
@@ -17,10 +16,10 @@ class Device:
     device_type: str | None = None
     primary_access_key: str | None = None  # secret: never logged, never shown by the admin API
     secondary_access_key: str | None = None  # secret
-    properties: dict[str, Any] = field(default_factory=dict)
-    attributes: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, object] = field(default_factory=dict)
+    attributes: dict[str, object] = field(default_factory=dict)
     state_machines: dict[str, str] = field(default_factory=dict)  # machine key -> current state key
-    property_bag: dict[str, Any] = field(default_factory=dict)
+    property_bag: dict[str, object] = field(default_factory=dict)
     latitude: float | None = None
     longitude: float | None = None
     status: str = "New"
@@ -35,7 +34,7 @@ class Device:
                       self.state_machines, self.property_bag, self.latitude, self.longitude, self.status,
                       self.last_seen, self.created_at, self.updated_at)
 
-    def public_view(self) -> dict[str, Any]:
+    def public_view(self) -> dict[str, object]:
         """What the admin API shows: everything but the access keys."""
         return {
             "deviceId": self.device_id,
@@ -63,12 +62,11 @@ if tuple(Device.__dataclass_fields__) != (  # Device.copy passes them by positio
     raise ImportError("runtime.core.devices.Device changed: update Device.copy")
 
 
-def _weight(value: Any) -> int:
+def _weight(value: object) -> int:
     """About the bytes ``value`` takes when stored; 0 for scalars (bounded by their type)."""
-    kind = type(value)
-    if kind is str or kind is bytes or kind is bytearray:
+    if isinstance(value, (str, bytes, bytearray)):
         return len(value)
-    if kind is dict or kind is list or kind is tuple:
+    if isinstance(value, (dict, list, tuple)):
         return len(json.dumps(value, default=str))
     return 0
 

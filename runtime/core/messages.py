@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 _ids = random.Random(os.urandom(32))  # our own generator: a global random.seed() elsewhere cannot repeat ids
 _bits = _ids.getrandbits
@@ -106,7 +106,7 @@ class MessageRecord:
     topic: str | None = None
     path: str | None = None
     headers: Mapping[str, str] | None = None
-    detail: dict[str, Any] | None = None  # extra JSON (warnings, script logs, outgoing messages)
+    detail: dict[str, object] | None = None  # extra JSON (warnings, script logs, outgoing messages)
 
 
 if tuple(MessageRecord.__dataclass_fields__)[:10] != (  # Dispatcher._finish passes these by position

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from runtime.core.errors import RuntimeBaseError
 
@@ -90,9 +90,9 @@ class ScriptState:
     Whoever changes it bumps ``version`` so the session knows to push it before the next hook.
     """
 
-    attributes: dict[str, Any]
-    properties: dict[str, Any]
-    property_bag: dict[str, Any]
+    attributes: dict[str, object]
+    properties: dict[str, object]
+    property_bag: dict[str, object]
     state_machines: dict[str, str]
     location: tuple[float, float] | None = None
     version: int = 0
@@ -107,8 +107,8 @@ class SessionContext:
     device_configuration: str = ""
     device_type: str | None = None
     message_id: str | None = None
-    inputs: Mapping[str, Any] = field(default_factory=dict)
-    command: Mapping[str, Any] | None = None  # InputCommand.<param> (input commands only)
+    inputs: Mapping[str, object] = field(default_factory=dict)
+    command: Mapping[str, object] | None = None  # InputCommand.<param> (input commands only)
 
 
 @dataclass(slots=True)
@@ -122,9 +122,9 @@ class HookEffects:
     wrote (``attributes``, ``properties``, ``property_bag``, ``location``).
     """
 
-    value: Any = None
-    commands: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    events: list[tuple[str, str, Any]] = field(default_factory=list)
+    value: object = None
+    commands: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    events: list[tuple[str, str, object]] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     state_changed: frozenset[str] = frozenset()
@@ -136,7 +136,7 @@ class HookEffects:
 class OutputMessageResult:
     """What ``getOutputMessage()`` returned: a JSON-able value, or a string sent as it is."""
 
-    value: Any
+    value: object
     is_text: bool = False
     logs: tuple[str, ...] = ()
 
@@ -144,7 +144,7 @@ class OutputMessageResult:
 class ScriptSession(Protocol):
     """One message's (or input command's) run of a workflow's scripts; session values live here."""
 
-    def call(self, hook: str, args: Sequence[Any], state: ScriptState) -> HookEffects:
+    def call(self, hook: str, args: Sequence[object], state: ScriptState) -> HookEffects:
         """Run ``hook(*args)``; raise ``ScriptError`` when it throws, loops or allocates without end."""
         ...
 
@@ -155,7 +155,7 @@ class OutputScripts(Protocol):
     def has(self, hook: str) -> bool: ...
 
     def output_message(
-        self, message_key: str, fields: Mapping[str, Any], device_id: str
+        self, message_key: str, fields: Mapping[str, object], device_id: str
     ) -> OutputMessageResult:
         """Run the message's ``getOutputMessage()`` with ``Fields`` set; raise ``ScriptError`` on failure."""
         ...

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from xml.sax.saxutils import escape
 
 from runtime.core.errors import StageError
@@ -112,11 +111,11 @@ def _tokens(text: str | None, device_id: str, message_id: str) -> str | None:
     return text.replace("~deviceid~", device_id).replace("~messageid~", message_id)
 
 
-def _json(value: Any) -> bytes:
+def _json(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -126,7 +125,7 @@ def _text(value: Any) -> str:
 
 def _payload(
     message: MessageDefinition,
-    fields: Mapping[str, Any],
+    fields: Mapping[str, object],
     device_id: str,
     scripts: OutputScripts | None,
     logs: list[str],
@@ -163,7 +162,7 @@ def build_outgoing(
     doc: SolutionDocument,
     route: Route,
     device_id: str,
-    commands: Sequence[tuple[str, Mapping[str, Any]]],
+    commands: Sequence[tuple[str, Mapping[str, object]]],
     scripts: OutputScripts | None = None,
     *,
     workflow_key: str | None = None,

@@ -11,7 +11,6 @@ into the stored form of a NuvIoT type, or raises ``ValueError`` with a short rea
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from runtime.core.solution.enums import ParameterType
 from runtime.core.solution.model import StateSet
@@ -26,7 +25,7 @@ _ALREADY: dict[ParameterType, type] = {
 }
 
 
-def convert(value: Any, ptype: ParameterType, state_set: StateSet | None = None, *, lenient: bool = False) -> Any:
+def convert(value: object, ptype: ParameterType, state_set: StateSet | None = None, *, lenient: bool = False) -> object:
     """``value`` in the stored form of ``ptype``; ``ValueError`` (a ``values.ValueProblem``) when it cannot be."""
     if value is None:
         return None

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from runtime.core.solution.enums import NodeType, PipelineModuleType
-from runtime.core.solution.model import Route, Workflow
+from runtime.core.solution.model import Connection, Route, Workflow
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +33,7 @@ def edges(workflow: Workflow) -> dict[tuple[NodeType, str], tuple[Edge, ...]]:
             event, parameter = event or old.event, parameter or old.parameter
         bucket[(dst[0], dst[1], event)] = Edge(dst[0], dst[1], event, parameter)
 
-    nodes: list[tuple[NodeType, str, Sequence[Any], Sequence[Any]]] = []
+    nodes: list[tuple[NodeType, str, Sequence[Connection], Sequence[Connection]]] = []
     nodes += [
         (NodeType.INPUT, n.key, n.incoming_connections, n.outgoing_connections) for n in workflow.inputs
     ]
@@ -73,11 +72,11 @@ def input_mappings(route: Route, workflow_key: str | None = None) -> tuple[tuple
     return tuple(out)
 
 
-def mapped_inputs(mappings: tuple[tuple[str, str], ...], values: Mapping[str, Any]) -> dict[str, Any]:
+def mapped_inputs(mappings: tuple[tuple[str, str], ...], values: Mapping[str, object]) -> dict[str, object]:
     """Workflow inputs ``{input key: value}`` from the translator's values through ``mappings``."""
     return {input_key: values[field_key] for field_key, input_key in mappings if field_key in values}
 
 
-def route_inputs(route: Route, values: Mapping[str, Any], workflow_key: str | None = None) -> dict[str, Any]:
+def route_inputs(route: Route, values: Mapping[str, object], workflow_key: str | None = None) -> dict[str, object]:
     """Workflow inputs from the input translator's values, through the route's field -> input mapping."""
     return mapped_inputs(input_mappings(route, workflow_key), values)

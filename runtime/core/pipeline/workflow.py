@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from runtime.core.devices import Device
 from runtime.core.errors import StageError
@@ -45,7 +44,15 @@ from runtime.core.scripting import (
     hook_on_transition,
 )
 from runtime.core.solution.enums import NodeType
-from runtime.core.solution.model import InputCommand, Parameter, SolutionDocument, StateSet, Workflow
+from runtime.core.solution.model import (
+    InputCommand,
+    MachineState,
+    Parameter,
+    SolutionDocument,
+    StateSet,
+    Transition,
+    Workflow,
+)
 
 STAGE = "workflow"
 MAX_EVENTS_PER_RUN = 100
@@ -70,12 +77,12 @@ class ParameterError(StageError):
 class WorkflowResult:
     """The device state after the run, and what it produced. Nothing is applied until the caller does."""
 
-    attributes: dict[str, Any]
+    attributes: dict[str, object]
     state_machines: dict[str, str]
-    properties: dict[str, Any]
-    property_bag: dict[str, Any]
+    properties: dict[str, object]
+    property_bag: dict[str, object]
     location: tuple[float, float] | None
-    output_commands: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    output_commands: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)  # logConsole lines, for the structured log
     warnings: list[str] = field(default_factory=list)
     rule_failures: list[tuple[str | None, str]] = field(default_factory=list)  # (error code, reason)
@@ -120,8 +127,8 @@ class WorkflowEngine:
             (m.key, m.initial_state) for m in workflow.state_machines if m.initial_state is not None
         )
         # id(machine) -> state key -> its first state; id(state) -> event -> its first transition
-        self._states: dict[int, dict[str | None, Any]] = {}
-        self._transitions: dict[int, dict[str, Any]] = {}
+        self._states: dict[int, dict[str | None, MachineState]] = {}
+        self._transitions: dict[int, dict[str, Transition]] = {}
         for m in workflow.state_machines:
             states = self._states.setdefault(id(m), {})
             for st in m.states:
@@ -152,11 +159,11 @@ class WorkflowEngine:
     # ---- entry points
 
     def run(
-        self, device: Device, inputs: Mapping[str, Any], *, message_id: str | None = None
+        self, device: Device, inputs: Mapping[str, object], *, message_id: str | None = None
     ) -> WorkflowResult:
         """Run the workflow for one message; ``inputs`` are ``{input key: value}`` (see ``route_inputs``)."""
         wf = self.workflow
-        typed: dict[str, Any] = {}
+        typed: dict[str, object] = {}
         input_types = self._input_types
         for key, value in inputs.items():
             spec = input_types.get(key)
@@ -196,7 +203,7 @@ class WorkflowEngine:
         return run.result()
 
     def run_input_command(
-        self, command_key: str, device: Device, params: Mapping[str, Any], *, message_id: str | None = None
+        self, command_key: str, device: Device, params: Mapping[str, object], *, message_id: str | None = None
     ) -> WorkflowResult:
         """Run an input command; ``params`` are raw (query-string text or JSON values). ``ParameterError`` on bad ones."""
         command = self.workflow.input_command_by_key.get(command_key)
@@ -225,9 +232,9 @@ class WorkflowEngine:
             run.command_edge(command, edge, values)
         return run.result()
 
-    def convert_parameters(self, command: InputCommand, params: Mapping[str, Any]) -> dict[str, Any]:
+    def convert_parameters(self, command: InputCommand, params: Mapping[str, object]) -> dict[str, object]:
         """Typed parameter values; a missing optional one is left out. Raises ``ParameterError``."""
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for p in command.parameters:
             raw = params.get(p.key)
             if raw is None or raw == "":
@@ -242,14 +249,14 @@ class WorkflowEngine:
 
     # ---- helpers shared with _Run
 
-    def _parameter(self, p: Parameter, raw: Any) -> Any:
+    def _parameter(self, p: Parameter, raw: object) -> object:
         try:
             value = convert(raw, p.parameter_type, self._state_set(p.state_set), lenient=True)
         except ValueError as exc:
             raise ParameterError(
                 p.key, "invalid_parameter", f"{exc} (type {p.parameter_type.value})"
             ) from None
-        if is_numeric(p.parameter_type):
+        if is_numeric(p.parameter_type) and isinstance(value, (int, float)):  # convert gave a number
             if p.min_value is not None and value < p.min_value:
                 raise ParameterError(
                     p.key, "invalid_parameter", f"{value} is below the minimum {p.min_value:g}"
@@ -294,7 +301,7 @@ class _Run:
             attributes, dict(device.properties), dict(device.property_bag), machines, location
         )
         self.session: ScriptSession | None = None
-        self.commands: list[tuple[str, dict[str, Any]]] = []
+        self.commands: list[tuple[str, dict[str, object]]] = []
         self.logs: list[str] = []
         self.warnings: list[str] = []
         self.rule_failures: list[tuple[str | None, str]] = []
@@ -304,7 +311,7 @@ class _Run:
 
     # ---- scripts
 
-    def call(self, hook: str, args: Sequence[Any]) -> HookEffects | None:
+    def call(self, hook: str, args: Sequence[object]) -> HookEffects | None:
         scripts = self.engine.scripts
         if scripts is None or not scripts.has(hook):
             return None
@@ -332,7 +339,7 @@ class _Run:
         for machine, event, value in effects.events:
             self.raise_event(machine, event, value)
 
-    def hook(self, hook: str, args: Sequence[Any]) -> HookEffects | None:
+    def hook(self, hook: str, args: Sequence[object]) -> HookEffects | None:
         effects = self.call(hook, args)
         self.apply(effects)
         return effects
@@ -360,7 +367,7 @@ class _Run:
 
     # ---- nodes
 
-    def fire(self, node_type: NodeType, key: str, value: Any) -> None:
+    def fire(self, node_type: NodeType, key: str, value: object) -> None:
         """The mappings out of an input or an attribute, with ``value``."""
         for edge in self.engine._edges.get((node_type, key), ()):
             to_type = edge.to_type
@@ -371,7 +378,7 @@ class _Run:
             elif to_type is _OUTPUT_COMMAND:
                 self.send(edge.to_key, (value,))
 
-    def set_attribute(self, key: str, value: Any) -> None:
+    def set_attribute(self, key: str, value: object) -> None:
         engine = self.engine
         spec = engine._attribute_types.get(key)
         if spec is None:
@@ -392,7 +399,7 @@ class _Run:
         if key in engine._attribute_edges:  # no mapping out of it: firing it would do nothing
             self.fire(_ATTRIBUTE, key, self.state.attributes.get(key))
 
-    def send(self, key: str, args: Sequence[Any], by_key: Mapping[str, Any] | None = None) -> None:
+    def send(self, key: str, args: Sequence[object], by_key: Mapping[str, object] | None = None) -> None:
         """``OutputCommands.<key>.send(*args)`` from a mapping: onExecute(*args), or a command of the args."""
         command = self.wf.output_command_by_key.get(key)
         if command is None:
@@ -408,7 +415,7 @@ class _Run:
             fields = {p.key: a for p, a in zip(command.parameters, args, strict=False)}
         self.emit(key, fields)
 
-    def emit(self, key: str, fields: Mapping[str, Any]) -> None:
+    def emit(self, key: str, fields: Mapping[str, object]) -> None:
         command = self.wf.output_command_by_key.get(key)
         if command is None:
             self.warnings.append(f"unknown output command {key} dropped")
@@ -429,7 +436,7 @@ class _Run:
                 )
         self.commands.append((key, out))
 
-    def raise_event(self, machine_key: str, event: str, value: Any) -> None:
+    def raise_event(self, machine_key: str, event: str, value: object) -> None:
         machine = self.wf.state_machine_by_key.get(machine_key)
         if machine is None:
             self.warnings.append(f"event {event} for unknown state machine {machine_key} ignored")
@@ -476,7 +483,7 @@ class _Run:
             self.warnings.append(f"business rule {key} failed: {reason or 'no reason given'}")
         self.apply(effects)
 
-    def command_edge(self, command: InputCommand, edge: Edge, values: Mapping[str, Any]) -> None:
+    def command_edge(self, command: InputCommand, edge: Edge, values: Mapping[str, object]) -> None:
         if edge.to_type is NodeType.ATTRIBUTE:
             param = edge.parameter
             if param is None:
@@ -492,7 +499,7 @@ class _Run:
             self.raise_event(edge.to_key, event, value)
         elif edge.to_type is NodeType.OUTPUT_COMMAND:
             if edge.parameter:
-                args: list[Any] = [values.get(edge.parameter)]
+                args: list[object] = [values.get(edge.parameter)]
             else:
                 args = [values[p.key] for p in command.parameters if p.key in values]
             self.send(edge.to_key, args, by_key=values)
@@ -516,13 +523,13 @@ class _Run:
         )
 
 
-def _event_name(value: Any) -> str:
+def _event_name(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def _rule_outcome(value: Any) -> tuple[bool, str | None]:
+def _rule_outcome(value: object) -> tuple[bool, str | None]:
     """A business rule returns true/false, or ``{result: bool, reason: str}``."""
     if isinstance(value, dict):
         ok = value.get("result", value.get("valid", value.get("success", False)))
