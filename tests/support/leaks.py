@@ -34,6 +34,8 @@ class TrackingLoop(uvloop.Loop):  # type: ignore[misc]  # uvloop.Loop has no typ
         self.timers: list[asyncio.TimerHandle] = []
 
     def _track(self, handle: asyncio.TimerHandle) -> asyncio.TimerHandle:
+        if not hasattr(handle, "when"):  # uvloop runs a delay <= 0 as call_soon: a Handle, not a timer
+            return handle
         if len(self.timers) >= _PRUNE_AT:
             now = self.time()
             self.timers = [h for h in self.timers if not h.cancelled() and h.when() > now]
