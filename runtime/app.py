@@ -174,7 +174,7 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
 
         ops = Operations(runtime, store, devices, metrics, instance_id=lambda: identity.value, replay=planes.replay,
                          storage_fault=lambda: store.fault)
-        ops.add_status("instance", lambda: settings.instance_status(current.doc))  # each setting with its source
+        ops.add_status("instance", lambda: settings.instance_status(current.doc, identity.entry))  # with sources
         ops.add_status("storage", functools.partial(_storage_status, settings, current, store, cloud))
         ops.add_status("dataStreams", datastreams.status)
         api = AdminApi(ops, token, host=settings.admin_host, port=settings.admin_port,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from runtime.core.solution.model import SolutionDocument
-from runtime.settings import Settings
+from runtime.settings import Settings, Source
 
 
 class InstanceIdentity:
@@ -22,7 +22,8 @@ class InstanceIdentity:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._value: str | None = settings.instance_id
+        self._value: str | None = settings.instance_id or None
+        self.source: Source = settings.sources.get("instance_id", "flag") if self._value else "default"
         self.settled = asyncio.Event()
         if self._value:
             self.settled.set()
@@ -30,11 +31,17 @@ class InstanceIdentity:
     def pin(self, doc: SolutionDocument | None) -> None:
         if self._value is None:
             self._value = self._settings.effective_instance_id(doc)
+            self.source = "document" if doc is not None and doc.instance.key else "default"
         self.settled.set()
 
     @property
     def value(self) -> str:
         return self._value or self._settings.effective_instance_id(None)
+
+    @property
+    def entry(self) -> tuple[str, Source]:
+        """The id and where it came from (flag, env, document, default), for ``/status``."""
+        return self.value, self.source
 
 
 class CurrentSolution:

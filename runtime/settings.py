@@ -187,8 +187,10 @@ class Settings(BaseModel):
             return doc.instance.input_command_port
         return DEFAULT_INPUT_COMMAND_PORT
 
-    def instance_status(self, doc: SolutionDocument | None) -> dict[str, Any]:
-        """Every instance setting as ``{value, source}`` for ``GET /status`` (secrets only as set/unset)."""
+    def instance_status(self, doc: SolutionDocument | None,
+                        instance_id: tuple[str, Source] | None = None) -> dict[str, Any]:
+        """Every instance setting as ``{value, source}`` for ``GET /status`` (secrets only as set/unset);
+        ``instance_id``: the id the process runs with (it is fixed at the first load), with its source."""
 
         def entry(value: Any, source: Source) -> dict[str, Any]:
             return {"value": getattr(value, "value", value), "source": source}
@@ -196,6 +198,8 @@ class Settings(BaseModel):
         out: dict[str, Any] = {"instanceId": entry(*self.resolve("key", doc, "local"))}
         if self.instance_id:
             out["instanceId"] = entry(self.instance_id, self.sources.get("instance_id", "flag"))
+        if instance_id is not None:
+            out["instanceId"] = entry(*instance_id)
         for name, wire, default in (
             ("queue_type", "queueType", QueueType.IN_MEMORY),
             ("deployment_type", "deploymentType", None),
