@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from runtime.core.parsing.errors import INVALID_LOCATOR, INVALID_TEXT, READ_PAST_END, ParseError, shown
 from runtime.core.solution.enums import Endian, ParseBinaryValueType, StringParsingStrategy
@@ -40,7 +39,7 @@ def read_binary(
     endian: Endian,
     strategy: StringParsingStrategy | None = None,
     length_bytes: int | None = None,
-) -> tuple[Any, int]:
+) -> tuple[object, int]:
     if offset < 0:
         raise ParseError(INVALID_LOCATOR, f"binary offset {offset} is negative")
     if kind is _T.BOOLEAN:

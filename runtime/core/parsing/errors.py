@@ -6,8 +6,6 @@ translator turn it into a ``StageError`` (or, for the planner, into "this parser
 
 from __future__ import annotations
 
-from typing import Any
-
 from runtime.core.errors import RuntimeBaseError
 
 # NuvIoT's MessageValue codes (reference/nuviot-runtime.md §7), used where one fits.
@@ -48,7 +46,7 @@ class ParseError(RuntimeBaseError):
         self.detail = detail
 
 
-def shown(value: Any) -> str:
+def shown(value: object) -> str:
     """A bad value as it may appear in a detail: repr, truncated."""
     if isinstance(value, bytes | bytearray):
         text = repr(bytes(value[: _SHOWN // 2]))

@@ -11,7 +11,6 @@ Per field (docs/parsing.md §Fields):
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from runtime.core.parsing.convert import Converter, make_converter
 from runtime.core.parsing.errors import (
@@ -67,14 +66,14 @@ class FieldReader:
                 self._validation = compile_regex(field.reg_ex_validation)
             except ParseError as exc:
                 self._validation = exc
-        self._default: Any = MISSING
+        self._default: object = MISSING
         if field.default_value is not None and field.default_value != "":
             try:
                 self._default = self._finish(self._convert(field.default_value))
             except ParseError as exc:
                 self._default = ParseError(exc.code, f"default_value: {exc.detail}")
 
-    def read(self, view: MessageView, cursor: BinaryCursor | None) -> Any:
+    def read(self, view: MessageView, cursor: BinaryCursor | None) -> object:
         raw = self._locate(view, cursor)
         if raw is MISSING or raw == "":
             if self._required:
@@ -85,8 +84,9 @@ class FieldReader:
             return default
         return self._finish(self._convert(raw))
 
-    def _finish(self, value: Any) -> Any:
-        if (self._minimum is not None or self._maximum is not None) and type(value) in (int, float):
+    def _finish(self, value: object) -> object:
+        bounded = self._minimum is not None or self._maximum is not None
+        if bounded and isinstance(value, int | float) and type(value) is not bool:
             if self._minimum is not None and value < self._minimum:
                 raise ParseError(VALUE_OUT_OF_RANGE, f"{shown(value)} is below the minimum {self._minimum:g}")
             if self._maximum is not None and value > self._maximum:

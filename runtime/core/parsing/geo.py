@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
 
 from runtime.core.parsing.errors import INVALID_GEOLOCATION, OUT_OF_RANGE_OR_BAD_DATETIME, ParseError, shown
 
@@ -30,7 +29,7 @@ _FORMS = (
 )
 
 
-def parse_geolocation(raw: Any) -> str:
+def parse_geolocation(raw: object) -> str:
     if isinstance(raw, dict):
         lat = raw.get("lat", raw.get("latitude"))
         lon = raw.get("lon", raw.get("lng", raw.get("longitude")))
@@ -59,7 +58,7 @@ def _six(value: float) -> str:
     return text[1:] if text == "-0.000000" else text
 
 
-def _coordinate(value: Any, raw: Any, *, is_latitude: bool) -> float:
+def _coordinate(value: object, raw: object, *, is_latitude: bool) -> float:
     if isinstance(value, bool) or value is None:
         raise _malformed(raw)
     if isinstance(value, int | float):
@@ -92,7 +91,7 @@ def _coordinate(value: Any, raw: Any, *, is_latitude: bool) -> float:
     return number
 
 
-def _malformed(raw: Any) -> ParseError:
+def _malformed(raw: object) -> ParseError:
     return ParseError(
         INVALID_GEOLOCATION, f"{shown(raw)} is not a geolocation (expected (-)dd.dddddd,(-)ddd.dddddd)"
     )

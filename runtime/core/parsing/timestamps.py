@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 from runtime.core.parsing.errors import OUT_OF_RANGE_OR_BAD_DATETIME, ParseError, shown
 from runtime.core.solution.enums import DateTimeZone
@@ -32,7 +31,7 @@ def format_utc(moment: datetime) -> str:
     return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond // 1000:03d}Z"
 
 
-def parse_datetime(raw: Any, zone: DateTimeZone | None) -> str:
+def parse_datetime(raw: object, zone: DateTimeZone | None) -> str:
     if zone is DateTimeZone.EPOCH_SECONDS or zone is DateTimeZone.EPOCH_MS:
         return _from_epoch(raw, 1000.0 if zone is DateTimeZone.EPOCH_MS else 1.0)
     if not isinstance(raw, str):
@@ -69,7 +68,7 @@ def _zone(text: str | None) -> timezone:
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
-def _from_epoch(raw: Any, divisor: float) -> str:
+def _from_epoch(raw: object, divisor: float) -> str:
     if isinstance(raw, bool):
         raise _bad(raw)
     if isinstance(raw, str):
@@ -90,7 +89,7 @@ def _from_epoch(raw: Any, divisor: float) -> str:
         raise _bad(raw) from None
 
 
-def _bad(raw: Any) -> ParseError:
+def _bad(raw: object) -> ParseError:
     return ParseError(
         OUT_OF_RANGE_OR_BAD_DATETIME,
         f"{shown(raw)} is not a date-time (format should be YYYY-MM-DDTHH:MM:SS.sssZ)",

@@ -5,14 +5,13 @@ Everything else with content that no model field takes is a PYRT2090 warning (``
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from runtime.core.solution import model as m
 
 
-def field_names(alias: str, info: Any) -> list[str]:
+def field_names(alias: str, info: FieldInfo) -> list[str]:
     """The export names a field answers to: its alias, then its other validation aliases (NuvIoT's names)."""
     names = [alias]
     choices = getattr(info.validation_alias, "choices", None)
