@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 
@@ -68,7 +67,7 @@ _LENIENT_FALSE = frozenset({"false", "0", "no", "off"})
 # --------------------------------------------------------------------------- text as .NET writes it
 
 
-def dotnet_text(value: Any) -> str:
+def dotnet_text(value: object) -> str:
     """``value`` as a .NET string: ``True``/``False``, ``3`` for a whole double, ``1E-05``, JSON for structures."""
     if isinstance(value, str):
         return value
@@ -103,7 +102,7 @@ def dotnet_text(value: Any) -> str:
 # --------------------------------------------------------------------------- scalars
 
 
-def to_integer(raw: Any, *, lenient: bool = False) -> int:
+def to_integer(raw: object, *, lenient: bool = False) -> int:
     if isinstance(raw, bool):
         raise ValueProblem(INVALID_INTEGER, f"{shown(raw)} is not an integer")
     if isinstance(raw, int):
@@ -124,7 +123,7 @@ def to_integer(raw: Any, *, lenient: bool = False) -> int:
     return value
 
 
-def to_decimal(raw: Any, code: str = INVALID_DECIMAL) -> float:
+def to_decimal(raw: object, code: str = INVALID_DECIMAL) -> float:
     if isinstance(raw, bool):
         raise ValueProblem(code, f"{shown(raw)} is not a number")
     if isinstance(raw, int | float):
@@ -143,7 +142,7 @@ def to_decimal(raw: Any, code: str = INVALID_DECIMAL) -> float:
     return -value if "-" in (match["lead"], match["trail"]) else value
 
 
-def to_double(raw: Any, code: str = NOT_NUMERIC_OR_BOOLEAN) -> float:
+def to_double(raw: object, code: str = NOT_NUMERIC_OR_BOOLEAN) -> float:
     if isinstance(raw, bool):
         raise ValueProblem(code, f"{shown(raw)} is not numeric")
     if isinstance(raw, int | float):
@@ -163,7 +162,7 @@ def to_double(raw: Any, code: str = NOT_NUMERIC_OR_BOOLEAN) -> float:
     return value
 
 
-def to_boolean(raw: Any, *, lenient: bool = False) -> bool:
+def to_boolean(raw: object, *, lenient: bool = False) -> bool:
     if isinstance(raw, bool):
         return raw
     text = raw if isinstance(raw, str) else (str(raw) if lenient and isinstance(raw, int) else None)
@@ -177,7 +176,7 @@ def to_boolean(raw: Any, *, lenient: bool = False) -> bool:
     raise ValueProblem(NOT_NUMERIC_OR_BOOLEAN, f"{shown(raw)} is not a boolean ({allowed})")
 
 
-def wire_boolean(raw: Any) -> bool:
+def wire_boolean(raw: object) -> bool:
     """ParseStringValueType ``boolean``: "zero, false, False is false, anything else true" (NuvIoT's label)."""
     if isinstance(raw, bool):
         return raw
@@ -186,7 +185,7 @@ def wire_boolean(raw: Any) -> bool:
     return dotnet_text(raw).strip().lower() not in ("0", "false", "")
 
 
-def to_state(raw: Any, state_set: StateSet | None, *, lenient: bool = False, key: str | None = None) -> str:
+def to_state(raw: object, state_set: StateSet | None, *, lenient: bool = False, key: str | None = None) -> str:
     if state_set is None:
         detail = f"state set {key!r} is not in the solution" if key else "the value has no state set"
         raise ValueProblem(STATE_SET_MISSING, detail)
@@ -209,7 +208,7 @@ def to_state(raw: Any, state_set: StateSet | None, *, lenient: bool = False, key
     raise ValueProblem(UNKNOWN_STATE, f"{shown(raw)} is not a state of {state_set.key!r} (allowed: {allowed})")
 
 
-def _enum_number(raw: Any) -> int | None:
+def _enum_number(raw: object) -> int | None:
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
     if isinstance(raw, str) and _INTEGER.fullmatch(raw):
@@ -217,7 +216,7 @@ def _enum_number(raw: Any) -> int | None:
     return None
 
 
-def to_value_with_unit(raw: Any, unit_set: UnitSet | None = None, scaler: float = 1.0) -> float:
+def to_value_with_unit(raw: object, unit_set: UnitSet | None = None, scaler: float = 1.0) -> float:
     value = to_double(raw)
     if scaler != 1.0:
         value = _scaled(value, scaler, raw, NOT_NUMERIC_OR_BOOLEAN)
@@ -226,7 +225,7 @@ def to_value_with_unit(raw: Any, unit_set: UnitSet | None = None, scaler: float 
     return round(value, places) if places is not None and places >= 0 else value
 
 
-def _scaled(value: float, scaler: float, raw: Any, code: str) -> float:
+def _scaled(value: float, scaler: float, raw: object, code: str) -> float:
     result = value * scaler
     if not math.isfinite(result):
         raise ValueProblem(code, f"{shown(raw)} scaled by {scaler} is not a finite number")
@@ -235,7 +234,7 @@ def _scaled(value: float, scaler: float, raw: Any, code: str) -> float:
 
 # --------------------------------------------------------------------------- one entry point
 
-Converter = Callable[[Any], Any]
+Converter = Callable[[object], object]
 
 
 def converter(
@@ -273,14 +272,14 @@ def converter(
 
 
 def convert(
-    raw: Any,
+    raw: object,
     ptype: ParameterType,
     *,
     state_set: StateSet | None = None,
     unit_set: UnitSet | None = None,
     zone: DateTimeZone | None = None,
     lenient: bool = False,
-) -> Any:
+) -> object:
     """``raw`` in the stored form of ``ptype``; ``None`` (and, for all but strings, ``""``) is no value."""
     if raw is None or (raw == "" and ptype is not ParameterType.STRING):
         return None
@@ -288,14 +287,14 @@ def convert(
     return raw if fn is None else fn(raw)
 
 
-def _datetime(raw: Any, zone: DateTimeZone | None) -> str:
+def _datetime(raw: object, zone: DateTimeZone | None) -> str:
     try:
         return parse_datetime(raw, zone)
     except ParseError as exc:
         raise ValueProblem(exc.code, exc.detail) from None
 
 
-def _geolocation(raw: Any) -> str:
+def _geolocation(raw: object) -> str:
     if isinstance(raw, list | tuple) and len(raw) == 2:
         raw = {"lat": raw[0], "lon": raw[1]}
     try:

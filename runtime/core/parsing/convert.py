@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import Any
 
 from runtime.core.parsing.errors import (
     INVALID_DECIMAL,
@@ -34,7 +33,7 @@ from runtime.core.values import (
     wire_boolean,
 )
 
-Converter = Callable[[Any], Any]
+Converter = Callable[[object], object]
 
 # the scalar readers, under the names the parsing package has used
 parse_integer = to_integer
@@ -45,13 +44,13 @@ to_string = dotnet_text
 # --------------------------------------------------------------------------- wire types
 
 
-def _check_whole(raw: Any) -> None:
+def _check_whole(raw: object) -> None:
     """A whole number on the wire; a JSON ``3.0`` is whole too (storage decides whether it may be a float)."""
     if not (isinstance(raw, float) and raw.is_integer()):
         to_double(raw) if not isinstance(raw, str) else to_integer(raw)
 
 
-def _check_real(raw: Any) -> None:
+def _check_real(raw: object) -> None:
     to_double(raw, INVALID_DECIMAL)
 
 
@@ -77,7 +76,7 @@ def make_converter(
     if check is None or (storage, wire) in _CHECKED_BY_STORAGE:
         return store
 
-    def convert(raw: Any) -> Any:
+    def convert(raw: object) -> object:
         check(raw)
         return store(raw)
 
@@ -105,7 +104,7 @@ def _storage(
     if storage is P.VALUE_WITH_UNIT and unit_set is None:
         detail = f"unit set {unit_set_key!r} is not in the solution" if unit_set_key else "the field has no unit set"
 
-        def missing(raw: Any) -> Any:
+        def missing(raw: object) -> object:
             raise ParseError(UNIT_SET_MISSING, detail)
 
         return missing
@@ -126,7 +125,7 @@ def _storage(
 
 
 def _unsupported(storage: ParameterType) -> Converter:
-    def convert(raw: Any) -> Any:
+    def convert(raw: object) -> object:
         raise ParseError(
             UNSUPPORTED_STORAGE_TYPE, f"storage type {storage.value!r} is not parsed from messages"
         )
@@ -134,7 +133,7 @@ def _unsupported(storage: ParameterType) -> Converter:
     return convert
 
 
-def _image(raw: Any) -> str:
+def _image(raw: object) -> str:
     if isinstance(raw, bytes):
         return base64.b64encode(raw).decode("ascii")
     if isinstance(raw, str):
@@ -142,7 +141,7 @@ def _image(raw: Any) -> str:
     raise ParseError(INVALID_VALUE, f"{shown(raw)} is not an image (bytes or base64 text)")
 
 
-def _array(raw: Any, item: Converter) -> list[Any]:
+def _array(raw: object, item: Converter) -> list[object]:
     if not isinstance(raw, list):
         raise ParseError(INVALID_VALUE, f"{shown(raw)} is not an array")
     return [item(x) for x in raw]
