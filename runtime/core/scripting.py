@@ -129,7 +129,7 @@ class HookEffects:
     warnings: list[str] = field(default_factory=list)
     state_changed: frozenset[str] = frozenset()
     # addToDataStream / updateDataStream calls: (op "add"|"update", stream key, values, filter or None)
-    stream_writes: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = field(default_factory=list)
+    stream_writes: list[tuple[str, str, dict[str, object], dict[str, object] | None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,7 +141,7 @@ def specs_of(doc: SolutionDocument) -> dict[str, StreamSpec]:
 
 
 def format_time(at: float, epoch: bool) -> int | str:
-    return int(at) if epoch else iso(at)
+    return int(at) if epoch else iso(at)  # type: ignore[return-value]  # iso() of a float is a str
 
 
 def parse_time(value: Any) -> float | None:
@@ -191,10 +191,10 @@ def _number(spec: StreamSpec, f: FieldSpec, value: Any) -> float | int:
         if isinstance(value, float) and not value.is_integer():
             raise StreamRowError(spec.key, f.column, f"{value} is not a whole number")
         return int(value)
-    value = float(value)
+    number = float(value)
     if f.decimals is not None and f.decimals >= 0:
-        value = round(value, f.decimals)
-    return value
+        number = round(number, f.decimals)
+    return number
 
 
 def _cell(spec: StreamSpec, f: FieldSpec, value: Any) -> Any:
@@ -251,7 +251,7 @@ def build_row(spec: StreamSpec, device_id: str, at: float, values: Mapping[str, 
 
 def stamped(spec: StreamSpec, item: Mapping[str, Any]) -> dict[str, Any]:
     """A queued row with its timestamp column, in the stream's date format (the queue carries ``at``)."""
-    row = item["row"]
+    row: dict[str, Any] = item["row"]
     at = item.get("at")
     if at is None or spec.time_field in row:
         return row

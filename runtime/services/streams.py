@@ -45,7 +45,9 @@ class StreamSink(Protocol):
 
 class QueuePort(Protocol):
     listeners: list[Callable[[set[str]], None]]
-    overflow: Mapping[str, int]
+
+    @property
+    def overflow(self) -> Mapping[str, int]: ...  # rows refused per stream (read-only here)
 
     def depth(self, stream: str) -> int: ...
 

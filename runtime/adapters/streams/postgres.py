@@ -267,7 +267,8 @@ class PostgresSink:
                    limit: int) -> list[dict[str, Any]]:
         conn = await self._connection()
         dev, ts = _q(self.spec.device_field), _q(self.spec.time_field)
-        conds, args = [], []
+        conds: list[str] = []
+        args: list[object] = []
         if device_id is not None:
             args.append(device_id)
             conds.append(f"{dev} = ${len(args)}")

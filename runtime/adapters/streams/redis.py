@@ -71,13 +71,13 @@ class RedisSink:
                 for device_id, rec in latest.items():  # updates see the rows before them
                     if rec is not None:
                         pipe.delete(self._prefix + device_id)
-                        pipe.hset(self._prefix + device_id, mapping=self._enc(rec))
+                        pipe.hset(self._prefix + device_id, mapping=self._enc(rec))  # type: ignore[arg-type]  # redis-py's Mapping is invariant in its key: str is fine
                         pipe.sadd(self._devices, device_id)
                 latest = {}
                 await self._queue_update(pipe, row, op.get("where") or {})
             for device_id, rec in latest.items():
                 pipe.delete(self._prefix + device_id)
-                pipe.hset(self._prefix + device_id, mapping=self._enc(rec))
+                pipe.hset(self._prefix + device_id, mapping=self._enc(rec))  # type: ignore[arg-type]  # redis-py's Mapping is invariant in its key: str is fine
                 pipe.sadd(self._devices, device_id)
             await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -88,7 +88,7 @@ class RedisSink:
         if dev in where:
             targets = [str(where[dev])]
         else:
-            targets = [m.decode() for m in await self._client.smembers(self._devices)]
+            targets = [m.decode() for m in await self._client.smembers(self._devices)]  # type: ignore[union-attr]  # bytes: no decode_responses
         for device_id in targets:
             current = await self._record(device_id)
             if current is None or not all(current.get(k) == v for k, v in where.items()):
@@ -97,7 +97,7 @@ class RedisSink:
 
     async def _record(self, device_id: str) -> dict[str, Any] | None:
         raw = await self._client.hgetall(self._prefix + device_id)
-        return {k.decode(): orjson.loads(v) for k, v in raw.items()} if raw else None
+        return {k.decode(): orjson.loads(v) for k, v in raw.items()} if raw else None  # type: ignore[union-attr]  # bytes: no decode_responses
 
     async def read(self, device_id: str | None, start: float | None, end: float | None,
                    limit: int) -> list[dict[str, Any]]:
@@ -105,7 +105,7 @@ class RedisSink:
             if device_id is not None:
                 ids = [device_id]
             else:
-                ids = sorted(m.decode() for m in await self._client.smembers(self._devices))
+                ids = sorted(m.decode() for m in await self._client.smembers(self._devices))  # type: ignore[union-attr]  # bytes: no decode_responses
             rows = [r for r in [await self._record(i) for i in ids] if r is not None]
         except (RedisError, OSError) as exc:
             raise TransientError(f"Redis at {self.where}: {type(exc).__name__}") from None

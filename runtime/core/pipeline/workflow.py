@@ -87,7 +87,7 @@ class WorkflowResult:
     warnings: list[str] = field(default_factory=list)
     rule_failures: list[tuple[str | None, str]] = field(default_factory=list)  # (error code, reason)
     # the scripts' addToDataStream / updateDataStream calls: (op, stream key, values, filter)
-    stream_writes: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = field(default_factory=list)
+    stream_writes: list[tuple[str, str, dict[str, object], dict[str, object] | None]] = field(default_factory=list)
     script_calls: int = 0  # hooks called (0 for a run that needed no script)
 
     def apply_to(self, device: Device) -> None:
@@ -305,7 +305,7 @@ class _Run:
         self.logs: list[str] = []
         self.warnings: list[str] = []
         self.rule_failures: list[tuple[str | None, str]] = []
-        self.stream_writes: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = []
+        self.stream_writes: list[tuple[str, str, dict[str, object], dict[str, object] | None]] = []
         self.calls = 0
         self.events = 0
 
