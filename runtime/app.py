@@ -35,6 +35,7 @@ from runtime.instance import CurrentSolution, InstanceIdentity
 from runtime.planes import AppPlanes, connection_limits
 from runtime.services.commands import Operations
 from runtime.services.devices import DeviceRegistry
+from runtime.services.health import active_error_count
 from runtime.services.metrics import RuntimeMetrics
 from runtime.services.supervisor import Runtime
 from runtime.settings import Settings
@@ -217,6 +218,7 @@ def _log_to(sink: Store | CloudSink, level: str, event: str, fields: dict[str, A
 
 def _store_gauges(metrics: RuntimeMetrics, store: Store, devices: DeviceRegistry) -> None:
     metrics.add_gauge("nuviot_devices", lambda: len(devices))
+    metrics.add_gauge("nuviot_device_errors_active", lambda: active_error_count(devices.all()))
     metrics.add_gauge("nuviot_store_queue_depth", lambda: store.queue_depth)
     metrics.add_gauge("nuviot_store_dropped", lambda: store.dropped_total)
     metrics.add_gauge("nuviot_store_failed", lambda: sum(store.failed.values()))

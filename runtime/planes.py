@@ -37,9 +37,11 @@ from runtime.instance import CurrentSolution, InstanceIdentity
 from runtime.services.dataplane import DataPlane, Deadline, stop_together
 from runtime.services.devices import DeviceRegistry
 from runtime.services.dispatcher import Dispatcher, RecordSink, build_engines
+from runtime.services.health import HealthMonitor
 from runtime.services.input_commands import InputCommands
 from runtime.services.metrics import RuntimeMetrics
 from runtime.services.supervisor import LoadedSolution
+from runtime.services.timers import TimerScheduler
 from runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -73,8 +75,11 @@ class CommandPlane:
                              for t in doc.transmitters if _used(doc, t.key)}
         self.streams = (owner.datastreams.service_for(doc, drain_timeout=s.drain_timeout)
                         if owner.datastreams is not None else None)
+        self.health = HealthMonitor(doc, owner.devices, owner.metrics.counters)
         self.dispatcher = Dispatcher(doc, owner.devices, owner.records, owner.metrics.counters,
-                                     build_engines(doc, loaded.scripts), self.transmitters, streams=self.streams)
+                                     build_engines(doc, loaded.scripts), self.transmitters, streams=self.streams,
+                                     health=self.health)
+        self.timers = TimerScheduler(doc, owner.devices, self.dispatcher)
         inst = doc.instance
         auth = None
         if not inst.input_command_anonymous:  # validation requires both; never fall back to open access
@@ -166,8 +171,19 @@ class AppPlanes:
         listeners = [self._listener(cfg, instance_id) for cfg in loaded.doc.solution.listeners
                      if cfg.rest_listener_type is not RestListenerType.INPUT_COMMAND_LISTENER]
         self.data = DataPlane(listeners, self.commands.dispatcher, self.metrics.counters,
-                              drain_timeout=self.settings.drain_timeout, on_fatal=on_fatal)
+                              drain_timeout=self.settings.drain_timeout, on_fatal=on_fatal,
+                              background=self._background(self.commands))
         return self.data
+
+    @staticmethod
+    def _background(commands: CommandPlane) -> dict[str, Any]:
+        """The data plane's loops: the device watchdogs and the workflow timers, when the solution has any."""
+        loops: dict[str, Any] = {}
+        if commands.health.watching:
+            loops["watchdogs"] = commands.health.run
+        if commands.timers.scheduling:
+            loops["timers"] = commands.timers.run
+        return loops
 
     def _listener(self, cfg: Listener, instance_id: str) -> Any:
         port = self.settings.listener_ports.get(cfg.key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+ERRORS = "_system.errors"  # the device's current error codes (core/health.py), kept in the property bag
 VALUE_MAX_BYTES = 64 * 1024  # one attribute or property-bag value, as stored (a script could store 8 MB)
 
 
@@ -46,6 +47,7 @@ class Device:
             "attributes": self.attributes,
             "stateMachines": self.state_machines,
             "propertyBag": self.property_bag,
+            "errors": errors if isinstance(errors := self.property_bag.get(ERRORS), dict) else {},
             "location": None
             if self.latitude is None or self.longitude is None
             else {"latitude": self.latitude, "longitude": self.longitude},

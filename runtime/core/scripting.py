@@ -72,6 +72,16 @@ def hook_on_transition(machine_key: str, state_key: str, event: str) -> str:
     return f"statemachine {machine_key} / state {state_key} / event {event} / onTransition"
 
 
+def hook_transition_in(machine_key: str, state_key: str) -> str:
+    """NuvIoT ``State.TransitionInAction``: run when the machine enters the state."""
+    return f"statemachine {machine_key} / state {state_key} / onEnter"
+
+
+def hook_connection_map(src_type: str, src_key: str, dst_type: str, dst_key: str) -> str:
+    """NuvIoT ``Connection.Script``: ``map(value)`` on the mapping from one node to another."""
+    return f"connection {src_type} {src_key} -> {dst_type} {dst_key} / map"
+
+
 def hook_business_rule(rule_key: str) -> str:
     return f"businessrule {rule_key} / evaluate"
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from runtime.core.devices import Device
+from runtime.core.health import SYSTEM_MESSAGE, clear_error, current_errors, raise_error
 from runtime.core.solution.enums import ParameterType
 from runtime.core.solution.model import CustomField, DeviceConfiguration
 from runtime.core.system_messages import (
@@ -225,17 +226,14 @@ def _heartbeat(values: dict[str, Any], now: float, up: SystemUpdate) -> None:
 
 
 def _error(msg: SystemMessage, bag: dict[str, Any], now: float, up: SystemUpdate) -> None:
-    current = bag.get(ERRORS)
-    errors: dict[str, Any] = dict(current) if isinstance(current, dict) else {}
+    """``err/raise``, ``err/clear``: the device's error codes (``core/health.py``), source ``systemmessage``."""
+    errors = current_errors(bag)
     code = msg.code or ""
     was_active = code in errors
     if msg.kind is Kind.ERR_RAISE:
-        known = errors.get(code)
-        prev: dict[str, Any] = known if isinstance(known, dict) else {}
-        errors[code] = {"raisedAt": prev.get("raisedAt", now), "lastRaisedAt": now,
-                        "count": int(prev.get("count", 0)) + 1, "details": msg.details}
+        raise_error(errors, code, now, msg.details, SYSTEM_MESSAGE)
     else:
-        errors.pop(code, None)
+        clear_error(errors, code)
     up.bag[ERRORS] = errors
     up.notes["error"] = {"code": code, "action": "raise" if msg.kind is Kind.ERR_RAISE else "clear",
                          "wasActive": was_active}

@@ -46,6 +46,7 @@ from runtime.core.parsing.geo import parse_geolocation
 from runtime.core.parsing.timestamps import parse_datetime
 from runtime.core.solution.enums import DateTimeZone, ParameterType
 from runtime.core.solution.model import StateSet, UnitSet
+from runtime.core.units import UnitProblem, split_unit, to_default
 
 
 class ValueProblem(ParseError, ValueError):
@@ -217,9 +218,28 @@ def _enum_number(raw: object) -> int | None:
 
 
 def to_value_with_unit(raw: object, unit_set: UnitSet | None = None, scaler: float = 1.0) -> float:
-    value = to_double(raw)
+    """A number in the set's default unit: one that names another unit of the set is converted (``core/units.py``).
+    A plain number (the usual case) costs nothing more."""
+    unit = None
+    try:
+        value = to_double(raw)
+    except ValueProblem:
+        if unit_set is None or isinstance(raw, bool):
+            raise
+        try:
+            number, unit = split_unit(raw, unit_set)
+        except UnitProblem as exc:
+            raise ValueProblem(exc.code, str(exc)) from None
+        if unit is None:
+            raise
+        value = to_double(number)
     if scaler != 1.0:
         value = _scaled(value, scaler, raw, NOT_NUMERIC_OR_BOOLEAN)
+    if unit is not None:
+        try:
+            value = to_default(unit, value)
+        except UnitProblem as exc:
+            raise ValueProblem(exc.code, str(exc)) from None
     default = next((u for u in unit_set.units if u.is_default), None) if unit_set is not None else None
     places = default.number_decimal_points if default is not None else None
     return round(value, places) if places is not None and places >= 0 else value

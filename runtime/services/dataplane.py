@@ -204,6 +204,7 @@ class DataPlane:
         drain_timeout: float = 5.0,
         on_fatal: Callable[[str], None] | None = None,
         closers: list[Callable[[], Any]] | None = None,
+        background: dict[str, Callable[[], Coroutine[Any, Any, None]]] | None = None,
     ) -> None:
         self.listeners = listeners
         self.dispatcher = dispatcher
@@ -214,11 +215,18 @@ class DataPlane:
         self._worker: asyncio.Task[None] | None = None
         self._started: list[Listener] = []
         self._closers = closers or []
+        # loops that live as long as the plane (the watchdogs, services/health.py): cancelled on stop
+        self._background = background or {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         settle_heap()
         self._worker = asyncio.create_task(self._work(), name="dataplane:worker")
         self._worker.add_done_callback(self._worker_done)
+        for name, loop in self._background.items():
+            task = asyncio.create_task(loop(), name=f"dataplane:{name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._background_done)
         try:
             for listener in self.listeners:
                 await listener.start(self.intake)
@@ -252,6 +260,10 @@ class DataPlane:
                 worker.cancel()
                 await asyncio.gather(worker, return_exceptions=True)
                 log.warning("worker_cancelled_on_stop", task=worker.get_name())
+        tasks, self._tasks = self._tasks, set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         # (4) flush effects (transmitters), then close what the plane owns
         try:
             await asyncio.wait_for(self.dispatcher.flush(), timeout=budget.left(self._drain_timeout))
@@ -278,6 +290,12 @@ class DataPlane:
             dispatcher.process(batch)
             await asyncio.sleep(0)  # let listeners and the API run between batches
             await dispatcher.ready()  # the store is behind: wait (the intake fills, listeners push back)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_crashed", task=task.get_name(), error=repr(task.exception()),
+                      exc_info=task.exception())
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

@@ -17,6 +17,7 @@ import structlog
 
 from runtime.core.devices import VALUE_MAX_BYTES, Device, oversized_value
 from runtime.core.errors import StageError
+from runtime.core.health import HealthEvent
 from runtime.core.messages import (
     InboundMessage,
     MessageKind,
@@ -37,7 +38,9 @@ from runtime.core.solution.enums import PipelineModuleType
 from runtime.core.solution.model import Route, SolutionDocument
 from runtime.core.streams import StreamRowError, StreamStep, build_row, step_values, stream_steps
 from runtime.core.system_messages import SYSTEM_PREFIXES
+from runtime.core.timers import TIMERS_DUE
 from runtime.services.devices import DeviceRegistry
+from runtime.services.health import HealthMonitor, report_health
 from runtime.services.input_commands import InputCommandRefusedError
 from runtime.services.metrics import Counters
 from runtime.services.streams import StreamService
@@ -99,6 +102,7 @@ class Dispatcher:
         system_messages: SystemMessageHandler | None = None,
         trace: Callable[[str, Any], None] | None = None,
         streams: StreamService | None = None,
+        health: HealthMonitor | None = None,
     ) -> None:
         self.doc = doc
         self._planner = doc.solution.planner
@@ -108,7 +112,10 @@ class Dispatcher:
         self._engines = engines
         self._transmitters = transmitters
         self._clock = clock
-        self._system = system_messages or SystemMessageHandler(doc, devices, clock)
+        # Device health (services/health.py): None when no device configuration has a watchdog
+        self._health = health if health is not None and health.watching else None
+        self._system = system_messages or SystemMessageHandler(doc, devices, clock, health=self._health,
+                                                               counters=counters)
         self._plans: dict[int, tuple[Route, SolutionDocument, RoutePlan]] = {}  # id(route) -> plan
         # The dry run's observer (services/dryrun.py): told each stage's result as the message passes it.
         # None on the data plane (one attribute test per stage).
@@ -173,15 +180,18 @@ class Dispatcher:
             if trace is not None:
                 trace("inputtranslator", (message_def, values))
             stage = "workflow"
-            warnings, logs, sent, rows = self._run_workflows(msg, route, device, values, message_id, route_plan)
+            warnings, logs, sent, rows, errors = self._run_workflows(msg, route, device, values, message_id,
+                                                                     route_plan)
             if rows or route_plan.streams:
                 stage = "datastream"
                 queued = self._write_streams(route_plan.streams, rows, device_id, msg.received_at, values,
                                              warnings)
             if warnings:
                 status = PemStatus.COMPLETED_WITH_WARNINGS
-            if warnings or logs or sent:
+            if warnings or logs or sent or errors:
                 detail = {k: v for k, v in (("warnings", warnings), ("logs", logs), ("sent", sent)) if v}
+                if errors:
+                    detail["errors"] = [e.as_dict() for e in errors]
             stage = None
         except StageError as exc:
             status, stage, error = PemStatus.FAILED, exc.stage, f"{exc.code}: {exc.detail}"
@@ -237,17 +247,20 @@ class Dispatcher:
         values: dict[str, Any],
         message_id: str,
         route_plan: RoutePlan | None = None,
-    ) -> tuple[list[str], list[str], list[str], list[tuple[str, str, dict[str, Any], dict[str, Any] | None]]]:
+    ) -> tuple[list[str], list[str], list[str], list[tuple[str, str, dict[str, Any], dict[str, Any] | None]],
+               list[HealthEvent]]:
         warnings: list[str] = []
         logs: list[str] = []
         sent: list[str] = []
         rows: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = []
+        errors: list[HealthEvent] = []
+        now = self._clock()
         working = device
         for module, mappings in (route_plan or self.route_plan(route)).workflows:
             engine = self._engines.get(module)
             if engine is None:
                 continue
-            result = engine.run(working, mapped_inputs(mappings, values), message_id=message_id)
+            result = engine.run(working, mapped_inputs(mappings, values), message_id=message_id, now=now)
             if self._trace is not None:
                 self._trace("workflow", (module, working, result))
             working = self._apply(working, result, owned=True)
@@ -259,12 +272,18 @@ class Dispatcher:
                 rows += result.stream_writes
             if result.output_commands:
                 sent += self._transmit(route, device.device_id, result, module, msg, warnings, logs)
-        working.last_seen = self._clock()
+            if result.health_events:
+                errors += result.health_events
+        working.last_seen = now
+        if self._health is not None:  # a dict lookup for a device whose configuration watches nothing
+            errors += self._health.seen(working, route.message_definition, now)
         _refuse_oversized(working)
         self._devices.state_changed(working)
         for line in logs:
             log.info("script_console", device_id=device.device_id, line=line[:1000])
-        return warnings, logs, sent, rows
+        if errors:
+            report_health(self._counters, errors)
+        return warnings, logs, sent, rows, errors
 
     def _apply(self, device: Device, result: WorkflowResult, *, owned: bool = False) -> Device:
         """A copy of ``device`` with the result applied. ``owned``: the result is not used afterwards (its
@@ -422,7 +441,7 @@ class Dispatcher:
         started = time.perf_counter()
         status, stage, error, detail = PemStatus.COMPLETED, None, None, None
         try:
-            result = engine.run_input_command(command, device, params, message_id=command)
+            result = engine.run_input_command(command, device, params, message_id=command, now=self._clock())
         except ParameterError as exc:
             raise InputCommandRefusedError(400, exc.code, exc.detail) from None
         except StageError as exc:
@@ -445,12 +464,51 @@ class Dispatcher:
                 self._devices.state_changed(updated)
                 if warnings:
                     status = PemStatus.COMPLETED_WITH_WARNINGS
-                detail = {k: v for k, v in (("warnings", warnings), ("logs", logs), ("sent", sent)) if v} or None
+                shown: dict[str, Any] = {k: v for k, v in (("warnings", warnings), ("logs", logs), ("sent", sent)) if v}
+                if result.health_events:
+                    report_health(self._counters, result.health_events)
+                    shown["errors"] = [e.as_dict() for e in result.health_events]
+                detail = shown or None
                 for line in logs:
                     log.info("script_console", device_id=device_id, line=line[:1000])
             except StageError as exc:
                 status, stage, error = PemStatus.FAILED, exc.stage, f"{exc.code}: {exc.detail}"
         return self._finish(msg, status, stage, error, device_id, command, started, detail)
+
+
+    # ------------------------------------------------------------------ timers
+    def run_timer(self, route: Route, workflow: str, timer: str, device_id: str, now: float,
+                  due: dict[str, float]) -> MessageRecord | None:
+        """A workflow timer fired for one device (services/timers.py): its mappings run as a message's would; the
+        device is stored with ``due`` (its timers' next due times, ``core/timers.py``). A record with listener
+        ``timer``; None when the device is gone."""
+        device = self._devices.get(device_id)
+        engine = self._engines.get(workflow)
+        if device is None or engine is None:
+            return None
+        msg = InboundMessage(listener="timer", payload=b"", path=f"/timer/{workflow}/{timer}/{device_id}")
+        msg.id = new_id()
+        started = time.perf_counter()
+        status, stage, error, detail = PemStatus.COMPLETED, None, None, None
+        try:
+            result = engine.run_timer(timer, device, now=now)
+            updated = self._apply(device, result)
+            updated.last_seen = device.last_seen  # a timer is not the device calling in
+            updated.property_bag = {**updated.property_bag, TIMERS_DUE: due}
+            warnings, logs = list(result.warnings), list(result.logs)
+            sent = self._transmit(route, device_id, result, workflow, None, warnings, logs)
+            _refuse_oversized(updated)
+            self._devices.state_changed(updated)
+            if result.health_events:
+                report_health(self._counters, result.health_events)
+            status = PemStatus.COMPLETED_WITH_WARNINGS if warnings else status
+            detail = {k: v for k, v in (("warnings", warnings), ("logs", logs), ("sent", sent)) if v} or None
+        except StageError as exc:
+            status, stage, error = PemStatus.FAILED, exc.stage, f"{exc.code}: {exc.detail}"
+            stored = device.copy()  # the schedule goes on even when a firing fails
+            stored.property_bag = {**device.property_bag, TIMERS_DUE: due}
+            self._devices.state_changed(stored)
+        return self._finish(msg, status, stage, error, device_id, timer, started, detail)
 
 
 def _refuse_oversized(device: Device) -> None:

@@ -41,6 +41,8 @@ class Counters:
     transmitted: Counter[str] = field(default_factory=Counter)
     transmit_failed: Counter[str] = field(default_factory=Counter)
     connections: dict[str, ConnectionCounters] = field(default_factory=dict)
+    device_errors_raised: Counter[str] = field(default_factory=Counter)  # per source (core/health.py)
+    device_errors_cleared: Counter[str] = field(default_factory=Counter)
 
     def connection(self, server: str) -> ConnectionCounters:
         """The connection counters of one server (``admin``, ``inputcommands`` or a listener key)."""
@@ -95,6 +97,14 @@ class _CountersCollector(Collector):
             fam.add_metric([key], value)
         yield fam
         yield from _connection_families(c.connections)
+        for name, counts, doc in (
+            ("nuviot_device_errors_raised", c.device_errors_raised, "Device error codes raised, per source"),
+            ("nuviot_device_errors_cleared", c.device_errors_cleared, "Device error codes cleared, per source"),
+        ):
+            fam = CounterMetricFamily(name, doc, labels=["source"])
+            for key, value in counts.items():
+                fam.add_metric([key], value)
+            yield fam
         for name, fn in self._gauges.items():
             g = GaugeMetricFamily(name, name.replace("_", " "))
             g.add_metric([], float(fn()))

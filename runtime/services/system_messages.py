@@ -23,12 +23,15 @@ from typing import Any, NamedTuple
 import structlog
 
 from runtime.core.errors import StageError
+from runtime.core.health import CLEARED, RAISED, SYSTEM_MESSAGE, HealthEvent
 from runtime.core.messages import InboundMessage, OutgoingMessage, PemStatus
 from runtime.core.pipeline.planner import planned_device
 from runtime.core.solution.model import SolutionDocument
 from runtime.core.system_messages import parse_body, split_address
 from runtime.core.system_updates import plan_update
 from runtime.services.devices import DeviceRegistry
+from runtime.services.health import HealthMonitor, report_health
+from runtime.services.metrics import Counters
 
 log = structlog.get_logger(__name__)
 
@@ -46,10 +49,13 @@ class Outcome(NamedTuple):
 
 class SystemMessageHandler:
     def __init__(self, doc: SolutionDocument, devices: DeviceRegistry,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, health: HealthMonitor | None = None,
+                 counters: Counters | None = None) -> None:
         self.doc = doc
         self._devices = devices
         self._clock = clock
+        self._health = health  # a system message is a call-in too: it satisfies the device watchdog
+        self._counters = counters
 
     def handle(self, msg: InboundMessage) -> Outcome:
         device_id: str | None = None
@@ -62,8 +68,13 @@ class SystemMessageHandler:
             device, config = planned_device(self.doc, device_id, self._devices.get(device_id))
             now = self._clock()
             update = plan_update(parsed, device, config, now)
-            self._devices.state_changed(update.applied_to(device, now))
+            updated = update.applied_to(device, now)
+            events = self._health.seen(updated, None, now) if self._health is not None else []
+            events += _error_events(device_id, update.notes.get("error"), parsed.details, now)
+            self._devices.state_changed(updated)
             detail = update.detail()
+            if events and self._counters is not None:
+                report_health(self._counters, events)
             if update.replies:
                 if msg.reply is None:
                     detail["repliesNotSent"] = f"listener {msg.listener} has no reply channel"
@@ -79,3 +90,14 @@ class SystemMessageHandler:
             log.exception("stage_crashed", stage=stage, message=msg.id, listener=msg.listener)
             return Outcome(PemStatus.FAILED, stage, f"internal_error: {type(exc).__name__}: {exc}", device_id,
                            message_id, None)
+
+
+def _error_events(device_id: str, note: dict[str, Any] | None, details: str, now: float) -> list[HealthEvent]:
+    """The health event of an ``err/raise`` or ``err/clear`` that changed the device's errors."""
+    if not note:
+        return []
+    if note["action"] == "raise" and not note["wasActive"]:
+        return [HealthEvent(device_id, note["code"], RAISED, SYSTEM_MESSAGE, details, now)]
+    if note["action"] == "clear" and note["wasActive"]:
+        return [HealthEvent(device_id, note["code"], CLEARED, SYSTEM_MESSAGE, details, now)]
+    return []

@@ -219,10 +219,12 @@ def test_geo_fix_and_nofix() -> None:
 def test_error_raise_again_then_clear() -> None:
     d = dev()
     up = plan("err/E101/raise", "unplugged", d)
-    assert up.bag[ERRORS] == {"E101": {"raisedAt": NOW, "lastRaisedAt": NOW, "count": 1, "details": "unplugged"}}
+    assert up.bag[ERRORS] == {"E101": {"raisedAt": NOW, "lastRaisedAt": NOW, "count": 1, "details": "unplugged",
+                                        "source": "systemmessage"}}
     d = up.applied_to(d, NOW)
     up = plan_update(parse(f"{T}/err/E101/raise", b"still"), d, CONFIG, NOW + 5)
-    assert up.bag[ERRORS]["E101"] == {"raisedAt": NOW, "lastRaisedAt": NOW + 5, "count": 2, "details": "still"}
+    assert up.bag[ERRORS]["E101"] == {"raisedAt": NOW, "lastRaisedAt": NOW + 5, "count": 2, "details": "still",
+                                     "source": "systemmessage"}
     d = up.applied_to(d, NOW + 5)
     up = plan("err/clear", "code=E101", d)
     assert up.bag[ERRORS] == {} and up.notes["error"] == {"code": "E101", "action": "clear", "wasActive": True}

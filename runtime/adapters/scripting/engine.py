@@ -23,6 +23,7 @@ import quickjs
 
 from runtime.adapters.scripting import datastreams
 from runtime.core.errors import Problem, SolutionError
+from runtime.core.pipeline.wiring import connection_scripts
 from runtime.core.scripting import (
     POST_HANDLER,
     PRE_HANDLER,
@@ -39,6 +40,7 @@ from runtime.core.scripting import (
     hook_on_execute,
     hook_on_transition,
     hook_output_message,
+    hook_transition_in,
 )
 from runtime.core.solution.enums import PipelineModuleType
 from runtime.core.solution.model import OutputCommandMapping, SolutionDocument, Workflow
@@ -303,8 +305,11 @@ def workflow_hooks(doc: SolutionDocument | None, workflow: Workflow) -> dict[str
         for st in m.states:
             for t in st.transitions:
                 add(hook_on_transition(m.key, st.key, t.event), t.on_transition_script, "onTransition")
+            add(hook_transition_in(m.key, st.key), st.transition_in_action, "onEnter")
     for r in workflow.business_rules:
         add(hook_business_rule(r.key), r.script, "evaluate")
+    for hook, source in connection_scripts(workflow).items():
+        add(hook, source, "map")
     if doc is not None:
         for key in outgoing_messages_of(doc, workflow.key):
             msg = doc.message_by_key.get(key)

@@ -30,16 +30,21 @@ _FORMS = (
 
 
 def parse_geolocation(raw: object) -> str:
+    """``"lat,lon"``, or ``"lat,lon,altitude"`` when the value carries an altitude (NuvIoT's Altitude sub-locators)."""
+    alt: object = None
     if isinstance(raw, dict):
         lat = raw.get("lat", raw.get("latitude"))
         lon = raw.get("lon", raw.get("lng", raw.get("longitude")))
+        alt = raw.get("alt", raw.get("altitude"))
     elif isinstance(raw, str):
         parts = raw.split(",")
-        if len(parts) != 2:
+        if len(parts) not in (2, 3):
             raise _malformed(raw)
-        lat, lon = parts
+        lat, lon = parts[0], parts[1]
+        alt = parts[2] if len(parts) == 3 else None
     else:
         raise _malformed(raw)
+    altitude = _altitude(alt, raw) if alt is not None else None
     latitude = _coordinate(lat, raw, is_latitude=True)
     longitude = _coordinate(lon, raw, is_latitude=False)
     if not -90.0 <= latitude <= 90.0:
@@ -50,7 +55,22 @@ def parse_geolocation(raw: object) -> str:
         raise ParseError(
             OUT_OF_RANGE_OR_BAD_DATETIME, f"longitude {longitude} in {shown(raw)} is outside -180..180"
         )
-    return f"{_six(latitude)},{_six(longitude)}"
+    text = f"{_six(latitude)},{_six(longitude)}"
+    return text if altitude is None else f"{text},{altitude}"
+
+
+def _altitude(value: object, raw: object) -> str:
+    """The altitude as plain decimal text (``120``, ``35.5``)."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _malformed(raw)
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except ValueError:
+        raise _malformed(raw) from None
+    if not math.isfinite(number):
+        raise _malformed(raw)
+    text = f"{number:f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def _six(value: float) -> str:

@@ -172,16 +172,24 @@ def _geo_pair(parser: FieldParser, message: MessageDefinition | None) -> Locator
     if lat is None or lon is None:
         missing = f"lon_{attr}" if lon is None else f"lat_{attr}"
         raise ParseError(INVALID_LOCATOR, f"{missing} is not set (a geolocation needs both sub-locators)")
-    plain = {"storage_type": ParameterType.STRING, f"lat_{attr}": None, f"lon_{attr}": None}
+    alt = getattr(parser, f"altitude_{attr}")
+    plain = {"storage_type": ParameterType.STRING, f"lat_{attr}": None, f"lon_{attr}": None,
+             f"altitude_{attr}": None}
     find_lat = _where(parser.model_copy(update={**plain, attr: lat}), message)
     find_lon = _where(parser.model_copy(update={**plain, attr: lon}), message)
+    find_alt = _where(parser.model_copy(update={**plain, attr: alt}), message) if alt is not None else None
 
     def find(view: MessageView, cursor: BinaryCursor | None) -> Any:
         la, lo = find_lat(view, cursor), find_lon(view, cursor)
         la, lo = (None if v is MISSING or v == "" else v for v in (la, lo))
         if la is None and lo is None:
             return MISSING
-        return {"lat": la, "lon": lo}  # half a location is malformed (MGV1010)
+        found = {"lat": la, "lon": lo}  # half a location is malformed (MGV1010)
+        if find_alt is not None:
+            al = find_alt(view, cursor)
+            if al is not MISSING and al != "":
+                found["alt"] = al
+        return found
 
     return find
 

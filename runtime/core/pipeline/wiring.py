@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from runtime.core.scripting import hook_connection_map
 from runtime.core.solution.enums import NodeType, PipelineModuleType
 from runtime.core.solution.model import Connection, Route, Workflow
 
@@ -16,23 +17,11 @@ class Edge:
     to_key: str
     event: str | None
     parameter: str | None
+    script: str | None = None  # the hook of the connection's mapping script (NuvIoT Connection.Script)
 
 
-def edges(workflow: Workflow) -> dict[tuple[NodeType, str], tuple[Edge, ...]]:
-    """Canvas connections from both ends (exports list an edge on one side, the other, or both)."""
-    found: dict[tuple[NodeType, str], dict[tuple[NodeType, str, str | None], Edge]] = {}
-
-    def add(
-        src: tuple[NodeType, str], dst: tuple[NodeType, str], event: str | None, parameter: str | None
-    ) -> None:
-        bucket = found.setdefault(src, {})
-        key = (dst[0], dst[1], event)
-        old = bucket.get(key) or bucket.get((dst[0], dst[1], None))
-        if old is not None:
-            bucket.pop((old.to_type, old.to_key, old.event), None)
-            event, parameter = event or old.event, parameter or old.parameter
-        bucket[(dst[0], dst[1], event)] = Edge(dst[0], dst[1], event, parameter)
-
+def connections(workflow: Workflow) -> list[tuple[tuple[NodeType, str], tuple[NodeType, str], Connection]]:
+    """Every canvas connection as (source node, target node, connection), from both of its ends."""
     nodes: list[tuple[NodeType, str, Sequence[Connection], Sequence[Connection]]] = []
     nodes += [
         (NodeType.INPUT, n.key, n.incoming_connections, n.outgoing_connections) for n in workflow.inputs
@@ -47,11 +36,37 @@ def edges(workflow: Workflow) -> dict[tuple[NodeType, str], tuple[Edge, ...]]:
     ]
     nodes += [(NodeType.OUTPUT_COMMAND, n.key, n.incoming_connections, ()) for n in workflow.output_commands]
     nodes += [(NodeType.STATE_MACHINE, n.key, n.incoming_connections, ()) for n in workflow.state_machines]
+    nodes += [(NodeType.TIMER, n.key, (), n.outgoing_connections) for n in workflow.timers]
+    out: list[tuple[tuple[NodeType, str], tuple[NodeType, str], Connection]] = []
     for ntype, key, incoming, outgoing in nodes:
-        for c in outgoing:
-            add((ntype, key), (c.node_type, c.node_key), c.event, c.parameter or c.input_command_key)
-        for c in incoming:
-            add((c.node_type, c.node_key), (ntype, key), c.event, c.parameter or c.input_command_key)
+        out += [((ntype, key), (c.node_type, c.node_key), c) for c in outgoing]
+        out += [((c.node_type, c.node_key), (ntype, key), c) for c in incoming]
+    return out
+
+
+def connection_scripts(workflow: Workflow) -> dict[str, str]:
+    """NuvIoT ``Connection.Script`` (a mapping script: ``map(value)`` returns the value the target gets), by hook."""
+    return {
+        hook_connection_map(src[0], src[1], dst[0], dst[1]): c.script
+        for src, dst, c in connections(workflow)
+        if c.script and c.script.strip()
+    }
+
+
+def edges(workflow: Workflow) -> dict[tuple[NodeType, str], tuple[Edge, ...]]:
+    """Canvas connections from both ends (exports list an edge on one side, the other, or both)."""
+    found: dict[tuple[NodeType, str], dict[tuple[NodeType, str, str | None], Edge]] = {}
+    scripted = connection_scripts(workflow)
+    for src, dst, c in connections(workflow):
+        event, parameter = c.event, c.parameter or c.input_command_key
+        bucket = found.setdefault(src, {})
+        key = (dst[0], dst[1], event)
+        old = bucket.get(key) or bucket.get((dst[0], dst[1], None))
+        if old is not None:
+            bucket.pop((old.to_type, old.to_key, old.event), None)
+            event, parameter = event or old.event, parameter or old.parameter
+        hook = hook_connection_map(src[0], src[1], dst[0], dst[1])
+        bucket[(dst[0], dst[1], event)] = Edge(dst[0], dst[1], event, parameter, hook if hook in scripted else None)
     return {src: tuple(b.values()) for src, b in found.items()}
 
 

@@ -20,28 +20,20 @@ is ignored. Output commands are collected in the order they are enqueued.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
 from runtime.core.devices import Device
 from runtime.core.errors import StageError
 from runtime.core.pipeline.typed import convert, is_numeric
-from runtime.core.pipeline.wiring import Edge, edges
+from runtime.core.pipeline.wiring import edges
+from runtime.core.pipeline.workflow_run import MAX_EVENTS_PER_RUN, STAGE, WorkflowResult, _Run
 from runtime.core.scripting import (
     POST_HANDLER,
     PRE_HANDLER,
-    HookEffects,
-    ScriptError,
-    ScriptSession,
-    ScriptState,
     SessionContext,
     WorkflowScripts,
-    hook_attribute_on_set,
-    hook_business_rule,
     hook_input_on_set,
     hook_on_arrive,
-    hook_on_execute,
-    hook_on_transition,
 )
 from runtime.core.solution.enums import NodeType
 from runtime.core.solution.model import (
@@ -53,15 +45,11 @@ from runtime.core.solution.model import (
     Transition,
     Workflow,
 )
+from runtime.core.timefmt import iso
 
-STAGE = "workflow"
-MAX_EVENTS_PER_RUN = 100
-_ERROR_CODES = {
-    "error": "script_error",
-    "timeout": "script_timeout",
-    "memory": "script_out_of_memory",
-    "compile": "script_error",
-}
+__all__ = ["MAX_EVENTS_PER_RUN", "STAGE", "ParameterError", "WorkflowEngine", "WorkflowResult"]
+
+_INPUT = NodeType.INPUT
 
 
 class ParameterError(StageError):
@@ -71,39 +59,6 @@ class ParameterError(StageError):
         super().__init__(STAGE, code, f"parameter {parameter}: {reason}")
         self.parameter = parameter
         self.reason = reason
-
-
-@dataclass(slots=True)
-class WorkflowResult:
-    """The device state after the run, and what it produced. Nothing is applied until the caller does."""
-
-    attributes: dict[str, object]
-    state_machines: dict[str, str]
-    properties: dict[str, object]
-    property_bag: dict[str, object]
-    location: tuple[float, float] | None
-    output_commands: list[tuple[str, dict[str, object]]] = field(default_factory=list)
-    logs: list[str] = field(default_factory=list)  # logConsole lines, for the structured log
-    warnings: list[str] = field(default_factory=list)
-    rule_failures: list[tuple[str | None, str]] = field(default_factory=list)  # (error code, reason)
-    # the scripts' addToDataStream / updateDataStream calls: (op, stream key, values, filter)
-    stream_writes: list[tuple[str, str, dict[str, object], dict[str, object] | None]] = field(default_factory=list)
-    script_calls: int = 0  # hooks called (0 for a run that needed no script)
-
-    def apply_to(self, device: Device) -> None:
-        device.attributes = dict(self.attributes)
-        device.state_machines = dict(self.state_machines)
-        device.properties = dict(self.properties)
-        device.property_bag = dict(self.property_bag)
-        if self.location is not None:
-            device.latitude, device.longitude = self.location
-
-
-# Enum members as module constants: ``NodeType.X`` is a class attribute lookup (~0.1 us) on every edge fired.
-_INPUT = NodeType.INPUT
-_ATTRIBUTE = NodeType.ATTRIBUTE
-_STATE_MACHINE = NodeType.STATE_MACHINE
-_OUTPUT_COMMAND = NodeType.OUTPUT_COMMAND
 
 
 class WorkflowEngine:
@@ -147,6 +102,13 @@ class WorkflowEngine:
             key: (attr.attribute_type, self._state_set(attr.state_set))
             for key, attr in workflow.attribute_by_key.items()
         }
+        # id(state) -> the error code an alarm state raises (NuvIoT State.IsAlarmState/ErrorCode)
+        self._alarms: dict[int, str] = {
+            id(st): st.error_code
+            for m in workflow.state_machines
+            for st in m.states
+            if st.is_alarm_state and st.error_code
+        }
         # attributes with mappings out of them (setting another one fires nothing)
         self._attribute_edges = frozenset(k for (t, k) in self._edges if t is NodeType.ATTRIBUTE)
 
@@ -159,9 +121,15 @@ class WorkflowEngine:
     # ---- entry points
 
     def run(
-        self, device: Device, inputs: Mapping[str, object], *, message_id: str | None = None
+        self,
+        device: Device,
+        inputs: Mapping[str, object],
+        *,
+        message_id: str | None = None,
+        now: float | None = None,
     ) -> WorkflowResult:
-        """Run the workflow for one message; ``inputs`` are ``{input key: value}`` (see ``route_inputs``)."""
+        """Run the workflow for one message; ``inputs`` are ``{input key: value}`` (see ``route_inputs``).
+        ``now`` (epoch s) stamps the error codes the run raises (default: the device's ``updated_at``)."""
         wf = self.workflow
         typed: dict[str, object] = {}
         input_types = self._input_types
@@ -185,7 +153,7 @@ class WorkflowEngine:
                 message_id,
                 typed,
             )
-        run = _Run(self, device, ctx)
+        run = _Run(self, device, ctx, now)
         scripted = run.scripted
         if scripted:
             run.hook(PRE_HANDLER, ())
@@ -203,7 +171,13 @@ class WorkflowEngine:
         return run.result()
 
     def run_input_command(
-        self, command_key: str, device: Device, params: Mapping[str, object], *, message_id: str | None = None
+        self,
+        command_key: str,
+        device: Device,
+        params: Mapping[str, object],
+        *,
+        message_id: str | None = None,
+        now: float | None = None,
     ) -> WorkflowResult:
         """Run an input command; ``params`` are raw (query-string text or JSON values). ``ParameterError`` on bad ones."""
         command = self.workflow.input_command_by_key.get(command_key)
@@ -226,10 +200,24 @@ class WorkflowEngine:
                 {},
                 values,
             ),
+            now,
         )
         run.hook(hook_on_arrive(command.key), ())
         for edge in self._edges.get((NodeType.INPUT_COMMAND, command.key), ()):
             run.command_edge(command, edge, values)
+        return run.result()
+
+    def run_timer(self, timer_key: str, device: Device, *, now: float) -> WorkflowResult:
+        """A timer fired (``core/timers.py``): its outgoing connections run with the firing time (ISO 8601, UTC)
+        as the value, as an input's do: attribute, state machine (the connection's event), output command."""
+        if not any(t.key == timer_key for t in self.workflow.timers):
+            raise StageError(STAGE, "unknown_timer", f"workflow {self.workflow.key} has no timer {timer_key}")
+        ctx = None
+        if self.scripts is not None:
+            ctx = SessionContext(device.device_id, device.name, device.device_configuration, device.device_type,
+                                 timer_key, {})
+        run = _Run(self, device, ctx, now)
+        run.fire(NodeType.TIMER, timer_key, iso(now))
         return run.result()
 
     def convert_parameters(self, command: InputCommand, params: Mapping[str, object]) -> dict[str, object]:
@@ -269,272 +257,3 @@ class WorkflowEngine:
 
     def _state_set(self, key: str | None) -> StateSet | None:
         return self._state_sets.get(key) if key else None
-
-
-class _Run:
-    """The mutable working copy of one run. Never escapes the engine."""
-
-    def __init__(self, engine: WorkflowEngine, device: Device, ctx: SessionContext | None) -> None:
-        self.engine = engine
-        self.wf = engine.workflow
-        self.ctx = ctx
-        self.scripted = engine.scripts is not None
-        attributes = dict(device.attributes)
-        for attr in engine._defaulted_attributes:
-            if attr.key not in attributes:
-                try:
-                    attributes[attr.key] = convert(
-                        attr.default_value, attr.attribute_type, engine._state_set(attr.state_set)
-                    )
-                except ValueError:
-                    attributes[attr.key] = attr.default_value
-        machines = dict(device.state_machines)
-        for key, initial in engine._initial_states:
-            if key not in machines:
-                machines[key] = initial
-        location = (
-            (device.latitude, device.longitude)
-            if device.latitude is not None and device.longitude is not None
-            else None
-        )
-        self.state = ScriptState(
-            attributes, dict(device.properties), dict(device.property_bag), machines, location
-        )
-        self.session: ScriptSession | None = None
-        self.commands: list[tuple[str, dict[str, object]]] = []
-        self.logs: list[str] = []
-        self.warnings: list[str] = []
-        self.rule_failures: list[tuple[str | None, str]] = []
-        self.stream_writes: list[tuple[str, str, dict[str, object], dict[str, object] | None]] = []
-        self.calls = 0
-        self.events = 0
-
-    # ---- scripts
-
-    def call(self, hook: str, args: Sequence[object]) -> HookEffects | None:
-        scripts = self.engine.scripts
-        if scripts is None or not scripts.has(hook):
-            return None
-        self.calls += 1
-        try:
-            if self.session is None:
-                assert self.ctx is not None  # built by the engine whenever it has scripts
-                self.session = scripts.session(self.ctx, self.state)
-            effects = self.session.call(hook, args, self.state)
-        except ScriptError as exc:
-            raise StageError(STAGE, _ERROR_CODES[exc.kind], exc.detail) from exc
-        self.logs.extend(effects.logs)
-        self.warnings.extend(effects.warnings)
-        if effects.stream_writes:
-            self.stream_writes.extend(effects.stream_writes)
-        if "attributes" in effects.state_changed:
-            self._coerce_attributes()
-        return effects
-
-    def apply(self, effects: HookEffects | None) -> None:
-        if effects is None:
-            return
-        for key, fields in effects.commands:
-            self.emit(key, fields)
-        for machine, event, value in effects.events:
-            self.raise_event(machine, event, value)
-
-    def hook(self, hook: str, args: Sequence[object]) -> HookEffects | None:
-        effects = self.call(hook, args)
-        self.apply(effects)
-        return effects
-
-    def _coerce_attributes(self) -> None:
-        changed = False
-        attrs = self.state.attributes
-        for attr in self.wf.attributes:
-            if attr.key not in attrs or attrs[attr.key] is None:
-                continue
-            raw = attrs[attr.key]
-            try:
-                value = convert(raw, attr.attribute_type, self.engine._state_set(attr.state_set))
-            except ValueError as exc:
-                raise StageError(
-                    STAGE,
-                    "attribute_conversion_failed",
-                    f"attribute {attr.key} ({attr.attribute_type.value}): {exc}",
-                ) from None
-            if value != raw or type(value) is not type(raw):
-                attrs[attr.key] = value
-                changed = True
-        if changed:
-            self.state.version += 1
-
-    # ---- nodes
-
-    def fire(self, node_type: NodeType, key: str, value: object) -> None:
-        """The mappings out of an input or an attribute, with ``value``."""
-        for edge in self.engine._edges.get((node_type, key), ()):
-            to_type = edge.to_type
-            if to_type is _ATTRIBUTE:
-                self.set_attribute(edge.to_key, value)
-            elif to_type is _STATE_MACHINE:
-                self.raise_event(edge.to_key, edge.event or _event_name(value), value)
-            elif to_type is _OUTPUT_COMMAND:
-                self.send(edge.to_key, (value,))
-
-    def set_attribute(self, key: str, value: object) -> None:
-        engine = self.engine
-        spec = engine._attribute_types.get(key)
-        if spec is None:
-            self.warnings.append(f"mapping to unknown attribute {key} ignored")
-            return
-        try:
-            typed = convert(value, spec[0], spec[1])
-        except ValueError as exc:
-            raise StageError(
-                STAGE, "attribute_conversion_failed", f"attribute {key} ({spec[0].value}): {exc}"
-            ) from None
-        effects = self.call(hook_attribute_on_set(key), (typed,)) if self.scripted else None
-        if effects is None:  # no script: the value is set directly
-            self.state.attributes[key] = typed
-            self.state.version += 1
-        else:
-            self.apply(effects)
-        if key in engine._attribute_edges:  # no mapping out of it: firing it would do nothing
-            self.fire(_ATTRIBUTE, key, self.state.attributes.get(key))
-
-    def send(self, key: str, args: Sequence[object], by_key: Mapping[str, object] | None = None) -> None:
-        """``OutputCommands.<key>.send(*args)`` from a mapping: onExecute(*args), or a command of the args."""
-        command = self.wf.output_command_by_key.get(key)
-        if command is None:
-            self.warnings.append(f"mapping to unknown output command {key} ignored")
-            return
-        effects = self.call(hook_on_execute(key), args)
-        if effects is not None:
-            self.apply(effects)
-            return
-        if by_key is not None and any(p.key in by_key for p in command.parameters):
-            fields = {p.key: by_key[p.key] for p in command.parameters if p.key in by_key}
-        else:
-            fields = {p.key: a for p, a in zip(command.parameters, args, strict=False)}
-        self.emit(key, fields)
-
-    def emit(self, key: str, fields: Mapping[str, object]) -> None:
-        command = self.wf.output_command_by_key.get(key)
-        if command is None:
-            self.warnings.append(f"unknown output command {key} dropped")
-            return
-        out = dict(fields)
-        for p in command.parameters:
-            if p.key in out and out[p.key] is not None:
-                try:
-                    out[p.key] = convert(out[p.key], p.parameter_type, self.engine._state_set(p.state_set))
-                except ValueError as exc:
-                    self.warnings.append(f"output command {key}: field {p.key}: {exc}; sent as it is")
-        if command.parameters:
-            declared = {p.key for p in command.parameters}
-            extra = [k for k in out if k not in declared]
-            if extra:
-                self.warnings.append(
-                    f"output command {key}: fields {', '.join(extra)} are not parameters of the command"
-                )
-        self.commands.append((key, out))
-
-    def raise_event(self, machine_key: str, event: str, value: object) -> None:
-        machine = self.wf.state_machine_by_key.get(machine_key)
-        if machine is None:
-            self.warnings.append(f"event {event} for unknown state machine {machine_key} ignored")
-            return
-        self.events += 1
-        if self.events > MAX_EVENTS_PER_RUN:
-            raise StageError(
-                STAGE, "event_limit", f"more than {MAX_EVENTS_PER_RUN} state-machine events in one run"
-            )
-        current = self.state.state_machines.get(machine.key)
-        states = self.engine._states[id(machine)]
-        state = states.get(current)
-        if state is None:
-            start = machine.initial_state
-            self.warnings.append(
-                f"state machine {machine.key}: unknown state {current!r}, reset to {start!r}"
-            )
-            state = states.get(start)
-            if state is None:
-                return
-            self.state.state_machines[machine.key] = state.key
-            self.state.version += 1
-        transition = self.engine._transitions[id(state)].get(event)
-        if transition is None:  # the current state does not handle it: ignored (spec §2.5.4) ...
-            if machine.exception_on_unhandled_event:  # ... unless the machine says so (NuvIoT's flag)
-                raise StageError(STAGE, "unhandled_event",
-                                 f"state machine {machine.key}: state {state.key} does not handle event {event}")
-            return
-        effects = (
-            self.call(hook_on_transition(machine.key, state.key, event), (value,)) if self.scripted else None
-        )
-        if transition.new_state:
-            self.state.state_machines[machine.key] = transition.new_state
-            self.state.version += 1
-        self.apply(effects)
-
-    def business_rule(self, key: str, error_code: str | None) -> None:
-        effects = self.call(hook_business_rule(key), ())
-        if effects is None:
-            return
-        ok, reason = _rule_outcome(effects.value)
-        if not ok:
-            self.rule_failures.append((error_code, reason or f"business rule {key} failed"))
-            self.warnings.append(f"business rule {key} failed: {reason or 'no reason given'}")
-        self.apply(effects)
-
-    def command_edge(self, command: InputCommand, edge: Edge, values: Mapping[str, object]) -> None:
-        if edge.to_type is NodeType.ATTRIBUTE:
-            param = edge.parameter
-            if param is None:
-                if edge.to_key in values:
-                    param = edge.to_key
-                elif len(command.parameters) == 1:
-                    param = command.parameters[0].key
-            if param is not None and param in values:
-                self.set_attribute(edge.to_key, values[param])
-        elif edge.to_type is NodeType.STATE_MACHINE:
-            value = values.get(edge.parameter) if edge.parameter else None
-            event = edge.event or (_event_name(value) if value is not None else command.key)
-            self.raise_event(edge.to_key, event, value)
-        elif edge.to_type is NodeType.OUTPUT_COMMAND:
-            if edge.parameter:
-                args: list[object] = [values.get(edge.parameter)]
-            else:
-                args = [values[p.key] for p in command.parameters if p.key in values]
-            self.send(edge.to_key, args, by_key=values)
-
-    # ---- the end
-
-    def result(self) -> WorkflowResult:
-        st = self.state
-        return WorkflowResult(
-            attributes={k: v for k, v in st.attributes.items() if v is not None},
-            state_machines=dict(st.state_machines),
-            properties={k: v for k, v in st.properties.items() if v is not None},
-            property_bag=dict(st.property_bag),
-            location=st.location,
-            output_commands=self.commands,
-            logs=self.logs,
-            warnings=self.warnings,
-            rule_failures=self.rule_failures,
-            stream_writes=self.stream_writes,
-            script_calls=self.calls,
-        )
-
-
-def _event_name(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _rule_outcome(value: object) -> tuple[bool, str | None]:
-    """A business rule returns true/false, or ``{result: bool, reason: str}``."""
-    if isinstance(value, dict):
-        ok = value.get("result", value.get("valid", value.get("success", False)))
-        reason = value.get("reason", value.get("message"))
-        return bool(ok), (str(reason) if reason is not None else None)
-    if value is None:
-        return True, None
-    return bool(value), None

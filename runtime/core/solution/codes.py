@@ -82,6 +82,7 @@ FIELD_LOCATOR = "PYRT2064"
 LISTENER_NOT_RUN = "PYRT2065"
 MESSAGE_ID_NEEDED = "PYRT2066"
 MODULE_NOT_RUN = "PYRT2067"  # error where a route uses the module, warning otherwise
+STATE_SET_ENUM = "PYRT2068"  # a RequireEnum state set whose states lack unique enum values (NuvIoT StateSet.Validate)
 UNMAPPED_OUTPUT_COMMAND = "PYRT2070"  # warning
 NOT_SUPPORTED = "PYRT2090"  # warning: a property of an export that nothing reads
 NOT_RUN = "PYRT2091"  # warning: a property that is kept but not acted on (alarm states, mapping scripts, ...)

@@ -227,6 +227,7 @@ class NodeType(StrEnum):
     STATE_MACHINE = "statemachine"
     INPUT_COMMAND = "inputcommand"
     OUTPUT_COMMAND = "outputcommand"
+    TIMER = "timer"  # a source only (NuvIoT NodeBase.NodeType_Timer): its mappings run when it fires
 
 
 class WorkingStorage(StrEnum):

@@ -43,6 +43,7 @@ from runtime.core.solution.enums import (
     StringParsingStrategy,
     TransmitterType,
 )
+from runtime.core.solution.health_model import DeviceErrorCode, MessageWatchDog, TimeSpanInterval
 from runtime.core.solution.instance_model import (
     DeviceRepositoryConfig,
     DeviceSeed,
@@ -58,6 +59,7 @@ from runtime.core.solution.workflow_model import (
     OutputCommand,
     Parameter,
     StateMachine,
+    Timer,
     Transition,
     Workflow,
     WorkflowInput,
@@ -65,11 +67,11 @@ from runtime.core.solution.workflow_model import (
 
 __all__ = [
     "Attribute", "Bool", "BusinessRule", "Connection", "CustomField", "DataStream", "DataStreamField",
-    "DeviceConfiguration", "DeviceRepositoryConfig", "DeviceSeed", "Entity", "FieldParser", "Float", "Header",
+    "DeviceConfiguration", "DeviceErrorCode", "DeviceRepositoryConfig", "DeviceSeed", "Entity", "FieldParser", "Float", "Header",
     "InputCommand", "InputTranslator", "Instance", "InstanceCredential", "Int", "Listener", "MachineState", "MessageDefinition",
-    "MessageField", "Model", "MqttSubscription", "OutputCommand", "OutputCommandMapping", "OutputTranslator",
+    "MessageField", "MessageWatchDog", "Model", "MqttSubscription", "OutputCommand", "OutputCommandMapping", "OutputTranslator",
     "Parameter", "Planner", "Port", "Route", "RouteConnection", "RouteStep", "SecurityField", "Sentinel",
-    "Solution", "SolutionDocument", "StateDef", "StateMachine", "StateSet", "Str", "Transition", "Transmitter",
+    "Solution", "SolutionDocument", "StateDef", "StateMachine", "StateSet", "Str", "TimeSpanInterval", "Timer", "Transition", "Transmitter",
     "Unit", "UnitSet", "Workflow", "WorkflowInput",
 ]  # fmt: skip
 
@@ -90,10 +92,16 @@ class StateSet(Entity):
 
 
 class Unit(Model):
+    """NuvIoT Unit (LagoVista/DeviceAdmin ``Unit.cs``); conversions in ``core/units.py``."""
+
     key: Str
     name: Str = ""
+    abbreviation: Str | None = None
     is_default: Bool = False
+    conversion_type: Str | None = None  # NuvIoT ConversionTypes: "factor" or "script"
     conversion_factor: Float | None = None  # value_in_default = value * factor
+    conversion_to_script: Str | None = None  # convertToDefaultUnit(value): kept, not run (validate warns)
+    conversion_from_script: Str | None = None  # convertFromDefaultUnit(value)
     number_decimal_points: Int | None = None
 
 
@@ -175,7 +183,14 @@ class MessageField(FieldParser):
     lon_reg_ex_group_name: Str | None = None
     lat_query_string_field: Str | None = None
     lon_query_string_field: Str | None = None
-    altitude_json_path: Str | None = None  # kept; a geolocation is "lat,lon" (validate warns PYRT2091)
+    # the altitude, read with the latitude and longitude when given: stored as "lat,lon,altitude"
+    altitude_json_path: Str | None = None
+    altitude_x_path: Str | None = None
+    altitude_delimited_index: Int | None = None
+    altitude_start_index: Int | None = None
+    altitude_binary_offset: Int | None = None
+    altitude_reg_ex_group_name: Str | None = None
+    altitude_query_string_field: Str | None = None
 
 
 class Header(Model):
@@ -406,6 +421,8 @@ class DeviceConfiguration(Entity):
     custom_status_type: Str | None = None  # key into SolutionDocument.state_sets
     watchdog_enabled_default: Bool = False
     watchdog_seconds: Int | None = None
+    error_codes: tuple[DeviceErrorCode, ...] = ()
+    message_watch_dogs: tuple[MessageWatchDog, ...] = ()
     properties: tuple[CustomField, ...] = ()
     routes: tuple[Route, ...] = ()
 

@@ -81,6 +81,25 @@ class _Checker(IntakeChecks, WorkflowChecks):
             ("solution.deviceConfigurations", d.solution.device_configurations),
         ):
             self.unique((x.key for x in items), wire, wire.rsplit(".", 1)[-1] + " key")
+        for i, state_set in enumerate(d.state_sets):
+            if not state_set.require_enum:
+                continue
+            values = [s.enum_value for s in state_set.states]
+            if None in values:
+                missing = ", ".join(s.key for s in state_set.states if s.enum_value is None)
+                self.err(f"stateSets[{i}].states", codes.STATE_SET_ENUM,
+                         f"state set {state_set.key!r} requires enum values but states {missing} have none; give "
+                         "each state an EnumValue")
+            elif len(set(values)) != len(values):
+                self.err(f"stateSets[{i}].states", codes.STATE_SET_ENUM,
+                         f"state set {state_set.key!r}: enum values must be unique ({values})")
+        for i, unit_set in enumerate(d.unit_sets):
+            for j, unit in enumerate(unit_set.units):
+                if unit.is_default or (unit.conversion_factor is not None and unit.conversion_type != "script"):
+                    continue
+                self.warn(f"unitSets[{i}].units[{j}].conversionType", codes.NOT_RUN,
+                          f"not run: unit {unit.key!r} converts by script (convertToDefaultUnit), which this runtime "
+                          "does not run; a value in this unit fails (MGV1004). Give it a ConversionFactor")
 
     def transmitters(self) -> None:
         for i, t in enumerate(self.doc.transmitters):

@@ -206,10 +206,6 @@ class IntakeChecks(CheckerBase):
             incoming = msg.message_direction is not MessageDirection.OUTGOING
             for j, f in enumerate(msg.fields):
                 self.state_unit(f, f"{path}.fields[{j}]")
-                if f.altitude_json_path:
-                    self.warn(f"{path}.fields[{j}].altitudeJsonPath", codes.NOT_RUN,
-                              "not run: a geolocation is stored as 'lat,lon' (NuvIoT's MessageValue form); "
-                              "the altitude is not read; map it to a decimal field of its own")
                 if incoming:
                     self.located(f, msg, f"{path}.fields[{j}]", is_id_parser=False)
                 else:

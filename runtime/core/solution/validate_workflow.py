@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from runtime.core.solution import codes
 from runtime.core.solution.enums import (
@@ -15,18 +15,16 @@ from runtime.core.solution.enums import (
     TransmitterType,
 )
 from runtime.core.solution.model import (
-    Attribute,
     Connection,
-    InputCommand,
     InputTranslator,
     MachineState,
     OutputTranslator,
     Parameter,
     Transmitter,
     Workflow,
-    WorkflowInput,
 )
 from runtime.core.solution.validate_base import CheckerBase
+from runtime.core.timers import schedule_problem
 
 _RUNS = ("this runtime runs transmitters mqttclient, rest and originallistener, message-based input and output "
          "translators: use one of those")
@@ -146,6 +144,13 @@ class WorkflowChecks(CheckerBase):
                     self.input_command_edge(wf, cmd.key, c, f"{cpath}.outgoingConnections[{k}]")
             for j, out in enumerate(wf.output_commands):
                 self.parameters(out.parameters, f"{path}.outputCommands[{j}].parameters")
+            for j, timer in enumerate(wf.timers):
+                tpath = f"{path}.timers[{j}]"
+                problem = schedule_problem(timer)
+                if problem is not None:
+                    self.warn(tpath, codes.NOT_RUN, f"not run: timer {timer.key!r} can never fire: {problem}")
+                for k, c in enumerate(timer.outgoing_connections):
+                    self.connection(wf, c, f"{tpath}.outgoingConnections[{k}]")
             self.connection_scripts(wf, path)
             for j, machine in enumerate(wf.state_machines):
                 mpath = f"{path}.stateMachines[{j}]"
@@ -172,27 +177,20 @@ class WorkflowChecks(CheckerBase):
                     self.connection(wf, c, f"{mpath}.incomingConnections[{k}]")
 
     def not_run(self, st: MachineState, path: str) -> None:
-        """What a NuvIoT state carries that this runtime keeps but does not act on (PYRT2091)."""
-        if st.transition_in_action:
-            self.warn(f"{path}.transitionInAction", codes.NOT_RUN,
-                      "not run: a state's TransitionInAction script is kept but this runtime does not run it; "
-                      "move the work into the incoming transitions' TransitionAction (onTransition)")
-        if st.is_alarm_state or st.error_code:
-            code = f" {st.error_code}" if st.error_code else ""
-            self.warn(f"{path}.isAlarmState", codes.NOT_RUN,
-                      f"not run: alarm states do not raise the device's error code{code} in this runtime "
-                      "(device health is not implemented)")
+        """An alarm state without an error code has nothing to raise (NuvIoT State.IsAlarmState/ErrorCode)."""
+        if st.is_alarm_state and not st.error_code:
+            self.warn(f"{path}.errorCode", codes.NOT_RUN,
+                      "not run: an alarm state without an error code raises nothing; choose one of the device "
+                      "configuration's ErrorCodes")
 
     def connection_scripts(self, wf: Workflow, path: str) -> None:
-        nodes: tuple[tuple[str, Sequence[WorkflowInput | Attribute | InputCommand]], ...] = (
-            ("inputs", wf.inputs), ("attributes", wf.attributes), ("inputCommands", wf.input_commands))
-        for wire, items in nodes:
-            for j, node in enumerate(items):
-                for k, c in enumerate(node.outgoing_connections):
-                    if c.script:
-                        self.warn(f"{path}.{wire}[{j}].outgoingConnections[{k}].script", codes.NOT_RUN,
-                                  "not run: a connection's mapping Script is kept but this runtime passes the "
-                                  "value as it is; do the mapping in the target's onSet script")
+        """Mapping scripts run on the mappings out of inputs, attributes and timers; not yet out of input commands."""
+        for j, node in enumerate(wf.input_commands):
+            for k, c in enumerate(node.outgoing_connections):
+                if c.script:
+                    self.warn(f"{path}.inputCommands[{j}].outgoingConnections[{k}].script", codes.NOT_RUN,
+                              "not run: a mapping Script on an input command's connection is kept but the "
+                              "parameter's value is passed as it is; do the mapping in the command's onArrive")
 
     def parameters(self, params: tuple[Parameter, ...], path: str) -> None:
         self.unique((p.key for p in params), path, "parameter key", code=codes.DUPLICATE_PARAMETER)

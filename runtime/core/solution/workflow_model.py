@@ -6,7 +6,7 @@ from functools import cached_property
 
 from pydantic import AliasChoices, Field
 
-from runtime.core.solution.base import Bool, Entity, Float, Model, Str
+from runtime.core.solution.base import Bool, Entity, Float, Int, Model, Str
 from runtime.core.solution.enums import EndpointType, NodeType, ParameterLocation, ParameterType
 
 
@@ -86,8 +86,8 @@ class Transition(Model):
 
 
 class MachineState(Model):
-    """NuvIoT State. ``transition_in_action``, ``is_alarm_state`` and ``error_code`` are kept; validate says
-    that this runtime does not run them (PYRT2090)."""
+    """NuvIoT State. ``transition_in_action`` runs (``onEnter``) when the machine enters the state; an alarm state
+    raises ``error_code`` on the device when entered and clears it when left (``core/health.py``)."""
 
     key: Str
     name: Str = ""
@@ -124,6 +124,30 @@ class BusinessRule(Entity):
     error_code: Str | None = None
 
 
+class Timer(Entity):
+    """NuvIoT Timer (LagoVista/DeviceAdmin ``Timer.cs``): every ``days``/``hours``/``minutes``/``seconds``, or daily at
+    ``hourOfDay``:``minuteOfDay``, on the checked weekdays (none checked: every day), an interval only between
+    ``dailyStartTime`` and ``dailyEndTime`` (``HH:MM``) when given. When it fires, its outgoing connections run
+    (``core/timers.py``)."""
+
+    days: Int = 0
+    hours: Int = 0
+    minutes: Int = 0
+    seconds: Int = 0
+    hour_of_day: Int = 0
+    minute_of_day: Int = 0
+    sunday: Bool = False
+    monday: Bool = False
+    tuesday: Bool = False
+    wednesday: Bool = False
+    thursday: Bool = False
+    friday: Bool = False
+    saturday: Bool = False
+    daily_start_time: Str | None = None
+    daily_end_time: Str | None = None
+    outgoing_connections: tuple[Connection, ...] = _OUTGOING
+
+
 class Workflow(Entity):
     """NuvIoT DeviceWorkflow."""
 
@@ -136,6 +160,7 @@ class Workflow(Entity):
     output_commands: tuple[OutputCommand, ...] = ()
     state_machines: tuple[StateMachine, ...] = ()
     business_rules: tuple[BusinessRule, ...] = ()
+    timers: tuple[Timer, ...] = ()
 
     @cached_property
     def input_by_key(self) -> dict[str, WorkflowInput]:

@@ -56,3 +56,26 @@ def test_half_a_location_is_malformed_and_none_is_absent() -> None:
     with pytest.raises(StageError) as info:
         read("delimited", field, b"dev1,28.5,")
     assert info.value.code == "MGV1010"
+
+
+@pytest.mark.parametrize(
+    ("content", "field", "payload"),
+    [
+        ("json", {"latJsonPath": "gps.lat", "lonJsonPath": "gps.lon", "altitudeJsonPath": "gps.alt"},
+         b'{"gps": {"lat": 28.5, "lon": -81.25, "alt": 120.5}}'),
+        ("delimited", {"latDelimitedIndex": 2, "lonDelimitedIndex": 3, "altitudeDelimitedIndex": 4},
+         b"dev1,28.5,-81.25,120.5"),
+        ("xml", {"latXPath": "/p/@lat", "lonXPath": "/p/@lon", "altitudeXPath": "/p/@alt"},
+         b'<p lat="28.5" lon="-81.25" alt="120.5"/>'),
+    ],
+    ids=["json", "delimited", "xml"],
+)
+def test_the_altitude_sub_locator_is_read_with_the_location(content: str, field: dict[str, Any],
+                                                            payload: bytes) -> None:
+    """``AltitudeJsonPath``, ``AltitudeDelimitedIndex``, ``AltitudeXPath`` (same C# model): stored as
+    ``lat,lon,altitude``; a location without its altitude stays ``lat,lon``."""
+    parsed = MessageField.model_validate({"key": "where", "storageType": "geolocation", **field})
+    dumped = parsed.model_dump(exclude={"key", "storage_type"}, exclude_none=True)
+    assert read(content, dumped, payload) == "28.500000,-81.250000,120.5"
+    if content == "delimited":
+        assert read(content, dumped, b"dev1,28.5,-81.25,") == "28.500000,-81.250000"

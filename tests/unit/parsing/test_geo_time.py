@@ -26,6 +26,9 @@ from runtime.core.solution.enums import DateTimeZone as Z
         ("-0.0000001,0", "0.000000,0.000000"),
         ({"lat": 1.5, "lon": -2}, "1.500000,-2.000000"),
         ({"latitude": "1.5", "longitude": "2° 30' E"}, "1.500000,2.500000"),
+        # with an altitude (NuvIoT's Altitude sub-locators; the firmware's geo message sends lat,lon,altitude)
+        ("28.4,1,120.5", "28.400000,1.000000,120.5"),
+        ({"lat": 1.5, "lon": -2, "alt": "35"}, "1.500000,-2.000000,35"),
     ],
 )
 def test_geolocation(raw: Any, expected: str) -> None:
@@ -36,7 +39,8 @@ def test_geolocation(raw: Any, expected: str) -> None:
     ("raw", "code"),
     [
         ("28.4", INVALID_GEOLOCATION),
-        ("28.4,1,2", INVALID_GEOLOCATION),
+        ("28.4,1,2,3", INVALID_GEOLOCATION),
+        ("28.4,1,high", INVALID_GEOLOCATION),  # a third part is an altitude: a number
         ("abc,def", INVALID_GEOLOCATION),
         ("123.0,1", INVALID_GEOLOCATION),  # latitude has at most two integer digits
         ("1,1234.0", INVALID_GEOLOCATION),

@@ -75,12 +75,11 @@ def test_nuviots_state_machine_names_are_read_and_what_is_not_run_is_warned() ->
     edge = loaded.document.workflow_by_key["examplemotion"].inputs[0].outgoing_connections[-1]
     assert edge.event == "detected"
     warnings = {(w.path, w.code) for w in loaded.warnings}
-    assert {
-        ("workflows[0].stateMachines[0].states[0].transitionInAction", codes.NOT_RUN),
-        ("workflows[0].stateMachines[0].states[0].isAlarmState", codes.NOT_RUN),
-        ("workflows[0].inputs[0].outgoingConnections[1].script", codes.NOT_RUN),
-        (f"{WF}.Timers", codes.NOT_SUPPORTED),  # read: the export path; checked: the library path
-    } <= warnings
+    # TransitionInAction, alarm states and the connection's mapping script run now: no warning
+    assert not any(p.endswith((".transitionInAction", ".isAlarmState", ".script")) for p, _ in warnings)
+    assert not any(p.endswith("Timers") for p, _ in warnings)  # read and run (core/timers.py)
+    timer = loaded.document.workflow_by_key["examplemotion"].timers[0]
+    assert (timer.key, timer.hours) == ("everyhour", 1)
 
 
 def engine_for(doc: dict[str, Any]) -> WorkflowEngine:
@@ -92,10 +91,44 @@ def engine_for(doc: dict[str, Any]) -> WorkflowEngine:
 def test_the_connection_event_fires_the_transition_and_its_action_runs() -> None:
     engine = engine_for(with_state_machine())
     device = Device("dev001", "examplemotion", name="Motion Sensor 1")
-    result = engine.run(device, {"motionstatus": "on"}, message_id="motion")
+    result = engine.run(device, {"motionstatus": "on"}, message_id="motion", now=1000.0)
     result.apply_to(device)
     assert device.state_machines["motionsm"] == "active"
-    assert device.attributes["lastevent"] == "detected: on"
+    # TransitionAction ran ('detected: on'), then the entered state's TransitionInAction overwrote it
+    assert device.attributes["lastevent"] == "entered"
+
+
+def test_a_connections_mapping_script_maps_the_value_on_its_way() -> None:
+    """``Connection.Script`` on the starter app's input -> attribute connection (``map(value)``: this runtime's name
+    for the function; NuvIoT publishes no template for it)."""
+    doc = with_state_machine()
+    wf = doc["Result"]["Solution"]["Value"]["DeviceConfigurations"][0]["Value"]["Routes"][0]["PipelineModules"][2]
+    wf["Module"]["Value"]["Inputs"][0]["OutgoingConnections"][0]["Script"] = (
+        "function map(value) { return value === 'on' ? 'ON' : value; }")
+    device = Device("dev001", "examplemotion", name="Motion Sensor 1")
+    engine_for(doc).run(device, {"motionstatus": "on"}).apply_to(device)
+    assert device.attributes["motionstatus"] == "ON"  # mapped on the way to the attribute
+    assert device.state_machines["motionsm"] == "active"  # the other connection got the value as it was
+
+
+def test_an_alarm_state_raises_its_error_code_on_entry_and_clears_it_on_exit() -> None:
+    """State ``active`` is NuvIoT's alarm state (``IsAlarmState``, ``ErrorCode`` motionalarm); the connection
+    carries no ``StateMachineEvent`` here, so the input's value is the event."""
+    doc = with_state_machine()
+    wf = doc["Result"]["Solution"]["Value"]["DeviceConfigurations"][0]["Value"]["Routes"][0]["PipelineModules"][2]
+    wf["Module"]["Value"]["Inputs"][0]["OutgoingConnections"][-1].pop("StateMachineEvent")
+    engine = engine_for(doc)
+    device = Device("dev001", "examplemotion")
+    result = engine.run(device, {"motionstatus": "detected"}, now=1000.0)  # idle -> active
+    result.apply_to(device)
+    assert device.state_machines["motionsm"] == "active"
+    assert [(e.code, e.action, e.source) for e in result.health_events] == [("motionalarm", "raised", "alarmstate")]
+    assert device.property_bag["_system.errors"]["motionalarm"]["raisedAt"] == 1000.0
+    result = engine.run(device, {"motionstatus": "cleared"}, now=1010.0)  # active -> idle
+    result.apply_to(device)
+    assert device.state_machines["motionsm"] == "idle"
+    assert [(e.code, e.action) for e in result.health_events] == [("motionalarm", "cleared")]
+    assert device.property_bag["_system.errors"] == {}
 
 
 def test_exception_on_unhandled_event_fails_the_message() -> None:
