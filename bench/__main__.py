@@ -8,8 +8,10 @@ and ``.md`` unless ``--no-save``. Measurement details: ``bench/harness.py``. Nev
 Then, unless ``--no-fallback``, a second daemon with ``NUVIOT_MQTT_FASTPATH=0`` (the MQTT listener on plain
 aiomqtt, the fallback ``runtime/adapters/listeners/mqtt_fastpath.py`` chooses when paho's internals differ)
 measures the same end-to-end QoS 0 and QoS 1 rates: ``fastpath_gain_q0``/``_q1`` is the fast path's gain.
-``--nodered`` adds the peer run (``bench/nodered.py``): the same flow in Node-RED 4, installed with npm on
-first use, fed by the same publisher through the same broker (``make bench BENCH_ARGS=--nodered``).
+``--nodered`` adds the peer runs (``bench/nodered.py``): the same flow in Node-RED 4, installed with npm on
+first use, fed by the same publisher through the same broker (``make bench BENCH_ARGS=--nodered``), twice:
+a file line per message (``ratio_to_nodered``) and memory only, the file node reached by one message in 100
+(``ratio_to_nodered_memory``: issue 17's goal, >= 1.0).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def main() -> int:
         if args.nodered:
             res["nodered_q0"] = (run_nodered(broker.host, broker.port, 0, p["nb"], p["devices"], run + "nr")
                                  if red_js is not None else {"skipped": why_not})
+            res["nodered_memory_q0"] = (run_nodered(broker.host, broker.port, 0, p["nb"], p["devices"], run + "nm",
+                                                    memory=True) if red_js is not None else {"skipped": why_not})
         bench = Bench(Path(tmp), broker, p["devices"])
         bench.start_daemon()
         try:
@@ -121,6 +125,11 @@ def main() -> int:
     if nr is not None and "msgs_per_s" in nr:
         summary["nodered_msgs_per_s"] = round(nr["msgs_per_s"])
         summary["ratio_to_nodered"] = round(q0["msgs_per_s"] / nr["msgs_per_s"], 2) if nr["msgs_per_s"] else None
+    nm = res.get("nodered_memory_q0")
+    if nm is not None and "msgs_per_s" in nm:
+        summary["nodered_memory_msgs_per_s"] = round(nm["msgs_per_s"])
+        summary["ratio_to_nodered_memory"] = (round(q0["msgs_per_s"] / nm["msgs_per_s"], 2) if nm["msgs_per_s"]
+                                              else None)
     res["summary"] = summary
     table = render_table(res, summary)
     print(table)
@@ -202,6 +211,12 @@ def render_table(res: dict[str, Any], s: dict[str, Any]) -> str:
                             f"end to end / Node-RED: {s['ratio_to_nodered']:.2f}"))
         else:
             rows.insert(4, ("peer: Node-RED", "skipped", nr["skipped"][:60], ""))
+    nm = res.get("nodered_memory_q0")
+    if nm is not None and "msgs_per_s" in nm:
+        ratio = s.get("ratio_to_nodered_memory") or 0.0
+        rows.insert(5, (f"peer: Node-RED {nm['version']} QoS0 (memory only)", f"{nm['msgs_per_s']:,.0f} msg/s",
+                        f"{nm['received']:,} of {nm['sent']:,}; RSS {nm['rss_mb']:.0f} MB",
+                        f"end to end / Node-RED memory: {ratio:.2f} (>= 1.0: {_ok(ratio >= 1.0)})"))
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [" | ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
     m = res["machine"]
