@@ -32,9 +32,9 @@ from bench.harness import Bench, Poll, Publisher, rss_mb
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
-    """tid -> (comm, user+system CPU seconds) for every thread of ``pid``."""
-    out: dict[int, tuple[str, float]] = {}
+def thread_cpu(pid: int) -> dict[int, tuple[str, float, float]]:
+    """tid -> (comm, user+system CPU seconds, system CPU seconds) for every thread of ``pid``."""
+    out: dict[int, tuple[str, float, float]] = {}
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{task}/stat") as fh:
@@ -43,7 +43,7 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
             continue
         comm = raw[raw.index("(") + 1:raw.rindex(")")]
         fields = raw.rsplit(")", 1)[1].split()
-        out[int(task)] = (comm, (int(fields[11]) + int(fields[12])) / TICK)
+        out[int(task)] = (comm, (int(fields[11]) + int(fields[12])) / TICK, int(fields[12]) / TICK)
     return out
 
 
@@ -114,18 +114,23 @@ def main() -> int:
     count = poll.count
     start, end = poll.first_received_at or t0, poll.samples[-1][0] if poll.samples else t0
     per: dict[str, float] = {}
+    per_sys: dict[str, float] = {}
     threads: list[dict[str, Any]] = []
-    for tid, (comm, after) in cpu1.items():
-        used = after - cpu0.get(tid, (comm, 0.0))[1]
+    for tid, (comm, after, after_sys) in cpu1.items():
+        _, before, before_sys = cpu0.get(tid, (comm, 0.0, 0.0))
+        used, sys_used = after - before, after_sys - before_sys
         name = names.get(tid, comm)
         role = classify(name, tid, pid)
         per[role] = per.get(role, 0.0) + used
+        per_sys[role] = per_sys.get(role, 0.0) + sys_used
         if used > 0.005:
-            threads.append({"tid": tid, "name": name, "role": role, "cpu_s": round(used, 2)})
+            threads.append({"tid": tid, "name": name, "role": role, "cpu_s": round(used, 2),
+                            "sys_s": round(sys_used, 2)})
     us = {k: round(v / count * 1e6, 2) if count else None for k, v in per.items()}
     out = {"n": args.n, "sent": sent.sent, "committed": count,
            "msgs_per_s": round(count / (end - start)) if count and end > start else 0,
-           "cpu_us_per_msg": us, "cpu_us_per_msg_total": round(sum(per.values()) / count * 1e6, 2) if count else None,
+           "cpu_us_per_msg": us,
+           "sys_us_per_msg": {k: round(v / count * 1e6, 2) if count else None for k, v in per_sys.items()}, "cpu_us_per_msg_total": round(sum(per.values()) / count * 1e6, 2) if count else None,
            "threads": threads, "rss_mb": round(rss, 1), "python": sys.version.split()[0],
            "load": os.getloadavg()[0], "env": env, "measuring_cpu_s": round(time.process_time() - proc0, 2)}
     print(json.dumps(out))
