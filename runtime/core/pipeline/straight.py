@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
 from runtime.core.devices import Device
 from runtime.core.pipeline.typed import convert
 from runtime.core.pipeline.wiring import Edge
