@@ -11,6 +11,7 @@ Locators (``/sensor/{deviceid}/*``) are documented in docs/parsing.md §Locators
 from __future__ import annotations
 
 import re
+import warnings
 from urllib.parse import unquote
 
 from runtime.core.parsing.errors import INVALID_LOCATOR, INVALID_REGEX, ParseError, shown
@@ -77,7 +78,9 @@ def dotnet_to_python(pattern: str) -> str:
 
 def _compile(pattern: str) -> re.Pattern[str] | ParseError:
     try:
-        return re.compile(dotnet_to_python(pattern))
+        with warnings.catch_warnings():  # "possible nested set" for '[[' etc.: .NET reads it as written, so do we
+            warnings.simplefilter("ignore", FutureWarning)
+            return re.compile(dotnet_to_python(pattern))
     except ParseError as exc:
         return exc
     except re.error as exc:

@@ -244,3 +244,9 @@ def test_patterns_raise_only_parse_errors(pattern: str, subject: str) -> None:
         segment_locator(pattern, is_path=True).capture(subject)
     except ParseError:
         pass
+
+
+def test_a_pattern_python_warns_about_compiles_as_written() -> None:
+    """'[[' makes Python's re warn (a possible nested set, FutureWarning); the suite turns warnings into
+    errors, and a solution's pattern must compile as .NET reads it, not fail on a warning."""
+    assert compile_regex("[[a]").search("x[y") is not None
