@@ -133,6 +133,10 @@ async def main(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, stop, sig)
     try:
+        if settings.role != "all":  # a Cluster edition replica (runtime/cluster_app.py, docs/cluster.md)
+            from runtime.cluster_app import serve_cluster
+
+            return await serve_cluster(settings, token, stop)
         return await _serve(settings, token, stop)
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))

@@ -67,6 +67,11 @@ ENV: dict[str, str] = {
     "NUVIOT_DEADLETTER_PAYLOAD_MAX_BYTES": "deadletter_payload_max_bytes",
     "NUVIOT_DEADLETTER_MAX_BYTES": "deadletter_max_bytes",
     "NUVIOT_DATASTREAM_QUEUE_MAX_ROWS": "datastream_queue_max_rows",
+    # the Cluster edition (CONTRACT §10, docs/cluster.md)
+    "NUVIOT_ROLE": "role",
+    "NUVIOT_QUEUE_URL": "queue_url",
+    "NUVIOT_QUEUE_PARTITIONS": "queue_partitions",
+    "NUVIOT_DATABASE_URL": "database_url",
 }
 
 
@@ -121,6 +126,11 @@ class Settings(BaseModel):
     deadletter_payload_max_bytes: int = Field(default=64 * 1024, ge=0)
     deadletter_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     datastream_queue_max_rows: int = Field(default=1_000_000, ge=1)  # per stream (docs/datastreams.md)
+    # the Cluster edition: one program, three roles (docs/cluster.md)
+    role: Literal["all", "ingest", "worker"] = "all"
+    queue_url: SecretStr | None = None  # amqp://user:pass@host:port/vhost
+    queue_partitions: int = Field(default=16, ge=1, le=1024)  # every replica of an instance: the same number
+    database_url: SecretStr | None = None  # postgresql://...
 
     @field_validator("listener_ports", mode="before")
     @classmethod
@@ -135,6 +145,20 @@ class Settings(BaseModel):
                     raise ValueError(f"'{item}' is not KEY=PORT")
                 out[key.strip()] = int(port)
             return out
+        return v
+
+    @field_validator("queue_url")
+    @classmethod
+    def _amqp_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("amqp://", "amqps://")):
+            raise ValueError("must look like amqp://user:pass@host:port/vhost")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _pg_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must look like postgresql://user:pass@host:port/database")
         return v
 
     @field_validator("cloud_url")
@@ -239,6 +263,12 @@ class Settings(BaseModel):
                 settings.setdefault(key, entry(value, "document"))
         out["settings"] = settings
         return out
+    def effective_queue_type(self, doc: SolutionDocument | None) -> QueueType:
+        if self.queue_type is not None:
+            return self.queue_type
+        if doc is not None:
+            return doc.instance.queue_type
+        return QueueType.IN_MEMORY
 
     @property
     def db_path(self) -> Path:
@@ -267,6 +297,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     a("--deployment-type", choices=[d.value for d in DeploymentType], help="NuvIoT DeploymentType")
     a("--deployment-configuration", choices=[d.value for d in DeploymentConfiguration],
       help="NuvIoT DeploymentConfiguration")
+    a("--role", choices=["all", "ingest", "worker"],
+      help="all (one process, the default), or a Cluster edition replica: ingest or worker (docs/cluster.md)")
 
 
 def load_settings(args: argparse.Namespace | None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -298,11 +330,19 @@ def load_settings(args: argparse.Namespace | None, environ: Mapping[str, str] | 
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
     if settings.working_storage is WorkingStorage.CLOUD and not settings.cloud_url:
         raise SettingsError("invalid settings:\n  --cloud-url / NUVIOT_CLOUD_URL: required when working storage is cloud")
+    if settings.role != "all":
+        missing = [f"{flag}: required for --role {settings.role}" for flag, value in
+                   (("NUVIOT_QUEUE_URL", settings.queue_url), ("NUVIOT_DATABASE_URL", settings.database_url))
+                   if value is None]
+        if settings.queue_type not in (None, QueueType.RABBITMQ):
+            missing.append(f"NUVIOT_QUEUE_TYPE: --role {settings.role} needs rabbitmq, not {settings.queue_type.value}")
+        if missing:
+            raise SettingsError("invalid settings:\n  " + "\n  ".join(missing))
     return settings
 
 
 _LOWERED = frozenset({"log_level", "log_format", "working_storage", "queue_type", "deployment_type",
-                      "deployment_configuration"})
+                      "deployment_configuration", "role"})
 
 
 def _coerce(values: dict[str, object]) -> dict[str, object]:

@@ -7,6 +7,7 @@ store); provisioning through the admin API is written through (durable before th
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from runtime.core.devices import Device
@@ -46,6 +47,29 @@ class DeviceRegistry:
 
     def __len__(self) -> int:
         return len(self._devices)
+
+    def adopt(self, found: list[Device], keep: Callable[[str], bool]) -> None:
+        """Take the store's devices (the Cluster edition: another replica changed them), except those for
+        which ``keep(device_id)`` is true (this replica owns their state); devices gone from the store go."""
+        fresh = {d.device_id: d for d in found}
+        merged = {k: v for k, v in self._devices.items() if keep(k) and (k in fresh)}
+        for device_id, device in fresh.items():
+            if device_id not in merged:
+                merged[device_id] = device
+        self._devices = merged
+
+    def provisioned(self, device_id: str, found: Device | None) -> None:
+        """Another replica provisioned (or deleted, ``found`` None) a device: take its provisioning fields and
+        keep the workflow state this replica holds."""
+        if found is None:
+            self._devices.pop(device_id, None)
+            return
+        held = self._devices.get(device_id)
+        if held is not None:
+            found.attributes, found.state_machines, found.property_bag = (held.attributes, held.state_machines,
+                                                                          held.property_bag)
+            found.last_seen = held.last_seen
+        self._devices[device_id] = found
 
     def state_changed(self, device: Device) -> None:
         """The pipeline changed a device's workflow state: write it behind, batched."""

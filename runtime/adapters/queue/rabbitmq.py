@@ -1,0 +1,358 @@
+"""RabbitMQ between ingest and worker replicas (the Cluster edition, docs/cluster.md).
+
+- ``declare_partitions``: N durable quorum queues ``nuviot.{instance}.pNNN`` with
+  ``x-single-active-consumer``: one worker at a time consumes a partition, the others wait as standbys and
+  RabbitMQ hands the partition to one of them when the active consumer's connection ends.
+- ``RabbitPublisher`` (ingest): publishes each envelope persistent to its partition queue on a confirm
+  channel; ``on_confirm`` (the MQTT PUBACK, the REST 2xx) runs on the broker's ack. What is unconfirmed
+  when the connection ends is published again, in the original order, before anything newer: at least once.
+- ``PartitionConsumer`` (worker): a data listener whose messages come from the partition queues. A message
+  is acked only when the dispatcher's record (and device state) are committed (``InboundMessage.ack``); an
+  ack of an ended connection is dropped (the broker delivers the message again). Before the first message of
+  a partition it did not hold, the consumer reloads that partition's devices from the shared store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from runtime.core.listener_state import ListenerState
+from runtime.services.cluster import EnvelopeError, decode_envelope, partition_queue
+from runtime.services.dataplane import Intake
+
+log = structlog.get_logger(__name__)
+
+QUEUE_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum", "x-single-active-consumer": True}
+CONNECT_ERRORS = (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError, ConnectionError)
+
+
+async def _connect(url: str, name: str) -> AbstractRobustConnection:
+    conn = await aio_pika.connect(url, timeout=10, client_properties={"connection_name": name})
+    return conn  # type: ignore[return-value]
+
+
+async def declare_partitions(channel: AbstractChannel, instance_id: str, partitions: int) -> list[Any]:
+    return [await channel.declare_queue(partition_queue(instance_id, p), durable=True, arguments=QUEUE_ARGUMENTS)
+            for p in range(partitions)]
+
+
+async def _backoff(attempt: int) -> None:
+    await asyncio.sleep(random.uniform(0, min(5.0, 0.2 * 2 ** min(attempt, 5))))
+
+
+class RabbitPublisher:
+    """The ingest's publisher (``services.cluster.Publisher``)."""
+
+    def __init__(self, url: str, instance_id: str, partitions: int, *, name: str = "nuviot-ingest",
+                 max_unconfirmed: int = 5_000) -> None:
+        self._url = url
+        self._instance = instance_id
+        self._partitions = partitions
+        self._name = name
+        self._max = max_unconfirmed
+        self._seq = 0
+        self._pending: dict[int, tuple[int, bytes, Callable[[], None]]] = {}  # seq -> (partition, body, ack)
+        self._unsent: deque[int] = deque()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self.last_error: str | None = None
+        self.republished = 0
+
+    def publish(self, partition: int, body: bytes, on_confirm: Callable[[], None]) -> None:
+        self._seq += 1
+        self._pending[self._seq] = (partition, body, on_confirm)
+        self._unsent.append(self._seq)
+        self._wake.set()
+        self._empty.clear()
+        if len(self._pending) >= self._max:
+            self._room.clear()
+
+    async def writable(self) -> None:
+        await self._room.wait()
+
+    @property
+    def unconfirmed(self) -> int:
+        return len(self._pending)
+
+    def status(self) -> dict[str, Any]:
+        return {"key": "rabbitmq", "type": "queue",
+                "state": (ListenerState.CONNECTED if self.connected.is_set() else ListenerState.CONNECTING).value,
+                "unconfirmed": len(self._pending), "republished": self.republished, "lastError": self.last_error}
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="cluster:publisher")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), timeout=10)
+
+    async def drain(self, within: float) -> bool:
+        """Wait until every envelope is confirmed (or ``within`` seconds)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), timeout=within)
+        return not self._pending
+
+    async def stop(self, within: float = 5.0) -> None:
+        await self.drain(within)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                conn = await _connect(self._url, self._name)
+            except CONNECT_ERRORS as exc:
+                self.last_error = repr(exc)
+                attempt += 1
+                await _backoff(attempt)
+                continue
+            try:
+                async with conn:
+                    channel = await conn.channel(publisher_confirms=True)
+                    await declare_partitions(channel, self._instance, self._partitions)
+                    # everything unconfirmed goes again, in order, before anything newer
+                    self._unsent = deque(sorted(set(self._unsent) | set(self._pending)))
+                    self.republished += max(0, len(self._pending) - 0)
+                    self.connected.set()
+                    self.last_error = None
+                    attempt = 0
+                    log.info("cluster_publisher_connected", pending=len(self._pending))
+                    await self._send(channel, conn)
+            except CONNECT_ERRORS as exc:
+                self.last_error = repr(exc)
+                log.warning("cluster_publisher_disconnected", error=repr(exc), unconfirmed=len(self._pending))
+            finally:
+                self.connected.clear()
+            attempt += 1
+            await _backoff(attempt)
+
+    async def _send(self, channel: AbstractChannel, conn: Any) -> None:
+        exchange = channel.default_exchange
+        closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        conn.close_callbacks.add(lambda *_: closed.done() or closed.set_result(None))
+        inflight: set[asyncio.Task[None]] = set()
+        while not closed.done():
+            while self._unsent and not closed.done():
+                seq = self._unsent.popleft()
+                item = self._pending.get(seq)
+                if item is None:
+                    continue
+                partition, body, _ = item
+                task = asyncio.create_task(self._one(exchange, seq, partition, body))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+                if len(inflight) % 256 == 0:
+                    await asyncio.sleep(0)
+            self._wake.clear()
+            waiter = asyncio.ensure_future(self._wake.wait())
+            await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        for task in inflight:
+            task.cancel()
+        raise ConnectionError("the RabbitMQ connection closed")
+
+    async def _one(self, exchange: Any, seq: int, partition: int, body: bytes) -> None:
+        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                   content_type="application/json")
+        try:
+            confirm = await exchange.publish(message, routing_key=partition_queue(self._instance, partition),
+                                             timeout=30)
+        except (asyncio.CancelledError, *CONNECT_ERRORS):
+            return  # published again after the reconnect
+        if not isinstance(confirm, aiormq.spec.Basic.Ack):
+            log.warning("cluster_publish_not_confirmed", partition=partition, answer=type(confirm).__name__)
+            self._unsent.append(seq)  # nacked: try again (later; per-device order may then differ)
+            self._wake.set()
+            return
+        item = self._pending.pop(seq, None)
+        if len(self._pending) < self._max // 2:
+            self._room.set()
+        if not self._pending:
+            self._empty.set()
+        if item is not None:
+            try:
+                item[2]()
+            except Exception as exc:  # noqa: BLE001 - one listener's ack must not stop the publisher
+                log.error("cluster_confirm_callback_failed", error=repr(exc))
+
+
+class PartitionConsumer:
+    """The worker's data listener: the partition queues of the instance, single active consumer."""
+
+    type = "rabbitmq-partitions"
+
+    def __init__(self, url: str, instance_id: str, partitions: int, *, key: str = "partitions",
+                 prefetch: int = 256, on_gain: Callable[[int], Awaitable[None]] | None = None,
+                 name: str = "nuviot-worker", drain_timeout: float = 5.0) -> None:
+        self.key = key
+        self._url = url
+        self._instance = instance_id
+        self._partitions = partitions
+        self._prefetch = prefetch
+        self._on_gain = on_gain
+        self._name = name
+        self._drain_timeout = drain_timeout
+        self._intake: Intake | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._state = ListenerState.STOPPED
+        self._generation = 0
+        self._held: set[int] = set()  # partitions this consumer is active on (it received from them)
+        self._outstanding = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._acks: deque[tuple[int, int, bool]] = deque()
+        self._ack_wake = asyncio.Event()
+        self._stopping = False
+        self.last_error: str | None = None
+        self.received = 0
+        self.rejected = 0
+
+    @property
+    def held(self) -> list[int]:
+        return sorted(self._held)
+
+    def status(self) -> dict[str, Any]:
+        return {"key": self.key, "type": self.type, "state": self._state.value, "port": None,
+                "partitions": self.held, "outstanding": self._outstanding, "lastError": self.last_error}
+
+    async def start(self, intake: Intake) -> None:
+        self._intake = intake
+        self._stopping = False
+        self._state = ListenerState.CONNECTING
+        connected = asyncio.Event()
+        self._task = asyncio.create_task(self._run(connected), name="cluster:consumer")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(connected.wait(), timeout=10)
+
+    async def stop(self) -> None:
+        """No new deliveries; wait (bounded) until what was delivered is committed and acked; close."""
+        self._stopping = True
+        self._state = ListenerState.STOPPING
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout=self._drain_timeout)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self._state = ListenerState.STOPPED
+        self._held.clear()
+
+    async def _run(self, connected: asyncio.Event) -> None:
+        attempt = 0
+        while not self._stopping:
+            try:
+                conn = await _connect(self._url, self._name)
+            except CONNECT_ERRORS as exc:
+                self.last_error = repr(exc)
+                self._state = ListenerState.CONNECTING
+                attempt += 1
+                await _backoff(attempt)
+                continue
+            self._generation += 1
+            self._held.clear()
+            self._outstanding = 0
+            self._settled.set()
+            try:
+                async with conn:
+                    await self._serve(conn, connected)
+            except CONNECT_ERRORS as exc:
+                self.last_error = repr(exc)
+                log.warning("cluster_consumer_disconnected", error=repr(exc))
+            self._state = ListenerState.DISCONNECTED
+            self._held.clear()
+            attempt = 1
+            await _backoff(attempt)
+
+    async def _serve(self, conn: Any, connected: asyncio.Event) -> None:
+        channel = await conn.channel()
+        await channel.set_qos(prefetch_count=self._prefetch)
+        queues = await declare_partitions(channel, self._instance, self._partitions)
+        closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        conn.close_callbacks.add(lambda *_: closed.done() or closed.set_result(None))
+        generation = self._generation
+        tasks = [asyncio.create_task(self._consume(p, q, generation), name=f"cluster:consume:{p}")
+                 for p, q in enumerate(queues)]
+        acker = asyncio.create_task(self._ack_loop(channel, generation), name="cluster:acks")
+        self._state = ListenerState.CONNECTED
+        self.last_error = None
+        connected.set()
+        log.info("cluster_consumer_connected", partitions=self._partitions)
+        try:
+            await asyncio.wait({closed, acker, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (*tasks, acker):
+                task.cancel()
+            await asyncio.gather(*tasks, acker, return_exceptions=True)
+        raise ConnectionError("the RabbitMQ connection closed")
+
+    async def _consume(self, partition: int, queue: Any, generation: int) -> None:
+        async with queue.iterator() as messages:
+            async for message in messages:
+                if partition not in self._held:
+                    if self._on_gain is not None:
+                        await self._on_gain(partition)  # the previous holder's committed device state
+                    self._held.add(partition)
+                    log.info("cluster_partition_gained", partition=partition)
+                self._deliver(message, generation)
+
+    def _deliver(self, message: AbstractIncomingMessage, generation: int) -> None:
+        tag = message.delivery_tag
+        try:
+            msg, _ = decode_envelope(message.body)
+        except EnvelopeError as exc:
+            self.rejected += 1
+            log.error("cluster_envelope_rejected", error=str(exc))
+            if tag is not None:
+                self._acks.append((generation, tag, False))
+                self._ack_wake.set()
+            return
+        self.received += 1
+        self._outstanding += 1
+        self._settled.clear()
+
+        def ack() -> None:
+            self._done_one()
+            if generation == self._generation and tag is not None:
+                self._acks.append((generation, tag, True))
+                self._ack_wake.set()
+
+        msg.ack = ack
+        if self._intake is None or not self._intake.offer(msg):
+            self._done_one()  # not acked: the broker delivers it again (to this or another worker)
+            log.warning("cluster_intake_refused", partition_message=msg.id)
+
+    def _done_one(self) -> None:
+        self._outstanding -= 1
+        if self._outstanding <= 0:
+            self._outstanding = 0
+            self._settled.set()
+
+    async def _ack_loop(self, channel: Any, generation: int) -> None:
+        raw = channel.channel if hasattr(channel, "channel") else channel
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            while self._acks:
+                gen, tag, ok = self._acks.popleft()
+                if gen != generation:
+                    continue
+                if ok:
+                    await raw.basic_ack(tag)
+                else:  # not an envelope of ours: never processed, not requeued
+                    await raw.basic_reject(tag, requeue=False)

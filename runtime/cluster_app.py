@@ -1,0 +1,238 @@
+"""Composition of a Cluster edition replica: ``--role ingest`` or ``--role worker`` (docs/cluster.md).
+
+Like ``app._serve`` (the ``all`` role), with these parts instead: the shared PostgreSQL store; RabbitMQ
+between the roles (the ingest's publisher, the worker's partition consumer); the supervisor whose verbs
+apply to every replica (``ClusterRuntime`` + ``PgCluster``); the members in ``/status``.
+
+- **ingest**: the solution's listeners -> intake -> ``IngestDispatcher`` (plan the device id, publish the
+  envelope to its partition, ack the device once RabbitMQ confirmed). Input commands and the admin API too.
+- **worker**: ``PartitionConsumer`` -> intake -> the ordinary ``Dispatcher`` (records and device state to
+  PostgreSQL; the RabbitMQ ack once committed). No device-facing listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import time
+from typing import Any
+
+import structlog
+from pydantic import SecretStr
+
+from runtime import logsetup
+from runtime.adapters.command.http import AdminApi
+from runtime.adapters.queue.rabbitmq import PartitionConsumer, RabbitPublisher
+from runtime.adapters.storage.pg_cluster import PgCluster
+from runtime.adapters.storage.postgres import PostgresStore
+from runtime.core.errors import ListenerBindError
+from runtime.core.lifecycle import Verb
+from runtime.core.ports import StateChange
+from runtime.core.solution.enums import QueueType, RestListenerType
+from runtime.core.timefmt import iso
+from runtime.planes import AppPlanes, connection_limits
+from runtime.services.cluster import ClusterRuntime, IngestDispatcher, partition_of
+from runtime.services.commands import Operations
+from runtime.services.dataplane import DataPlane, Intake
+from runtime.services.devices import DeviceRegistry
+from runtime.services.metrics import RuntimeMetrics
+from runtime.services.supervisor import LoadedSolution
+from runtime.settings import Settings
+from runtime.solution_loading import AppSolutionLoader
+
+log = structlog.get_logger(__name__)
+
+DEVICE_REFRESH_SECONDS = 2.0
+
+
+class _QueueLink:
+    """The ingest's publisher as a data listener in ``/status`` and ``/ready`` (it is up when connected)."""
+
+    type = "queue"
+    key = "rabbitmq"
+
+    def __init__(self, publisher: RabbitPublisher) -> None:
+        self._publisher = publisher
+
+    async def start(self, intake: Intake) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self._publisher.drain(5.0)  # what the listeners took in is confirmed (and acked) before Paused
+
+    def status(self) -> dict[str, Any]:
+        return self._publisher.status()
+
+
+class ClusterPlanes(AppPlanes):
+    """``AppPlanes`` whose data plane is the role's (the command plane is the same)."""
+
+    publisher: RabbitPublisher | None = None
+    consumer: PartitionConsumer | None = None
+
+    def data_plane(self, loaded: LoadedSolution) -> DataPlane:
+        if self.commands is None:
+            self.commands = self.command_plane(loaded)
+        s = self.settings
+        instance_id = s.effective_instance_id(loaded.doc)
+        runtime = self.runtime
+        on_fatal = runtime.report_fatal if runtime is not None else None
+        if s.effective_queue_type(loaded.doc) is not QueueType.RABBITMQ and s.queue_type is None:
+            log.info("cluster_queue_type", solution=loaded.doc.instance.queue_type.value, used="rabbitmq")
+        if s.role == "ingest":
+            assert self.publisher is not None
+            listeners: list[Any] = [self._listener(cfg, instance_id) for cfg in loaded.doc.solution.listeners
+                                    if cfg.rest_listener_type is not RestListenerType.INPUT_COMMAND_LISTENER]
+            dispatcher = IngestDispatcher(loaded.doc.solution.planner, self.publisher, s.queue_partitions,
+                                          self.metrics.counters)
+            self.data = DataPlane([*listeners, _QueueLink(self.publisher)], dispatcher, self.metrics.counters,
+                                  drain_timeout=s.drain_timeout, on_fatal=on_fatal)
+            return self.data
+        assert self.consumer is not None
+        self.data = DataPlane([self.consumer], self.commands.dispatcher, self.metrics.counters,
+                              drain_timeout=s.drain_timeout, on_fatal=on_fatal)
+        return self.data
+
+
+def member_id(role: str) -> str:
+    return f"{role}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Event) -> int:
+    """Run one ingest or worker replica until ``stop``; returns the exit code."""
+    from runtime.app import InstanceIdentity, StartupError
+
+    assert settings.database_url is not None and settings.queue_url is not None  # load_settings checks
+    role = settings.role
+    metrics = RuntimeMetrics()
+    me = member_id(role)
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(PostgresStore.open(settings.database_url.get_secret_value()))
+        stack.callback(logsetup.add_sink(lambda level, event, fields: store.record_log(
+            time.time(), level, event, {**fields, "member": me})))
+        identity = InstanceIdentity(settings)
+        devices = DeviceRegistry(store)
+        await devices.load()
+        metrics.add_gauge("nuviot_devices", lambda: len(devices))
+        metrics.add_gauge("nuviot_store_queue_depth", lambda: store.queue_depth)
+        runtimes: list[ClusterRuntime] = []
+        clusters: list[PgCluster] = []
+
+        def current_doc() -> Any:
+            return runtimes[0].loaded.doc if runtimes and runtimes[0].loaded is not None else None
+
+        def on_transition(change: StateChange) -> None:
+            if change.previous is not None and change.previous.value == "Initializing":
+                identity.pin(current_doc())
+            store.record_event(change.at, change.previous.value if change.previous else "", change.state.value,
+                               f"[{me}] {change.reason}" if change.reason else f"[{me}]")
+            metrics.on_transition(change.previous, change.state)
+            if clusters:
+                clusters[0].poke()
+
+        planes = ClusterPlanes(settings, store, devices, metrics)  # type: ignore[arg-type]
+        queue_url = settings.queue_url.get_secret_value()
+        instance = settings.instance_id  # the queues are named after the instance: pinned before the data plane
+        loader = AppSolutionLoader(settings)
+        runtime = ClusterRuntime(loader, planes, on_transition=on_transition, stop_timeout=settings.stop_timeout)
+        runtimes.append(runtime)
+        planes.bind(runtime)
+
+        def held() -> list[int]:
+            return planes.consumer.held if planes.consumer is not None else []
+
+        def keep(device_id: str) -> bool:  # this worker owns the state of its partitions' devices
+            return partition_of(device_id, settings.queue_partitions) in set(held())
+
+        async def gained(partition: int) -> None:
+            found = await store.load_devices()
+            fresh = [d for d in found if partition_of(d.device_id, settings.queue_partitions) == partition]
+            held_now = set(held())
+            devices.adopt(fresh + [d for d in devices.all()
+                                   if partition_of(d.device_id, settings.queue_partitions) != partition],
+                          lambda k: partition_of(k, settings.queue_partitions) in held_now)
+
+        async def on_device(device_id: str) -> None:
+            devices.provisioned(device_id, await store.get_device(device_id))
+
+        async def refresh_devices() -> None:
+            while True:
+                await asyncio.sleep(DEVICE_REFRESH_SECONDS)
+                with contextlib.suppress(Exception):
+                    devices.adopt(await store.load_devices(), keep)
+
+        async def on_verb(verb: Verb, origin: str) -> None:
+            await runtime.apply_remote(verb, origin)
+
+        api_ref: list[AdminApi] = []
+        cluster = PgCluster(settings.database_url.get_secret_value(), store.pool,
+                            instance_id=lambda: identity.value, member_id=me, role=role,
+                            host=socket.gethostname(), admin_port=lambda: api_ref[0].port if api_ref else None,
+                            state=lambda: runtime.state.value, partitions=held, on_verb=on_verb,
+                            on_device=on_device)
+        runtime.bus = cluster
+        clusters.append(cluster)
+        started_at = time.time()
+
+        def extras() -> dict[str, Any]:
+            body: dict[str, Any] = {
+                "role": role,
+                "memberId": me,
+                "storage": {"workingStorage": "postgresql", "queueDepth": store.queue_depth,
+                            "dropped": store.dropped_total, "lastError": store.last_error},
+                "cluster": {"queueType": "rabbitmq", "partitions": settings.queue_partitions,
+                            "held": held(), "members": cluster.members, "connected": cluster.connected},
+                "adminPort": api_ref[0].port if api_ref else None,
+                "startedAt": iso(started_at),
+            }
+            if planes.publisher is not None:
+                body["cluster"]["publisher"] = planes.publisher.status()
+            return body
+
+        ops = Operations(runtime, store, devices, metrics, instance_id=lambda: identity.value,  # type: ignore[arg-type]
+                         extras=extras, replay=planes.replay)
+        api = AdminApi(ops, token, host=settings.admin_host, port=settings.admin_port,
+                       limits=connection_limits(settings))
+        api_ref.append(api)
+        try:
+            await api.start()
+        except ListenerBindError as exc:
+            raise StartupError(f"admin API cannot bind {settings.admin_host}:{settings.admin_port}: {exc.reason}") from exc
+        stack.push_async_callback(api.stop)
+        stack.push_async_callback(cluster.leave)
+
+        async with asyncio.TaskGroup() as tg:
+            background = [tg.create_task(cluster.run(), name="cluster:pg"),
+                          tg.create_task(refresh_devices(), name="cluster:devices")]
+            if instance is None:
+                # the queue names need the instance id: load the solution once to learn it
+                loaded = await loader.load()
+                identity.pin(loaded.doc)
+            instance_id = identity.value
+            if role == "ingest":
+                planes.publisher = RabbitPublisher(queue_url, instance_id, settings.queue_partitions, name=me)
+                await planes.publisher.start()
+            else:
+                planes.consumer = PartitionConsumer(queue_url, instance_id, settings.queue_partitions,
+                                                    on_gain=gained, name=me, drain_timeout=settings.drain_timeout)
+            channel_task = None
+            if settings.control_mqtt is not None:
+                from runtime.adapters.command.mqtt import MqttCommandChannel
+                from runtime.app import command_client_id
+
+                channel = MqttCommandChannel(settings.control_mqtt.get_secret_value(), instance_id, runtime, token,
+                                             client_id=command_client_id(settings, instance_id),
+                                             input_commands=planes.input_commands)
+                channel_task = tg.create_task(channel.run(), name="command:mqtt")
+            await runtime.run(stop)
+            if planes.publisher is not None:
+                await planes.publisher.stop(2.0)
+            if channel_task is not None:
+                channel_task.cancel()
+            for task in background:
+                task.cancel()
+        log.info("runtime_exited", state=runtime.state.value, role=role)
+    return 0
