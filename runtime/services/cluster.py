@@ -47,10 +47,12 @@ def partition_queue(instance_id: str, partition: int) -> str:
     return f"nuviot.{instance_id}.p{partition:03d}"
 
 
-def encode_envelope(msg: InboundMessage, device_id: str | None) -> bytes:
-    """The envelope of one device message (JSON; the payload as latin-1 text keeps every byte)."""
+def encode_envelope(msg: InboundMessage, device_id: str | None, n: int = 0) -> bytes:
+    """The envelope of one device message (JSON; the payload as latin-1 text keeps every byte). ``n`` is the
+    ingest's sequence number: with the received time, the order to restore when RabbitMQ returns messages."""
     return orjson.dumps({
         "v": ENVELOPE_VERSION,
+        "n": n,
         "id": msg.id,
         "listener": msg.listener,
         "topic": msg.topic,
@@ -137,8 +139,8 @@ class IngestDispatcher:
     def process(self, batch: list[InboundMessage]) -> None:
         for msg in batch:
             device_id = self.device_id(msg)
-            body = encode_envelope(msg, device_id)
             self.published += 1
+            body = encode_envelope(msg, device_id, self.published)
             self._publisher.publish(partition_of(device_id, self._partitions), body, self._confirmer(msg))
 
     def _confirmer(self, msg: InboundMessage) -> Callable[[], None]:
