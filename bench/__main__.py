@@ -49,7 +49,14 @@ def main() -> int:
                     help="skip the end-to-end run with the MQTT fast path off (NUVIOT_MQTT_FASTPATH=0)")
     ap.add_argument("--nodered", action="store_true",
                     help="peer run: the same flow in Node-RED 4 (installed with npm on first use; bench/nodered.py)")
+    ap.add_argument("--cluster", action="store_true",
+                    help="the Cluster edition instead: scaling, end to end, faults (bench/cluster.py)")
+    ap.add_argument("--cluster-size", type=int, default=20_000, help="readings per cluster phase")
     args = ap.parse_args()
+    if args.cluster:
+        from bench.cluster import main as cluster_main
+
+        return cluster_main(args.cluster_size)
     mode = "quick" if args.quick else "full"
     p = PROFILES[mode]
     t0 = time.time()

@@ -1,0 +1,266 @@
+"""``make bench BENCH_ARGS=--cluster``: the Cluster edition measured (docs/cluster.md, issue 14 item 4).
+
+Against a real RabbitMQ and PostgreSQL (the machine's when they answer, else private ones; the RabbitMQ
+restart always on a private node), with real daemons on tests/fixtures/cluster.yaml:
+
+1. scaling: 1, 2, 4 workers drain the same preloaded partition queues (the workers are started, paused,
+   the queue is filled, then started): messages per worker CPU-second, N workers vs 1;
+2. end to end: 1 ingest + 2 workers beside ``--role all``, the same QoS1 readings through mosquitto;
+3. faults: ``kill -9`` of a worker in the middle of QoS1 readings; RabbitMQ (private node) stopped and
+   started in the middle: every PUBACKed reading has its record, per-device order, duplicates.
+
+``--cluster-size N`` sets the number of readings (default 20,000; the issue's 100,000 is
+``--cluster-size 100000``). Prints a table and, as the last line, one JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import asyncpg
+
+from runtime.adapters.queue.rabbitmq import RabbitPublisher
+from runtime.core.messages import InboundMessage
+from runtime.services.cluster import encode_envelope, partition_of
+from tests.support import postgres, rabbitmq
+from tests.support.daemon import Daemon
+from tests.support.mosquitto import Mosquitto
+
+SOLUTION = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "cluster.yaml"
+DEVICES = 8
+PARTITIONS = 8
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Env:
+    def __init__(self, tmp: Path, broker: Mosquitto, pg: postgres.Server, rabbit: rabbitmq.Rabbit) -> None:
+        self.tmp, self.broker, self.pg, self.rabbit = tmp, broker, pg, rabbit
+
+    def instance(self, rabbit: rabbitmq.Rabbit | None = None) -> tuple[str, str, dict[str, str]]:
+        r = rabbit or self.rabbit
+        instance = f"b{uuid.uuid4().hex[:8]}"
+        db = self.pg.create()
+        env = {"NUVIOT_QUEUE_URL": f"amqp://{r.user}:{r.password}@{r.host}:{r.port}/",
+               "NUVIOT_DATABASE_URL": self.pg.url(db), "NUVIOT_INSTANCE_ID": instance, "CLUSTER_INSTANCE": instance,
+               "NUVIOT_QUEUE_PARTITIONS": str(PARTITIONS), "MQTT_HOST": self.broker.host,
+               "MQTT_PORT": str(self.broker.port), "NUVIOT_LOG_LEVEL": "warning"}
+        return instance, db, env
+
+    def daemon(self, name: str, role: str, env: dict[str, str]) -> Daemon:
+        return Daemon(self.tmp / name, "--role", role, "--solution", str(SOLUTION), "--input-command-port", "0",
+                      env={**env, "MQTT_CLIENT_ID": f"bench-{name}-{env.get('NUVIOT_INSTANCE_ID', 'all')}"})
+
+
+async def count(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM messages"))
+    finally:
+        await conn.close()
+
+
+async def wait_count(url: str, n: int, within: float) -> float:
+    """Seconds until ``n`` records are committed."""
+    t0 = time.perf_counter()
+    while await count(url) < n:
+        if time.perf_counter() - t0 > within:
+            raise TimeoutError(f"{await count(url)} of {n} records after {within:g} s")
+        await asyncio.sleep(0.1)
+    return time.perf_counter() - t0
+
+
+async def publish_mqtt(host: str, port: int, n: int, acked: list[int], name: str, window: int = 200,
+                       at: tuple[int, Any] | None = None) -> float:
+    """QoS1 readings 1..n; ``acked`` gets each one whose PUBACK came; ``at=(k, fn)`` calls fn after k."""
+    t0 = time.perf_counter()
+    async with aiomqtt.Client(host, port, identifier=name, max_inflight_messages=window) as client:
+        async def one(seq: int) -> None:
+            await client.publish(f"cluster/dev{seq % DEVICES}/reading", json.dumps({"seq": seq}), qos=1)
+            acked.append(seq)
+
+        for start in range(1, n + 1, window):
+            await asyncio.gather(*(one(s) for s in range(start, min(n + 1, start + window))))
+            if at is not None and len(acked) >= at[0]:
+                fn, at = at[1], None
+                await asyncio.to_thread(fn)
+    return time.perf_counter() - t0
+
+
+async def check(url: str, acked: list[int]) -> dict[str, Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT device_id, message_id FROM messages ORDER BY seq")
+    finally:
+        await conn.close()
+    by_device: dict[str, list[int]] = defaultdict(list)
+    for device, mid in rows:
+        by_device[device].append(int(mid))
+    out_of_order = 0
+    for seqs in by_device.values():
+        high, seen = 0, set()
+        for s in seqs:
+            if s < high and s not in seen:
+                out_of_order += 1
+            high = max(high, s)
+            seen.add(s)
+    recorded = {int(r[1]) for r in rows}
+    return {"acked": len(acked), "lost": len(set(acked) - recorded), "records": len(rows),
+            "duplicates": len(rows) - len(recorded), "outOfOrder": out_of_order}
+
+
+def wait_all(daemons: list[Daemon], state: str) -> None:
+    for d in daemons:
+        d.wait_state(state, timeout=90)
+
+
+async def scaling(env: Env, n: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for workers in (1, 2, 4):
+        instance, db, e = env.instance()
+        ds = [env.daemon(f"s{workers}w{i}", "worker", e) for i in range(workers)]
+        for d in ds:
+            d.start()
+        try:
+            await asyncio.to_thread(wait_all, ds, "Running")
+            assert ds[0].request("POST", "/control/pause")[0] == 202
+            await asyncio.to_thread(wait_all, ds, "Paused")
+            pub = RabbitPublisher(e["NUVIOT_QUEUE_URL"], instance, PARTITIONS, name=f"{instance}-preload")
+            await pub.start()
+            for seq in range(1, n + 1):
+                device = f"dev{seq % DEVICES}"
+                msg = InboundMessage(listener="mqttin", payload=json.dumps({"seq": seq}).encode(),
+                                     topic=f"cluster/{device}/reading")
+                pub.publish(partition_of(device, PARTITIONS), encode_envelope(msg, device, seq), lambda: None)
+                if seq % 1000 == 0:
+                    await pub.writable()
+            await pub.stop(120)
+            cpu0 = [cpu_seconds(d.proc.pid) for d in ds if d.proc]
+            assert ds[-1].request("POST", "/control/start")[0] == 202
+            seconds = await wait_count(e["NUVIOT_DATABASE_URL"], n, 600)
+            cpu = sum(cpu_seconds(d.proc.pid) for d in ds if d.proc) - sum(cpu0)
+            held = [d.request("GET", "/status")[1]["cluster"]["held"] for d in ds]
+            out[str(workers)] = {"seconds": round(seconds, 2), "msgsPerSecond": round(n / seconds),
+                                 "workerCpuSeconds": round(cpu, 2), "msgsPerWorkerCpuSecond": round(n / cpu),
+                                 "partitionsHeld": held}
+        finally:
+            for d in ds:
+                d.__exit__(None, None, None)
+            env.pg.drop(db)
+    base = out["1"]["msgsPerWorkerCpuSecond"]
+    for k in ("2", "4"):
+        out[k]["efficiencyVs1"] = round(out[k]["msgsPerWorkerCpuSecond"] / base, 2)
+    return out
+
+
+async def end_to_end(env: Env, n: int) -> dict[str, Any]:
+    instance, db, e = env.instance()
+    ds = [env.daemon("e2e-ingest", "ingest", e), env.daemon("e2e-w0", "worker", e), env.daemon("e2e-w1", "worker", e)]
+    res: dict[str, Any] = {}
+    try:
+        for d in ds:
+            d.start()
+        await asyncio.to_thread(wait_all, ds, "Running")
+        acked: list[int] = []
+        t0 = time.perf_counter()
+        await publish_mqtt(env.broker.host, env.broker.port, n, acked, f"{instance}-e2e")
+        await wait_count(e["NUVIOT_DATABASE_URL"], n, 600)
+        res["cluster_1ingest_2workers_msgs_per_s"] = round(n / (time.perf_counter() - t0))
+    finally:
+        for d in ds:
+            d.__exit__(None, None, None)
+        env.pg.drop(db)
+    single = Daemon(env.tmp / "e2e-all", "--solution", str(SOLUTION), "--input-command-port", "0",
+                    env={"MQTT_HOST": env.broker.host, "MQTT_PORT": str(env.broker.port),
+                         "MQTT_CLIENT_ID": "bench-all", "CLUSTER_INSTANCE": "benchall", "NUVIOT_LOG_LEVEL": "warning"})
+    with single:
+        await asyncio.to_thread(single.wait_state, "Running", timeout=60)
+        acked = []
+        t0 = time.perf_counter()
+        await publish_mqtt(env.broker.host, env.broker.port, n, acked, "bench-all-pub")
+        while True:
+            if single.request("GET", "/status")[1]["counters"]["processed"] >= n:
+                break
+            await asyncio.sleep(0.1)
+        res["role_all_msgs_per_s"] = round(n / (time.perf_counter() - t0))
+    return res
+
+
+async def fault(env: Env, n: int, kind: str) -> dict[str, Any]:
+    own = rabbitmq.start_own(env.tmp / f"rabbit-{kind}") if kind == "rabbitmq_restart" else None
+    instance, db, e = env.instance(own)
+    ds = [env.daemon(f"{kind}-ingest", "ingest", e), env.daemon(f"{kind}-w0", "worker", e),
+          env.daemon(f"{kind}-w1", "worker", e)]
+    try:
+        for d in ds:
+            d.start()
+        await asyncio.to_thread(wait_all, ds, "Running")
+
+        def strike() -> None:
+            if own is not None:
+                own._ctl("stop_app")
+                time.sleep(2)
+                own._ctl("start_app")
+            else:
+                holder = max(ds[1:], key=lambda d: len(d.request("GET", "/status")[1]["cluster"]["held"]))
+                holder.kill()
+
+        acked: list[int] = []
+        await publish_mqtt(env.broker.host, env.broker.port, n, acked, f"{instance}-{kind}", at=(n // 2, strike))
+        t0 = time.perf_counter()
+        while True:
+            result = await check(e["NUVIOT_DATABASE_URL"], acked)
+            if result["lost"] == 0 or time.perf_counter() - t0 > 180:
+                return result
+            await asyncio.sleep(0.5)
+    finally:
+        for d in ds:
+            d.__exit__(None, None, None)
+        env.pg.drop(db)
+        if own is not None:
+            own.stop()
+
+
+async def run(n: int) -> dict[str, Any]:
+    pg = postgres.find_or_start()
+    with tempfile.TemporaryDirectory(prefix="nuviot-bench-cluster-") as tmp, \
+            Mosquitto(Path(tmp) / "broker") as broker:
+        rabbit = rabbitmq.find_or_start(Path(tmp) / "rabbit")
+        if rabbit is None:
+            raise SystemExit("no RabbitMQ: install rabbitmq-server (make rabbitmq)")
+        env = Env(Path(tmp), broker, pg, rabbit)
+        try:
+            res: dict[str, Any] = {"size": n, "partitions": PARTITIONS, "devices": DEVICES}
+            res["scaling"] = await scaling(env, n)
+            print(f"scaling: {json.dumps(res['scaling'])}", file=sys.stderr)
+            res["endToEnd"] = await end_to_end(env, n)
+            print(f"end to end: {json.dumps(res['endToEnd'])}", file=sys.stderr)
+            res["killWorker"] = await fault(env, n, "kill_worker")
+            print(f"kill -9 worker: {json.dumps(res['killWorker'])}", file=sys.stderr)
+            res["rabbitmqRestart"] = await fault(env, n, "rabbitmq_restart")
+            print(f"RabbitMQ restart: {json.dumps(res['rabbitmqRestart'])}", file=sys.stderr)
+            return res
+        finally:
+            if rabbit.own:
+                rabbit.stop()
+            if pg.private is not None:
+                pg.private.close()
+
+
+def main(n: int) -> int:
+    res = asyncio.run(run(n))
+    print(json.dumps(res))
+    return 0
