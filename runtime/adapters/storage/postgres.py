@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS deadletters (
     seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, received_at DOUBLE PRECISION NOT NULL,
     listener TEXT NOT NULL, status TEXT NOT NULL, device_id TEXT, message_id TEXT, stage TEXT, error TEXT,
     processing_ms DOUBLE PRECISION NOT NULL DEFAULT 0, kind TEXT NOT NULL DEFAULT 'Regular', detail TEXT,
-    payload BYTEA, topic TEXT, path TEXT, headers TEXT, replayed_at DOUBLE PRECISION);
+    payload BYTEA, topic TEXT, path TEXT, headers TEXT, payload_size BIGINT, payload_sha256 TEXT, bytes BIGINT,
+    replayed_at DOUBLE PRECISION);
 CREATE TABLE IF NOT EXISTS events (
     seq BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, from_state TEXT NOT NULL, to_state TEXT NOT NULL,
     reason TEXT);
@@ -66,10 +67,11 @@ DEVICE_CHANNEL = "nuviot_devices"
 MAX_READ_LIMIT = 10_000
 
 
-def pg(sql: str) -> str:
-    """SQLite's ``?`` placeholders as PostgreSQL's ``$1, $2, ...``."""
+def pg(sql: str | rows.Insert) -> str:
+    """SQLite's ``?`` placeholders as PostgreSQL's ``$1, $2, ...`` (of a statement or an ``Insert``'s)."""
+    text = sql.sql if isinstance(sql, rows.Insert) else sql
     counter = iter(range(1, 10_000))
-    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+    return re.sub(r"\?", lambda _: f"${next(counter)}", text)
 
 
 INSERT_MESSAGE = pg(rows.INSERT_MESSAGE)
@@ -176,6 +178,15 @@ class PostgresStore:
     async def flush(self) -> None:
         await self._idle.wait()
 
+    async def checkpoint(self) -> None:
+        """Nothing to do: PostgreSQL checkpoints by itself (the SQLite store cuts its WAL back here)."""
+        return None
+
+    @property
+    def fault(self) -> str | None:
+        """Why nothing commits now (the database is unreachable), for ``/ready``; None when writes go in."""
+        return self.last_error
+
     # --- the writer ---
     async def _run(self) -> None:
         attempt = 0
@@ -202,6 +213,7 @@ class PostgresStore:
                 log.error("storage_bad_batch", error=repr(exc)[:500])
                 await self._write_each(batch)
             attempt = 0
+            self.last_error = None
             for _ in batch:
                 self._queue.popleft()
             if len(self._queue) < self._queue_size // 4:
