@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -204,35 +205,50 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
         stack.push_async_callback(api.stop)
         stack.push_async_callback(cluster.leave)
 
-        async with asyncio.TaskGroup() as tg:
-            background = [tg.create_task(cluster.run(), name="cluster:pg"),
-                          tg.create_task(refresh_devices(), name="cluster:devices")]
-            if instance is None:
-                # the queue names need the instance id: load the solution once to learn it
-                loaded = await loader.load()
-                identity.pin(loaded.doc)
-            instance_id = identity.value
-            if role == "ingest":
-                planes.publisher = RabbitPublisher(queue_url, instance_id, settings.queue_partitions, name=me)
-                await planes.publisher.start()
-            else:
-                planes.consumer = PartitionConsumer(queue_url, instance_id, settings.queue_partitions,
-                                                    on_gain=gained, name=me, drain_timeout=settings.drain_timeout)
-            channel_task = None
-            if settings.control_mqtt is not None:
-                from runtime.adapters.command.mqtt import MqttCommandChannel
-                from runtime.app import command_client_id
-
-                channel = MqttCommandChannel(settings.control_mqtt.get_secret_value(), instance_id, runtime, token,
-                                             client_id=command_client_id(settings, instance_id),
-                                             input_commands=planes.input_commands)
-                channel_task = tg.create_task(channel.run(), name="command:mqtt")
-            await runtime.run(stop)
-            if planes.publisher is not None:
-                await planes.publisher.stop(2.0)
-            if channel_task is not None:
-                channel_task.cancel()
+        background = [asyncio.create_task(cluster.run(), name="cluster:pg"),
+                      asyncio.create_task(refresh_devices(), name="cluster:devices")]
+        try:
+            await _serve_role(settings, runtime, planes, loader, identity, instance, queue_url, me, gained, token,
+                              stop)
+        finally:
+            cluster.close()
             for task in background:
                 task.cancel()
+            _, stuck = await asyncio.wait(background, timeout=3)
+            if stuck:
+                log.warning("cluster_tasks_stuck_on_exit", tasks=sorted(t.get_name() for t in stuck))
         log.info("runtime_exited", state=runtime.state.value, role=role)
     return 0
+
+
+async def _serve_role(settings: Settings, runtime: ClusterRuntime, planes: ClusterPlanes, loader: AppSolutionLoader,
+                      identity: Any, instance: str | None, queue_url: str, me: str,
+                      gained: Callable[[int], Awaitable[None]], token: SecretStr, stop: asyncio.Event) -> None:
+    """Connect the role's queue side, run the supervisor until ``stop``, then close the queue side."""
+    role = settings.role
+    async with asyncio.TaskGroup() as tg:
+        if instance is None:
+            # the queue names need the instance id: load the solution once to learn it
+            loaded = await loader.load()
+            identity.pin(loaded.doc)
+        instance_id = identity.value
+        if role == "ingest":
+            planes.publisher = RabbitPublisher(queue_url, instance_id, settings.queue_partitions, name=me)
+            await planes.publisher.start()
+        else:
+            planes.consumer = PartitionConsumer(queue_url, instance_id, settings.queue_partitions,
+                                                on_gain=gained, name=me, drain_timeout=settings.drain_timeout)
+        channel_task = None
+        if settings.control_mqtt is not None:
+            from runtime.adapters.command.mqtt import MqttCommandChannel
+            from runtime.app import command_client_id
+
+            channel = MqttCommandChannel(settings.control_mqtt.get_secret_value(), instance_id, runtime, token,
+                                         client_id=command_client_id(settings, instance_id),
+                                         input_commands=planes.input_commands)
+            channel_task = tg.create_task(channel.run(), name="command:mqtt")
+        await runtime.run(stop)
+        if planes.publisher is not None:
+            await planes.publisher.stop(2.0)
+        if channel_task is not None:
+            channel_task.cancel()

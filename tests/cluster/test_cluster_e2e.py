@@ -161,6 +161,12 @@ async def test_ingest_two_workers_order_kill_and_pause(tmp_path: Path, own_mosqu
         # the broker kept the listener's session: what was published while Paused is processed now
         await wait_for("readings after start", lambda: _all_recorded(ingest, acked + more), within=30)
 
+        # SIGTERM: each replica drains and exits 0 within 10 s (Kubernetes' grace period is 20 s)
+        for d in (ingest, survivor):
+            began = time.monotonic()
+            assert await asyncio.to_thread(d.terminate, 10.0) == 0
+            assert time.monotonic() - began < 10.0
+
 
 async def _ready(d: Daemon) -> bool:
     return (await call(d, "GET", "/ready"))[0] == 200

@@ -75,6 +75,7 @@ class PgCluster:
         self._followed_at = 0.0  # the newest desired verb seen; one set before our start: pause/stop only
         self.connected = False
         self._poke = asyncio.Event()
+        self._closed = False
 
     def poke(self) -> None:
         """Publish this replica's row now (its state changed), not at the next beat."""
@@ -95,9 +96,14 @@ class PgCluster:
             await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, payload)
         self._followed_at = now
 
+    def close(self) -> None:
+        """End ``run`` at its next step (a cancellation inside asyncpg may be turned into an error)."""
+        self._closed = True
+        self._poke.set()
+
     async def run(self) -> None:
         attempt = 0
-        while True:
+        while not self._closed:
             try:
                 conn: asyncpg.Connection = await asyncpg.connect(self._url, timeout=10)
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -111,17 +117,20 @@ class PgCluster:
                 await conn.add_listener(DEVICE_CHANNEL, self._notified)
                 self.connected = True
                 attempt = 0
-                while not conn.is_closed():
+                while not conn.is_closed() and not self._closed:
                     self._poke.clear()
                     await self._heartbeat()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._poke.wait(), timeout=self._beat)
+                        async with asyncio.timeout(self._beat):
+                            await self._poke.wait()
             except (OSError, asyncpg.PostgresError, asyncpg.exceptions.InterfaceError, TimeoutError) as exc:
                 log.warning("cluster_listen_lost", error=repr(exc))
             finally:
                 self.connected = False
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), timeout=2)
+            if self._closed:
+                return
             attempt += 1
             await asyncio.sleep(random.uniform(0, min(5.0, 0.2 * 2 ** min(attempt, 5))))
 

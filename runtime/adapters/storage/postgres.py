@@ -82,6 +82,15 @@ INSERT_EVENT = pg(rows.INSERT_EVENT)
 INSERT_LOG = pg(rows.INSERT_LOG)
 
 
+def transient(exc: BaseException) -> bool:
+    """Worth retrying (the database is unreachable, starting, shutting down, out of resources) rather than a
+    row it refuses: SQLSTATE classes 22 (data exception), 23 (integrity) and 42 (syntax, undefined column)
+    are the row's or the code's fault; everything else is the server's state."""
+    if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, asyncpg.exceptions.PostgresConnectionError):
+        return not str(getattr(exc, "sqlstate", "") or "").startswith(("22", "23", "42"))
+    return True
+
+
 def _limit(limit: int) -> int:
     return max(0, min(int(limit), MAX_READ_LIMIT))
 
@@ -202,28 +211,33 @@ class PostgresStore:
             batch = [self._queue[i] for i in range(min(self._batch, len(self._queue)))]
             try:
                 await self._write(batch)
-            except (OSError, asyncpg.exceptions.PostgresConnectionError,
-                    asyncpg.exceptions.InterfaceError, TimeoutError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.exceptions.InterfaceError, TimeoutError) as exc:
+                if not transient(exc):  # a row the database refuses: the others go in, one by one
+                    log.error("storage_bad_batch", error=repr(exc)[:500])
+                    await self._write_each(batch)
+                    self._done(batch)
+                    continue
                 self.last_error = repr(exc)
                 attempt += 1
                 log.warning("storage_write_retry", error=repr(exc), attempt=attempt)
                 await asyncio.sleep(min(5.0, random.uniform(0, 0.1 * 2 ** min(attempt, 6))))
                 continue
-            except asyncpg.PostgresError as exc:  # a row the database refuses: the others go in, one by one
-                log.error("storage_bad_batch", error=repr(exc)[:500])
-                await self._write_each(batch)
             attempt = 0
-            self.last_error = None
-            for _ in batch:
-                self._queue.popleft()
-            if len(self._queue) < self._queue_size // 4:
-                self._room.set()
-            for _, _, callback in batch:
-                if callback is not None:
-                    try:
-                        callback()
-                    except Exception as exc:  # noqa: BLE001 - one ack must not stop the writer
-                        log.error("storage_commit_callback_failed", error=repr(exc))
+            self._done(batch)
+
+    def _done(self, batch: list[tuple[str, Any, Callable[[], None] | None]]) -> None:
+        """The batch is committed (or its refused rows counted): out of the queue, acks run."""
+        self.last_error = None
+        for _ in batch:
+            self._queue.popleft()
+        if len(self._queue) < self._queue_size // 4:
+            self._room.set()
+        for _, _, callback in batch:
+            if callback is not None:
+                try:
+                    callback()
+                except Exception as exc:  # noqa: BLE001 - one ack must not stop the writer
+                    log.error("storage_commit_callback_failed", error=repr(exc))
 
     async def _write(self, batch: list[tuple[str, Any, Callable[[], None] | None]]) -> None:
         now = time.time()
@@ -251,11 +265,18 @@ class PostgresStore:
 
     async def _write_each(self, batch: list[tuple[str, Any, Callable[[], None] | None]]) -> None:
         for item in batch:
-            try:
-                await self._write([item])
-            except asyncpg.PostgresError as exc:
-                self.failed += 1
-                log.error("storage_row_refused", kind=item[0], error=repr(exc)[:500])
+            while True:
+                try:
+                    await self._write([item])
+                    break
+                except (OSError, asyncpg.PostgresError, asyncpg.exceptions.InterfaceError, TimeoutError) as exc:
+                    if transient(exc):  # the database went away meanwhile: this row waits for it
+                        self.last_error = repr(exc)
+                        await asyncio.sleep(1.0)
+                        continue
+                    self.failed += 1
+                    log.error("storage_row_refused", kind=item[0], error=repr(exc)[:500])
+                    break
 
     @staticmethod
     async def _statements(conn: asyncpg.Connection, devices: dict[str, Device], messages: list[tuple[Any, ...]],
