@@ -193,7 +193,7 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
                 body["cluster"]["publisher"] = planes.publisher.status()
             return body
 
-        ops = Operations(runtime, store, devices, metrics, instance_id=lambda: identity.value,  # type: ignore[arg-type]
+        ops = Operations(runtime, store, devices, metrics, instance_id=lambda: identity.value,
                          extras=extras, replay=planes.replay, storage_fault=lambda: store.fault)
         api = AdminApi(ops, token, host=settings.admin_host, port=settings.admin_port,
                        limits=connection_limits(settings))

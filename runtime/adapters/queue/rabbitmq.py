@@ -51,6 +51,11 @@ async def declare_partitions(channel: AbstractChannel, instance_id: str, partiti
             for p in range(partitions)]
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 async def _backoff(attempt: int) -> None:
     await asyncio.sleep(random.uniform(0, min(5.0, 0.2 * 2 ** min(attempt, 5))))
 
@@ -150,7 +155,7 @@ class RabbitPublisher:
     async def _send(self, channel: AbstractChannel, conn: Any) -> None:
         exchange = channel.default_exchange
         closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        conn.close_callbacks.add(lambda *_: closed.done() or closed.set_result(None))
+        conn.close_callbacks.add(lambda *_: _resolve(closed))
         inflight: set[asyncio.Task[None]] = set()
         try:
             await self._send_until(exchange, closed, inflight)
@@ -174,9 +179,10 @@ class RabbitPublisher:
                 if len(inflight) % 256 == 0:
                     await asyncio.sleep(0)
             self._wake.clear()
-            waiter = asyncio.ensure_future(self._wake.wait())
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+            pending: set[asyncio.Future[Any]] = {waiter, closed}
             try:
-                await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 waiter.cancel()
 
@@ -297,7 +303,7 @@ class PartitionConsumer:
         await channel.set_qos(prefetch_count=self._prefetch)
         queues = await declare_partitions(channel, self._instance, self._partitions)
         closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        conn.close_callbacks.add(lambda *_: closed.done() or closed.set_result(None))
+        conn.close_callbacks.add(lambda *_: _resolve(closed))
         generation = self._generation
         tasks = [asyncio.create_task(self._consume(p, q, generation), name=f"cluster:consume:{p}")
                  for p, q in enumerate(queues)]
