@@ -30,10 +30,11 @@ from runtime.adapters.queue.rabbitmq import PartitionConsumer, RabbitPublisher
 from runtime.adapters.storage.pg_cluster import PgCluster
 from runtime.adapters.storage.postgres import PostgresStore
 from runtime.core.errors import ListenerBindError
-from runtime.core.lifecycle import Verb
+from runtime.core.lifecycle import InstanceState, Verb
 from runtime.core.ports import StateChange
 from runtime.core.solution.enums import QueueType, RestListenerType
 from runtime.core.timefmt import iso
+from runtime.instance import CurrentSolution, InstanceIdentity
 from runtime.planes import AppPlanes, connection_limits
 from runtime.services.cluster import ClusterRuntime, IngestDispatcher, partition_of
 from runtime.services.commands import Operations
@@ -74,13 +75,11 @@ class ClusterPlanes(AppPlanes):
     publisher: RabbitPublisher | None = None
     consumer: PartitionConsumer | None = None
 
-    def data_plane(self, loaded: LoadedSolution) -> DataPlane:
+    def data_plane(self, loaded: LoadedSolution, on_fatal: Callable[[str], None]) -> DataPlane:
         if self.commands is None:
             self.commands = self.command_plane(loaded)
         s = self.settings
-        instance_id = s.effective_instance_id(loaded.doc)
-        runtime = self.runtime
-        on_fatal = runtime.report_fatal if runtime is not None else None
+        instance_id = self.identity.value
         if s.effective_queue_type(loaded.doc) is not QueueType.RABBITMQ and s.queue_type is None:
             log.info("cluster_queue_type", solution=loaded.doc.instance.queue_type.value, used="rabbitmq")
         if s.role == "ingest":
@@ -104,7 +103,7 @@ def member_id(role: str) -> str:
 
 async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Event) -> int:
     """Run one ingest or worker replica until ``stop``; returns the exit code."""
-    from runtime.app import InstanceIdentity, StartupError
+    from runtime.app import StartupError
 
     assert settings.database_url is not None and settings.queue_url is not None  # load_settings checks
     role = settings.role
@@ -119,28 +118,26 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
         await devices.load()
         metrics.add_gauge("nuviot_devices", lambda: len(devices))
         metrics.add_gauge("nuviot_store_queue_depth", lambda: store.queue_depth)
-        runtimes: list[ClusterRuntime] = []
+        current = CurrentSolution()
         clusters: list[PgCluster] = []
 
-        def current_doc() -> Any:
-            return runtimes[0].loaded.doc if runtimes and runtimes[0].loaded is not None else None
-
         def on_transition(change: StateChange) -> None:
-            if change.previous is not None and change.previous.value == "Initializing":
-                identity.pin(current_doc())
+            if change.previous is InstanceState.INITIALIZING or change.state is InstanceState.STOPPING:
+                identity.pin(current.doc)
             store.record_event(change.at, change.previous.value if change.previous else "", change.state.value,
                                f"[{me}] {change.reason}" if change.reason else f"[{me}]")
             metrics.on_transition(change.previous, change.state)
             if clusters:
                 clusters[0].poke()
 
-        planes = ClusterPlanes(settings, store, devices, metrics)  # type: ignore[arg-type]
+        planes = ClusterPlanes(settings, store, devices, metrics,  # type: ignore[arg-type]
+                               identity=identity, current=current)
         queue_url = settings.queue_url.get_secret_value()
         instance = settings.instance_id  # the queues are named after the instance: pinned before the data plane
         loader = AppSolutionLoader(settings)
-        runtime = ClusterRuntime(loader, planes, on_transition=on_transition, stop_timeout=settings.stop_timeout)
-        runtimes.append(runtime)
-        planes.bind(runtime)
+        runtime = ClusterRuntime(loader, planes, stop_timeout=settings.stop_timeout)
+        runtime.add_state_listener(on_transition)  # first: it pins the instance id
+        runtime.add_state_listener(planes.on_state_change)
 
         def held() -> list[int]:
             return planes.consumer.held if planes.consumer is not None else []
@@ -176,25 +173,25 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
                             on_device=on_device)
         runtime.bus = cluster
         clusters.append(cluster)
-        started_at = time.time()
+        started_at = iso(time.time())
 
-        def extras() -> dict[str, Any]:
-            body: dict[str, Any] = {
-                "role": role,
-                "memberId": me,
-                "storage": {"workingStorage": "postgresql", "queueDepth": store.queue_depth,
-                            "dropped": store.dropped_total, "lastError": store.last_error},
-                "cluster": {"queueType": "rabbitmq", "partitions": settings.queue_partitions,
-                            "held": held(), "members": cluster.members, "connected": cluster.connected},
-                "adminPort": api_ref[0].port if api_ref else None,
-                "startedAt": iso(started_at),
-            }
+        def cluster_status() -> dict[str, Any]:
+            body: dict[str, Any] = {"queueType": "rabbitmq", "partitions": settings.queue_partitions,
+                                    "held": held(), "members": cluster.members, "connected": cluster.connected}
             if planes.publisher is not None:
-                body["cluster"]["publisher"] = planes.publisher.status()
+                body["publisher"] = planes.publisher.status()
             return body
 
         ops = Operations(runtime, store, devices, metrics, instance_id=lambda: identity.value,
-                         extras=extras, replay=planes.replay, storage_fault=lambda: store.fault)
+                         replay=planes.replay, storage_fault=lambda: store.fault)
+        ops.add_status("role", lambda: role)
+        ops.add_status("memberId", lambda: me)
+        ops.add_status("instance", lambda: settings.instance_status(current.doc, identity.entry))
+        ops.add_status("storage", lambda: {"workingStorage": "postgresql", "queueDepth": store.queue_depth,
+                                           "dropped": store.dropped_total, "lastError": store.last_error})
+        ops.add_status("cluster", cluster_status)
+        ops.add_status("adminPort", lambda: api_ref[0].port if api_ref else None)
+        ops.add_status("startedAt", lambda: started_at)
         api = AdminApi(ops, token, host=settings.admin_host, port=settings.admin_port,
                        limits=connection_limits(settings))
         api_ref.append(api)
