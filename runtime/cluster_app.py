@@ -26,7 +26,8 @@ from pydantic import SecretStr
 
 from runtime import logsetup
 from runtime.adapters.command.http import AdminApi
-from runtime.adapters.queue.rabbitmq import PartitionConsumer, RabbitPublisher
+from runtime.adapters.queue.partitions import PartitionConsumer
+from runtime.adapters.queue.rabbitmq import RabbitPublisher
 from runtime.adapters.storage.pg_cluster import PgCluster
 from runtime.adapters.storage.postgres import PostgresStore
 from runtime.core.errors import ListenerBindError

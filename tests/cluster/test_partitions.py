@@ -1,4 +1,4 @@
-"""RabbitMQ between the roles (adapters/queue/rabbitmq.py), in-process, against a real RabbitMQ:
+"""RabbitMQ between the roles (adapters/queue/rabbitmq.py, partitions.py), in-process, against a real RabbitMQ:
 
 - a partition is consumed by one worker at a time; when that worker's connection ends (unacked messages
   and all), the standby takes the partition over, and per-device order holds;
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.adapters.queue.rabbitmq import PartitionConsumer, RabbitPublisher
+from runtime.adapters.queue.partitions import PartitionConsumer
+from runtime.adapters.queue.rabbitmq import RabbitPublisher
 from runtime.core.messages import InboundMessage
 from runtime.services.cluster import encode_envelope, partition_of
 from runtime.services.dataplane import Intake
