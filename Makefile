@@ -59,7 +59,7 @@ test: $(STAMP_TEST) mosquitto rabbitmq chromium databases lint
 	$(BIN)/python -m pytest
 	@IMAGE_TEST_OPTIONAL=1 $(MAKE) --no-print-directory image-test
 
-bench: $(STAMP_TEST) mosquitto databases
+bench: $(STAMP_TEST) mosquitto databases $(if $(findstring --cluster,$(BENCH_ARGS)),rabbitmq)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-quick: $(STAMP_TEST) mosquitto databases
