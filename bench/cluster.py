@@ -26,12 +26,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import aiomqtt
 import asyncpg
 
 from runtime.adapters.queue.rabbitmq import RabbitPublisher
 from runtime.core.messages import InboundMessage
-from runtime.services.cluster import encode_envelope, partition_of
+from runtime.services.cluster import encode_envelope, partition_of, partition_queue
 from tests.support import postgres, rabbitmq
 from tests.support.daemon import Daemon
 from tests.support.mosquitto import Mosquitto
@@ -49,10 +50,23 @@ def cpu_seconds(pid: int) -> float:
 class Env:
     def __init__(self, tmp: Path, broker: Mosquitto, pg: postgres.Server, rabbit: rabbitmq.Rabbit) -> None:
         self.tmp, self.broker, self.pg, self.rabbit = tmp, broker, pg, rabbit
+        self.instances: list[str] = []
+
+    async def delete_queues(self) -> None:
+        """The partition queues this run made on the (possibly shared) RabbitMQ."""
+        r = self.rabbit
+        conn = await aio_pika.connect(f"amqp://{r.user}:{r.password}@{r.host}:{r.port}/")
+        async with conn:
+            channel = await conn.channel()
+            for instance in self.instances:
+                for p in range(PARTITIONS):
+                    await channel.queue_delete(partition_queue(instance, p))
 
     def instance(self, rabbit: rabbitmq.Rabbit | None = None) -> tuple[str, str, dict[str, str]]:
         r = rabbit or self.rabbit
         instance = f"b{uuid.uuid4().hex[:8]}"
+        if rabbit is None:
+            self.instances.append(instance)
         db = self.pg.create()
         env = {"NUVIOT_QUEUE_URL": f"amqp://{r.user}:{r.password}@{r.host}:{r.port}/",
                "NUVIOT_DATABASE_URL": self.pg.url(db), "NUVIOT_INSTANCE_ID": instance, "CLUSTER_INSTANCE": instance,
@@ -254,6 +268,7 @@ async def run(n: int) -> dict[str, Any]:
             print(f"RabbitMQ restart: {json.dumps(res['rabbitmqRestart'])}", file=sys.stderr)
             return res
         finally:
+            await env.delete_queues()
             if rabbit.own:
                 rabbit.stop()
             if pg.private is not None:
