@@ -132,10 +132,12 @@ class IntakeChecks(CheckerBase):
             self.warn("instance.inputCommandSSL", codes.INSTANCE_NOT_APPLIED,
                       "input commands are served over plain HTTP here; terminate TLS in front of the "
                       "input-command port (a reverse proxy) or set inputCommandSSL false")
-        if inst.queue_type is not QueueType.IN_MEMORY:
+        if inst.queue_type is QueueType.RABBITMQ:
+            pass  # the Cluster edition's queue: --role ingest/worker use it; --role all queues in memory
+        elif inst.queue_type is not QueueType.IN_MEMORY:
             self.warn("instance.queueType", codes.INSTANCE_NOT_APPLIED,
-                      f"queue type {inst.queue_type.value}: this runtime queues messages in memory "
-                      "(NuvIoT's default for every edition but Cluster)")
+                      f"queue type {inst.queue_type.value}: this runtime queues messages in memory, or in "
+                      "RabbitMQ for the Cluster edition's roles (NuvIoT's default for every edition but Cluster)")
         if inst.device_repository.repository_type is not RepositoryType.LOCAL:
             self.warn("instance.deviceRepository.repositoryType", codes.INSTANCE_NOT_APPLIED,
                       f"repository type {inst.device_repository.repository_type.value}: devices are kept in "

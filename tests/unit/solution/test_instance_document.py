@@ -140,7 +140,7 @@ def test_instance_settings_the_runtime_does_not_act_on_are_warned_with_their_pat
     tree = fixture()
     inst = tree["Result"]
     inst["InputCommandSSL"] = True
-    inst["QueueType"] = {"Id": "rabbitmq", "Text": "RabbitMQ"}
+    inst["QueueType"] = {"Id": "kafka", "Text": "Kafka"}
     inst["DeviceRepository"]["Value"]["RepositoryType"] = {"Id": "nuviot", "Text": "NuvIoT"}
     warnings = {(w.path, w.code) for w in load(tree).warnings}
     assert warnings == {
@@ -148,6 +148,8 @@ def test_instance_settings_the_runtime_does_not_act_on_are_warned_with_their_pat
         ("instance.queueType", codes.INSTANCE_NOT_APPLIED),
         ("instance.deviceRepository.repositoryType", codes.INSTANCE_NOT_APPLIED),
     }
+    inst["QueueType"] = {"Id": "rabbitmq", "Text": "RabbitMQ"}  # the Cluster edition's queue: no warning
+    assert ("instance.queueType", codes.INSTANCE_NOT_APPLIED) not in {(w.path, w.code) for w in load(tree).warnings}
 
 
 def test_validate_reports_a_script_that_would_fail_the_start(tmp_path: Path) -> None:
