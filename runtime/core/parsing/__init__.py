@@ -10,7 +10,15 @@ The names below are loaded on first use, so that importing one submodule (``pars
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+# the type checker sees the real names (re-exported: __all__ below); at run time __getattr__ loads them on first use
+if TYPE_CHECKING:
+    from runtime.core.parsing.errors import ParseError  # noqa: F401
+    from runtime.core.parsing.fields import FieldReader, message_readers  # noqa: F401
+    from runtime.core.parsing.locate import MISSING, BinaryCursor, as_text, compile_locator, locator_for  # noqa: F401
+    from runtime.core.parsing.patterns import compile_regex, dotnet_to_python  # noqa: F401
+    from runtime.core.parsing.view import MessageView  # noqa: F401
 
 _WHERE = {
     "ParseError": "errors",
@@ -29,7 +37,7 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:  # names typed by the imports above
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

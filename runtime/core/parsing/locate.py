@@ -9,8 +9,9 @@ there). Problems raise ``ParseError``; settings that cannot work raise it on eve
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Final
 
 import orjson
 from lxml import etree
@@ -49,7 +50,7 @@ class _Missing:
         return False
 
 
-MISSING: Any = _Missing()
+MISSING: Final = _Missing()
 
 
 class BinaryCursor:
@@ -61,10 +62,10 @@ class BinaryCursor:
         self.position = 0
 
 
-Locator = Callable[[MessageView, BinaryCursor | None], Any]
+Locator = Callable[[MessageView, BinaryCursor | None], object]
 
 
-def as_text(value: Any) -> str:
+def as_text(value: object) -> str:
     """The text form of a raw value (for selectors, ids, string storage)."""
     if isinstance(value, str):
         return value
@@ -112,14 +113,14 @@ def locator_problem(parser: FieldParser, message: MessageDefinition | None = Non
 
 
 def _failing(exc: ParseError) -> Locator:
-    def find(view: MessageView, cursor: BinaryCursor | None) -> Any:
+    def find(view: MessageView, cursor: BinaryCursor | None) -> object:
         raise ParseError(exc.code, exc.detail)
 
     return find
 
 
-def _with_selector(find: Locator, pattern: Any) -> Locator:
-    def select(view: MessageView, cursor: BinaryCursor | None) -> Any:
+def _with_selector(find: Locator, pattern: re.Pattern[str]) -> Locator:
+    def select(view: MessageView, cursor: BinaryCursor | None) -> object:
         value = find(view, cursor)
         if value is MISSING:
             return MISSING
@@ -179,7 +180,7 @@ def _geo_pair(parser: FieldParser, message: MessageDefinition | None) -> Locator
     find_lon = _where(parser.model_copy(update={**plain, attr: lon}), message)
     find_alt = _where(parser.model_copy(update={**plain, attr: alt}), message) if alt is not None else None
 
-    def find(view: MessageView, cursor: BinaryCursor | None) -> Any:
+    def find(view: MessageView, cursor: BinaryCursor | None) -> object:
         la, lo = find_lat(view, cursor), find_lon(view, cursor)
         la, lo = (None if v is MISSING or v == "" else v for v in (la, lo))
         if la is None and lo is None:
@@ -224,7 +225,7 @@ def _required(value: str | None, what: str) -> str:
     return value
 
 
-def _present(value: str | None) -> Any:
+def _present(value: str | None) -> object:
     return MISSING if value is None else value
 
 
@@ -266,7 +267,7 @@ def _json_path(path: str) -> tuple[str, ...]:
     return segments
 
 
-def _walk(document: Any, segments: tuple[str, ...]) -> Any:
+def _walk(document: object, segments: tuple[str, ...]) -> object:
     node = document
     for segment in segments:
         if not isinstance(node, dict):
@@ -285,7 +286,7 @@ def _xml(expression: str) -> Locator:
     except etree.XPathSyntaxError as exc:
         raise ParseError(INVALID_LOCATOR, f"x_path {shown(expression)} does not compile: {exc}") from None
 
-    def find(view: MessageView, cursor: BinaryCursor | None) -> Any:
+    def find(view: MessageView, cursor: BinaryCursor | None) -> object:
         try:
             result: object = xpath(view.xml())
         except etree.XPathError as exc:
@@ -314,7 +315,7 @@ def _delimited(parser: FieldParser, message: MessageDefinition | None) -> Locato
         raise ParseError(INVALID_LOCATOR, f"delimited_index must be 1 or more, not {shown(index)}")
     position = index - 1
 
-    def find(view: MessageView, cursor: BinaryCursor | None) -> Any:
+    def find(view: MessageView, cursor: BinaryCursor | None) -> object:
         values = view.delimited(delimiter, quoted)
         return values[position] if position < len(values) else MISSING
 
@@ -328,7 +329,7 @@ def _position(start_index: int | None, length: int | None) -> Locator:
         raise ParseError(INVALID_LOCATOR, f"length must not be negative, not {length}")
     start = start_index - 1
 
-    def find(view: MessageView, cursor: BinaryCursor | None) -> Any:
+    def find(view: MessageView, cursor: BinaryCursor | None) -> object:
         text = view.text
         end = len(text) if length is None else start + length
         if start > len(text) or end > len(text):
@@ -350,7 +351,7 @@ def _regex(parser: FieldParser, message: MessageDefinition | None) -> Locator:
     if isinstance(group, str) and group not in pattern.groupindex:
         raise ParseError(INVALID_LOCATOR, f"the pattern has no group named {shown(group)}")
 
-    def find(view: MessageView, cursor: BinaryCursor | None) -> Any:
+    def find(view: MessageView, cursor: BinaryCursor | None) -> object:
         match = view.regex_match(pattern)
         if match is None:
             return MISSING
@@ -378,7 +379,7 @@ def _binary(parser: FieldParser, message: MessageDefinition | None) -> Locator:
     if offset < 0:
         raise ParseError(INVALID_LOCATOR, f"binary_offset must not be negative, not {offset}")
 
-    def find(view: MessageView, cursor: BinaryCursor | None) -> Any:
+    def find(view: MessageView, cursor: BinaryCursor | None) -> object:
         start = offset + cursor.position if relative and cursor is not None else offset
         value, end = read_binary(view.payload, start, kind, endian, strings, length_bytes)
         if cursor is not None:

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Final, cast
 
 import orjson
 from lxml import etree
 
+from runtime.core.jsontypes import JsonValue
 from runtime.core.messages import InboundMessage
 from runtime.core.parsing.delimited import split_delimited
 from runtime.core.parsing.errors import INVALID_JSON, INVALID_TEXT, INVALID_XML, ParseError
 from runtime.core.parsing.lenient_json import normalise
 
-_UNSET: Any = object()
+_UNSET: Final = object()
 _BOM = b"\xef\xbb\xbf"
 _XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 _EMPTY: Mapping[str, str] = {}
@@ -61,9 +62,9 @@ class MessageView:
         self.headers = headers if headers is not None else _EMPTY  # names lower-cased by the listener
         self.query = query if query is not None else _EMPTY
         self.received_at = received_at
-        self._text: Any = _UNSET
-        self._json: Any = _UNSET
-        self._xml: Any = _UNSET
+        self._text: object = _UNSET  # str or ParseError once read
+        self._json: object = _UNSET  # JsonValue or ParseError
+        self._xml: object = _UNSET  # etree._Element or ParseError
         self._folded_headers: dict[str, str] | None = None
         self._delimited: dict[tuple[str, bool], list[str] | ParseError] = {}
         self._matches: dict[re.Pattern[str], re.Match[str] | None] = {}
@@ -108,15 +109,15 @@ class MessageView:
             raise ParseError(value.code, value.detail)
         return cast(str, value)
 
-    def json(self) -> Any:
+    def json(self) -> JsonValue:
         value = self._json
         if value is _UNSET:
             value = self._json = _load_json(self.payload.removeprefix(_BOM))
         if isinstance(value, ParseError):
             raise ParseError(value.code, value.detail)
-        return value
+        return cast(JsonValue, value)
 
-    def xml(self) -> Any:
+    def xml(self) -> etree._Element:
         value = self._xml
         if value is _UNSET:
             try:
@@ -126,7 +127,7 @@ class MessageView:
             self._xml = value
         if isinstance(value, ParseError):
             raise ParseError(value.code, value.detail)
-        return value
+        return cast(etree._Element, value)
 
     def delimited(self, delimiter: str, quoted: bool) -> list[str]:
         key = (delimiter, quoted)
@@ -149,9 +150,9 @@ class MessageView:
             return match
 
 
-def _load_json(data: bytes) -> Any:
+def _load_json(data: bytes) -> JsonValue | ParseError:
     try:
-        return orjson.loads(data)  # the fast path: strict JSON
+        return cast(JsonValue, orjson.loads(data))  # the fast path: strict JSON
     except orjson.JSONDecodeError as exc:
         first = exc
     # Newtonsoft reads single quotes, trailing commas, comments, bare names (NuvIoT's own samples): a second
@@ -159,7 +160,7 @@ def _load_json(data: bytes) -> Any:
     # costs no Python-level pass
     if len(data) <= LENIENT_MAX_BYTES and _LENIENT_HINT.search(data):
         try:
-            return orjson.loads(normalise(data.decode("utf-8")))
+            return cast(JsonValue, orjson.loads(normalise(data.decode("utf-8"))))
         except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError):
             pass
     return ParseError(INVALID_JSON, f"body is not JSON: {first.msg} at {first.pos}")
