@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import cast
 
 from runtime.core.errors import ListenerBindError, Problem, StageError
 from runtime.core.solution import codes
@@ -144,7 +144,7 @@ def format_time(at: float, epoch: bool) -> int | str:
     return int(at) if epoch else iso(at)  # type: ignore[return-value]  # iso() of a float is a str
 
 
-def parse_time(value: Any) -> float | None:
+def parse_time(value: object) -> float | None:
     """A stored timestamp (epoch seconds, ISO 8601 text, or a datetime) as epoch seconds."""
     if value is None:
         return None
@@ -164,16 +164,18 @@ def parse_time(value: Any) -> float | None:
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
-def _number(spec: StreamSpec, f: FieldSpec, value: Any) -> float | int:
+def _number(spec: StreamSpec, f: FieldSpec, value: object) -> float | int:
     t = type(value)
-    if (t is float and math.isfinite(value)) or t is int:  # the usual case, checked without the general path
-        if (f.min is not None and value < f.min) or (f.max is not None and value > f.max):
+    if t is float or t is int:  # the usual case, checked without the general path
+        n = cast(float, value)  # an int or a float: the type test excludes bool
+        if (t is float and not math.isfinite(n)) or (f.min is not None and n < f.min) or (
+                f.max is not None and n > f.max):
             pass  # reported below
         elif f.type is ParameterType.INTEGER:
-            if t is int or value.is_integer():
-                return int(value)
+            if t is int or n.is_integer():
+                return int(n)
         else:
-            return round(float(value), f.decimals) if f.decimals is not None and f.decimals >= 0 else float(value)
+            return round(float(n), f.decimals) if f.decimals is not None and f.decimals >= 0 else float(n)
     if isinstance(value, bool):
         raise StreamRowError(spec.key, f.column, f"{value!r} is not a number")
     if isinstance(value, str):
@@ -197,7 +199,7 @@ def _number(spec: StreamSpec, f: FieldSpec, value: Any) -> float | int:
     return number
 
 
-def _cell(spec: StreamSpec, f: FieldSpec, value: Any) -> Any:
+def _cell(spec: StreamSpec, f: FieldSpec, value: object) -> object:
     if f.type in NUMERIC:
         return _number(spec, f, value)
     if f.type is ParameterType.TRUE_FALSE:
@@ -221,8 +223,8 @@ def _cell(spec: StreamSpec, f: FieldSpec, value: Any) -> Any:
     return str(value)
 
 
-def build_row(spec: StreamSpec, device_id: str, at: float, values: Mapping[str, Any], *,
-              partial: bool = False, stamp: bool = True) -> dict[str, Any]:
+def build_row(spec: StreamSpec, device_id: str, at: float, values: Mapping[str, object], *,
+              partial: bool = False, stamp: bool = True) -> dict[str, object]:
     """One row ``{column: value}`` with the device id and timestamp columns. ``values`` are keyed by field
     key or column name. ``partial`` (updates): only the given fields, no required check, no id/timestamp.
     ``stamp=False``: no timestamp column (the queue carries ``at``; ``stamped`` adds it where it is stored)."""
@@ -230,7 +232,7 @@ def build_row(spec: StreamSpec, device_id: str, at: float, values: Mapping[str, 
     for name in values:
         if name not in names:
             raise StreamRowError(spec.key, name, "the stream has no such field")
-    row: dict[str, Any] = {}
+    row: dict[str, object] = {}
     if not partial:
         row[spec.device_field] = device_id
         if stamp:
@@ -249,13 +251,13 @@ def build_row(spec: StreamSpec, device_id: str, at: float, values: Mapping[str, 
     return row
 
 
-def stamped(spec: StreamSpec, item: Mapping[str, Any]) -> dict[str, Any]:
+def stamped(spec: StreamSpec, item: Mapping[str, object]) -> dict[str, object]:
     """A queued row with its timestamp column, in the stream's date format (the queue carries ``at``)."""
-    row: dict[str, Any] = item["row"]
+    row = cast(dict[str, object], item["row"])  # the queue's row, as build_row made it
     at = item.get("at")
     if at is None or spec.time_field in row:
         return row
-    return {**row, spec.time_field: format_time(at, spec.epoch)}
+    return {**row, spec.time_field: format_time(cast(float, at), spec.epoch)}  # the queue's epoch seconds
 
 
 # --------------------------------------------------------------------------- the route's data-stream step
@@ -295,8 +297,8 @@ def stream_steps(route: Route) -> tuple[StreamStep, ...]:
     return tuple(out)
 
 
-def step_values(step: StreamStep, message: Mapping[str, Any], workflow: Mapping[str, Any],
-                names: frozenset[str] = frozenset()) -> dict[str, Any]:
+def step_values(step: StreamStep, message: Mapping[str, object], workflow: Mapping[str, object],
+                names: frozenset[str] = frozenset()) -> dict[str, object]:
     """The stream's values for one message; ``names`` (the stream's field keys and columns) picks them for a
     step without mappings (the message's fields win over workflow attributes of the same key)."""
     if step.by_name:
@@ -326,7 +328,7 @@ def numeric_columns(spec: StreamSpec) -> tuple[str, ...]:
     return tuple(f.column for f in spec.fields if f.type in NUMERIC)
 
 
-def buckets(spec: StreamSpec, rows: Iterable[Mapping[str, Any]], seconds: int) -> list[dict[str, Any]]:
+def buckets(spec: StreamSpec, rows: Iterable[Mapping[str, object]], seconds: int) -> list[dict[str, object]]:
     """NuvIoT's time-series query: per time bucket, the count and the average of each numeric field;
     newest bucket first."""
     cols = numeric_columns(spec)
@@ -351,8 +353,8 @@ def buckets(spec: StreamSpec, rows: Iterable[Mapping[str, Any]], seconds: int) -
     ]
 
 
-def select(spec: StreamSpec, rows: Iterable[Mapping[str, Any]], device_id: str | None, start: float | None,
-           end: float | None, limit: int | None) -> list[dict[str, Any]]:
+def select(spec: StreamSpec, rows: Iterable[Mapping[str, object]], device_id: str | None, start: float | None,
+           end: float | None, limit: int | None) -> list[dict[str, object]]:
     """Rows of one device (or all) in [start, end], newest first, at most ``limit``."""
     picked = []
     for row in rows:
