@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 import yaml
 from pydantic import SecretStr
@@ -31,7 +31,7 @@ class SecretPlaceholder:
 
 @dataclass(frozen=True, slots=True)
 class NativeDump:
-    data: dict[str, Any]
+    data: dict[str, object]
     secrets: tuple[SecretPlaceholder, ...]
 
     def secret_env(self) -> dict[str, str]:
@@ -62,9 +62,9 @@ def dump_native(doc: SolutionDocument) -> NativeDump:
         used.add(name)
         return name
 
-    def walk(node: Any, path: str, parts: list[str], script: bool) -> Any:
+    def walk(node: object, path: str, parts: list[str], script: bool) -> object:
         if isinstance(node, dict):
-            out: dict[str, Any] = {}
+            out: dict[str, object] = {}
             for key, value in node.items():
                 sub = f"{path}.{key}" if path else str(key)
                 if isinstance(value, SecretStr):
@@ -86,11 +86,11 @@ def dump_native(doc: SolutionDocument) -> NativeDump:
             return node.replace("${", "$${")
         return node
 
-    data = walk(raw, "", [], False)
+    data = cast(dict[str, object], walk(raw, "", [], False))  # a dict walks to a dict
     return NativeDump(data, tuple(secrets))
 
 
-def to_native(doc: SolutionDocument) -> dict[str, Any]:
+def to_native(doc: SolutionDocument) -> dict[str, object]:
     """The native wire tree (plain dicts and lists); secrets as ``xxxRef: env:NAME``."""
     return dump_native(doc).data
 

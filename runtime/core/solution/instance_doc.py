@@ -14,7 +14,8 @@ the instance fields are read by the same model-driven conversion as the solution
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TypeGuard
 
 from runtime.core.errors import Problem
 from runtime.core.solution import codes
@@ -28,7 +29,7 @@ def _is_eh(value: object) -> bool:
     return isinstance(value, dict) and ("HasValue" in value or ("Text" in value and "Id" in value))
 
 
-def unwrap_invoke_result(tree: Any) -> tuple[Any, list[Problem]]:
+def unwrap_invoke_result(tree: object) -> tuple[object, list[Problem]]:
     """``{"Result": X, "Successful": ...}`` -> X (with the server's errors as problems); anything else as is."""
     if not (isinstance(tree, dict) and isinstance(tree.get("Result"), dict)
             and ("Successful" in tree or "Errors" in tree)):
@@ -46,7 +47,7 @@ def unwrap_invoke_result(tree: Any) -> tuple[Any, list[Problem]]:
     return tree["Result"], problems
 
 
-def is_deployment_instance(tree: object) -> bool:
+def is_deployment_instance(tree: object) -> TypeGuard[dict[str, object]]:
     """A DeploymentInstance: its ``$type`` says so, or a ``Solution`` EntityHeader next to instance-only fields."""
     if not isinstance(tree, dict):
         return False
@@ -56,7 +57,7 @@ def is_deployment_instance(tree: object) -> bool:
     return _is_eh(tree.get("Solution")) and any(k in tree for k in _INSTANCE_ONLY)
 
 
-def solution_of(instance: dict[str, Any]) -> tuple[dict[str, Any] | None, list[Problem]]:
+def solution_of(instance: Mapping[str, object]) -> tuple[dict[str, object] | None, list[Problem]]:
     """The Solution inside ``Solution.Value``, or a problem saying how to get the full document."""
     header = instance.get("Solution")
     value = header.get("Value") if isinstance(header, dict) else None
@@ -67,7 +68,7 @@ def solution_of(instance: dict[str, Any]) -> tuple[dict[str, Any] | None, list[P
                           "use the full document, GET {api}/api/deployment/instance/full")]
 
 
-def fix_instance(raw: dict[str, Any], converted: dict[str, Any]) -> dict[str, Any]:
+def fix_instance(raw: Mapping[str, object], converted: dict[str, object]) -> dict[str, object]:
     """What the generic conversion cannot know: a bare repository header, AttributeValue lists, null values."""
     repo = raw.get("DeviceRepository")
     if isinstance(repo, dict) and not isinstance(repo.get("Value"), dict):

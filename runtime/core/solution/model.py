@@ -15,8 +15,8 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
-from typing import Any
 
 from pydantic import Field, SecretStr
 
@@ -440,6 +440,10 @@ class Solution(Entity):
     device_configurations: tuple[DeviceConfiguration, ...] = ()
 
 
+# what a route step's module key points at (SolutionDocument.module_for)
+LibraryModule = Sentinel | InputTranslator | Workflow | OutputTranslator | Transmitter | DataStream
+
+
 class SolutionDocument(Model):
     """One self-contained document: instance, solution, libraries, optional device seed."""
 
@@ -502,9 +506,9 @@ class SolutionDocument(Model):
     def listener_by_key(self) -> dict[str, Listener]:
         return {lst.key: lst for lst in self.solution.listeners}
 
-    def module_for(self, step: RouteStep) -> Any:
+    def module_for(self, step: RouteStep) -> LibraryModule | None:
         """The library entity a route step points at (None when the key does not resolve)."""
-        table: dict[PipelineModuleType, dict[str, Any]] = {
+        table: dict[PipelineModuleType, Mapping[str, LibraryModule]] = {
             PipelineModuleType.SENTINEL: self.sentinel_by_key,
             PipelineModuleType.INPUT_TRANSLATOR: self.input_translator_by_key,
             PipelineModuleType.WORKFLOW: self.workflow_by_key,

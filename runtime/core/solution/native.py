@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import yaml
 
@@ -99,7 +98,7 @@ def _own_nodes(root: yaml.Node) -> int:
     return len(seen)
 
 
-def _load_yaml(text: str) -> Any:
+def _load_yaml(text: str) -> object:
     loader = _SafeLoader(text)
     try:
         try:
@@ -134,8 +133,10 @@ def _load_yaml(text: str) -> Any:
         loader.dispose()
 
 
-def parse_tree(data: bytes, *, max_bytes: int = MAX_SOLUTION_BYTES) -> Any:
-    """Bytes -> plain Python tree (dict/list/str/int/float/bool/None), or ``SolutionError``."""
+def parse_tree(data: bytes, *, max_bytes: int = MAX_SOLUTION_BYTES) -> dict[str, object]:
+    """Bytes -> plain Python tree (dict/list/str/int/float/bool/None), or ``SolutionError``.
+
+    Keys are text as JSON gives them; a YAML key that is not (``1:``) is left for the model to report."""
     if len(data) > max_bytes:
         raise SolutionError(
             [
@@ -195,7 +196,7 @@ def _is_script_key(key: object) -> bool:
     return isinstance(key, str) and key.lower().endswith("script")
 
 
-def expand_variables(tree: Any, env: Mapping[str, str]) -> tuple[Any, dict[Loc, str], list[Problem]]:
+def expand_variables(tree: object, env: Mapping[str, str]) -> tuple[object, dict[Loc, str], list[Problem]]:
     """A copy of ``tree`` with variables expanded; the locations that changed; one problem per missing variable."""
     expanded: dict[Loc, str] = {}
     problems: list[Problem] = []
@@ -228,7 +229,7 @@ def expand_variables(tree: Any, env: Mapping[str, str]) -> tuple[Any, dict[Loc, 
         expanded[loc] = out
         return out
 
-    def walk(node: Any, loc: Loc) -> Any:
+    def walk(node: object, loc: Loc) -> object:
         if isinstance(node, dict):
             return {k: (v if _is_script_key(k) else walk(v, (*loc, k))) for k, v in node.items()}
         if isinstance(node, list):
@@ -271,11 +272,11 @@ def resolve_secret_ref(
     )
 
 
-def resolve_secret_refs(tree: Any, env: Mapping[str, str], read_file: ReadFile) -> list[Problem]:
+def resolve_secret_refs(tree: object, env: Mapping[str, str], read_file: ReadFile) -> list[Problem]:
     """Replace each ``xxxRef`` key by ``xxx`` (in place). Returns the problems."""
     problems: list[Problem] = []
 
-    def walk(node: Any, loc: Loc) -> None:
+    def walk(node: object, loc: Loc) -> None:
         if isinstance(node, dict):
             for key in list(node):
                 value = node[key]
@@ -303,7 +304,7 @@ def resolve_secret_refs(tree: Any, env: Mapping[str, str], read_file: ReadFile) 
     return problems
 
 
-def native_document(tree: Any, *, env: Mapping[str, str], read_file: ReadFile) -> SolutionDocument:
+def native_document(tree: object, *, env: Mapping[str, str], read_file: ReadFile) -> SolutionDocument:
     """A parsed native tree -> document (variables, secrets, model). Raises ``SolutionError`` with all problems."""
     tree, expanded, problems = expand_variables(tree, env)
     problems += resolve_secret_refs(tree, env, read_file)

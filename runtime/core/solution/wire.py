@@ -6,9 +6,9 @@ Problem paths are wire paths with indexes, e.g. ``solution.listeners[0].listenOn
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from runtime.core.errors import Problem, SolutionError
 from runtime.core.solution import codes
@@ -39,7 +39,7 @@ def _clean_loc(loc: Sequence[str | int]) -> Loc:
     return tuple(p for p in loc if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p)))
 
 
-def _problem_for(err: Mapping[str, Any]) -> Problem:
+def _problem_for(err: ErrorDetails) -> Problem:
     loc = _clean_loc(err["loc"])
     path = format_path(loc)
     kind = str(err["type"])
@@ -79,22 +79,35 @@ def validation_problems(exc: ValidationError) -> list[Problem]:
     return list(seen.values())
 
 
-def _get(tree: Any, loc: Loc) -> Any:
+def _get(tree: object, loc: Loc) -> object:
+    """The node at ``loc`` (a location pydantic reported in this tree: keys of mappings, indexes of lists)."""
     node = tree
     for part in loc:
-        node = node[part]
+        if isinstance(node, list) and isinstance(part, int):
+            node = node[part]
+        elif isinstance(node, dict):
+            node = node[part]
+        else:
+            raise KeyError(format_path(loc))
     return node
 
 
-def _set(tree: Any, loc: Loc, value: Any) -> None:
-    _get(tree, loc[:-1])[loc[-1]] = value
+def _set(tree: object, loc: Loc, value: object) -> None:
+    parent = _get(tree, loc[:-1])
+    last = loc[-1]
+    if isinstance(parent, list) and isinstance(last, int):
+        parent[last] = value
+    elif isinstance(parent, dict):
+        parent[last] = value
+    else:
+        raise KeyError(format_path(loc))
 
 
 _TRUE = {"true", "True", "TRUE", "1"}
 _FALSE = {"false", "False", "FALSE", "0"}
 
 
-def _coerce(kind: str, text: str) -> Any:
+def _coerce(kind: str, text: str) -> int | float | bool:
     if kind == "int_type":
         return int(text.strip())
     if kind == "float_type":
@@ -108,7 +121,7 @@ def _coerce(kind: str, text: str) -> Any:
     raise ValueError(text)
 
 
-def build_document(tree: Any, *, expanded: Mapping[Loc, str] | None = None) -> SolutionDocument:
+def build_document(tree: object, *, expanded: Mapping[Loc, str] | None = None) -> SolutionDocument:
     """Validate a wire tree into the model, or raise ``SolutionError`` with every problem.
 
     ``expanded`` maps the locations of strings that came from ``${VAR}`` expansion to their text: where the
@@ -123,7 +136,7 @@ def build_document(tree: Any, *, expanded: Mapping[Loc, str] | None = None) -> S
         try:
             return SolutionDocument.model_validate(tree)
         except ValidationError as exc:
-            fixes: list[tuple[Loc, Any]] = []
+            fixes: list[tuple[Loc, object]] = []
             problems: list[Problem] = []
             for err in exc.errors():
                 loc = tuple(err["loc"])
