@@ -72,7 +72,7 @@ import json
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import NoReturn
 
 from runtime.core.errors import StageError
 from runtime.core.parsing.errors import INVALID_DECIMAL, shown
@@ -125,7 +125,7 @@ class Kind(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Pair:
     key: str
-    value: Any  # str unless the key had a type prefix or the payload was JSON
+    value: object  # str unless the key had a type prefix or the payload was JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +258,7 @@ def parse_pairs(text: str, skipped: list[str] | None = None) -> tuple[Pair, ...]
     return tuple(pairs.values())
 
 
-def _no_constant(name: str) -> Any:
+def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON value")
 
 
@@ -266,7 +266,7 @@ _COERCED = frozenset({ParameterType.INTEGER, ParameterType.DECIMAL, ParameterTyp
                       ParameterType.TRUE_FALSE, ParameterType.STRING})
 
 
-def coerce(value: Any, field_type: ParameterType, key: str) -> Any:
+def coerce(value: object, field_type: ParameterType, key: str) -> object:
     """A value converted to a property type by the one converter (``core/values.py``, lenient like input
     commands: firmware writes booleans as 1/0); other types are kept as they come."""
     if field_type not in _COERCED:
@@ -343,8 +343,8 @@ def _error_from_payload(text: str) -> tuple[str, str]:
         if name in pairs:
             code = str(pairs.pop(name)).strip()
             break
-    details = pairs.pop("details", None)
-    parts = [] if details is None else [str(details)]
+    given = pairs.pop("details", None)
+    parts = [] if given is None else [str(given)]
     parts += [f"{k}={v}" for k, v in pairs.items()]
     return code, ",".join(parts)
 

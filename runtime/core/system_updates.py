@@ -5,8 +5,9 @@ the property bag keys and the replies are described in ``core/system_messages.py
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import cast
 
 from runtime.core.devices import Device
 from runtime.core.health import SYSTEM_MESSAGE, clear_error, current_errors, raise_error
@@ -53,11 +54,11 @@ class Reply:
 class SystemUpdate:
     """What a system message changes on its device and what it answers."""
 
-    properties: dict[str, Any] = field(default_factory=dict)  # changed values only
-    bag: dict[str, Any] = field(default_factory=dict)  # property-bag keys to set
+    properties: dict[str, object] = field(default_factory=dict)  # changed values only
+    bag: dict[str, object] = field(default_factory=dict)  # property-bag keys to set
     location: tuple[float, float] | None = None
     replies: list[Reply] = field(default_factory=list)
-    notes: dict[str, Any] = field(default_factory=dict)  # for the message record's detail
+    notes: dict[str, object] = field(default_factory=dict)  # for the message record's detail
 
     def applied_to(self, device: Device, now: float) -> Device:
         """A copy of ``device`` with the update applied (the original is untouched)."""
@@ -74,7 +75,7 @@ class SystemUpdate:
             updated_at=now,
         )
 
-    def detail(self) -> dict[str, Any]:
+    def detail(self) -> dict[str, object]:
         out = dict(self.notes)
         if self.properties:
             out["properties"] = self.properties
@@ -157,11 +158,11 @@ def plan_update(msg: SystemMessage, device: Device, config: DeviceConfiguration,
     return up
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else coerce(value, ParameterType.STRING, "")
+def _text(value: object) -> str | None:
+    return None if value is None else cast(str, coerce(value, ParameterType.STRING, ""))  # text gives str
 
 
-def _number(value: Any, key: str) -> int | float:
+def _number(value: object, key: str) -> int | float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return value
     text = str(value).strip()
@@ -171,7 +172,7 @@ def _number(value: Any, key: str) -> int | float:
         return decimal_or_fail(text, key)
 
 
-def _firmware(values: dict[str, Any], bag: dict[str, Any], up: SystemUpdate) -> None:
+def _firmware(values: dict[str, object], bag: Mapping[str, object], up: SystemUpdate) -> None:
     for name, key in (("firmwareSku", FIRMWARE_SKU), ("firmwareVersion", FIRMWARE_VERSION)):
         if name not in values:
             continue
@@ -183,7 +184,7 @@ def _firmware(values: dict[str, Any], bag: dict[str, Any], up: SystemUpdate) -> 
                 up.notes["firmwareChanged"] = {"from": old, "to": new}
 
 
-def _properties(values: dict[str, Any], device: Device, config: DeviceConfiguration, up: SystemUpdate) -> None:
+def _properties(values: dict[str, object], device: Device, config: DeviceConfiguration, up: SystemUpdate) -> None:
     fields: dict[str, CustomField] = {f.key: f for f in config.properties}
     unchanged: list[str] = []
     ignored: list[str] = []
@@ -204,13 +205,16 @@ def _properties(values: dict[str, Any], device: Device, config: DeviceConfigurat
         up.notes["ignored"] = ignored
 
 
-def _heartbeat(values: dict[str, Any], now: float, up: SystemUpdate) -> None:
+def _heartbeat(values: dict[str, object], now: float, up: SystemUpdate) -> None:
     up.bag[LAST_HEARTBEAT] = now
     lat, lon = values.pop("lat", None), values.pop("lon", None)
     if lat is not None or lon is not None:
         if lat is None or lon is None:
             raise fail("MGV1010", "heartbeat: lat and lon must be sent together")
-        up.location = checked_lat_lon(coerce(lat, ParameterType.DECIMAL, "lat"), coerce(lon, ParameterType.DECIMAL, "lon"))
+        la, lo = coerce(lat, ParameterType.DECIMAL, "lat"), coerce(lon, ParameterType.DECIMAL, "lon")
+        if not isinstance(la, float) or not isinstance(lo, float):  # an empty one is no value
+            raise fail("MGV1010", "heartbeat: lat and lon must be sent together")
+        up.location = checked_lat_lon(la, lo)
         up.bag[LOCATION_AT] = now
     for name, key, kind in (("batlvl", BATTERY_LEVEL, ParameterType.DECIMAL),
                             ("batvlt", BATTERY_VOLTAGE, ParameterType.DECIMAL),
@@ -225,7 +229,7 @@ def _heartbeat(values: dict[str, Any], now: float, up: SystemUpdate) -> None:
         up.notes["ignored"] = ignored
 
 
-def _error(msg: SystemMessage, bag: dict[str, Any], now: float, up: SystemUpdate) -> None:
+def _error(msg: SystemMessage, bag: Mapping[str, object], now: float, up: SystemUpdate) -> None:
     """``err/raise``, ``err/clear``: the device's error codes (``core/health.py``), source ``systemmessage``."""
     errors = current_errors(bag)
     code = msg.code or ""

@@ -92,9 +92,9 @@ class SystemMessageHandler:
                            message_id, None)
 
 
-def _error_events(device_id: str, note: dict[str, Any] | None, details: str, now: float) -> list[HealthEvent]:
+def _error_events(device_id: str, note: object, details: str, now: float) -> list[HealthEvent]:
     """The health event of an ``err/raise`` or ``err/clear`` that changed the device's errors."""
-    if not note:
+    if not isinstance(note, dict) or not note:  # the update's notes["error"], a dict when set
         return []
     if note["action"] == "raise" and not note["wasActive"]:
         return [HealthEvent(device_id, note["code"], RAISED, SYSTEM_MESSAGE, details, now)]

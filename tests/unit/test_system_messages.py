@@ -207,6 +207,13 @@ def test_heartbeat_needs_lat_and_lon_together() -> None:
     assert info.value.code == "MGV1010"
 
 
+@pytest.mark.parametrize("body", ["lat=,lon=5", "lat=5,lon="])
+def test_heartbeat_with_an_empty_lat_or_lon_is_mgv1010_not_a_crash(body: str) -> None:
+    with pytest.raises(StageError) as info:  # was a TypeError (internal_error) before the values were typed
+        plan("heartbeat", body)
+    assert info.value.code == "MGV1010"
+
+
 def test_geo_fix_and_nofix() -> None:
     up = plan("geo", "10,20,30")
     assert up.location == (10.0, 20.0) and up.bag[ALTITUDE] == 30.0 and up.bag[GPS_FIX] is True
