@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import enum
 import types
-from typing import Annotated, Any, Union, get_args, get_origin
+from collections.abc import Iterable, Mapping
+from typing import Annotated, TypeGuard, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel, SecretStr
 
@@ -78,17 +79,17 @@ def export_form(tree: object) -> str:
     return "nuviot-instance" if instance_doc.is_deployment_instance(inner) else "nuviot-export"
 
 
-def _is_eh(value: object) -> bool:
+def _is_eh(value: object) -> TypeGuard[dict[str, object]]:
     return isinstance(value, dict) and ("HasValue" in value or ("Text" in value and "Id" in value))
 
 
-def _strip(tp: Any) -> Any:
+def _strip(tp: object) -> object:
     while get_origin(tp) is Annotated:
         tp = get_args(tp)[0]
     return tp
 
 
-def _non_none(tp: Any) -> Any:
+def _non_none(tp: object) -> object:
     tp = _strip(tp)
     if get_origin(tp) in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
@@ -97,7 +98,7 @@ def _non_none(tp: Any) -> Any:
     return tp
 
 
-def _ikey(d: dict[str, Any], alias: str) -> str | None:
+def _ikey(d: Mapping[str, object], alias: str) -> str | None:
     """The export key for a model alias, matched case-insensitively (``id`` preferred over ``Id``)."""
     if alias in d:
         return alias
@@ -112,17 +113,17 @@ def _ikey(d: dict[str, Any], alias: str) -> str | None:
 
 
 class _ExportReader:
-    def __init__(self, export: dict[str, Any]) -> None:
+    def __init__(self, export: Mapping[str, object]) -> None:
         self.export = export
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
-        self.libs: dict[str, dict[str, tuple[dict[str, Any], str]]] = {name: {} for name in _LIBRARIES}
+        self.libs: dict[str, dict[str, tuple[dict[str, object], str]]] = {name: {} for name in _LIBRARIES}
         self.id_to_key: dict[str, str] = {}
-        self.fixups: list[tuple[dict[str, Any], str, str]] = []  # (mappings, message id, path)
+        self.fixups: list[tuple[dict[str, object], str, str]] = []  # (mappings, message id, path)
         self._index_ids(export)
 
     # ---------------------------------------------------------------- helpers
-    def _index_ids(self, node: Any) -> None:
+    def _index_ids(self, node: object) -> None:
         stack = [node]
         while stack:
             cur = stack.pop()
@@ -138,7 +139,7 @@ class _ExportReader:
     def problem(self, path: str, code: str, message: str) -> None:
         self.problems.append(Problem(path, code, message))
 
-    def collect(self, library: str, cls: type[BaseModel], value: dict[str, Any], path: str) -> str | None:
+    def collect(self, library: str, cls: type[BaseModel], value: Mapping[str, object], path: str) -> str | None:
         converted = self.model(cls, value, path)
         key = converted.get("key")
         if not isinstance(key, str) or not key:
@@ -155,7 +156,7 @@ class _ExportReader:
             )
         return key
 
-    def reference(self, value: Any, field: str, path: str) -> str | None:
+    def reference(self, value: object, field: str, path: str) -> str | None:
         """An EntityHeader (or plain entity) in a key-reference field -> the key; resolved values are collected."""
         inner = value.get("Value") if isinstance(value, dict) else None
         if isinstance(inner, dict):
@@ -176,7 +177,7 @@ class _ExportReader:
         return None
 
     # ---------------------------------------------------------------- generic, model-driven conversion
-    def value(self, raw: Any, tp: Any, field: str, path: str) -> Any:
+    def value(self, raw: object, tp: object, field: str, path: str) -> object:
         if raw is None:
             return None
         tp = _non_none(tp)
@@ -205,7 +206,7 @@ class _ExportReader:
             return {kv.get("Key"): kv.get("Value") for kv in raw if isinstance(kv, dict)}
         return raw
 
-    def enum_id(self, raw: Any, tp: type[enum.Enum], path: str) -> Any:
+    def enum_id(self, raw: object, tp: type[enum.Enum], path: str) -> object:
         if isinstance(raw, dict):
             ident = raw.get("Id")
             if isinstance(ident, str) and ident:
@@ -226,13 +227,13 @@ class _ExportReader:
             return None
         return raw
 
-    def model(self, cls: type[BaseModel], raw: Any, path: str) -> dict[str, Any]:
+    def model(self, cls: type[BaseModel], raw: object, path: str) -> dict[str, object]:
         if not isinstance(raw, dict):
             self.problem(
                 path, codes.EXPORT_SHAPE, f"expected an object for {cls.__name__}, got {type(raw).__name__}"
             )
             return {}
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         used: set[str] = set()
         for name, info in cls.model_fields.items():
             alias = info.alias or name
@@ -257,7 +258,7 @@ class _ExportReader:
         self.unmapped(cls, raw, used, path)
         return out
 
-    def unmapped(self, cls: type[BaseModel], raw: dict[str, Any], used: set[str], path: str) -> None:
+    def unmapped(self, cls: type[BaseModel], raw: Mapping[str, object], used: set[str], path: str) -> None:
         """Every property with content that no field took: a warning, never a silent drop (PYRT2090)."""
         ignored = IGNORED | IGNORED_BY_MODEL.get(cls, frozenset())
         for key, value in raw.items():
@@ -270,7 +271,7 @@ class _ExportReader:
                                          f"not supported: {cls.__name__}.{key} is not read by this runtime"))
 
     # ---------------------------------------------------------------- routes
-    def steps(self, modules: Any, path: str) -> list[dict[str, Any]]:
+    def steps(self, modules: object, path: str) -> list[dict[str, object]]:
         if not isinstance(modules, list):
             self.problem(path, codes.EXPORT_SHAPE, "PipelineModules must be a list")
             return []
@@ -285,7 +286,7 @@ class _ExportReader:
                 self.problem(sub, codes.EXPORT_SHAPE, "a pipeline module must be an object")
                 continue
             self.unmapped_step(pm, sub)
-            step: dict[str, Any] = {}
+            step: dict[str, object] = {}
             if pm.get("Id") is not None:
                 step["id"] = pm["Id"]
             if pm.get("Name"):
@@ -313,7 +314,7 @@ class _ExportReader:
             steps.append(step)
         return steps
 
-    def unmapped_step(self, pm: dict[str, Any], path: str) -> None:
+    def unmapped_step(self, pm: Mapping[str, object], path: str) -> None:
         """RouteModuleConfig properties the steps do not take (``IncomingMappings``, ...): PYRT2090 when not empty."""
         for key, value in pm.items():
             if key in STEP_KEYS or key.lower() in IGNORED or value in (None, "", [], {}, False):
@@ -321,12 +322,12 @@ class _ExportReader:
             self.warnings.append(Problem(f"{path}.{key}", codes.NOT_SUPPORTED,
                                          f"not supported: RouteModuleConfig.{key} is not read by this runtime"))
 
-    def step_module(self, raw: Any, step_type: Any, path: str) -> str | None:
+    def step_module(self, raw: object, step_type: object, path: str) -> str | None:
         if raw is None:
             return None
         inner = raw.get("Value") if isinstance(raw, dict) else None
         lib = (
-            _LIBRARY_OF_STEP.get(PipelineModuleType(step_type))
+            _LIBRARY_OF_STEP.get(PipelineModuleType(cast(str, step_type)))  # one of its values: a str
             if step_type in set(PipelineModuleType)
             else None
         )
@@ -334,14 +335,14 @@ class _ExportReader:
             return self.collect(lib[0], lib[1], inner, path)
         return self.reference(raw, "module", path)
 
-    def connection(self, raw: dict[str, Any], src: Any, type_of: dict[str, str], path: str) -> dict[str, Any]:
+    def connection(self, raw: Mapping[str, object], src: object, type_of: dict[str, str], path: str) -> dict[str, object]:
         to = raw["Id"]
-        out: dict[str, Any] = {"to": to}
+        out: dict[str, object] = {"to": to}
         if raw.get("Name"):
             out["name"] = raw["Name"]
-        dst = type_of.get(to)
-        mappings: dict[str, Any] = {}
-        for i, kv in enumerate(raw.get("Mappings") or []):
+        dst = type_of.get(to) if isinstance(to, str) else None  # type_of's keys are str
+        mappings: dict[str, object] = {}
+        for i, kv in enumerate(cast("Iterable[object]", raw.get("Mappings") or [])):  # a list in an export
             sub = f"{path}.mappings[{i}]"
             if not isinstance(kv, dict) or not isinstance(kv.get("Key"), str):
                 self.problem(sub, codes.EXPORT_SHAPE, "a mapping must be {Key, Value} with a string Key")
@@ -358,14 +359,14 @@ class _ExportReader:
             out["mappings"] = mappings
         return out
 
-    def output_command_mapping(self, raw: dict[str, Any], path: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def output_command_mapping(self, raw: Mapping[str, object], path: str) -> dict[str, object]:
+        out: dict[str, object] = {}
         msg = raw.get("OutgoingDeviceMessage")
         if msg is not None:
             key = self.reference(msg, "outgoing_message", f"{path}.outgoingMessage")
             if key is not None:
                 out["outgoingMessage"] = key
-        fields = raw.get("FieldMappings") or []
+        fields = cast("Iterable[object]", raw.get("FieldMappings") or [])  # a list in an export
         out["fieldMappings"] = {
             kv["Key"]: "" if kv.get("Value") is None else str(kv["Value"])
             for kv in fields
@@ -388,11 +389,11 @@ class _ExportReader:
             mappings[key] = value
 
     # ---------------------------------------------------------------- document
-    def tree(self) -> dict[str, Any]:
+    def tree(self) -> dict[str, object]:
         root, problems = instance_doc.unwrap_invoke_result(self.export)
         self.problems += problems
-        instance: dict[str, Any] = {}
-        solution_raw: Any = root
+        instance: dict[str, object] = {}
+        solution_raw: object = root
         if instance_doc.is_deployment_instance(root):
             solution_raw, problems = instance_doc.solution_of(root)
             self.problems += problems
@@ -402,13 +403,13 @@ class _ExportReader:
         self.apply_fixups()
         instance.setdefault("key", solution.get("key"))
         instance.setdefault("name", solution.get("name", ""))
-        doc: dict[str, Any] = {"schemaVersion": 1, "instance": instance, "solution": solution}
+        doc: dict[str, object] = {"schemaVersion": 1, "instance": instance, "solution": solution}
         for name in _LIBRARIES:
             doc[name] = [entry for entry, _ in self.libs[name].values()]
         return doc
 
 
-def export_tree(export: dict[str, Any]) -> dict[str, Any]:
+def export_tree(export: Mapping[str, object]) -> dict[str, object]:
     """NuvIoT's export JSON (parsed) -> the native wire tree. Raises ``SolutionError`` on shape problems."""
     reader = _ExportReader(export)
     tree = reader.tree()
@@ -417,12 +418,12 @@ def export_tree(export: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def export_document(export: dict[str, Any]) -> SolutionDocument:
+def export_document(export: Mapping[str, object]) -> SolutionDocument:
     """NuvIoT's export JSON (parsed) -> the document (model-validated, not cross-checked)."""
     return export_report(export)[0]
 
 
-def export_report(export: dict[str, Any]) -> tuple[SolutionDocument, tuple[Problem, ...]]:
+def export_report(export: Mapping[str, object]) -> tuple[SolutionDocument, tuple[Problem, ...]]:
     """The document and the reader's warnings (properties not read: PYRT2090)."""
     reader = _ExportReader(export)
     tree = reader.tree()
