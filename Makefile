@@ -52,6 +52,7 @@ lint: $(STAMP_TEST)
 	$(BIN)/ruff check runtime tests bench
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	$(BIN)/python tools/core_any.py
 	@if [ -f Dockerfile ]; then $(BIN)/hadolint Dockerfile; fi
 	@if [ -f entrypoint.sh ]; then $(BIN)/shellcheck entrypoint.sh; fi
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
 
 from runtime.core.devices import ERRORS, Device
 from runtime.core.solution.model import DeviceConfiguration, MessageDefinition
@@ -51,18 +50,18 @@ class HealthEvent:
     details: str
     at: float
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {"deviceId": self.device_id, "code": self.code, "action": self.action, "source": self.source,
                 "details": self.details, "at": self.at}
 
 
-def current_errors(bag: Mapping[str, Any]) -> dict[str, Any]:
+def current_errors(bag: Mapping[str, object]) -> dict[str, object]:
     """The device's active errors (a copy; ``{}`` when it has none or the stored value is not a map)."""
     found = bag.get(ERRORS)
     return dict(found) if isinstance(found, dict) else {}
 
 
-def raise_error(errors: MutableMapping[str, Any], code: str, now: float, details: str, source: str) -> bool:
+def raise_error(errors: MutableMapping[str, object], code: str, now: float, details: str, source: str) -> bool:
     """Raise ``code`` in ``errors``; True when it was not active before (a new error, not a repeat)."""
     prev = errors.get(code)
     prev = prev if isinstance(prev, dict) else {}
@@ -71,7 +70,7 @@ def raise_error(errors: MutableMapping[str, Any], code: str, now: float, details
     return not prev
 
 
-def clear_error(errors: MutableMapping[str, Any], code: str) -> bool:
+def clear_error(errors: MutableMapping[str, object], code: str) -> bool:
     """Clear ``code``; True when it was active."""
     return errors.pop(code, None) is not None
 
@@ -81,14 +80,14 @@ class ErrorChanges:
 
     __slots__ = ("_bag", "_errors", "device_id", "events", "now")
 
-    def __init__(self, device_id: str, bag: MutableMapping[str, Any], now: float) -> None:
+    def __init__(self, device_id: str, bag: MutableMapping[str, object], now: float) -> None:
         self.device_id = device_id
         self.now = now
         self._bag = bag
-        self._errors: dict[str, Any] | None = None
+        self._errors: dict[str, object] | None = None
         self.events: list[HealthEvent] = []
 
-    def _working(self) -> dict[str, Any]:
+    def _working(self) -> dict[str, object]:
         if self._errors is None:
             self._errors = current_errors(self._bag)
         return self._errors
@@ -165,7 +164,7 @@ def watch_plan(config: DeviceConfiguration, messages: Iterable[MessageDefinition
     return WatchPlan(device_seconds, tuple(watches))
 
 
-def _messages_at(bag: Mapping[str, Any]) -> dict[str, Any]:
+def _messages_at(bag: Mapping[str, object]) -> dict[str, object]:
     found = bag.get(MESSAGES_AT)
     return found if isinstance(found, dict) else {}
 
@@ -174,7 +173,7 @@ def message_seen(plan: WatchPlan, device: Device, message_key: str | None, now: 
     """A message from ``device`` (already a working copy) arrived: note it, clear the watchdogs it satisfies.
     Replaces ``device.property_bag`` with a new dict when something changes (the old one may be shared)."""
     bag = device.property_bag
-    changed: dict[str, Any] | None = None
+    changed: dict[str, object] | None = None
     if message_key is not None and message_key in plan.watched_messages:
         changed = dict(bag)
         changed[MESSAGES_AT] = {**_messages_at(bag), message_key: now}

@@ -15,7 +15,6 @@ while the runtime was down happens once at start, then the schedule goes on from
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from runtime.core.solution.model import Timer
 
@@ -96,6 +95,6 @@ def next_fire(timer: Timer, after: float) -> float | None:
     return None
 
 
-def due_times(bag: dict[str, Any]) -> dict[str, Any]:
+def due_times(bag: dict[str, object]) -> dict[str, object]:
     found = bag.get(TIMERS_DUE)
     return found if isinstance(found, dict) else {}

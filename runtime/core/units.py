@@ -10,7 +10,6 @@ is not run by this runtime: a value in such a unit fails (MGV1004), and ``valida
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from runtime.core.parsing.errors import NOT_NUMERIC_OR_BOOLEAN
 from runtime.core.solution.model import Unit, UnitSet
@@ -38,7 +37,7 @@ def default_unit(unit_set: UnitSet) -> Unit | None:
     return next((u for u in unit_set.units if u.is_default), None)
 
 
-def split_unit(raw: Any, unit_set: UnitSet | None) -> tuple[Any, Unit | None]:
+def split_unit(raw: object, unit_set: UnitSet | None) -> tuple[object, Unit | None]:
     """``raw`` without the unit it names, and that unit (None when it names none)."""
     if unit_set is None:
         return raw, None
@@ -54,7 +53,7 @@ def split_unit(raw: Any, unit_set: UnitSet | None) -> tuple[Any, Unit | None]:
     return raw, None
 
 
-def _named(unit_set: UnitSet, name: str, raw: Any) -> Unit:
+def _named(unit_set: UnitSet, name: str, raw: object) -> Unit:
     unit = find_unit(unit_set, name)
     if unit is None:
         known = ", ".join(u.abbreviation or u.key for u in unit_set.units) or "none"
