@@ -8,9 +8,10 @@ second parse).
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
-from typing import Final, cast
+from typing import Final
 
 import orjson
 from lxml import etree
@@ -21,7 +22,12 @@ from runtime.core.parsing.delimited import split_delimited
 from runtime.core.parsing.errors import INVALID_JSON, INVALID_TEXT, INVALID_XML, ParseError
 from runtime.core.parsing.lenient_json import normalise
 
-_UNSET: Final = object()
+
+class _Unset(enum.Enum):
+    UNSET = 0  # a form not decoded yet (an enum member, so a type checker narrows on ``is _UNSET``)
+
+
+_UNSET: Final = _Unset.UNSET
 _BOM = b"\xef\xbb\xbf"
 _XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 _EMPTY: Mapping[str, str] = {}
@@ -62,9 +68,9 @@ class MessageView:
         self.headers = headers if headers is not None else _EMPTY  # names lower-cased by the listener
         self.query = query if query is not None else _EMPTY
         self.received_at = received_at
-        self._text: object = _UNSET  # str or ParseError once read
-        self._json: object = _UNSET  # JsonValue or ParseError
-        self._xml: object = _UNSET  # etree._Element or ParseError
+        self._text: str | ParseError | _Unset = _UNSET
+        self._json: JsonValue | ParseError | _Unset = _UNSET
+        self._xml: etree._Element | ParseError | _Unset = _UNSET
         self._folded_headers: dict[str, str] | None = None
         self._delimited: dict[tuple[str, bool], list[str] | ParseError] = {}
         self._matches: dict[re.Pattern[str], re.Match[str] | None] = {}
@@ -107,7 +113,7 @@ class MessageView:
             self._text = value
         if isinstance(value, ParseError):
             raise ParseError(value.code, value.detail)
-        return cast(str, value)
+        return value
 
     def json(self) -> JsonValue:
         value = self._json
@@ -115,7 +121,7 @@ class MessageView:
             value = self._json = _load_json(self.payload.removeprefix(_BOM))
         if isinstance(value, ParseError):
             raise ParseError(value.code, value.detail)
-        return cast(JsonValue, value)
+        return value
 
     def xml(self) -> etree._Element:
         value = self._xml
@@ -127,7 +133,7 @@ class MessageView:
             self._xml = value
         if isinstance(value, ParseError):
             raise ParseError(value.code, value.detail)
-        return cast(etree._Element, value)
+        return value
 
     def delimited(self, delimiter: str, quoted: bool) -> list[str]:
         key = (delimiter, quoted)
@@ -152,7 +158,8 @@ class MessageView:
 
 def _load_json(data: bytes) -> JsonValue | ParseError:
     try:
-        return cast(JsonValue, orjson.loads(data))  # the fast path: strict JSON
+        strict: JsonValue = orjson.loads(data)  # the fast path: strict JSON
+        return strict
     except orjson.JSONDecodeError as exc:
         first = exc
     # Newtonsoft reads single quotes, trailing commas, comments, bare names (NuvIoT's own samples): a second
@@ -160,7 +167,8 @@ def _load_json(data: bytes) -> JsonValue | ParseError:
     # costs no Python-level pass
     if len(data) <= LENIENT_MAX_BYTES and _LENIENT_HINT.search(data):
         try:
-            return cast(JsonValue, orjson.loads(normalise(data.decode("utf-8"))))
+            lenient: JsonValue = orjson.loads(normalise(data.decode("utf-8")))
+            return lenient
         except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError):
             pass
     return ParseError(INVALID_JSON, f"body is not JSON: {first.msg} at {first.pos}")
