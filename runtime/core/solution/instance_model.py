@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import AliasChoices, Field, SecretStr
 
 from runtime.core.solution.base import Bool, Int, Model, Port, Str
@@ -79,4 +77,4 @@ class DeviceSeed(Model):
     device_type: Str | None = None
     primary_access_key: SecretStr | None = None
     secondary_access_key: SecretStr | None = None
-    properties: dict[Str, Any] = Field(default_factory=dict)
+    properties: dict[Str, object] = Field(default_factory=dict)  # as given (pydantic: the same any-schema)
