@@ -167,7 +167,7 @@ class PartitionConsumer:
         getting: asyncio.Future[AbstractIncomingMessage] | None = None
         try:
             while True:
-                getting = asyncio.ensure_future(inbox.get())
+                getting = asyncio.create_task(inbox.get(), name="worker:partition:get")
                 wait = max(0.0, window_until - loop.time()) if window_until else REORDER_WAIT
                 done, _ = await asyncio.wait({getting, pumping}, return_when=asyncio.FIRST_COMPLETED,
                                              timeout=wait if returned else None)

@@ -164,13 +164,13 @@ class RabbitPublisher:
                 if item is None:
                     continue
                 partition, body, _ = item
-                task = asyncio.create_task(self._one(exchange, seq, partition, body))
+                task = asyncio.create_task(self._one(exchange, seq, partition, body), name=f"ingest:publish:{seq}")
                 inflight.add(task)
                 task.add_done_callback(inflight.discard)
                 if len(inflight) % 256 == 0:
                     await asyncio.sleep(0)
             self._wake.clear()
-            waiter: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+            waiter: asyncio.Future[Any] = asyncio.create_task(self._wake.wait(), name="ingest:publisher:wake")
             pending: set[asyncio.Future[Any]] = {waiter, closed}
             try:
                 await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)

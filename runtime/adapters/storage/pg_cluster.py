@@ -180,6 +180,6 @@ class PgCluster:
             except Exception as exc:  # noqa: BLE001 - a failed follow-up is logged; the channel goes on
                 log.error("cluster_follow_failed", error=repr(exc))
 
-        task = asyncio.create_task(guarded())
+        task = asyncio.create_task(guarded(), name="cluster:follow")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
