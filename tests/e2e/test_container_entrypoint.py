@@ -4,7 +4,6 @@ is refused with exit 2 and one line, and SIGTERM ends it with exit 0 within 10 s
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import subprocess
@@ -12,12 +11,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from runtime.solution_loading import demo_solution_path
 from tests.support.daemon import REPO, Daemon
+from tests.support.instance_api import serve_instance
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.e2e
@@ -90,33 +89,8 @@ def wait_ready(d: Daemon, timeout: float = 20.0) -> None:
 @pytest.fixture
 def solution_server() -> Iterator[tuple[str, list[str]]]:
     """Serves the demo solution at NuvIoT's /api/deployment/instance/full, keeping the Authorization headers."""
-    body = demo_solution_path().read_bytes()
-    seen: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(f"{self.path} {self.headers.get('Authorization')}")
-            if not self.path.startswith("/api/deployment/instance/full"):
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/yaml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_instance(demo_solution_path().read_bytes(), "application/yaml") as served:
+        yield served
 
 
 def test_boots_with_nuviot_variables_logs_json_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -13,17 +13,15 @@ planner ``/api/{messageidinpath}/*`` and ``/api/*/{deviceidinpath}``, message ``
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import http as call
 from tests.support.daemon import Daemon
+from tests.support.instance_api import serve_instance
 
 pytestmark = pytest.mark.e2e
 
@@ -33,36 +31,9 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "nuviot-deployment-
 @pytest.fixture
 def instance_api() -> Iterator[tuple[str, list[str]]]:
     """NuvIoT's endpoint, answering the fixture to the instance's access key only."""
-    body = FIXTURE.read_bytes()
-    seen: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.path)
-            if self.headers.get("Authorization") != "Bearer instance-key-1":
-                self.send_error(401)
-                return
-            if not self.path.startswith("/api/deployment/instance/full"):
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_instance(FIXTURE.read_bytes(), "application/json; charset=utf-8",
+                        access_key="instance-key-1") as served:
+        yield served
 
 
 def test_the_full_instance_document_runs_and_its_settings_show_with_their_source(

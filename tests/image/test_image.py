@@ -5,15 +5,12 @@ the built-in MQTT listener, started by NuvIoT's `docker run` line, private data,
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import os
 import stat
-import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import pytest
@@ -30,6 +27,7 @@ from tests.image.checks import (
     wait_ready,
 )
 from tests.image.harness import REPO, Container, Image, Podman
+from tests.support.instance_api import serve_instance
 from tests.support.net import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -155,33 +153,8 @@ def test_builtin_mqtt_listener_runs_mosquitto_inside_as_the_image_user(
 @pytest.fixture
 def nuviot_api() -> Iterator[tuple[str, list[str]]]:
     """NuvIoT's GET /api/deployment/instance/full on loopback, serving the packaged demo solution."""
-    body = DEMO.read_bytes()
-    seen: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(f"{self.path} {self.headers.get('Authorization')}")
-            if not self.path.startswith("/api/deployment/instance/full"):
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/yaml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_instance(DEMO.read_bytes(), "application/yaml") as served:
+        yield served
 
 
 def test_nuviot_start_line(image: Image, run_image: Callable[..., Container],
