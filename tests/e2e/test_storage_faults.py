@@ -7,7 +7,6 @@ import http.client as http_client
 import os
 import sqlite3
 import stat
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from tests.e2e.conftest import http
 from tests.support.daemon import Daemon
+from tests.support.tmpfs import remount, small_tmpfs
 
 pytestmark = pytest.mark.e2e
 
@@ -88,29 +88,20 @@ def test_a_garbage_runtime_db_gives_failed_to_initialize(tmp_path: Path) -> None
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a size-limited tmpfs needs root (CAP_SYS_ADMIN)")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)],
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"mount -t tmpfs failed: {done.stderr}"
-    try:
+    with small_tmpfs(tmp_path, "size=24m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_read_only_data_dir_gives_failed_to_initialize_with_the_path(small_fs: Path) -> None:
     data = small_fs / "data"  # not there, and cannot be made: the token from the environment still works
-    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    remount(small_fs, "ro")
     try:
         with Daemon(data, *ARGS) as d:
             status = assert_failed_cleanly(d, "storage unavailable: ")
             assert str(data) in status["reason"]
             assert d.terminate() == 0
     finally:
-        subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+        remount(small_fs, "rw")
 
 
 def fill(path: Path) -> None:

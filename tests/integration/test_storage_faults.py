@@ -13,7 +13,6 @@ import errno
 import os
 import sqlite3
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from runtime.core.devices import Device
 from runtime.core.errors import StorageError, TransientError
 from runtime.core.messages import MessageRecord, PemStatus
 from tests.support.intake import until
+from tests.support.tmpfs import remount, small_tmpfs
 
 pytestmark = pytest.mark.integration
 
@@ -52,21 +52,8 @@ def count(path: Path, sql: str) -> int:
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 16 MB tmpfs mounted for the test (root only: the daemon's container runs as root too)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a size-limited tmpfs needs root (CAP_SYS_ADMIN)")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mnt)],
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"mount -t tmpfs failed: {done.stderr}"
-    try:
+    with small_tmpfs(tmp_path, "size=16m,mode=0755") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def remount(mnt: Path, mode: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{mode}", str(mnt)], check=True)
 
 
 def fill(path: Path) -> None:
