@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from tests.image.harness import Container, Image, proc_ids
+from tests.support.daemon import request_json
 from tests.support.net import free_port
 
 
 def request(method: str, url: str, body: Any = None, token: str | None = None,
             timeout: float = 5.0) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw) if raw else None
-        except ValueError:
-            return exc.code, raw.decode(errors="replace")
+    return request_json(method, url, body, token or None, timeout)
 
 
 class Ports:

@@ -19,6 +19,27 @@ from tests.support.net import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
+def request_json(method: str, url: str, body: Any = None, token: str | None = None,
+                 timeout: float = 5.0) -> tuple[int, Any]:
+    """One HTTP call with a JSON body; returns (status, the JSON answer, or its text if not JSON)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw) if raw else None
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
 class Daemon:
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None,
                  admin_port: int | None = None) -> None:
@@ -64,24 +85,9 @@ class Daemon:
 
     def request(self, method: str, path: str, body: Any = None, token: str | None = "default",
                 timeout: float = 5.0) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method)
         if token == "default":
             token = self.token
-        if token is not None:
-            req.add_header("Authorization", f"Bearer {token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                raw = resp.read()
-                return resp.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                return exc.code, json.loads(raw) if raw else None
-            except ValueError:
-                return exc.code, raw.decode(errors="replace")
+        return request_json(method, self.base + path, body, token, timeout)
 
     def wait_state(self, *states: str, timeout: float = 20.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
