@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from tests.support.net import free_port, wait_for_port
+from tests.support.process import start_server, stop_server
 
 
 def pg_bin(name: str) -> str:
@@ -113,21 +114,14 @@ class Redis:
         if not os.path.exists(binary):
             raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._proc = subprocess.Popen(
+        self._proc = start_server(
             [binary, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.host, self.port, timeout=10)
+             "--dir", str(self.workdir), "--protected-mode", "no"], self.host, self.port)
 
     def stop(self) -> None:
         if self._proc is None:
             return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(timeout=5)
+        stop_server(self._proc)
         self._proc = None
 
     def __enter__(self) -> Redis:

@@ -12,7 +12,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.support.net import free_port, wait_for_port
+from tests.support.net import free_port
+from tests.support.process import start_server, stop_server
 
 
 def mosquitto_binary() -> str:
@@ -53,10 +54,7 @@ class Mosquitto:
     def start(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             return
-        self._proc = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_for_port(self.host, self.port, timeout=10)
+        self._proc = start_server([mosquitto_binary(), "-c", str(self.conf)], self.host, self.port)
 
     def hang(self) -> None:
         """SIGSTOP: the broker stops answering but its sockets stay open (a hung broker, not a closed one)."""
@@ -73,12 +71,7 @@ class Mosquitto:
         if self._proc is None:
             return
         self.unhang()  # a stopped process would not see SIGTERM
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(timeout=5)
+        stop_server(self._proc)
         self._proc = None
 
     def __enter__(self) -> Mosquitto:
