@@ -59,6 +59,13 @@ def listener_state(d: Daemon, key: str = "mqttin") -> str | None:
     return next((x.get("state") for x in st["listeners"] if x["key"] == key), None)
 
 
+def running_and_provisioned(d: Daemon) -> None:
+    """Waits for Running, provisions the devices, waits for the MQTT listener to connect."""
+    d.wait_state("Running", timeout=30)
+    provision(d)
+    wait_until(lambda: listener_state(d) == "connected", 15, "listener connected")
+
+
 def recorded(db: Path, run: str) -> Counter[str]:
     """Records per message id (the payload's seq) of one run, read from the database file."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:

@@ -17,9 +17,8 @@ from tests.faults.conftest import (
     PublisherThread,
     bench_daemon,
     every_message_recorded,
-    listener_state,
-    provision,
     recorded,
+    running_and_provisioned,
     wait_until,
 )
 from tests.support.mosquitto import Mosquitto
@@ -38,9 +37,7 @@ def test_sigterm_restart_and_pause_lose_no_qos1_message(tmp_path: Path, record_p
         pub = PublisherThread(broker, run=run, n=N, qos=1, rate=RATE)
         first = bench_daemon(data, broker)
         with first:
-            first.wait_state("Running", timeout=30)
-            provision(first)
-            wait_until(lambda: listener_state(first) == "connected", 15, "listener connected")
+            running_and_provisioned(first)
             pub.start()
             wait_until(lambda: sum(recorded(db, run).values()) >= 2000, 60, "first records committed")
             assert first.terminate() == 0  # SIGTERM: drain, disconnect (the session stays), exit 0

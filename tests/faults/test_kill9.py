@@ -17,9 +17,8 @@ from tests.faults.conftest import (
     PublisherThread,
     bench_daemon,
     every_message_recorded,
-    listener_state,
-    provision,
     recorded,
+    running_and_provisioned,
     wait_until,
 )
 from tests.support.mosquitto import Mosquitto
@@ -37,9 +36,7 @@ def test_kill9_while_qos1_streams_loses_nothing(own_mosquitto: Mosquitto, tmp_pa
     run = "k9"
     first = bench_daemon(data, own_mosquitto)
     with first:
-        first.wait_state("Running", timeout=30)
-        provision(first)
-        wait_until(lambda: listener_state(first) == "connected", 15, "listener connected")
+        running_and_provisioned(first)
         pub = PublisherThread(own_mosquitto, run=run, n=N, qos=1, rate=RATE)
         pub.start()
         wait_until(lambda: sum(recorded(db, run).values()) >= 1000, 30, "first records committed")
