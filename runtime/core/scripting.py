@@ -20,6 +20,13 @@ from typing import Literal, Protocol
 from runtime.core.errors import RuntimeBaseError
 
 ScriptErrorKind = Literal["error", "timeout", "memory", "compile"]
+# The dead-letter error code a pipeline stage gives each kind of script failure.
+SCRIPT_ERROR_CODES: dict[ScriptErrorKind, str] = {
+    "error": "script_error",
+    "timeout": "script_timeout",
+    "memory": "script_out_of_memory",
+    "compile": "script_error",
+}
 
 
 class ScriptError(RuntimeBaseError):

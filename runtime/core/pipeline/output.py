@@ -25,7 +25,7 @@ from xml.sax.saxutils import escape
 
 from runtime.core.errors import StageError
 from runtime.core.messages import OutgoingMessage
-from runtime.core.scripting import OutputScripts, ScriptError, hook_output_message
+from runtime.core.scripting import SCRIPT_ERROR_CODES, OutputScripts, ScriptError, hook_output_message
 from runtime.core.solution.enums import ContentType, PipelineModuleType
 from runtime.core.solution.model import (
     MessageDefinition,
@@ -45,12 +45,6 @@ _MEDIA_TYPES = {
     ContentType.STRING_POSITION: "text/plain",
     ContentType.STRING_REGEX: "text/plain",
     ContentType.BINARY: "application/octet-stream",
-}
-_ERROR_CODES = {
-    "error": "script_error",
-    "timeout": "script_timeout",
-    "memory": "script_out_of_memory",
-    "compile": "script_error",
 }
 
 
@@ -138,7 +132,7 @@ def _payload(
         try:
             result = scripts.output_message(message.key, fields, device_id)
         except ScriptError as exc:
-            raise StageError(STAGE, _ERROR_CODES[exc.kind], exc.detail) from exc
+            raise StageError(STAGE, SCRIPT_ERROR_CODES[exc.kind], exc.detail) from exc
         logs.extend(result.logs)
         if result.is_text:
             return str(result.value).encode()

@@ -15,6 +15,7 @@ from runtime.core.health import ALARM_STATE, BUSINESS_RULE, ErrorChanges, Health
 from runtime.core.pipeline.typed import convert
 from runtime.core.pipeline.wiring import Edge
 from runtime.core.scripting import (
+    SCRIPT_ERROR_CODES,
     HookEffects,
     ScriptError,
     ScriptSession,
@@ -34,12 +35,6 @@ if TYPE_CHECKING:
 
 STAGE = "workflow"
 MAX_EVENTS_PER_RUN = 100
-_ERROR_CODES = {
-    "error": "script_error",
-    "timeout": "script_timeout",
-    "memory": "script_out_of_memory",
-    "compile": "script_error",
-}
 
 
 @dataclass(slots=True)
@@ -132,7 +127,7 @@ class _Run:
                 self.session = scripts.session(self.ctx, self.state)
             effects = self.session.call(hook, args, self.state)
         except ScriptError as exc:
-            raise StageError(STAGE, _ERROR_CODES[exc.kind], exc.detail) from exc
+            raise StageError(STAGE, SCRIPT_ERROR_CODES[exc.kind], exc.detail) from exc
         self.logs.extend(effects.logs)
         self.warnings.extend(effects.warnings)
         if effects.stream_writes:
