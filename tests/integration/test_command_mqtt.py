@@ -357,7 +357,8 @@ async def test_broker_restart_is_survived(own_mosquitto: Mosquitto, unique_topic
         async with observer(own_mosquitto, unique_topic) as obs:
             status = await obs.expect(f"{obs.base}/status", within=10)
             assert status["state"] == "Paused" and status["reason"] == "operator"  # only the latest
-            assert channel.connected and channel.last_error is None
+            # the retained status can reach the observer before its PUBACK reaches the channel
+            await eventually(lambda: channel.connected and channel.last_error is None)
             reply = await obs.command("start")
             assert reply["ok"] is True and reply["state"] == "Running"
             await obs.expect_state(S.RUNNING)
