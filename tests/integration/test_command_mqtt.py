@@ -143,7 +143,7 @@ async def test_retained_status_is_visible_to_a_late_subscriber(
     channel = make_channel(mosquitto, unique_topic, control)
     async with running(channel), observer(mosquitto, unique_topic) as obs:
         await obs.expect_state(S.RUNNING)
-        assert channel.connected and channel.last_error is None
+        await eventually(lambda: channel.connected and channel.last_error is None)  # its PUBACK may come later
         retain, status = await retained_status(mosquitto, unique_topic)
     assert retain is True
     assert status["state"] == "Running" and status["reason"] == "booted"
