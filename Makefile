@@ -6,7 +6,7 @@ STAMP_RUN  := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: run test lint bench bench-quick clean mosquitto rabbitmq chromium databases
+.PHONY: run test lint bench bench-quick clean mosquitto rabbitmq chromium databases node
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,30 +23,33 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 run: $(STAMP_RUN)
 	$(BIN)/nuviot-runtime run
 
-# Debian's mosquitto, installed when missing (the suite starts its own broker on a free port).
-mosquitto:
-	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
-	  echo "installing mosquitto (Debian package)"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
+# Debian packages the suite needs, each installed when its check fails (the suite starts its own servers on
+# free ports and never changes the machine's). $(call apt_install,CHECK,PACKAGES)
+apt_install = $(1) || { echo "installing $(2) (Debian packages)"; \
+	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; }
 
-# Debian's rabbitmq-server, installed when missing, for the AMQP tests: they use the RabbitMQ on
-# 127.0.0.1:5672 when it answers, else start a node of their own on free ports (tests/support/rabbitmq.py).
+# mosquitto: the MQTT tests' broker.
+mosquitto:
+	@$(call apt_install,command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ],mosquitto)
+
+# rabbitmq-server: the AMQP and Cluster tests use the RabbitMQ on 127.0.0.1:5672 when it answers, else a
+# node of their own on free ports (tests/support/rabbitmq.py).
 rabbitmq:
-	@command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || { \
-	  echo "installing rabbitmq-server (Debian package)"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null; }
-# Debian's chromium and its chromedriver, installed when missing: the console's browser test drives them
-# headless through Selenium (tests/browser; docs/console.md says why Selenium).
+	@$(call apt_install,command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ],rabbitmq-server)
+
+# chromium and chromedriver: the console's browser test drives them headless through Selenium
+# (tests/browser; docs/console.md says why Selenium).
 chromium:
-	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
-	  echo "installing chromium and chromium-driver (Debian packages)"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
-# Debian's PostgreSQL and redis-server, installed when missing: the suite and the bench start their own
-# servers on free ports (initdb + pg_ctl in a temporary directory; redis-server --port N), never the machine's.
+	@$(call apt_install,command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1,chromium chromium-driver)
+
+# PostgreSQL and redis-server: the suite and the bench start their own servers on free ports (initdb +
+# pg_ctl in a temporary directory; redis-server --port N) for what stops them.
 databases:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && { command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; } || { \
-	  echo "installing postgresql and redis-server (Debian packages)"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; }
+	@$(call apt_install,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && { command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; },postgresql redis-server)
+
+# node: the bench's Node-RED flow is unit-tested by running its function in node (tests/unit/test_bench_nodered.py).
+node:
+	@$(call apt_install,command -v node >/dev/null 2>&1,nodejs)
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check runtime tests bench
@@ -56,7 +59,7 @@ lint: $(STAMP_TEST)
 	@if [ -f Dockerfile ]; then $(BIN)/hadolint Dockerfile; fi
 	@if [ -f entrypoint.sh ]; then $(BIN)/shellcheck entrypoint.sh; fi
 
-test: $(STAMP_TEST) mosquitto rabbitmq chromium databases lint
+test: $(STAMP_TEST) mosquitto rabbitmq chromium databases node lint
 	$(BIN)/python -m pytest
 	@IMAGE_TEST_OPTIONAL=1 $(MAKE) --no-print-directory image-test
 
