@@ -49,7 +49,9 @@ from tests.support.net import free_port
 
 CACHE = Path(os.environ.get("NUVIOT_BENCH_NODERED_DIR") or Path.home() / ".cache/nuviot-bench/node-red")
 
-FUNCTION = """\
+# The workflow's state update, the same in both flows: the device's attributes and its state machine in
+# the function node's context memory.
+_STATE_UPDATE = """\
 const device = msg.topic.split("/")[1];
 let devices = context.get("devices");
 if (devices === undefined) { devices = {}; context.set("devices", devices); }
@@ -61,24 +63,17 @@ d.attributes.humidity = p.humidity;
 d.attributes.sentat = p.ts;
 if (p.mode === "manual" && d.state === "automatic") { d.state = "manualmode"; }
 else if (p.mode === "auto" && d.state === "manualmode") { d.state = "automatic"; }
+"""
+
+# File sink: every message goes on to the file node.
+FUNCTION = _STATE_UPDATE + """\
 msg.payload = JSON.stringify({ seq: p.seq, device: device, attributes: d.attributes, state: d.state });
 return msg;
 """
 
 # Memory only: the same state update; the file node is reached by one counted message in EVERY (and by every
 # warm-up message), with the count of the run's messages processed so far: that count is what is measured.
-FUNCTION_MEMORY = """\
-const device = msg.topic.split("/")[1];
-let devices = context.get("devices");
-if (devices === undefined) { devices = {}; context.set("devices", devices); }
-let d = devices[device];
-if (d === undefined) { d = devices[device] = { attributes: {}, state: "automatic" }; }
-const p = msg.payload;
-d.attributes.temperature = p.temperature;
-d.attributes.humidity = p.humidity;
-d.attributes.sentat = p.ts;
-if (p.mode === "manual" && d.state === "automatic") { d.state = "manualmode"; }
-else if (p.mode === "auto" && d.state === "manualmode") { d.state = "automatic"; }
+FUNCTION_MEMORY = _STATE_UPDATE + """\
 if (!p.seq.startsWith(RUN)) { msg.payload = JSON.stringify({ seq: p.seq, n: 0 }); return msg; }
 const n = (context.get("n") || 0) + 1;
 context.set("n", n);
