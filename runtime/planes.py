@@ -79,7 +79,7 @@ class CommandPlane:
         self.dispatcher = Dispatcher(doc, owner.devices, owner.records, owner.metrics.counters,
                                      build_engines(doc, loaded.scripts), self.transmitters, streams=self.streams,
                                      health=self.health)
-        self.timers = TimerScheduler(doc, owner.devices, self.dispatcher)
+        self.timers = TimerScheduler(doc, owner.devices, self.dispatcher, zone=s.effective_time_zone(doc))
         inst = doc.instance
         auth = None
         if not inst.input_command_anonymous:  # validation requires both; never fall back to open access

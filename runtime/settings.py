@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from runtime.core.solution.enums import DeploymentConfiguration, DeploymentType, QueueType, WorkingStorage
 from runtime.core.solution.model import SolutionDocument
+from runtime.timezones import iana_name, zone_named
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "console"]
@@ -204,6 +206,12 @@ class Settings(BaseModel):
             return doc.instance.working_storage
         return WorkingStorage.LOCAL
 
+    def effective_time_zone(self, doc: SolutionDocument | None) -> tzinfo:
+        """The instance's ``TimeZone`` (workflow timers' times of day); UTC when it names no zone known here
+        (``/status`` says so)."""
+        name, _ = self.resolve("time_zone", doc, "UTC")
+        return zone_named(str(name)) or UTC
+
     def effective_input_command_port(self, doc: SolutionDocument | None) -> int:
         if self.input_command_port is not None:
             return self.input_command_port
@@ -237,6 +245,10 @@ class Settings(BaseModel):
             ("input_command_basic_auth_user_name", "inputCommandUser", None),
         ):
             out[wire] = entry(*self.resolve(name, doc, default))
+        zone = iana_name(str(out["timeZone"]["value"]))
+        out["timeZone"]["zone"] = zone or "UTC"  # the IANA zone workflow timers use
+        if zone is None:
+            out["timeZone"]["note"] = "not a time zone known here (a Windows id or an IANA name); UTC is used"
         storage, storage_source = self.resolve("working_storage", doc, WorkingStorage.LOCAL)
         out["workingStorage"] = entry(self.effective_working_storage(doc), storage_source)
         if storage is WorkingStorage.CLOUD and not self.cloud_url:

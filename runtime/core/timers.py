@@ -4,8 +4,8 @@ A timer with an interval (``Days``, ``Hours``, ``Minutes``, ``Seconds``) fires e
 one without fires daily at ``HourOfDay``:``MinuteOfDay`` (a ``MinuteOfDay`` of 60 or more counts minutes from
 midnight). The weekday boxes (``Sunday`` .. ``Saturday``) restrict both kinds; none checked means every day. An
 interval timer fires only between ``DailyStartTime`` and ``DailyEndTime`` (``HH:MM``) when they are given: a firing
-that falls outside moves to the next window's start. Times are UTC (the instance ``TimeZone`` is shown, not applied:
-docs/fidelity.md).
+that falls outside moves to the next window's start. Times of day and weekdays are wall-clock times in the instance's
+``TimeZone`` (UTC unless the document names another; ``runtime/timezones.py``, docs/fidelity.md).
 
 Each device keeps the next due time of each of its workflows' timers in its property bag (``_system.timers``
 ``{"workflow/timer": epoch s}``), stored with the device state, so a restart keeps the schedule: a firing missed
@@ -14,7 +14,7 @@ while the runtime was down happens once at start, then the schedule goes on from
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from runtime.core.solution.model import Timer
 
@@ -61,13 +61,23 @@ def schedule_problem(timer: Timer) -> str | None:
     return None
 
 
-def _midnight(at: float) -> float:
-    d = datetime.fromtimestamp(at, UTC)
-    return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
+def _local_day(at: float, zone: tzinfo) -> date:
+    return datetime.fromtimestamp(at, zone).date()
 
 
-def next_fire(timer: Timer, after: float) -> float | None:
-    """The first firing strictly after ``after`` (epoch s, UTC), or None when the timer can never fire."""
+def _wall(day: date, seconds: float, zone: tzinfo) -> float:
+    """Epoch s of the wall-clock time ``seconds`` after midnight of ``day`` in ``zone`` (``zoneinfo`` settles a
+    time skipped or repeated by a daylight-saving change: the earlier reading, ``fold=0``)."""
+    whole = int(seconds)
+    if whole >= 86400:  # the end of the day: the next midnight
+        return datetime.combine(day + timedelta(days=1), time(), zone).timestamp()
+    clock = time(whole // 3600, whole % 3600 // 60, whole % 60)
+    return datetime.combine(day, clock, zone).timestamp() + (seconds - whole)
+
+
+def next_fire(timer: Timer, after: float, zone: tzinfo = UTC) -> float | None:
+    """The first firing strictly after ``after`` (epoch s), or None when the timer can never fire. The time of
+    day, the daily window and the weekdays are read in ``zone`` (the instance's ``TimeZone``; UTC by default)."""
     if schedule_problem(timer) is not None:
         return None
     days = _weekdays(timer)
@@ -75,23 +85,23 @@ def next_fire(timer: Timer, after: float) -> float | None:
     if interval <= 0:  # daily at a time of day
         minute = timer.minute_of_day if timer.minute_of_day >= 60 else timer.hour_of_day * 60 + timer.minute_of_day
         offset = (minute * 60.0) % DAY
-        day = _midnight(after)
+        day = _local_day(after, zone)
         for _ in range(9):
-            at = day + offset
-            if at > after and datetime.fromtimestamp(day, UTC).weekday() in days:
+            at = _wall(day, offset, zone)
+            if at > after and day.weekday() in days:
                 return at
-            day = (datetime.fromtimestamp(day, UTC) + timedelta(days=1)).timestamp()
+            day += timedelta(days=1)
         return None
     candidate = after + interval
     start = _clock_seconds(timer.daily_start_time) or 0.0
     end = _clock_seconds(timer.daily_end_time)
     end = DAY if end is None or end <= start else end
-    day = _midnight(candidate)
+    day = _local_day(candidate, zone)
     for _ in range(9):
-        window_start, window_end = day + start, day + end
-        if datetime.fromtimestamp(day, UTC).weekday() in days and candidate <= window_end:
+        window_start, window_end = _wall(day, start, zone), _wall(day, end, zone)
+        if day.weekday() in days and candidate <= window_end:
             return max(candidate, window_start)
-        day = (datetime.fromtimestamp(day, UTC) + timedelta(days=1)).timestamp()
+        day += timedelta(days=1)
     return None
 
 

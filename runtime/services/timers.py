@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 
 import structlog
 
@@ -59,10 +60,11 @@ def timer_plans(doc: SolutionDocument) -> dict[str, tuple[TimerPlan, ...]]:
 
 class TimerScheduler:
     def __init__(self, doc: SolutionDocument, devices: DeviceRegistry, dispatcher: Dispatcher, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, zone: tzinfo = UTC) -> None:
         self._devices = devices
         self._dispatcher = dispatcher
         self._clock = clock
+        self._zone = zone  # the instance's TimeZone: times of day and weekdays are read in it
         self._plans = timer_plans(doc)
         self._wake = asyncio.Event()
 
@@ -82,7 +84,7 @@ class TimerScheduler:
             if isinstance(at, (int, float)):
                 due[p.id] = float(at)
             else:
-                first = next_fire(p.timer, now)
+                first = next_fire(p.timer, now, self._zone)
                 if first is not None:
                     due[p.id] = first
         return due
@@ -102,7 +104,7 @@ class TimerScheduler:
                 at = due.get(p.id)
                 if at is None or at > now or fired >= MAX_FIRINGS_PER_LOOK:
                     continue
-                after = next_fire(p.timer, now)  # a firing missed while down happens once, then on schedule
+                after = next_fire(p.timer, now, self._zone)  # a firing missed while down happens once, then on schedule
                 if after is None:
                     due.pop(p.id, None)
                 else:

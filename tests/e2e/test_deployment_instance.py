@@ -55,7 +55,7 @@ def test_the_full_instance_document_runs_and_its_settings_show_with_their_source
         assert inst["queueType"] == {"value": "inmemory", "source": "environment"}
         assert inst["deploymentType"] == {"value": "managed", "source": "document"}
         assert inst["edition"] == {"value": "container", "source": "document"}
-        assert inst["timeZone"] == {"value": "Eastern Standard Time", "source": "document"}
+        assert inst["timeZone"] == {"value": "Eastern Standard Time", "source": "document", "zone": "America/New_York"}
         assert inst["logStorage"] == {"value": "local", "source": "document"}
         assert inst["workingStorage"] == {"value": "local", "source": "document"}
         assert inst["inputCommandAnonymous"] == {"value": False, "source": "document"}

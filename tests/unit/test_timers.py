@@ -20,6 +20,7 @@ from runtime.core.pipeline.workflow import WorkflowEngine
 from runtime.core.solution.loader import load_solution_report
 from runtime.core.solution.model import Timer
 from runtime.core.timers import next_fire
+from runtime.timezones import iana_name, zone_named
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "nuviot-deployment-instance.json"
 
@@ -64,3 +65,32 @@ def test_a_firing_runs_the_timers_connections_with_the_firing_time() -> None:
     engine = WorkflowEngine.for_solution(document, document.workflow_by_key["examplemotion"], None)
     result = engine.run_timer("hourly", Device("dev001", "examplemotion"), now=at("2026-11-30T10:00:00"))
     assert result.attributes["motionstatus"] == "2026-11-30T10:00:00.000Z"
+
+
+# The instance's TimeZone (LagoVista/Deployments ``DeploymentInstance.TimeZone``, an EntityHeader whose ``Id`` is a
+# Windows time zone id, ``Services/TimeZoneService.cs``): times of day, daily windows and weekdays are wall-clock
+# times there. 2026-11-30 is a Monday; New York is UTC-5 in winter, UTC-4 in summer (DST from 2026-03-08).
+@pytest.mark.parametrize(("zone", "fields", "after", "expected"), [
+    ("Eastern Standard Time", {"HourOfDay": 6, "MinuteOfDay": 30}, "2026-11-30T05:00:00", "2026-11-30T11:30:00"),
+    ("Eastern Standard Time", {"HourOfDay": 6, "MinuteOfDay": 30}, "2026-11-30T11:30:00", "2026-12-01T11:30:00"),
+    ("Eastern Standard Time", {"HourOfDay": 6}, "2026-03-07T12:00:00", "2026-03-08T10:00:00"),  # across the DST change
+    # Saturday 23:00 in Tokyo is Saturday 14:00 UTC
+    ("Tokyo Standard Time", {"HourOfDay": 23, "Saturday": True}, "2026-11-30T00:00:00", "2026-12-05T14:00:00"),
+    ("Europe/Berlin", {"Hours": 1, "DailyStartTime": "08:00", "DailyEndTime": "18:00"}, "2026-11-30T16:30:00",
+     "2026-12-01T07:00:00"),
+    ("UTC", {"HourOfDay": 6}, "2026-11-30T05:00:00", "2026-11-30T06:00:00"),
+])
+def test_times_of_day_are_read_in_the_instances_time_zone(zone: str, fields: dict[str, Any], after: str,
+                                                          expected: str) -> None:
+    tz = zone_named(zone)
+    assert tz is not None
+    assert next_fire(timer(**fields), at(after), tz) == at(expected)
+
+
+def test_time_zone_names() -> None:
+    assert iana_name("UTC") == "UTC" and iana_name(None) == "UTC"  # NuvIoT's default {Id: "UTC"}
+    assert iana_name("Eastern Standard Time") == "America/New_York"  # a Windows id, as NuvIoT stores it
+    assert iana_name("W. Europe Standard Time") == "Europe/Berlin"
+    assert iana_name("Kamchatka Standard Time") == "Asia/Kamchatka"  # in NuvIoT's list, retired by Windows
+    assert iana_name("Asia/Tokyo") == "Asia/Tokyo"
+    assert iana_name("Atlantis Standard Time") is None and iana_name("../etc/passwd") is None
