@@ -160,6 +160,10 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
         store = await _open_store(stack, settings)
         stack.callback(logsetup.add_sink(functools.partial(_log_to, store)))
         cloud = await _cloud(stack, settings, store, metrics, identity, current)
+        # device errors raised and cleared are /events rows too (and mirrored with the events to the cloud)
+        metrics.counters.health_sinks.append(store.record_device_error)
+        if cloud is not None:
+            metrics.counters.health_sinks.append(cloud.record_device_error)
         datastreams = await stack.enter_async_context(
             DataStreams(settings.data_dir, max_rows=settings.datastream_queue_max_rows))
         metrics.registry.register(StreamsCollector(datastreams))

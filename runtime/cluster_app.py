@@ -115,6 +115,7 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
         stack.callback(logsetup.add_sink(lambda level, event, fields: store.record_log(
             time.time(), level, event, {**fields, "member": me})))
         identity = InstanceIdentity(settings)
+        metrics.counters.health_sinks.append(store.record_device_error)  # device errors are /events rows too
         devices = DeviceRegistry(store)
         await devices.load()
         metrics.add_gauge("nuviot_devices", lambda: len(devices))

@@ -40,6 +40,7 @@ from runtime import __version__
 from runtime.adapters.storage.rows import redact_headers
 from runtime.core.backoff import Backoff
 from runtime.core.errors import Problem, SolutionError
+from runtime.core.health import DETAILS_MAX, HealthEvent
 from runtime.core.lifecycle import InstanceState
 from runtime.core.messages import MessageRecord, PemStatus
 from runtime.core.ports import StateChange
@@ -192,6 +193,13 @@ class CloudSink:
         if self.mirroring():
             self.offer("event", {"at": iso(change.at), "from": change.previous.value if change.previous else "",
                                  "to": change.state.value, "reason": change.reason})
+
+    def record_device_error(self, event: HealthEvent) -> None:
+        """A device error raised or cleared: an event row as ``GET /events`` shows it (kind ``deviceError``)."""
+        if self.mirroring():
+            self.offer("event", {"at": iso(event.at), "kind": "deviceError", "deviceId": event.device_id,
+                                 "code": event.code, "action": event.action, "source": event.source,
+                                 "reason": event.details[:DETAILS_MAX]})
 
     def record_message(self, rec: MessageRecord, on_commit: Callable[[], None] | None = None) -> None:
         self.offer("message", message_json(rec), on_commit)

@@ -37,6 +37,7 @@ SYSTEM_MESSAGE = "systemmessage"
 
 RAISED = "raised"
 CLEARED = "cleared"
+DETAILS_MAX = 500  # characters of an event's details kept in a log line or an ``/events`` row
 
 
 @dataclass(frozen=True, slots=True)

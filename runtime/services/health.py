@@ -18,6 +18,7 @@ import structlog
 
 from runtime.core.devices import Device
 from runtime.core.health import (
+    DETAILS_MAX,
     RAISED,
     HealthEvent,
     WatchPlan,
@@ -121,16 +122,19 @@ class HealthMonitor:
 
 
 def report_health(counters: Counters, events: Iterable[HealthEvent]) -> None:
-    """Count and log health events (``device_error_raised`` / ``device_error_cleared``)."""
+    """Count and log health events (``device_error_raised`` / ``device_error_cleared``), and hand each to the
+    counters' health sinks (the ``/events`` rows, the cloud mirror: wired by the composition root)."""
     for e in events:
         if e.action == RAISED:
             counters.device_errors_raised[e.source] += 1
             log.warning("device_error_raised", device_id=e.device_id, code=e.code, source=e.source,
-                        details=e.details[:500])
+                        details=e.details[:DETAILS_MAX])
         else:
             counters.device_errors_cleared[e.source] += 1
             log.info("device_error_cleared", device_id=e.device_id, code=e.code, source=e.source,
-                     details=e.details[:500])
+                     details=e.details[:DETAILS_MAX])
+        for sink in counters.health_sinks:
+            sink(e)
 
 
 def active_error_count(devices: Iterable[Device]) -> int:

@@ -12,6 +12,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from runtime.core.health import HealthEvent
 from runtime.core.lifecycle import InstanceState
 
 
@@ -43,6 +44,15 @@ class Counters:
     connections: dict[str, ConnectionCounters] = field(default_factory=dict)
     device_errors_raised: Counter[str] = field(default_factory=Counter)  # per source (core/health.py)
     device_errors_cleared: Counter[str] = field(default_factory=Counter)
+    # told of each device error raised or cleared after it is counted (services/health.report_health): the
+    # ``/events`` rows and the cloud mirror, wired by the composition root. Here because every place that
+    # reports health already holds the counters.
+    health_sinks: list[Callable[[HealthEvent], None]] = field(default_factory=list)
+
+    @property
+    def device_error_events(self) -> int:
+        """Device errors raised and cleared so far (the console refetches ``/events`` when it changes)."""
+        return sum(self.device_errors_raised.values()) + sum(self.device_errors_cleared.values())
 
     def connection(self, server: str) -> ConnectionCounters:
         """The connection counters of one server (``admin``, ``inputcommands`` or a listener key)."""

@@ -78,6 +78,7 @@ def test_feed_sends_status_at_once_then_every_second(daemon: Daemon) -> None:
     assert time.monotonic() - started < 8
     first = events[0]
     assert first["state"] == "Running" and first["deviceCount"] == 10_002
+    assert first["deviceErrorEvents"] == 0  # the page refetches /events when device errors are raised or cleared
     assert first["solutionListeners"] == ["restin"] and "restin" in {x["key"] for x in first["listeners"]}
     assert set(first["counters"]) >= {"received", "processed", "failed", "deadLettered"}
 

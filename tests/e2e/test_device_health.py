@@ -14,8 +14,10 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -105,6 +107,20 @@ def test_alarm_states_watchdogs_and_err_messages_raise_and_clear_the_devices_err
             assert f'nuviot_device_errors_raised_total{{source="{source_}"}}' in text, text
         assert 'nuviot_device_errors_cleared_total{source="alarmstate"} 1.0' in text
         assert any(line.startswith("nuviot_device_errors_active ") for line in text.splitlines())
+        # each error raised or cleared is an /events row, newest first, beside the state transitions
+        events = until(lambda: d.request("GET", "/events?limit=50")[1],
+                       lambda rows: any(r.get("code") == "E42" for r in rows))
+        errors = [(r["deviceId"], r["code"], r["action"], r["source"]) for r in events if r["kind"] == "deviceError"]
+        assert errors[0] == ("dev001", "E42", "raised", "systemmessage")
+        assert set(errors) == {("dev001", "motionalarm", "raised", "alarmstate"),
+                               ("dev001", "watchdog", "raised", "devicewatchdog"),
+                               ("dev001", "watchdog", "cleared", "devicewatchdog"),
+                               ("dev001", "motionalarm", "cleared", "alarmstate"),
+                               ("dev001", "E42", "raised", "systemmessage")}, errors
+        assert errors.index(("dev001", "motionalarm", "cleared", "alarmstate")) < errors.index(
+            ("dev001", "motionalarm", "raised", "alarmstate"))
+        assert next(r for r in events if r.get("code") == "E42")["reason"] == "overheated"
+        assert {"kind": "state", "to": "Running"}.items() <= next(r for r in events if r["kind"] == "state").items()
 
     # after a restart: the stored errors are still there and the watchdog keeps its schedule (the device has
     # been silent for longer than WatchdogSeconds, so it times out again without a new message)
@@ -112,6 +128,9 @@ def test_alarm_states_watchdogs_and_err_messages_raise_and_clear_the_devices_err
         d.wait_state("Running")
         found = until(lambda: d.request("GET", "/devices/dev001")[1], lambda dv: "watchdog" in dv["errors"])
         assert "E42" in found["errors"]
+        events = until(lambda: d.request("GET", "/events?limit=50")[1],
+                       lambda rows: [r.get("action") for r in rows if r.get("code") == "watchdog"][:1] == ["raised"])
+        assert [r.get("action") for r in events if r.get("code") == "watchdog"] == ["raised", "cleared", "raised"]
 
 
 def test_a_workflow_timer_fires_on_schedule_and_keeps_its_schedule_after_a_restart(tmp_path: Path) -> None:
@@ -124,7 +143,10 @@ def test_a_workflow_timer_fires_on_schedule_and_keeps_its_schedule_after_a_resta
                              "IncomingConnections": [], "OutgoingConnections": []})
     wf["Timers"] = [{"Key": "everysecond", "Name": "Every Second", "NodeType": "timer", "Seconds": 1,
                      "OutgoingConnections": [{"NodeKey": "lasttick", "NodeName": "Last Tick",
-                                              "NodeType": "attribute"}]}]
+                                              "NodeType": "attribute"}]},
+                    # daily at 06:30 in the instance's TimeZone (the fixture's {Id: "Eastern Standard Time"})
+                    {"Key": "morning", "Name": "Morning", "NodeType": "timer", "HourOfDay": 6, "MinuteOfDay": 30,
+                     "OutgoingConnections": []}]
     source = tmp_path / "instance.json"
     source.write_text(json.dumps(doc))
     args = ("--solution", str(source), "--listener-port", "exampleport80=0", "--input-command-port", "0")
@@ -141,6 +163,9 @@ def test_a_workflow_timer_fires_on_schedule_and_keeps_its_schedule_after_a_resta
         records = d.request("GET", "/messages?deviceId=dev001&limit=5")[1]
         assert records and all(r["listener"] == "timer" and r["messageId"] == "everysecond" for r in records)
         assert device()["propertyBag"]["_system.timers"]["examplemotion/everysecond"] > 0
+        morning = datetime.fromtimestamp(device()["propertyBag"]["_system.timers"]["examplemotion/morning"],
+                                         ZoneInfo("America/New_York"))
+        assert (morning.hour, morning.minute) == (6, 30) and morning.timestamp() - time.time() < 86400
         assert device()["lastSeen"] is None  # a timer is not the device calling in
     with Daemon(tmp_path / "data", *args) as d:
         d.wait_state("Running")

@@ -19,6 +19,7 @@ import structlog
 from runtime.adapters.storage.sqlite import MIGRATIONS, Retention, SqliteStore
 from runtime.core.devices import Device
 from runtime.core.errors import TransientError
+from runtime.core.health import HealthEvent
 from runtime.core.messages import MessageRecord, PemStatus
 
 pytestmark = pytest.mark.integration
@@ -289,14 +290,22 @@ async def test_events_and_logs_newest_first_with_limit(db_path: Path) -> None:
         assert events == [
             {
                 "at": "2023-11-14T22:13:24.000Z",
+                "kind": "state",
                 "from": "Running",
                 "to": "Pausing",
                 "reason": "pause requested",
             },
-            {"at": "2023-11-14T22:13:23.000Z", "from": "Starting", "to": "Running", "reason": None},
-            {"at": "2023-11-14T22:13:22.000Z", "from": "Initializing", "to": "Starting", "reason": None},
+            {"at": "2023-11-14T22:13:23.000Z", "kind": "state", "from": "Starting", "to": "Running", "reason": None},
+            {"at": "2023-11-14T22:13:22.000Z", "kind": "state", "from": "Initializing", "to": "Starting",
+             "reason": None},
         ]
         assert len(await store.list_events()) == 5
+        # a device error raised or cleared is an event row of its own kind (docs/fidelity.md, "Device health")
+        store.record_device_error(HealthEvent("dev1", "E42", "raised", "businessrule", "too hot " * 100, T0 + 9))
+        await store.flush()
+        assert (await store.list_events(limit=1))[0] == {
+            "at": "2023-11-14T22:13:29.000Z", "kind": "deviceError", "deviceId": "dev1", "code": "E42",
+            "action": "raised", "source": "businessrule", "reason": ("too hot " * 100)[:500]}
         logs = await store.list_logs(limit=10)
         assert [entry["event"] for entry in logs] == ["state_changed", "listener_failed"]
         assert logs[1]["fields"] == {"listener": "mqtt1", "path": "/x", "n": 1}  # odd values as text
@@ -339,7 +348,7 @@ async def test_wal_mode_and_idempotent_versioned_schema(db_path: Path) -> None:
         assert await query(db_path, "PRAGMA journal_mode") == [("wal",)]
     async with SqliteStore.open(db_path) as store:  # second open: no migration replayed, data intact
         assert len(await store.list_events()) == 1
-    assert await query(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]  # 3: dead-letter size columns
+    assert await query(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]  # 4: event kinds (device errors)
     assert await query(db_path, "PRAGMA integrity_check") == [("ok",)]
 
 
@@ -351,6 +360,7 @@ async def test_a_version_1_database_loses_the_per_device_index_and_keeps_its_rec
         conn.execute("PRAGMA user_version = 1")
         conn.execute("INSERT INTO messages (id, received_at, listener, status, device_id) "
                      "VALUES ('old1', ?, 'mq', 'Completed', 'dev1')", (T0,))
+        conn.execute("INSERT INTO events (at, from_state, to_state) VALUES (?, 'Starting', 'Running')", (T0,))
     assert await query(db_path, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'") \
         == [("messages_device_received",)]
     async with SqliteStore.open(db_path) as store:
@@ -358,9 +368,11 @@ async def test_a_version_1_database_loses_the_per_device_index_and_keeps_its_rec
                                            status=PemStatus.COMPLETED, device_id="dev1"))
         await store.flush()
         assert [m["id"] for m in await store.list_messages(device_id="dev1")] == ["new1", "old1"]
+        assert await store.list_events() == [  # an event from before version 4 is a state transition
+            {"at": "2023-11-14T22:13:20.000Z", "kind": "state", "from": "Starting", "to": "Running", "reason": None}]
     assert await query(db_path, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'") \
         == []
-    assert await query(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]  # 3: dead-letter size columns
+    assert await query(db_path, "PRAGMA user_version") == [(len(MIGRATIONS),)]  # 4: event kinds (device errors)
 
 CHILD = """
 import asyncio, sys, time

@@ -2,7 +2,8 @@
 
 The browser reads it with ``fetch()`` (so the token travels in the ``Authorization`` header, never in the
 URL, which ``EventSource`` cannot avoid). One ``status`` event at once, then one a second and one at each
-state change: the instance state, listeners, counters, per-listener message counts, the number of devices.
+state change: the instance state, listeners, counters, per-listener message counts, the number of devices,
+the number of device errors raised and cleared so far.
 The page derives the message rates from the counters and fetches lists (dead letters, devices, events)
 only when the counters or the state say they changed: no polling storm.
 """
@@ -45,6 +46,7 @@ class Feed:
         counters = ops.metrics.counters
         body["byListener"] = dict(counters.by_listener)
         body["transmitted"] = dict(counters.transmitted)
+        body["deviceErrorEvents"] = counters.device_error_events  # the page refetches /events when it moves
         body["deviceCount"] = len(ops.devices)
         loaded = ops.runtime.loaded
         body["solutionListeners"] = [x.key for x in loaded.doc.solution.listeners] if loaded is not None else []

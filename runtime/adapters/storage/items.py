@@ -40,10 +40,17 @@ class LogLine:
 
 @dataclass(slots=True, frozen=True)
 class EventLine:
+    """A row of ``/events``: an instance state transition (``kind`` ``state``), or a device error raised or cleared
+    (``deviceError``: ``to_state`` is the action, ``device_id``/``code``/``source`` say which, ``reason`` the details)."""
+
     at: float
     from_state: str
     to_state: str
     reason: str | None
+    kind: str = "state"
+    device_id: str | None = None
+    code: str | None = None
+    source: str | None = None
 
 
 Operation = Callable[[sqlite3.Connection], Any]  # runs on the writer's thread, inside its transaction
@@ -90,7 +97,8 @@ def statements(record: Record, limits: Limits) -> tuple[Statement, ...]:
     if type(record) is LogLine:
         return ((rows.INSERT_LOG, (record.at, record.level, record.event, rows.dumps_lenient(record.fields))),)
     if type(record) is EventLine:
-        return ((rows.INSERT_EVENT, (record.at, record.from_state, record.to_state, record.reason)),)
+        return ((rows.INSERT_EVENT, (record.at, record.from_state, record.to_state, record.reason, record.kind,
+                                     record.device_id, record.code, record.source)),)
     raise TypeError(f"not a record: {type(record).__name__}")
 
 

@@ -28,6 +28,7 @@ import structlog
 
 from runtime.adapters.storage import rows
 from runtime.core.devices import Device
+from runtime.core.health import DETAILS_MAX, HealthEvent
 from runtime.core.messages import MessageRecord, PemStatus
 
 log = structlog.get_logger(__name__)
@@ -54,6 +55,10 @@ CREATE TABLE IF NOT EXISTS deadletters (
 CREATE TABLE IF NOT EXISTS events (
     seq BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, from_state TEXT NOT NULL, to_state TEXT NOT NULL,
     reason TEXT);
+ALTER TABLE events ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'state';
+ALTER TABLE events ADD COLUMN IF NOT EXISTS device_id TEXT;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS code TEXT;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS source TEXT;
 CREATE TABLE IF NOT EXISTS logs (
     seq BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, level TEXT NOT NULL, event TEXT NOT NULL,
     fields TEXT NOT NULL DEFAULT '{}');
@@ -169,7 +174,12 @@ class PostgresStore:
         return True
 
     def record_event(self, at: float, from_state: str, to_state: str, reason: str | None) -> None:
-        self._offer("event", (at, str(from_state), str(to_state), reason))
+        self._offer("event", (at, str(from_state), str(to_state), reason, "state", None, None, None))
+
+    def record_device_error(self, event: HealthEvent) -> None:
+        """A device error raised or cleared, as an ``/events`` row (kind ``deviceError``)."""
+        self._offer("event", (event.at, "", event.action, event.details[:DETAILS_MAX], rows.DEVICE_ERROR,
+                              event.device_id, event.code, event.source))
 
     def record_log(self, at: float, level: str, event: str, fields: dict[str, Any]) -> None:
         self._offer("log", (at, level, event, fields))

@@ -84,15 +84,22 @@ def _loads(text: str | None) -> Any:
 
 # --- events and logs -------------------------------------------------------------------------------
 
-INSERT_EVENT = Insert("events", "at, from_state, to_state, reason")
-SELECT_EVENTS = "SELECT at, from_state, to_state, reason FROM events ORDER BY seq DESC LIMIT ?"
+INSERT_EVENT = Insert("events", "at, from_state, to_state, reason, kind, device_id, code, source")
+SELECT_EVENTS = ("SELECT at, from_state, to_state, reason, kind, device_id, code, source FROM events "
+                 "ORDER BY seq DESC LIMIT ?")
+DEVICE_ERROR = "deviceError"  # the kind of an event row that is a device error raised or cleared
 
 INSERT_LOG = Insert("logs", "at, level, event, fields")
 SELECT_LOGS = "SELECT at, level, event, fields FROM logs ORDER BY seq DESC LIMIT ?"
 
 
 def event_dict(row: Row) -> dict[str, Any]:
-    return {"at": iso(row[0]), "from": row[1], "to": row[2], "reason": row[3]}
+    """A state transition ``{at, kind: state, from, to, reason}``; a device error raised or cleared
+    ``{at, kind: deviceError, deviceId, code, action, source, reason}`` (docs/fidelity.md, "Device health")."""
+    if row[4] == DEVICE_ERROR:
+        return {"at": iso(row[0]), "kind": DEVICE_ERROR, "deviceId": row[5], "code": row[6], "action": row[2],
+                "source": row[7], "reason": row[3]}
+    return {"at": iso(row[0]), "kind": row[4] or "state", "from": row[1], "to": row[2], "reason": row[3]}
 
 
 def log_dict(row: Row) -> dict[str, Any]:

@@ -29,6 +29,12 @@ MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE deadletters ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;\n"
     "UPDATE deadletters SET payload_size = length(payload), bytes = 200 + coalesce(length(payload), 0) "
     "+ coalesce(length(headers), 0) + coalesce(length(detail), 0) + coalesce(length(error), 0);",
+    # 4: `/events` also holds device errors raised and cleared (kind `deviceError`, with the device, the code and
+    # the source); the rows before are instance state transitions (kind `state`).
+    "ALTER TABLE events ADD COLUMN kind TEXT NOT NULL DEFAULT 'state';\n"
+    "ALTER TABLE events ADD COLUMN device_id TEXT;\n"
+    "ALTER TABLE events ADD COLUMN code TEXT;\n"
+    "ALTER TABLE events ADD COLUMN source TEXT;",
 )
 FILE_MODE = 0o600
 DIR_MODE = 0o700

@@ -36,6 +36,7 @@ from runtime.adapters.storage.schema import MIGRATIONS, make_private, migrate
 from runtime.adapters.storage.writer import BatchWriter
 from runtime.core.devices import Device
 from runtime.core.errors import StorageError
+from runtime.core.health import DETAILS_MAX, HealthEvent
 from runtime.core.messages import MessageRecord
 
 __all__ = ["MIGRATIONS", "Retention", "SqliteStore", "StorageError", "migrate"]
@@ -206,6 +207,11 @@ class SqliteStore:
 
     def record_event(self, at: float, from_state: str, to_state: str, reason: str | None) -> None:
         self._writer.offer(EventLine(at, str(from_state), str(to_state), reason))
+
+    def record_device_error(self, event: HealthEvent) -> None:
+        """A device error raised or cleared, as an ``/events`` row (kind ``deviceError``)."""
+        self._writer.offer(EventLine(event.at, "", event.action, event.details[:DETAILS_MAX], rows.DEVICE_ERROR,
+                                     event.device_id, event.code, event.source))
 
     def record_log(self, at: float, level: str, event: str, fields: dict[str, Any]) -> None:
         """``fields`` is encoded when its batch is written (values orjson does not know become text)."""

@@ -57,6 +57,9 @@ class UnavailableStore:
     def record_event(self, at: float, from_state: str, to_state: str, reason: str | None) -> None:
         self.dropped["event"] += 1
 
+    def record_device_error(self, event: object) -> None:
+        self.dropped["event"] += 1
+
     def record_log(self, at: float, level: str, event: str, fields: dict[str, Any]) -> None:
         self.dropped["log"] += 1
 

@@ -64,14 +64,15 @@ function start() {
       panels.update(status);
       dryrun.setListeners(listenerKeys(status));
       const c = status.counters || {};
-      if (!last || last.state !== status.state || last.since !== status.since) refresh.events();
+      if (!last || last.state !== status.state || last.since !== status.since
+        || last.deviceErrors !== status.deviceErrorEvents) refresh.events();
       if (!last || last.dead !== c.deadLettered) refresh.deadletters();
       if (!last || last.done !== (c.processed ?? 0) + (c.failed ?? 0) || last.devices !== status.deviceCount) refresh.devices();
       deadletters.checkReplays().catch(report);
       if (streams === null || (streams && ticks % 5 === 0)) loadDatastreams().then((ok) => { streams = ok; });
       ticks += 1;
       last = { state: status.state, since: status.since, dead: c.deadLettered,
-        done: (c.processed ?? 0) + (c.failed ?? 0), devices: status.deviceCount };
+        done: (c.processed ?? 0) + (c.failed ?? 0), devices: status.deviceCount, deviceErrors: status.deviceErrorEvents };
     },
   });
 }

@@ -73,9 +73,11 @@ export class LivePanels {
 
 export async function loadEvents() {
   const events = await api("GET", "/events?limit=15");
-  const rows = events.map((e) => el("li", {},
+  // a state transition, or a device error raised or cleared (kind "deviceError")
+  const rows = events.map((e) => el("li", { dataset: { kind: e.kind || "state" } },
     el("time", { datetime: e.at, text: when(e.at) }), " ",
-    el("strong", { text: `${e.from || "–"} → ${e.to}` }), e.reason ? ` ${e.reason}` : ""));
+    el("strong", { text: e.kind === "deviceError" ? `${e.deviceId}: ${e.code} ${e.action}` : `${e.from || "–"} → ${e.to}` }),
+    e.kind === "deviceError" ? ` (${e.source})` : "", e.reason ? ` ${e.reason}` : ""));
   $("event-rows").replaceChildren(...rows);
 }
 
