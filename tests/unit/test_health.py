@@ -117,3 +117,11 @@ def test_a_failing_business_rule_raises_its_error_code_and_a_passing_one_clears_
     result.apply_to(device)
     assert [(e.code, e.action) for e in result.health_events] == [("jammed", "cleared")]
     assert device.property_bag[ERRORS] == {}
+    # BusinessRule.IsEnabled unchecked (LagoVista/DeviceAdmin BusinessRule.cs): the rule is read and does not run
+    wf_raw["Module"]["Value"]["BusinessRules"][0]["IsEnabled"] = False
+    doc = load(raw)
+    wf = doc.workflow_by_key["examplemotion"]
+    assert wf.business_rules[0].is_enabled is False
+    engine = WorkflowEngine.for_solution(doc, wf, build_workflow_scripts(doc, wf))
+    result = engine.run(device, {"motionstatus": "jammed"}, now=T0 + 10)
+    assert result.health_events == [] and result.rule_failures == []

@@ -307,7 +307,8 @@ def workflow_hooks(doc: SolutionDocument | None, workflow: Workflow) -> dict[str
                 add(hook_on_transition(m.key, st.key, t.event), t.on_transition_script, "onTransition")
             add(hook_transition_in(m.key, st.key), st.transition_in_action, "onEnter")
     for r in workflow.business_rules:
-        add(hook_business_rule(r.key), r.script, "evaluate")
+        if r.is_enabled:  # a disabled rule has no hook, so the run passes it by
+            add(hook_business_rule(r.key), r.script, "evaluate")
     for hook, source in connection_scripts(workflow).items():
         add(hook, source, "map")
     if doc is not None:

@@ -122,6 +122,9 @@ class StateMachine(Entity):
 class BusinessRule(Entity):
     script: Str | None = None
     error_code: Str | None = None
+    # NuvIoT BusinessRule.IsEnabled (true unless unchecked, LagoVista/DeviceAdmin BusinessRule.cs): a disabled
+    # rule is kept in the document and does not run
+    is_enabled: Bool = True
 
 
 class Timer(Entity):
