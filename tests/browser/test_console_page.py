@@ -154,9 +154,12 @@ def test_console_in_a_real_browser(tmp_path: Path, browser: Any, shots: Path) ->
                              "heater overheated")
         assert code == 200, body
         by_id("device-filter").send_keys("thermo-002")
-        until(lambda: "E42" in d.find_element(By.CSS_SELECTOR, "#device-rows tr[data-device=thermo-002]").text,
-              "the device error", timeout=30)
-        assert "heater overheated" in d.find_element(By.CSS_SELECTOR, "#device-rows tr[data-device=thermo-002]").text
+        # (one look at the row's text: the list may redraw between two looks, and a redrawn row is a new element)
+        until(lambda: "E42" in (row := d.find_element(By.CSS_SELECTOR, "#device-rows tr[data-device=thermo-002]").text)
+              and "heater overheated" in row, "the device error", timeout=30)
+        # and as an event: the feed's deviceErrorEvents moved, so the page reloaded its events
+        until(lambda: "thermo-002: E42 raised" in text("event-rows"), "the device error event", timeout=30)
+        assert "(systemmessage) heater overheated" in text("event-rows")
 
         # replay for real: the device's "online" message from before it was provisioned is Completed
         d.find_element(By.CSS_SELECTOR, f"{online_row} button.replay").click()
