@@ -16,6 +16,7 @@ import structlog
 
 from runtime.adapters.cloud import CloudConfig, CloudRecords, CloudSink
 from runtime.adapters.storage.sqlite import SqliteStore
+from runtime.core.health import HealthEvent
 from runtime.core.lifecycle import InstanceState
 from runtime.core.messages import MessageRecord, PemStatus
 from runtime.core.ports import StateChange
@@ -86,19 +87,23 @@ async def test_every_record_survives_failures_then_recovery(store: SqliteStore, 
                 sink.record_log(time.time(), "warning", "something_happened", {"n": i, "logger": "x"})
             change = StateChange(time.time(), InstanceState.STARTING, InstanceState.RUNNING, "started")
             sink.record_event(change)
+            sink.record_device_error(HealthEvent("dev1", "E42", "raised", "systemmessage", "overheated", time.time()))
             sink.report_status(change, "1.0")
-            await wait_until(lambda: len(cloud.accepted_ids()) == 152 and sink.depth == 0)
+            await wait_until(lambda: len(cloud.accepted_ids()) == 153 and sink.depth == 0)
             status = sink.status()
 
         expected = {f"m{i:05d}" for i in range(120)}
         got = cloud.accepted_ids("message")
         dups = sum(n - 1 for n in got.values())
-        log.info("cloud_delivery_counts", expected=len(expected) + 32, distinct=len(cloud.accepted_ids()),
+        log.info("cloud_delivery_counts", expected=len(expected) + 33, distinct=len(cloud.accepted_ids()),
                  duplicates=sum(n - 1 for n in cloud.accepted_ids().values()), posts=len(cloud.posts))
         assert set(got) == expected, "a message record was lost"
         assert dups <= sink.config.batch_size  # only the 'slow' batch (stored, then timed out) comes twice
         assert set(cloud.accepted_ids("log")) and len(cloud.accepted_ids("log")) == 30
-        assert [r["to"] for r in cloud.accepted if r["_kind"] == "event"] == ["Running"]
+        events = [r for r in cloud.accepted if r["_kind"] == "event"]
+        assert [r["to"] for r in events if "to" in r] == ["Running"]
+        assert [(r["kind"], r["deviceId"], r["code"], r["action"], r["source"], r["reason"]) for r in events
+                if "to" not in r] == [("deviceError", "dev1", "E42", "raised", "systemmessage", "overheated")]
         (st,) = [r for r in cloud.accepted if r["_kind"] == "status"]
         assert st["state"] == "Running" and st["isDeployed"] is True and st["instanceId"] == "inst-1"
         assert sorted(acked) == sorted(expected)  # each message acknowledged once its row was in the outbox
@@ -179,6 +184,7 @@ async def test_not_mirroring_keeps_records_local_only(store: SqliteStore) -> Non
             records.record_message(message(1))
             sink.record_log(time.time(), "error", "boom", {})
             sink.record_event(StateChange(time.time(), None, InstanceState.STARTING_RUNTIME, None))
+            sink.record_device_error(HealthEvent("dev1", "E42", "raised", "systemmessage", "", time.time()))
             sink.report_status(StateChange(time.time(), None, InstanceState.STARTING_RUNTIME, None), None)
             await wait_until(lambda: len(cloud.accepted) == 1)
         await store.flush()
