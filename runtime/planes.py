@@ -78,7 +78,7 @@ class CommandPlane:
         self.health = HealthMonitor(doc, owner.devices, owner.metrics.counters)
         self.dispatcher = Dispatcher(doc, owner.devices, owner.records, owner.metrics.counters,
                                      build_engines(doc, loaded.scripts), self.transmitters, streams=self.streams,
-                                     health=self.health)
+                                     health=self.health, compiled_routes=s.compiled_routes)
         self.timers = TimerScheduler(doc, owner.devices, self.dispatcher, zone=s.effective_time_zone(doc))
         inst = doc.instance
         auth = None

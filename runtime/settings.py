@@ -59,6 +59,8 @@ ENV: dict[str, str] = {
     # extensions (MQTT client listeners; docs/listeners.md)
     "NUVIOT_MQTT_KEEPALIVE": "mqtt_keepalive",
     "NUVIOT_MQTT_FASTPATH": "mqtt_fastpath",
+    # extension (the dispatcher's compiled routes; docs/performance.md)
+    "NUVIOT_COMPILED_ROUTES": "compiled_routes",
     # extensions (connection limits, stop budget; README "Settings")
     "NUVIOT_HTTP_HEADER_TIMEOUT": "http_header_timeout",
     "NUVIOT_HTTP_BODY_TIMEOUT": "http_body_timeout",
@@ -112,6 +114,9 @@ class Settings(BaseModel):
     # their fast path (adapters/listeners/mqtt_fastpath.py; false forces plain aiomqtt, e.g. to compare)
     mqtt_keepalive: int = Field(default=30, ge=2, le=3600)
     mqtt_fastpath: bool = True
+    # extension: routes compiled once per solution load (core/pipeline/compiled.py); false: every message takes the
+    # general path (to compare, or to rule the compiled path out)
+    compiled_routes: bool = True
     # extension: every server port (admin API, input commands, rest/websocket/rawtcp listeners; README)
     http_header_timeout: float = Field(default=10.0, gt=0, le=3600)
     http_body_timeout: float = Field(default=30.0, gt=0, le=3600)

@@ -27,6 +27,7 @@ from runtime.core.messages import (
     new_id,
 )
 from runtime.core.parsing.view import MessageView
+from runtime.core.pipeline.compiled import CompiledRoutes
 from runtime.core.pipeline.output import build_outgoing
 from runtime.core.pipeline.planner import plan, planned_device, select_route
 from runtime.core.pipeline.sentinel import check as sentinel_check
@@ -103,6 +104,7 @@ class Dispatcher:
         trace: Callable[[str, Any], None] | None = None,
         streams: StreamService | None = None,
         health: HealthMonitor | None = None,
+        compiled_routes: bool = True,
     ) -> None:
         self.doc = doc
         self._planner = doc.solution.planner
@@ -121,6 +123,13 @@ class Dispatcher:
         # None on the data plane (one attribute test per stage).
         self._trace = trace
         self._streams = streams
+        # Routes compiled once per solution load (core/pipeline/compiled.py; NUVIOT_COMPILED_ROUTES=0 turns them
+        # off): the usual message of a script-free JSON route without the general path's machinery
+        self._compiled: CompiledRoutes | None = None
+        if compiled_routes and trace is None:
+            compiled = CompiledRoutes(doc, engines, self._health.watched_configurations if self._health else ())
+            log.info("routes_compiled", compiled=compiled.compiled, refused=compiled.refused)
+            self._compiled = compiled if compiled.active else None
 
     def route_plan(self, route: Route) -> RoutePlan:
         """The route's plan, made on first use; a plan is only reused for the same route of the same document."""
@@ -150,6 +159,16 @@ class Dispatcher:
         if (msg.topic or msg.path or "").startswith(SYSTEM_PREFIXES):  # reference §5.4: never the pipeline
             r = self._system.handle(msg)
             return self._finish(msg, r.status, r.stage, r.error, r.device_id, r.message_id, started, r.detail)
+        compiled = self._compiled
+        if compiled is not None and compiled.doc is self.doc:
+            try:
+                done = compiled.run(msg, self._devices.get, self._clock)
+            except Exception:  # a bug in the compiled route: the general path still gives the message its outcome
+                log.exception("compiled_route_crashed", message=msg.id, listener=msg.listener)
+                done = None
+            if done is not None:
+                return self._finish_compiled(msg, done, started)
+            self._counters.compiled_fallback += 1
         device_id: str | None = None
         message_id: str | None = None
         stage: str | None = "planner"
@@ -380,6 +399,20 @@ class Dispatcher:
         if queued and ack is not None and self._streams is not None:  # acked once its stream rows are durable too
             ack = self._ack_after_streams(ack)
         self._records.record_message(rec, ack)
+        if msg.done is not None:
+            msg.done(rec)
+        return rec
+
+    def _finish_compiled(self, msg: InboundMessage, done: tuple[str, str, Device], started: float) -> MessageRecord:
+        """``_finish`` for a message a compiled route completed: the device stored, the Completed record."""
+        device_id, message_id, updated = done
+        self._devices.state_changed(updated)
+        rec = MessageRecord(msg.id, msg.received_at, msg.listener, PemStatus.COMPLETED, device_id, message_id, None,
+                            None, (time.perf_counter() - started) * 1000.0, msg.kind)
+        c = self._counters
+        c.processed += 1
+        c.compiled += 1
+        self._records.record_message(rec, msg.ack)
         if msg.done is not None:
             msg.done(rec)
         return rec

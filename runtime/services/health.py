@@ -69,6 +69,11 @@ class HealthMonitor:
     def watching(self) -> bool:
         return bool(self._plans)
 
+    @property
+    def watched_configurations(self) -> frozenset[str]:
+        """The device configurations with a watchdog: their messages must pass ``seen`` (compiled routes do not)."""
+        return frozenset(self._plans)
+
     def seen(self, device: Device, message_key: str | None, now: float) -> list[HealthEvent]:
         """A message of ``device`` (the working copy about to be stored) arrived; the watchdogs it satisfies clear."""
         plan = self._plans.get(device.device_configuration)

@@ -37,6 +37,8 @@ class Counters:
     failed: int = 0
     dead_lettered: int = 0
     refused: int = 0  # intake full or paused: refused at the listener
+    compiled: int = 0  # messages a compiled route completed (core/pipeline/compiled.py)
+    compiled_fallback: int = 0  # messages the compiled routes handed to the general path
     by_listener: Counter[str] = field(default_factory=Counter)
     failed_by_stage: Counter[str] = field(default_factory=Counter)
     transmitted: Counter[str] = field(default_factory=Counter)
@@ -84,6 +86,9 @@ class _CountersCollector(Collector):
             ("nuviot_messages_failed", c.failed, "Messages that failed a stage"),
             ("nuviot_messages_dead_lettered", c.dead_lettered, "Failed messages kept as dead letters"),
             ("nuviot_messages_refused", c.refused, "Messages refused at intake (full or not running)"),
+            ("nuviot_messages_compiled", c.compiled, "Messages a compiled route completed"),
+            ("nuviot_messages_compiled_fallback", c.compiled_fallback,
+             "Messages the compiled routes handed to the general path"),
         ):
             fam = CounterMetricFamily(name, doc)
             fam.add_metric([], value)

@@ -84,6 +84,19 @@ class FieldReader:
             return default
         return self._finish(self._convert(raw))
 
+    @property
+    def required(self) -> bool:
+        return self._required
+
+    @property
+    def default(self) -> object:
+        """The typed default for an absent value: a value, ``MISSING`` (none), or the ``ParseError`` it raises."""
+        return self._default
+
+    def typed(self, raw: object) -> object:
+        """A located, present raw value converted and validated as ``read`` does; raises ``ParseError``."""
+        return self._finish(self._convert(raw))
+
     def _finish(self, value: object) -> object:
         bounded = self._minimum is not None or self._maximum is not None
         if bounded and isinstance(value, int | float) and type(value) is not bool:

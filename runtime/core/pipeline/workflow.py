@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 from runtime.core.devices import Device
 from runtime.core.errors import StageError
-from runtime.core.pipeline.straight import plan_straight
+from runtime.core.pipeline.straight import StraightRun, plan_straight
 from runtime.core.pipeline.typed import convert, is_numeric
 from runtime.core.pipeline.wiring import edges
 from runtime.core.pipeline.workflow_run import MAX_EVENTS_PER_RUN, STAGE, WorkflowResult, _Run
@@ -116,6 +116,11 @@ class WorkflowEngine:
         self._straight = None if scripts is not None or self._alarms else plan_straight(
             workflow, (key for key, _, _ in self._input_plan), self._edges, self._attribute_types,
             self._input_types, self._states, self._transitions, MAX_EVENTS_PER_RUN)
+
+    @property
+    def straight(self) -> StraightRun | None:
+        """The straight run (``straight.py``) when this workflow has one: what a compiled route builds on."""
+        return self._straight
 
     @classmethod
     def for_solution(
