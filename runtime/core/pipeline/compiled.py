@@ -165,6 +165,8 @@ class _Route:
     __slots__ = ("fields", "message_id", "workflows")
 
     def __init__(self, doc: SolutionDocument, route: Route, engines: Mapping[str, WorkflowEngine]) -> None:
+        if stream_steps(route):
+            raise RefusedError("the route writes to a data stream")
         for step in route.steps:
             if step.type not in _KNOWN_STEPS:
                 raise RefusedError(f"step {step.id} ({step.type.value}) is not compiled")
@@ -172,8 +174,6 @@ class _Route:
                 sentinel = doc.sentinel_by_key.get(step.module)
                 if sentinel is not None and sentinel.security_fields:
                     raise RefusedError(f"sentinel {sentinel.key} checks security fields")
-        if stream_steps(route):
-            raise RefusedError("the route writes to a data stream")
         message = doc.message_by_key[route.message_definition]
         if message.content_type is not ContentType.JSON:
             raise RefusedError(f"message {message.key} is {message.content_type.value}, not json")
@@ -227,7 +227,7 @@ def _field(doc: SolutionDocument, message: MessageDefinition, field: MessageFiel
     if field.storage_type is ParameterType.GEOLOCATION and any(
             getattr(field, f"{a}_{b}") for a in ("lat", "lon") for b in ("json_path", "query_string_field")):
         raise RefusedError(f"field {field.key} reads a geolocation from two locators")
-    name, extract = _extractor(field, field.key, is_field=True)
+    name, extract = _extractor(field, f"field {field.key}", is_field=True)
     reader = FieldReader(doc, message, field)
     default = reader.default
     exact: type | None = None
@@ -388,7 +388,7 @@ class CompiledRoutes:
             return None
         try:
             updated = route.run(device, body, msg)
-        except ValueError:  # a value that does not convert (ParseError and ValueProblem are ValueErrors)
+        except (ParseError, ValueError):  # a field that does not convert or check; an input or attribute value
             return None
         if updated is None:
             return None
