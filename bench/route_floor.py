@@ -3,15 +3,17 @@
 Times, in the same process and interleaved (CPU time, the best of ``--reps``), per message of
 ``bench/solution.yaml``'s route with 1,000 devices:
 
-- ``dispatcher``: ``Dispatcher.handle`` (planner -> sentinel -> translator -> workflow -> record) and the
-  writer's ``batch.prepare`` (rows for the record and the coalesced device state), as the daemon runs them;
+- ``dispatcher``: ``Dispatcher.handle`` on the general path (planner -> sentinel -> translator -> workflow ->
+  record; ``compiled_routes=False``, as ``NUVIOT_COMPILED_ROUTES=0`` runs it) and the writer's ``batch.prepare``
+  (rows for the record and the coalesced device state), as the daemon runs them;
+- ``compiled``: ``Dispatcher.handle`` taking the route compiled at solution load (``core/pipeline/compiled.py``,
+  the daemon's default), and the same rows;
 - ``straight``: the same outcome written by hand for this one route (one JSON decode, the topic's device id,
   the four typed values, the attributes and the ``mode`` machine, a ``MessageRecord`` and the device state),
   and the same rows. No generality, no error handling beyond what the happy path needs.
 
-The gap between the two is what a route compiled once per solution load (a specialised closure for a
-script-free JSON route, falling back to the general path on anything unusual) could at most remove from the
-event loop thread. ``docs/performance.md`` reads it.
+The gap between ``dispatcher`` and ``straight`` is what a route compiled once per solution load could at most
+remove from the event loop thread; ``compiled`` is what it does remove. ``docs/performance.md`` reads it.
 """
 
 from __future__ import annotations
@@ -84,22 +86,26 @@ def main() -> None:
         best[key] = min(best.get(key, math.inf), seconds / n * 1e6)
 
     for _ in range(args.reps):
-        devices, msgs = fresh()
-        sink = _Sink()
-        d = Dispatcher(doc, _Registry(devices, sink), sink, Counters(), build_engines(doc, {}), {})
-        t0 = time.process_time()
-        for i in range(0, n, 256):
-            d.process(msgs[i:i + 256])
-        t1 = time.process_time()
-        items: list[Item] = []
-        for device, rec in zip(sink.devices, sink.records, strict=True):
-            items += (device, rec)
-        t2 = time.process_time()
-        for i in range(0, len(items), 500):
-            prepare(items[i:i + 500], Limits())
-        t3 = time.process_time()
-        note("dispatcher", t1 - t0)
-        note("dispatcher rows", t3 - t2)
+        for name, compiled in (("dispatcher", False), ("compiled", True)):
+            devices, msgs = fresh()
+            sink = _Sink()
+            counters = Counters()
+            d = Dispatcher(doc, _Registry(devices, sink), sink, counters, build_engines(doc, {}), {},
+                           compiled_routes=compiled)
+            t0 = time.process_time()
+            for i in range(0, n, 256):
+                d.process(msgs[i:i + 256])
+            t1 = time.process_time()
+            assert counters.compiled == (n if compiled else 0), counters
+            items: list[Item] = []
+            for device, rec in zip(sink.devices, sink.records, strict=True):
+                items += (device, rec)
+            t2 = time.process_time()
+            for i in range(0, len(items), 500):
+                prepare(items[i:i + 500], Limits())
+            t3 = time.process_time()
+            note(name, t1 - t0)
+            note(f"{name} rows", t3 - t2)
         devices, msgs = fresh()
         out: list[Item] = []
         t0 = time.process_time()
@@ -113,6 +119,7 @@ def main() -> None:
         note("straight rows", t2 - t1)
     result: dict[str, Any] = {k: round(v, 2) for k, v in best.items()}
     print(f"dispatcher.handle {result['dispatcher']:6.2f} us/msg, rows (batch.prepare) {result['dispatcher rows']:5.2f}")
+    print(f"compiled route    {result['compiled']:6.2f} us/msg, rows (batch.prepare) {result['compiled rows']:5.2f}")
     print(f"straight          {result['straight']:6.2f} us/msg, rows (batch.prepare) {result['straight rows']:5.2f}")
     print(orjson.dumps(result).decode())
 

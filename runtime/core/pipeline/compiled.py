@@ -29,7 +29,7 @@ from typing import Final
 
 import orjson
 
-from runtime.core.devices import Device, oversized_value
+from runtime.core.devices import VALUE_MAX_BYTES, Device, oversized_value
 from runtime.core.messages import InboundMessage
 from runtime.core.parsing.errors import ParseError
 from runtime.core.parsing.fields import FieldReader
@@ -52,23 +52,27 @@ from runtime.core.solution.model import (
 )
 from runtime.core.streams import stream_steps
 
-__all__ = ["CompiledRoutes"]
+__all__ = ["CompiledRoutes", "RefusedError"]
 
-# A raw value from the message: (message, decoded body) -> value or MISSING.
-Extract = Callable[[InboundMessage, object], object]
-# A planner parser: its extractor and its reg_ex_validation.
-Parser = tuple[Extract, re.Pattern[str] | None]
-# A message field: key, the JSON name when it is a one-name body path (else None and ``extract``), the
-# extractor, the exact type and bounds of a raw value that is already stored as it comes (else None), the
-# reader's conversion, required, and the default (a value, MISSING, or _FAILS: the general path raises).
-Field = tuple[str, str | None, Extract | None, type | None, int, int, Callable[[object], object], bool, object]
-# A workflow step of one input: attribute (target, its type, state set, convert?, None, False, None) or machine
-# (target, None, None, False, its moves: state -> event -> new state or None, refuses unhandled events, event).
-Step = tuple[str, ParameterType | None, StateSet | None, bool, Mapping[str, Mapping[str, str | None]] | None, bool,
-             str | None]
-# A workflow input fed by the route: its candidate fields (last mapping first: the last present one wins) with
-# whether the field's value needs converting to the input's type, that type and state set, its steps.
-Input = tuple[tuple[tuple[str, bool], ...], ParameterType, StateSet | None, tuple[Step, ...]]
+# Where a value is read, as (kind, argument): a topic or path locator (a SegmentLocator), one JSON name (str),
+# a dotted JSON path (tuple of names), a query-string field or a header name (str).
+_TOPIC, _PATH, _JSON, _JSON_PATH, _QUERY, _HEADER = range(6)
+Where = tuple[int, object]
+# A planner parser: where, and its reg_ex_validation.
+Parser = tuple[int, object, re.Pattern[str] | None]
+# A message field: key, where, the exact type and bounds of a raw value that is already stored as it comes (else
+# None), the reader's conversion, required, and the default (a value, MISSING, or _FAILS: the general path raises).
+Field = tuple[str, int, object, type | None, int, int, Callable[[object], object], bool, object]
+# An attribute step: (attribute, its type, its state set, whether the input's value needs converting to it).
+SetStep = tuple[str, ParameterType | None, StateSet | None, bool]
+# A machine step: (machine, its moves: state -> event -> new state or None, refuses unhandled events, the
+# mapping's own event or None: the value names the event).
+MoveStep = tuple[str, Mapping[str, Mapping[str, str | None]], bool, str | None]
+# A workflow input fed by the route: the field of the last mapping to it and whether its value needs converting
+# to the input's type, the other fields mapped to it (earlier mappings, last first: the last present one wins),
+# the input's type and state set, its attribute steps and its machine steps.
+Input = tuple[str, bool, tuple[tuple[str, bool], ...], ParameterType, StateSet | None, tuple[SetStep, ...],
+              tuple[MoveStep, ...]]
 
 _ALREADY: Final = {ParameterType.STRING: str, ParameterType.INTEGER: int, ParameterType.DECIMAL: float,
                    ParameterType.TRUE_FALSE: bool}
@@ -116,18 +120,19 @@ class _Workflow:
                 continue
             itype, iset = straight.input_types[input_key]
             exact = _ALREADY.get(itype)
-            candidates = tuple((f, not (exact is not None and field_types.get(f) is itype))
-                               for f in reversed(feeds[input_key]))
-            steps: list[Step] = []
+            candidates = [(f, not (exact is not None and field_types.get(f) is itype))
+                          for f in reversed(feeds[input_key])]
+            sets: list[SetStep] = []
+            moves: list[MoveStep] = []
             for target, atype, aset, machine, event in plan_steps:
-                if machine is None:
-                    steps.append((target, atype, aset, not (exact is not None and atype is itype), None, False, None))
+                if machine is None:  # the value is of the input's exact type: the same type needs no converting
+                    sets.append((target, atype, aset, not (exact is not None and atype is itype)))
                     continue
-                moves = {state_key: {ev: t.new_state or None
-                                     for ev, t in straight.transitions[id(state)].items()}
+                table = {state_key: {ev: t.new_state or None for ev, t in straight.transitions[id(state)].items()}
                          for state_key, state in straight.states[id(machine)].items() if state_key is not None}
-                steps.append((target, None, None, False, moves, machine.exception_on_unhandled_event, event))
-            inputs.append((candidates, itype, iset, tuple(steps)))
+                moves.append((target, table, machine.exception_on_unhandled_event, event))
+            # attributes and machines are apart (and all or nothing): setting them apart keeps each one's order
+            inputs.append((*candidates[0], tuple(candidates[1:]), itype, iset, tuple(sets), tuple(moves)))
         self.inputs = tuple(inputs)
 
     def run(self, attributes: dict[str, object], machines: dict[str, str], values: Mapping[str, object]) -> bool:
@@ -137,28 +142,35 @@ class _Workflow:
         for machine_key, initial in self.initial_states:
             if machine_key not in machines:
                 machines[machine_key] = initial
-        for candidates, itype, iset, steps in self.inputs:
-            for field_key, converts in candidates:
-                if field_key in values:
-                    value = convert(values[field_key], itype, iset) if converts else values[field_key]
-                    break
-            else:
-                continue
-            for target, atype, aset, sets_converted, moves, refuses, event in steps:
-                if moves is None:
-                    attributes[target] = convert(value, atype, aset) if sets_converted else value  # type: ignore[arg-type]  # an attribute step has its type
+        for field_key, converts, others, itype, iset, sets, moves in self.inputs:
+            value = values.get(field_key, MISSING)
+            if value is MISSING:
+                value, converts = _earlier(others, values)
+                if value is MISSING:
                     continue
-                table = moves.get(machines.get(target))  # type: ignore[arg-type]  # None: no such state
-                if table is None:
+            if converts:
+                value = convert(value, itype, iset)
+            for target, atype, aset, sets_converted in sets:
+                attributes[target] = convert(value, atype, aset) if sets_converted else value  # type: ignore[arg-type]  # an attribute step has its type
+            for target, table, refuses, event in moves:
+                events = table.get(machines.get(target))  # type: ignore[arg-type]  # None: not in a known state
+                if events is None:
                     return False
                 name = event or event_name(value)
-                if name in table:
-                    new_state = table[name]
+                if name in events:
+                    new_state = events[name]
                     if new_state is not None:
                         machines[target] = new_state
                 elif refuses:
                     return False
         return True
+
+
+def _earlier(others: tuple[tuple[str, bool], ...], values: Mapping[str, object]) -> tuple[object, bool]:
+    for field_key, converts in others:
+        if field_key in values:
+            return values[field_key], converts
+    return MISSING, False
 
 
 class _Route:
@@ -192,15 +204,14 @@ class _Route:
     def run(self, device: Device, body: dict[str, object], msg: InboundMessage) -> Device | None:
         """The device as the route leaves it (times not stamped), or None: hand the message over."""
         values: dict[str, object] = {}
-        for key, name, extract, exact, low, high, typed, required, default in self.fields:
-            raw = body.get(name) if name is not None else extract(msg, body)  # type: ignore[misc]  # one of them is set
-            if raw is None or raw is MISSING or raw == "":
+        for key, kind, where, exact, low, high, typed, required, default in self.fields:
+            raw = body.get(where) if kind == _JSON else _read(kind, where, msg, body)  # type: ignore[call-overload]  # a JSON name is a str
+            if raw is None or raw == "":
                 if required or default is _FAILS:
                     return None
                 if default is not MISSING:
                     values[key] = default
-                continue
-            if type(raw) is exact and (exact is str or exact is bool or low <= raw <= high):  # type: ignore[operator]  # a number here
+            elif type(raw) is exact and (exact is str or exact is bool or low <= raw <= high):  # type: ignore[operator]  # a number here
                 values[key] = raw
             else:
                 values[key] = typed(raw)
@@ -218,16 +229,28 @@ class _Route:
         updated.properties = ({k: v for k, v in properties.items() if v is not None} if None in properties.values()
                               else dict(properties))
         updated.property_bag = dict(device.property_bag)
-        if oversized_value(updated) is not None:
+        if not (_small(attributes) and _small(updated.property_bag)) and oversized_value(updated) is not None:
             return None
         return updated
+
+
+def _small(values: Mapping[str, object]) -> bool:
+    """No value can be over the size limit (numbers, booleans, None, short text): ``oversized_value`` need not look."""
+    for value in values.values():
+        kind = type(value)
+        if kind is str:
+            if len(value) > VALUE_MAX_BYTES:  # type: ignore[arg-type]  # a str
+                return False
+        elif kind is not float and kind is not int and kind is not bool and value is not None:
+            return False
+    return True
 
 
 def _field(doc: SolutionDocument, message: MessageDefinition, field: MessageField) -> Field:
     if field.storage_type is ParameterType.GEOLOCATION and any(
             getattr(field, f"{a}_{b}") for a in ("lat", "lon") for b in ("json_path", "query_string_field")):
         raise RefusedError(f"field {field.key} reads a geolocation from two locators")
-    name, extract = _extractor(field, f"field {field.key}", is_field=True)
+    kind, where = _where(field, f"field {field.key}", is_field=True)
     reader = FieldReader(doc, message, field)
     default = reader.default
     exact: type | None = None
@@ -237,46 +260,53 @@ def _field(doc: SolutionDocument, message: MessageDefinition, field: MessageFiel
     if plain and (wire not in _WIRE_CHECKED or (storage, wire) in _CHECKED_BY_STORAGE):
         exact = _ALREADY.get(storage)
     low, high = _BOUNDS.get(exact, (0, 0)) if exact is not None else (0, 0)
-    return (field.key, name, extract, exact, low, high, reader.typed, reader.required,
+    return (field.key, kind, where, exact, low, high, reader.typed, reader.required,
             _FAILS if isinstance(default, ParseError) else default)
 
 
-def _extractor(parser: FieldParser, label: str, *, is_field: bool) -> tuple[str | None, Extract | None]:
-    """(the JSON name of a one-name body path, None) or (None, an extractor); RefusedError for other reads."""
+def _where(parser: FieldParser, label: str, *, is_field: bool) -> Where:
+    """Where ``parser`` reads its value; RefusedError for reads that are not compiled."""
     if parser.reg_ex_value_selector:
         raise RefusedError(f"{label} uses a value selector")
     location = parser.search_location or SearchLocation.BODY
     try:
-        if location is SearchLocation.TOPIC or location is SearchLocation.PATH:
-            is_path = location is SearchLocation.PATH
-            text = parser.path_locator if is_path else parser.topic_locator
-            if not text:
-                raise RefusedError(f"{label} has no {location.value} locator")
-            locator = segment_locator(text, is_path=is_path, prefer=parser.key)
-            if is_path:
-                return None, lambda msg, body: _present(locator.capture(msg.path))
-            return None, lambda msg, body: _present(locator.capture(msg.topic))
+        if location is SearchLocation.TOPIC and parser.topic_locator:
+            return _TOPIC, segment_locator(parser.topic_locator, is_path=False, prefer=parser.key)
+        if location is SearchLocation.PATH and parser.path_locator:
+            return _PATH, segment_locator(parser.path_locator, is_path=True, prefer=parser.key)
     except ParseError as exc:
         raise RefusedError(f"{label}: {exc.code} {exc.detail}") from None
     if location is SearchLocation.QUERY_STRING and parser.query_string_field:
-        query = parser.query_string_field
-        return None, lambda msg, body: _present(msg.query.get(query))
+        return _QUERY, parser.query_string_field
     if location is SearchLocation.HEADERS and parser.header_name:
-        header = parser.header_name
-        return None, lambda msg, body: _present(_header(msg.headers, header))
+        return _HEADER, parser.header_name
     if location is SearchLocation.BODY and (is_field or parser.content_type is ContentType.JSON) and parser.json_path:
         path = parser.json_path.strip().removeprefix("$.")
         names = tuple(path.split("."))
         if not path or not all(names):
             raise RefusedError(f"{label}: json_path {parser.json_path!r} is not a dotted name path")
-        if len(names) == 1:
-            return names[0], None
-        return None, lambda msg, body: _walk(body, names)
+        return (_JSON, names[0]) if len(names) == 1 else (_JSON_PATH, names)
     raise RefusedError(f"{label} is read from the {location.value} in a way that is not compiled")
 
 
-def _present(value: str | None) -> object:
-    return MISSING if value is None else value
+def _read(kind: int, where: object, msg: InboundMessage, body: dict[str, object]) -> object:
+    """The raw value at ``where``, None when it is not there (a JSON null is not there either)."""
+    if kind == _TOPIC:
+        return where.capture(msg.topic)  # type: ignore[attr-defined]  # a SegmentLocator
+    if kind == _PATH:
+        return where.capture(msg.path)  # type: ignore[attr-defined]  # a SegmentLocator
+    if kind == _JSON:
+        return body.get(where)  # type: ignore[call-overload]  # a str
+    if kind == _QUERY:
+        return msg.query.get(where)  # type: ignore[call-overload]  # a str
+    if kind == _HEADER:
+        return _header(msg.headers, where)  # type: ignore[arg-type]  # a str
+    node: object = body
+    for name in where:  # type: ignore[attr-defined]  # a tuple of names
+        if not isinstance(node, dict):
+            return None
+        node = node.get(name)
+    return node
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -288,14 +318,6 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
         if key.lower() == folded:
             found = value
     return found
-
-
-def _walk(node: object, names: tuple[str, ...]) -> object:
-    for name in names:
-        if not isinstance(node, dict):
-            return MISSING
-        node = node.get(name, MISSING)
-    return MISSING if node is None else node
 
 
 class _Table:
@@ -400,26 +422,22 @@ class CompiledRoutes:
 
 def _parser(parser: FieldParser) -> Parser:
     label = f"planner parser {parser.key}"
-    name, extract = _extractor(parser, label, is_field=False)
+    kind, where = _where(parser, label, is_field=False)
     try:
         validation = compile_regex(parser.reg_ex_validation) if parser.reg_ex_validation else None
     except ParseError as exc:
         raise RefusedError(f"{label}: reg_ex_validation {exc.code}") from None
-    if name is not None:
-        key = name
-        return (lambda msg, body: _walk(body, (key,))), validation
-    assert extract is not None
-    return extract, validation
+    return kind, where, validation
 
 
-def _first(parsers: tuple[Parser, ...], msg: InboundMessage, body: object) -> str | None:
+def _first(parsers: tuple[Parser, ...], msg: InboundMessage, body: dict[str, object]) -> str | None:
     """``planner._first``: the first parser whose value is there, not empty and valid."""
-    for extract, validation in parsers:
-        raw = extract(msg, body)
-        if raw is MISSING:
+    for kind, where, validation in parsers:
+        raw = where.capture(msg.topic) if kind == _TOPIC else _read(kind, where, msg, body)  # type: ignore[attr-defined]  # a SegmentLocator
+        if raw is None:
             continue
         try:
-            value = as_text(raw).strip()
+            value = raw.strip() if type(raw) is str else as_text(raw).strip()
         except ParseError:
             continue
         if not value:
