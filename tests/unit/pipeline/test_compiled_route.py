@@ -27,6 +27,7 @@ from runtime.core.solution.model import SolutionDocument
 from runtime.core.solution.native import native_document, parse_tree
 from runtime.services.dispatcher import Dispatcher, build_engines
 from runtime.services.metrics import Counters, RuntimeMetrics
+from runtime.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -571,3 +572,8 @@ def test_the_fixtures_run_through_both_paths_alike(name: str, scripts: bool) -> 
             "hottub/statusupdate": "the route writes to a data stream",
             "hottub/pumpstatus": "message setpumpstatus is nocontent, not json",
         }
+
+
+def test_the_setting_reads_the_environment() -> None:
+    assert load_settings(None, {}).compiled_routes is True
+    assert load_settings(None, {"NUVIOT_COMPILED_ROUTES": "0"}).compiled_routes is False
