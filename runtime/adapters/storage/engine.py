@@ -133,8 +133,8 @@ def commit(
                     seg.error = _savepoint(conn, seg, ())
                 else:
                     seg.result = seg.fn(conn)
-            elif careful:
-                seg.errors = [_savepoint(conn, None, stmts) for _, stmts, _ in seg.units]
+            elif careful:  # the writer built the units (batch.careful_units) before asking for this
+                seg.errors = [_savepoint(conn, None, stmts) for _, stmts, _ in seg.units or ()]
             else:
                 for stmt, many in seg.grouped.items():
                     insert_many(conn, stmt, many)

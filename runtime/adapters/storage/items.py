@@ -102,21 +102,28 @@ def statements(record: Record, limits: Limits) -> tuple[Statement, ...]:
     raise TypeError(f"not a record: {type(record).__name__}")
 
 
+Unit = tuple[Kind, tuple[Statement, ...], int]  # kind, its statements, calls it stands for
+
+
 @dataclass(slots=True, eq=False)
 class Plain:
     """The records between two awaited operations, converted once into rows.
 
-    ``grouped`` (statement -> rows, in queue order) is what the bulk commit runs; ``units`` (one per record,
-    or per coalesced device) is what the row-by-row retry runs, and ``errors`` is filled only then.
-    ``written``/``tables``/``deadletter_bytes`` are the counts when the whole segment commits.
+    ``grouped`` (statement -> rows, in queue order) is what the bulk commit runs. ``units`` (one per record,
+    or per coalesced device) is what the row-by-row retry runs: built from ``records`` only for that retry
+    (``batch.careful_units``), and ``errors`` is filled then. ``written``/``tables``/``deadletter_bytes`` are
+    the counts when the whole segment commits.
     """
 
-    units: list[tuple[Kind, tuple[Statement, ...], int]]  # kind, its statements, calls it stands for
+    records: list[Record]  # as queued (the careful retry converts them again, device rows stamped ``now``)
     grouped: dict[Insert, list[tuple[Any, ...]]]
     written: dict[str, int]  # per Kind value (a StrEnum: Kind.MESSAGE is the key "message")
     tables: dict[str, int]
     rows: int
+    now: float
     deadletter_bytes: int = 0
+    skip: set[int] | None = None  # id() of the records (and coalesced devices) refused when converted
+    units: list[Unit] | None = None
     errors: list[BaseException | None] | None = None  # per unit, after a careful commit
     error: BaseException | None = None  # the whole segment failed (closing on a stuck database)
 

@@ -68,9 +68,20 @@ def redact_headers(headers: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: REDACTED if _secret(str(k)) else v for k, v in headers.items()}
 
 
+_dumps = orjson.dumps
+_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
+
+
 def dumps(value: Any) -> str:
-    """Strict JSON for data (device state, message detail): a value orjson cannot encode is a bad row."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    """Strict JSON for data (device state, message detail): a value orjson cannot encode is a bad row.
+
+    Keys that are not strings are written as strings (``OPT_NON_STR_KEYS``); that option makes orjson take a
+    slower path for every dict (~80 ns of ~200 per call), so it is only asked for when the plain call refuses
+    (the output for string keys is the same)."""
+    try:
+        return _dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError: a key that is not a string, or a value that is not JSON
+        return _dumps(value, option=_NON_STR_KEYS).decode()
 
 
 def dumps_lenient(value: Any) -> str:

@@ -160,6 +160,12 @@ class SqliteStore:
         return dict(self._writer.lost)
 
     @property
+    def batches(self) -> int:
+        """Batches the writer took from its queue (one transaction each while healthy): records per batch is
+        what the per-transaction costs are shared by."""
+        return self._writer.batches
+
+    @property
     def unacked(self) -> int:
         """Acknowledgements (QoS1 PUBACK, AMQP ack) never sent because their record did not commit."""
         return self._writer.unacked

@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 
 from runtime.adapters.storage import engine
-from runtime.adapters.storage.batch import account, prepare
+from runtime.adapters.storage.batch import account, careful_units, prepare
 from runtime.adapters.storage.checkpoint import Checkpointer
 from runtime.adapters.storage.engine import SqlThread
 from runtime.adapters.storage.faults import Fault, classify, explain
@@ -88,7 +88,9 @@ class BatchWriter:
         self._backoff_cap = backoff_cap
         self._items: deque[Item] = deque()
         self._inflight: list[Item] = []
+        self._ops = 0  # awaited operations in ``_items`` (a batch without one needs no scan)
         self._wakeup = asyncio.Event()
+        self._idle = False  # the writer task waits on ``_wakeup`` (only then does ``offer`` set it)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._closing = False
@@ -111,6 +113,7 @@ class BatchWriter:
         self.failed = dict.fromkeys(KINDS, 0)
         self.lost = dict.fromkeys(KINDS, 0)  # taken in, never committed (damaged store, writer bug)
         self.unacked = 0  # acknowledgements never sent because their record was not committed
+        self.batches = 0  # batches taken from the queue (one transaction each when healthy)
 
     @property
     def queue_depth(self) -> int:
@@ -139,10 +142,12 @@ class BatchWriter:
             return False
         self._items.append(record)
         self._accepted += 1
-        if threading.get_ident() == self._loop_thread:
-            self._wakeup.set()
-        else:  # e.g. a logging handler called from a library's thread
-            self._loop.call_soon_threadsafe(self._wakeup.set)
+        if self._idle:  # the writer waits for work (while it writes, it finds this record when it looks again)
+            if threading.get_ident() == self._loop_thread:
+                self._idle = False
+                self._wakeup.set()
+            else:  # e.g. a logging handler called from a library's thread
+                self._loop.call_soon_threadsafe(self._wakeup.set)
         return True
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -175,6 +180,7 @@ class BatchWriter:
             raise TransientError("storage is closed")
         future: asyncio.Future[Any] = self._loop.create_future()
         self._items.append(Op(fn, future))
+        self._ops += 1
         self._accepted += 1
         self._wakeup.set()
         return await future
@@ -213,14 +219,26 @@ class BatchWriter:
                 if not self._items:
                     if self._closing:
                         return
+                    self._idle = True  # before looking again: a record another thread queues now wakes us
                     self._wakeup.clear()
-                    await self._wakeup.wait()
+                    if not self._items:
+                        await self._wakeup.wait()
+                    self._idle = False
                     continue
-                n = min(self._batch_size, len(self._items))
-                batch = [self._items.popleft() for _ in range(n)]
+                items = self._items
+                n = min(self._batch_size, len(items))
+                if n == len(items):
+                    batch = list(items)
+                    items.clear()
+                else:
+                    batch = [items.popleft() for _ in range(n)]
+                ops = self._ops > 0
+                if ops:  # awaited operations were queued: how many are in this batch
+                    self._ops -= sum(1 for item in batch if type(item) is Op)
                 self._inflight = batch
+                self.batches += 1
                 try:
-                    await self._write(batch)
+                    await self._write(batch, ops)
                 except Exception as exc:  # noqa: BLE001 - a damaged store, or a bug in here: lost, never acknowledged
                     self._lose(batch, exc)
                 self._inflight = []
@@ -230,6 +248,7 @@ class BatchWriter:
                 if self._gave_up:  # closing on a database that stays stuck: do not wait out every batch
                     rest = list(self._items)
                     self._items.clear()
+                    self._ops = 0
                     self._abandon(rest, TransientError("storage closed while the database could not commit"))
                     self._discard_callbacks(self._done + len(rest))
                     self._done += len(rest)
@@ -252,6 +271,7 @@ class BatchWriter:
                     self.dropped[kind_of(item)] += 1
             self._inflight = []
             self._items.clear()
+            self._ops = 0
             self._discard_callbacks(self._accepted)
 
     def _release_room(self, *, all_: bool = False) -> None:
@@ -330,8 +350,8 @@ class BatchWriter:
             log.warning("storage_recovered", fault=self.fault.value)
             self.fault = self.fault_reason = None
 
-    async def _write(self, batch: list[Item]) -> None:
-        prepared = prepare(batch, self._limits)
+    async def _write(self, batch: list[Item], ops: bool = True) -> None:
+        prepared = prepare(batch, self._limits, ops)
         backoff: Backoff | None = None  # made on the first retry (seeding a Random per batch is not free)
         careful = False
         attempt = 0
@@ -348,6 +368,7 @@ class BatchWriter:
                     if careful:
                         raise  # not any one row's error: a bug
                     careful = True
+                    careful_units(prepared, self._limits)
                     log.warning("storage_batch_failed", error=repr(exc), retry="row_by_row")
                     continue
                 attempt += 1
@@ -375,7 +396,7 @@ class BatchWriter:
         if not self._gave_up:
             self._recovered()
             self._pruner.carried(pruned)
-        for kind, (count, first) in account(prepared, self.written, self._pruner).items():
+        for kind, (count, first) in account(prepared, self.written, self._pruner, self._limits).items():
             self.failed[kind] += count
             log.error("storage_rows_failed", kind=kind, count=count, error=repr(first))
 
