@@ -49,11 +49,14 @@ class Intake:
 
     def offer(self, msg: InboundMessage) -> bool:
         c = self._counters
-        if not self._accepting or self._closed or len(self._buf) >= self.maxsize:
+        buf = self._buf
+        depth = len(buf)
+        if not self._accepting or self._closed or depth >= self.maxsize:
             c.refused += 1
             return False
-        self._buf.append(msg)
-        self._empty.clear()
+        buf.append(msg)
+        if not depth:  # ``_empty`` is set exactly while the buffer is empty
+            self._empty.clear()
         c.received += 1
         c.by_listener[msg.listener] += 1
         w = self._waiter
@@ -105,8 +108,11 @@ class Intake:
             finally:
                 self._waiter = None
         buf = self._buf
-        n = min(max_batch, len(buf))
-        batch = [buf.popleft() for _ in range(n)]
+        if len(buf) <= max_batch:
+            batch = list(buf)
+            buf.clear()
+        else:
+            batch = [buf.popleft() for _ in range(max_batch)]
         if not buf:
             self._empty.set()
         if self._on_room and len(buf) < self.low_water:

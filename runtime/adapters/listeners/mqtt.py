@@ -55,7 +55,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import aiomqtt
@@ -82,6 +83,12 @@ log = structlog.get_logger(__name__)
 _MQTT_LOGGER = logging.getLogger(__name__ + ".aiomqtt")
 
 REPLY_SUFFIX = "/reply"
+_NONE: Mapping[str, str] = MappingProxyType({})  # an MQTT message's headers and query: none (shared, read-only)
+if tuple(InboundMessage.__dataclass_fields__)[:9] != (  # _deliver passes these by position (keywords cost more)
+    "listener", "payload", "topic", "path", "method", "headers", "query", "from_address", "reply",
+):  # pragma: no cover - a guard for whoever reorders InboundMessage
+    raise ImportError("runtime.core.messages.InboundMessage changed: update MqttClientListener._deliver")
+_REPLIES_MAX = 4096  # reply channels kept per listener (one per topic; dropped all at once when full)
 PROBE_FILTER = "nuviot-runtime/keepalive-probe"  # unsubscribed (never subscribed) to see that the broker answers
 _OVERSIZE_LOG_EVERY = 10.0  # seconds between two oversized-payload warnings
 
@@ -187,6 +194,7 @@ class MqttClientListener(SupervisedListener):
         self._init_supervision(backoff_base, backoff_cap)
         self._redeliver_backoff = Backoff(base=max(backoff_base, 0.5), cap=backoff_cap)
         self._replies: deque[tuple[str, bytes]] = deque()
+        self._reply_channels: dict[str, _Reply] = {}  # topic -> its reply channel (immutable, shared)
         self._reply_queue_size = reply_queue_size
         self._reply_wake = asyncio.Event()
         self._reply_loop_warned = False
@@ -238,8 +246,12 @@ class MqttClientListener(SupervisedListener):
     def _deliver(self, topic: str, payload: bytes, qos: int, mid: int, conn: _Connection) -> None:
         """One message into the intake (what every ``take`` shares); a QoS>=1 message refused here is not
         acknowledged, so the broker delivers it again."""
-        msg = InboundMessage(self.key, payload, topic)
-        msg.reply = _Reply(self, topic)
+        reply = self._reply_channels.get(topic)
+        if reply is None:
+            if len(self._reply_channels) >= _REPLIES_MAX:
+                self._reply_channels.clear()
+            reply = self._reply_channels[topic] = _Reply(self, topic)
+        msg = InboundMessage(self.key, payload, topic, None, None, _NONE, _NONE, None, reply)
         if qos:
             msg.ack = _Ack(conn, mid, qos)
         if self._accepting and self._intake.offer(msg):  # type: ignore[union-attr]  # set by start(); hot path

@@ -168,21 +168,24 @@ class _BufferedSocket:
             qos = (header >> 1) & 3
             if qos > 1:
                 break
-            i = pos + 1
-            remaining = 0
-            shift = 0
-            while True:  # the remaining length: 1 to 4 bytes, 7 bits each
-                if i >= size or shift > 21:
-                    remaining = -1
-                    break
-                byte = buf[i]
-                remaining |= (byte & 127) << shift
-                i += 1
-                if byte < 128:
-                    break
-                shift += 7
-            if remaining < 0:
-                break  # incomplete, or a length paho will call malformed
+            remaining = buf[pos + 1]
+            i = pos + 2
+            if remaining >= 128:  # the remaining length: 1 to 4 bytes, 7 bits each (one: a packet under 130 bytes)
+                i = pos + 1
+                remaining = 0
+                shift = 0
+                while True:
+                    if i >= size or shift > 21:
+                        remaining = -1
+                        break
+                    byte = buf[i]
+                    remaining |= (byte & 127) << shift
+                    i += 1
+                    if byte < 128:
+                        break
+                    shift += 7
+                if remaining < 0:
+                    break  # incomplete, or a length paho will call malformed
             end = i + remaining
             if end > size:
                 break  # incomplete: paho waits for the rest
