@@ -30,7 +30,10 @@ from bench.streams import run_datastream_phase
 from tests.support.mosquitto import Mosquitto
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GOALS = {"e2e_msgs_per_s": 10_000, "ratio_q0": 0.60, "p99_ms": 25.0, "rss_mb": 200.0, "ratio_datastream": 0.80}
+# rss_mb: issue 17 (issue 7 asked < 200 MB); flat: the QoS0 run's RSS grows by less than rss_growth_mb after its
+# first 10 % (the heap has reached its working size by then; a leak keeps growing with the messages)
+GOALS = {"e2e_msgs_per_s": 10_000, "ratio_q0": 0.60, "p99_ms": 25.0, "rss_mb": 120.0, "rss_growth_mb": 10.0,
+         "ratio_datastream": 0.80}
 
 PROFILES = {
     #          e2e QoS0   e2e QoS1  baseline  latency s  REST n  devices
@@ -113,6 +116,7 @@ def main() -> int:
         "p99_processed_ms": round(l0["processed_p99_ms"], 2), "p99_q1_ms": round(l1["p99_ms"], 2),
         "rss_mb": round(max(rss_end, res["e2e_q0"].get("rss_peak_mb", 0.0)), 1),
         "rss_start_mb": round(rss_start, 1),
+        "rss_growth_mb": round(res["e2e_q0"].get("rss_peak_mb", 0.0) - res["e2e_q0"].get("rss_at_10pct_mb", 0.0), 1),
         "rest_req_per_s": round(rest["req_per_s"]), "rest_p99_ms": round(rest["p99_ms"], 2),
         "messages_q0": q0["committed"], "refused_q0": q0["refused"], "mode": mode,
         "nproc": res["machine"]["nproc"],
@@ -190,7 +194,8 @@ def render_table(res: dict[str, Any], s: dict[str, Any]) -> str:
          f"p50 {rest['p50_ms']:.1f} / p99 {rest['p99_ms']:.1f} ms; {rest['statuses']}", ""),
         ("RSS start / after QoS0 / end", f"{rss['start_mb']:.0f} / {rss['after_q0_mb']:.0f} / {rss['end_mb']:.0f} MB",
          f"QoS0 run: at 10% {q0.get('rss_at_10pct_mb', 0):.0f}, peak {q0.get('rss_peak_mb', 0):.0f} MB",
-         f"< 200 MB: {_ok(s['rss_mb'] < GOALS['rss_mb'])}"),
+         f"< {GOALS['rss_mb']:.0f} MB and flat (+{s['rss_growth_mb']:.0f} MB after 10 %, < "
+         f"{GOALS['rss_growth_mb']:.0f}): {_ok(s['rss_mb'] < GOALS['rss_mb'] and s['rss_growth_mb'] < GOALS['rss_growth_mb'])}"),
     ]
     if "fallback_q0" in res:
         f0, f1 = res["fallback_q0"], res["fallback_q1"]
