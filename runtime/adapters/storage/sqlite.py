@@ -79,7 +79,7 @@ class SqliteStore:
         cls,
         path: Path,
         *,
-        batch_size: int = 500,
+        batch_size: int = 2_000,  # items per transaction at most (issue 17: docs/performance.md)
         queue_size: int = 100_000,
         retention: Retention | None = None,
         limits: Limits | None = None,
