@@ -35,7 +35,9 @@ def assert_failed_cleanly(d: Daemon, reason_start: str) -> dict:
     code, body = d.request("GET", "/events")
     assert code == 503 and body["error"]["code"] == "storage_unavailable"
     assert "# TYPE" in http("GET", d.base + "/metrics")[1]
-    unusable = [e for e in d.json_lines() if e.get("event") == "storage_unusable"]
+    # the daemon's output is read by a thread of the harness: the line can arrive after /status answered
+    unusable = wait_for(lambda: [e for e in d.json_lines() if e.get("event") == "storage_unusable"], 10,
+                        "the storage_unusable log line")
     assert len(unusable) == 1 and unusable[0]["reason"] == status["reason"]
     assert not any("Traceback" in line for line in d.lines)
     assert status["storage"]["fault"] == status["reason"]
