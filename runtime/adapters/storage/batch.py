@@ -11,7 +11,7 @@ commit failed on a row (``careful_units``): the usual batch never needs them.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from runtime.adapters.storage import rows
 from runtime.adapters.storage.items import (
@@ -40,11 +40,11 @@ def prepare(batch: list[Item], limits: Limits, ops: bool = True) -> Prepared:
     prepared = Prepared([])
     if not ops:
         if batch:
-            prepared.segments.append(_plain(batch, prepared, limits))
+            prepared.segments.append(_plain(cast("list[Record]", batch), prepared, limits))
         return prepared
     plain: list[Record] = []
     for item in batch:
-        if type(item) is Op:
+        if isinstance(item, Op):
             if item.future.done():  # its caller gave up or was told it failed: do not apply it
                 continue
             if plain:
@@ -73,7 +73,7 @@ def _plain(records: list[Record], prepared: Prepared, limits: Limits) -> Plain:
     for record in records:
         kind_type = type(record)
         if kind_type is Device:
-            devices[record.device_id] = record  # type: ignore[union-attr]  # a Device
+            devices[record.device_id] = record  # type: ignore[union-attr, index, assignment]  # a Device
             device_calls += 1
             continue
         try:
@@ -128,7 +128,7 @@ def careful_units(prepared: Prepared, limits: Limits) -> None:
     lacks them: what the row-by-row retry runs and counts. The same rows as the bulk commit's (same records,
     same stamp); records refused then are left out (already counted)."""
     for seg in prepared.segments:
-        if type(seg) is not Plain or seg.units is not None:
+        if not isinstance(seg, Plain) or seg.units is not None:
             continue
         units: list[Unit] = []
         skip = seg.skip or set()
@@ -163,13 +163,13 @@ def account(prepared: Prepared, written: dict[str, int], pruner: Pruner,
     """Resolve the awaited operations, count what was written (into ``written``, ``pruner``); return the
     failures per kind: (records, first error)."""
     failures: dict[Kind, tuple[int, BaseException]] = {}
-    if any(type(seg) is Plain and seg.error is not None and seg.units is None for seg in prepared.segments):
+    if any(isinstance(seg, Plain) and seg.error is not None and seg.units is None for seg in prepared.segments):
         careful_units(prepared, limits)  # a whole segment failed: counted per record
     for kind, calls, exc in prepared.rejected:
         count, first = failures.get(kind, (0, exc))
         failures[kind] = (count + calls, first)
     for seg in prepared.segments:
-        if type(seg) is Op:
+        if isinstance(seg, Op):
             if seg.future.done():
                 continue
             if seg.error is None:
