@@ -41,10 +41,14 @@ class StorageUnavailableError(RuntimeBaseError):
         self.message = message
 
 
+EVENT_KINDS = ("state", "deviceError")  # what `GET /events?kind=` takes (a row's `kind`)
+
+
 class AdminStore(Protocol):
     async def flush(self) -> None: ...
 
-    async def list_events(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    async def list_events(self, limit: int = 100, kind: str | None = None,
+                          device_id: str | None = None) -> list[dict[str, Any]]: ...
 
     async def list_messages(self, limit: int = 100, device_id: str | None = None) -> list[dict[str, Any]]: ...
 
@@ -151,8 +155,9 @@ class Operations:
         except StorageError as exc:
             raise StorageUnavailableError(str(exc)) from None
 
-    async def events(self, limit: int) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._read(self.store.list_events(limit))
+    async def events(self, limit: int, kind: str | None = None,
+                     device_id: str | None = None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._read(self.store.list_events(limit, kind, device_id))
         return result
 
     async def messages(self, limit: int, device_id: str | None) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import pytest
 
 from runtime.adapters.storage.postgres import PostgresStore
 from runtime.core.devices import Device
+from runtime.core.health import HealthEvent
 from runtime.core.messages import MessageRecord, PemStatus
 from tests.support import postgres
 
@@ -52,6 +53,12 @@ async def test_records_devices_and_deadletters_round_trip(database_url: str) -> 
         got = await store.get_device("d1")
         assert got is not None and got.attributes == {"seq": 5} and got.primary_access_key == "secret"
         assert [e["to"] for e in await store.list_events()] == ["Running"]
+        store.record_device_error(HealthEvent("d1", "E42", "raised", "businessrule", "too hot", 2.0))
+        await store.flush()
+        assert [e["kind"] for e in await store.list_events()] == ["deviceError", "state"]
+        assert [e["to"] for e in await store.list_events(kind="state")] == ["Running"]
+        assert [e["code"] for e in await store.list_events(kind="deviceError", device_id="d1")] == ["E42"]
+        assert await store.list_events(device_id="d2") == []
         assert await store.delete_device("d1") is True
         assert await store.delete_device("d1") is False
 

@@ -121,6 +121,13 @@ def test_alarm_states_watchdogs_and_err_messages_raise_and_clear_the_devices_err
             ("dev001", "motionalarm", "raised", "alarmstate"))
         assert next(r for r in events if r.get("code") == "E42")["reason"] == "overheated"
         assert {"kind": "state", "to": "Running"}.items() <= next(r for r in events if r["kind"] == "state").items()
+        # narrowed to one kind and one device; an unknown kind is a 400 with a stable code
+        only = d.request("GET", "/events?limit=50&kind=deviceError&deviceId=dev001")[1]
+        assert [(r["code"], r["action"]) for r in only] == [(c, a) for _, c, a, _ in errors]
+        assert {r["kind"] for r in d.request("GET", "/events?limit=50&kind=state")[1]} == {"state"}
+        assert d.request("GET", "/events?deviceId=nobody")[1] == []
+        status, body = d.request("GET", "/events?kind=alarm")
+        assert status == 400 and body["error"]["code"] == "bad_kind", body
 
     # after a restart: the stored errors are still there and the watchdog keeps its schedule (the device has
     # been silent for longer than WatchdogSeconds, so it times out again without a new message)

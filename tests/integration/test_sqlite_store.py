@@ -306,6 +306,14 @@ async def test_events_and_logs_newest_first_with_limit(db_path: Path) -> None:
         assert (await store.list_events(limit=1))[0] == {
             "at": "2023-11-14T22:13:29.000Z", "kind": "deviceError", "deviceId": "dev1", "code": "E42",
             "action": "raised", "source": "businessrule", "reason": ("too hot " * 100)[:500]}
+        # narrowed to one kind and/or one device (a flapping device's errors do not hide the transitions)
+        store.record_device_error(HealthEvent("dev2", "E7", "cleared", "alarmstate", "", T0 + 10))
+        await store.flush()
+        assert [e["to"] for e in await store.list_events(limit=2, kind="state")] == ["Pausing", "Running"]
+        assert [(e["deviceId"], e["code"]) for e in await store.list_events(kind="deviceError")] == [
+            ("dev2", "E7"), ("dev1", "E42")]
+        assert [e["code"] for e in await store.list_events(device_id="dev1")] == ["E42"]
+        assert await store.list_events(kind="state", device_id="dev1") == []
         logs = await store.list_logs(limit=10)
         assert [entry["event"] for entry in logs] == ["state_changed", "listener_failed"]
         assert logs[1]["fields"] == {"listener": "mqtt1", "path": "/x", "n": 1}  # odd values as text

@@ -21,7 +21,13 @@ from runtime.adapters.console.routes import register_console
 from runtime.adapters.httpguard import ConnectionLimits
 from runtime.adapters.httpsite import HttpServer, start_site
 from runtime.core.errors import CommandRefusedError
-from runtime.services.commands import BadRequestError, NotFoundError, Operations, StorageUnavailableError
+from runtime.services.commands import (
+    EVENT_KINDS,
+    BadRequestError,
+    NotFoundError,
+    Operations,
+    StorageUnavailableError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -193,7 +199,10 @@ class AdminApi:
         return _json({"state": state.value}, 202)
 
     async def events(self, request: web.Request) -> web.Response:
-        return _json(await self._ops.events(_limit(request)))
+        kind = request.query.get("kind") or None
+        if kind is not None and kind not in EVENT_KINDS:
+            raise BadRequestError("bad_kind", f"kind must be one of {', '.join(EVENT_KINDS)}")
+        return _json(await self._ops.events(_limit(request), kind, request.query.get("deviceId") or None))
 
     async def devices(self, request: web.Request) -> web.Response:
         limit = _limit(request) if "limit" in request.query else None  # without one: every device

@@ -323,8 +323,10 @@ class PostgresStore:
         return [rows.device_from_row(tuple(r)) for r in await self._pool.fetch(rows.SELECT_DEVICES)]
 
     # --- reads for the admin API ---
-    async def list_events(self, limit: int = 100) -> list[dict[str, Any]]:
-        return [rows.event_dict(tuple(r)) for r in await self._pool.fetch(pg(rows.SELECT_EVENTS), _limit(limit))]
+    async def list_events(self, limit: int = 100, kind: str | None = None,
+                          device_id: str | None = None) -> list[dict[str, Any]]:
+        sql, params = rows.select_events(kind, device_id)
+        return [rows.event_dict(tuple(r)) for r in await self._pool.fetch(pg(sql), *params, _limit(limit))]
 
     async def list_messages(self, limit: int = 100, device_id: str | None = None) -> list[dict[str, Any]]:
         if device_id is None:

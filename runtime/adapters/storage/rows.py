@@ -100,6 +100,22 @@ SELECT_EVENTS = ("SELECT at, from_state, to_state, reason, kind, device_id, code
                  "ORDER BY seq DESC LIMIT ?")
 DEVICE_ERROR = "deviceError"  # the kind of an event row that is a device error raised or cleared
 
+
+def select_events(kind: str | None, device_id: str | None) -> tuple[str, tuple[str, ...]]:
+    """``SELECT_EVENTS`` narrowed to one kind and/or one device: (statement, its leading parameters; the
+    limit comes last)."""
+    where: list[str] = []
+    params: list[str] = []
+    if kind is not None:
+        where.append("kind = ?")
+        params.append(kind)
+    if device_id is not None:
+        where.append("device_id = ?")
+        params.append(device_id)
+    if not where:
+        return SELECT_EVENTS, ()
+    return SELECT_EVENTS.replace(" ORDER BY", f" WHERE {' AND '.join(where)} ORDER BY"), tuple(params)
+
 INSERT_LOG = Insert("logs", "at, level, event, fields")
 SELECT_LOGS = "SELECT at, level, event, fields FROM logs ORDER BY seq DESC LIMIT ?"
 

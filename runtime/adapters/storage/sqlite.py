@@ -286,11 +286,10 @@ class SqliteStore:
 
     # --- reads for the admin API (CONTRACT §4 shapes), newest first ---
 
-    async def list_events(self, limit: int = 100) -> list[dict[str, Any]]:
-        return [
-            rows.event_dict(r)
-            for r in await self._read(rows.SELECT_EVENTS, (_limit(limit),))
-        ]
+    async def list_events(self, limit: int = 100, kind: str | None = None,
+                          device_id: str | None = None) -> list[dict[str, Any]]:
+        sql, params = rows.select_events(kind, device_id)
+        return [rows.event_dict(r) for r in await self._read(sql, (*params, _limit(limit)))]
 
     async def list_messages(self, limit: int = 100, device_id: str | None = None) -> list[dict[str, Any]]:
         if device_id is None:

@@ -95,7 +95,8 @@ class UnavailableStore:
     async def get_device(self, device_id: str) -> Device | None:
         raise self._unavailable()
 
-    async def list_events(self, limit: int = 100) -> list[dict[str, Any]]:
+    async def list_events(self, limit: int = 100, kind: str | None = None,
+                          device_id: str | None = None) -> list[dict[str, Any]]:
         raise self._unavailable()
 
     async def list_messages(self, limit: int = 100, device_id: str | None = None) -> list[dict[str, Any]]:
