@@ -52,17 +52,50 @@ def streams_solution(out: Path, *, postgres: tuple[str, int] | None = None, redi
     return out
 
 
+def stream_written(bench: Any, key: str, expected: int, within: float) -> tuple[int, float]:
+    """Poll the daemon's ``/status`` (every 0.1 s: the table is never scanned while rows arrive) until the stream
+    has written ``expected`` rows and nothing is queued, or nothing moved for 10 s: (rows written, when the last
+    write committed, the stream's ``lastWriteAt``)."""
+    import time
+    from datetime import datetime
+
+    deadline = time.monotonic() + within
+    last, last_change = -1, time.monotonic()
+    while True:
+        st = next((s for s in bench.status().get("dataStreams", []) if s["key"] == key), {})
+        written = int(st.get("written") or 0)
+        if written != last:
+            last, last_change = written, time.monotonic()
+        done = written >= expected and not st.get("depth")
+        if done or time.monotonic() > deadline or time.monotonic() - last_change > 10:
+            at = st.get("lastWriteAt")
+            return written, datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp() if at else 0.0
+        time.sleep(0.1)
+
+
+def table_rows(dsn: str, table: str, run: str) -> int:
+    """The rows of ``run`` in the table (once, at the end: a count scans the table)."""
+    import asyncio
+
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval(f'SELECT count(*) FROM "{table}" WHERE seq LIKE $1', f"{run}-%"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
 def run_datastream_phase(workdir: Path, broker: Any, devices: int, n: int, run: str) -> dict[str, Any]:
     """The ``datastream`` phase: QoS 0 at full speed through a fresh daemon on the plain benchmark solution,
     then at once through a daemon on the streams solution with a PostgreSQL stream of the bench's own (initdb
     on a free port): back to back, so both see the same machine (it is shared and its load moves). The
     stream run's committed rate counts a message once its row is committed in PostgreSQL: rows / (last row
-    committed - first message received)."""
-    import asyncio
-    import time
-
-    import asyncpg
-
+    committed - first message received); the last commit is the stream's ``lastWriteAt`` (``/status``), the rows
+    are counted in the table at the end."""
     from bench.harness import Bench
     from tests.support.databases import Postgres
 
@@ -78,25 +111,8 @@ def run_datastream_phase(workdir: Path, broker: Any, devices: int, n: int, run: 
         bench.start_daemon(solution=solution)
         try:
             q0 = bench.throughput(0, n, run)
-
-            async def rows_until(expected: int, within: float) -> tuple[int, float]:
-                conn = await asyncpg.connect(pg.dsn)
-                try:
-                    deadline = time.monotonic() + within
-                    last, last_change = -1, time.time()
-                    while True:
-                        count = int(await conn.fetchval("SELECT count(*) FROM telemetry WHERE seq LIKE $1",
-                                                        f"{run}-%"))
-                        now = time.time()
-                        if count != last:
-                            last, last_change = count, now
-                        if count >= expected or time.monotonic() > deadline or now - last_change > 10:
-                            return count, last_change
-                        await asyncio.sleep(0.02)
-                finally:
-                    await conn.close()
-
-            rows, done_at = asyncio.run(rows_until(q0["committed"], 600))
+            written, done_at = stream_written(bench, "pgtelemetry", q0["committed"], 600)
+            rows = table_rows(pg.dsn, "telemetry", run)
             status = bench.status()
         finally:
             code = bench.stop_daemon()
@@ -104,7 +120,7 @@ def run_datastream_phase(workdir: Path, broker: Any, devices: int, n: int, run: 
     stream = next((s for s in status.get("dataStreams", []) if s["key"] == "pgtelemetry"), {})
     return {
         "without_stream_msgs_per_s": without["msgs_per_s"],
-        "sent": q0["sent"], "committed": q0["committed"], "rows": rows,
+        "sent": q0["sent"], "committed": q0["committed"], "rows": rows, "written": written,
         "records_msgs_per_s": q0["msgs_per_s"],
         "msgs_per_s": rows / (done_at - start) if rows and start and done_at > start else 0.0,
         "refused": q0["refused"], "overflow": stream.get("overflow"), "failures": stream.get("failures"),

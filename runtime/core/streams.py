@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -76,6 +76,10 @@ class FieldSpec:
     decimals: int | None = None
 
 
+# (device id, time or None for no timestamp column, values) -> the row, or None: take the general path
+FastBuilder = Callable[[str, float | None, Mapping[str, object]], dict[str, object] | None]
+
+
 @dataclass(frozen=True, slots=True)
 class StreamSpec:
     key: str
@@ -89,6 +93,11 @@ class StreamSpec:
     fields: tuple[FieldSpec, ...]
     source: DataStream = field(repr=False, compare=False)
     names: frozenset[str] = frozenset()  # what a value may be keyed by: field keys, columns, id and time
+    # the usual new row, worked out once per stream (``fast_builder``): None when the stream has a field it
+    # does not cover, or (from the builder) when a row needs the general path
+    fast: FastBuilder | None = field(default=None, repr=False, compare=False)
+    # a route step's mappings -> its row builder, or None (``mapped_row``); filled on first use
+    mapped: dict[tuple[tuple[str, str], ...], object] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def by_name(self) -> dict[str, FieldSpec]:
@@ -129,8 +138,9 @@ def spec_of(ds: DataStream) -> StreamSpec:
     )
     device_field, time_field = ds.device_id_field_name or "deviceId", ds.timestamp_field_name or "timeStamp"
     names = frozenset({device_field, time_field, *(f.key for f in fields), *(f.column for f in fields)})
+    epoch = (ds.date_storage_format or "").lower() in EPOCH_IDS
     return StreamSpec(ds.key, ds.name or ds.key, ds.stream_type or "builtin", kind, fallback, device_field,
-                      time_field, (ds.date_storage_format or "").lower() in EPOCH_IDS, fields, ds, names)
+                      time_field, epoch, fields, ds, names, fast_builder(fields, names, device_field, time_field, epoch))
 
 
 def specs_of(doc: SolutionDocument) -> dict[str, StreamSpec]:
@@ -223,11 +233,86 @@ def _cell(spec: StreamSpec, f: FieldSpec, value: object) -> object:
     return str(value)
 
 
+def fast_builder(fields: Sequence[FieldSpec], names: frozenset[str], device_field: str, time_field: str,
+                 epoch: bool, sources: Mapping[str, str] | None = None) -> FastBuilder | None:
+    """The usual new row of a stream, with each field's checks worked out once: a text field takes a ``str``, a
+    true/false field a ``bool``, a number an ``int`` or a finite ``float`` (min/max compared, whole for an
+    integer field, rounded to its decimals). Anything else (a missing required field, a value to convert or to
+    refuse, a name the stream does not have) returns None: ``build_row``'s general path decides, so the row (or
+    the error) is the same either way. None for a stream with a date/time or location field (their values
+    always take the general path).
+
+    The function is written out for the stream's fields (Python source compiled once per solution load, as
+    ``dataclasses`` writes ``__init__``): no loop over field specs, no test of a bound the field does not
+    have. Only generated names are in the source; every key, column, bound and decimals value is passed in
+    as a variable, never written into it.
+
+    ``sources`` (column -> message field, ``mapped_row``): the values are the message's own, each field read
+    from its mapped message field (none: missing), the names already checked against the stream."""
+    env: dict[str, object] = {"known": names.issuperset, "isfinite": math.isfinite, "format_time": format_time,
+                              "EPOCH": epoch, "DEVICE": device_field, "TIME": time_field}
+    body = ["def build(device_id, at, values):"]
+    if sources is None:
+        body += ["    if not known(values):", "        return None"]
+    body.append("    get = values.get")
+    cells = []
+    for i, f in enumerate(fields):
+        if f.type in (ParameterType.DATETIME, ParameterType.GEOLOCATION):
+            return None
+        v = f"v{i}"
+        env[f"K{i}"], env[f"C{i}"] = f.key, f.column
+        cells.append(f"C{i}: {v}")
+        if sources is not None:
+            env[f"S{i}"] = sources.get(f.column)
+            body.append(f"    {v} = get(S{i})" if f.column in sources else f"    {v} = None")
+        else:
+            body.append(f"    {v} = get(K{i})")
+        if f.column != f.key and sources is None:
+            env[f"A{i}"] = f.column
+            body += [f"    if {v} is None:", f"        {v} = get(A{i})"]
+        missing = "return None" if f.required else "pass"
+        if f.type not in NUMERIC:
+            wanted = "bool" if f.type is ParameterType.TRUE_FALSE else "str"
+            body += [f"    if type({v}) is not {wanted} and ({v} is not None or {f.required}):", "        return None"]
+            continue
+        bounds = []
+        if f.min is not None:
+            env[f"LO{i}"] = f.min
+            bounds.append(f"{v} < LO{i}")
+        if f.max is not None:
+            env[f"HI{i}"] = f.max
+            bounds.append(f"{v} > HI{i}")
+        out_of_range = " or ".join(bounds) or "False"
+        integer = f.type is ParameterType.INTEGER
+        decimals = f.decimals if f.decimals is not None and f.decimals >= 0 and not integer else None
+        env[f"D{i}"] = decimals
+        body += [f"    t = type({v})", "    if t is int:", f"        if {out_of_range}:", "            return None"]
+        if not integer:
+            body.append(f"        {v} = float({v})" if decimals is None else f"        {v} = round(float({v}), D{i})")
+        body += ["    elif t is float:", f"        if not isfinite({v}) or {out_of_range}:", "            return None"]
+        if integer:
+            body += [f"        if not {v}.is_integer():", "            return None", f"        {v} = int({v})"]
+        elif decimals is not None:
+            body.append(f"        {v} = round({v}, D{i})")
+        body += [f"    elif {v} is not None:", "        return None"]
+        if f.required:
+            body += ["    elif True:", f"        {missing}"]
+    cols = ", ".join(cells)
+    body += ["    if at is None:", f"        return {{DEVICE: device_id{', ' if cols else ''}{cols}}}",
+             f"    return {{DEVICE: device_id, TIME: format_time(at, EPOCH){', ' if cols else ''}{cols}}}"]
+    exec(compile("\n".join(body), f"<data stream row builder {len(fields)} fields>", "exec"), env)
+    return cast(FastBuilder, env["build"])
+
+
 def build_row(spec: StreamSpec, device_id: str, at: float, values: Mapping[str, object], *,
               partial: bool = False, stamp: bool = True) -> dict[str, object]:
     """One row ``{column: value}`` with the device id and timestamp columns. ``values`` are keyed by field
     key or column name. ``partial`` (updates): only the given fields, no required check, no id/timestamp.
     ``stamp=False``: no timestamp column (the queue carries ``at``; ``stamped`` adds it where it is stored)."""
+    if not partial and spec.fast is not None:
+        fast = spec.fast(device_id, at if stamp else None, values)
+        if fast is not None:
+            return fast
     names = spec.names
     for name in values:
         if name not in names:
@@ -249,6 +334,37 @@ def build_row(spec: StreamSpec, device_id: str, at: float, values: Mapping[str, 
             continue
         row[f.column] = _number(spec, f, value) if f.type in NUMERIC else _cell(spec, f, value)
     return row
+
+
+def mapped_row(spec: StreamSpec, mappings: tuple[tuple[str, str], ...], device_id: str,
+               values: Mapping[str, object]) -> dict[str, object]:
+    """The route step's row (no timestamp column) from the message's values and the step's (message field,
+    stream field) mappings: ``build_row`` of ``{stream field: value}``, with the mapping compiled into the
+    stream's row builder once per (stream, mappings) (the dispatcher calls this per message)."""
+    build = spec.mapped.get(mappings, _UNSET)
+    if build is _UNSET:
+        build = spec.mapped[mappings] = _mapped_builder(spec, mappings)
+    if build is not None:
+        row = cast(FastBuilder, build)(device_id, None, values)
+        if row is not None:
+            return row
+    return build_row(spec, device_id, 0.0, {dst: values[src] for src, dst in mappings if src in values}, stamp=False)
+
+
+_UNSET = object()
+
+
+def _mapped_builder(spec: StreamSpec, mappings: tuple[tuple[str, str], ...]) -> FastBuilder | None:
+    """A row builder reading each field from its mapped message field; None (``build_row`` per message) unless
+    every mapping names a field of the stream and no field is fed twice."""
+    by_name = spec.by_name
+    sources: dict[str, str] = {}
+    for src, dst in mappings:
+        f = by_name.get(dst)
+        if f is None or f.column in sources:
+            return None
+        sources[f.column] = src
+    return fast_builder(spec.fields, spec.names, spec.device_field, spec.time_field, spec.epoch, sources)
 
 
 def stamped(spec: StreamSpec, item: Mapping[str, object]) -> dict[str, object]:

@@ -37,7 +37,7 @@ from runtime.core.pipeline.workflow import ParameterError, WorkflowEngine, Workf
 from runtime.core.scripting import WorkflowScripts
 from runtime.core.solution.enums import PipelineModuleType
 from runtime.core.solution.model import Route, SolutionDocument
-from runtime.core.streams import StreamRowError, StreamStep, build_row, step_values, stream_steps
+from runtime.core.streams import StreamRowError, StreamStep, build_row, mapped_row, step_values, stream_steps
 from runtime.core.system_messages import SYSTEM_PREFIXES
 from runtime.core.timers import TIMERS_DUE
 from runtime.services.devices import DeviceRegistry
@@ -239,10 +239,10 @@ class Dispatcher:
                         device = self._devices.get(device_id)
                         workflow_values = device.attributes if device is not None else {}
                     fields = step_values(step, values, workflow_values, spec.names)
+                    row = build_row(spec, device_id, at, fields, stamp=False)
                 else:  # message field -> stream field key, checked when the solution was loaded
-                    fields = {dst: values[src] for src, dst in step.from_message if src in values}
-                items.append((step.stream, {"op": "add", "at": at,
-                                            "row": build_row(spec, device_id, at, fields, stamp=False)}))
+                    row = mapped_row(spec, step.from_message, device_id, values)
+                items.append((step.stream, {"op": "add", "at": at, "row": row}))
         for op, stream, fields, where in scripted:
             if streams is None or stream not in streams:
                 raise StreamRowError(stream, None, "no such data stream in the solution")

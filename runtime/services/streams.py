@@ -89,6 +89,9 @@ class StreamService:
         self._drain_timeout = drain_timeout
         self._states = {k: StreamState(specs[k], sinks[k], asyncio.Event(), asyncio.Event()) for k in specs}
         self._listener = self._on_commit
+        # ``put`` (queue a checked row; False, and counted, when the stream's queue is full) is the queue's own:
+        # the dispatcher calls it per message
+        self.put: Callable[[str, dict[str, Any]], bool] = queue.put
 
     def __contains__(self, stream: str) -> bool:
         return stream in self.specs
@@ -105,10 +108,6 @@ class StreamService:
         spec = self.specs[stream]
         row = build_row(spec, device_id, at, values, partial=True)
         return {"op": "update", "row": row, "where": dict(where or {}) or {spec.device_field: device_id}}
-
-    def put(self, stream: str, item: dict[str, Any]) -> bool:
-        """Queue a checked row; False (and counted) when the stream's queue is full."""
-        return self._queue.put(stream, item)
 
     def add(self, stream: str, device_id: str, at: float, values: Mapping[str, Any]) -> bool:
         return self.put(stream, self.row(stream, device_id, at, values))

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import asyncpg
 import pytest
 
@@ -225,3 +226,59 @@ async def test_rows_queued_while_the_database_is_away_survive_a_restart(tmp_path
             assert len(rows) == 250 and rows[0]["temperature"] == 24.9 and rows[-1]["temperature"] == 0.0
         finally:
             await service.stop()
+
+
+async def test_queue_hands_rows_over_in_order_from_memory_and_from_the_file(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drainer takes committed rows from memory while the stream's rows in the file are all there, and
+    from the file past ``MEMORY_ROWS``: either way the oldest first, the same rows again until acked, each
+    row once, and the file holds every row until its ack."""
+    from runtime.adapters.streams import queue as queue_module
+    from runtime.adapters.streams.queue import StreamQueue
+
+    monkeypatch.setattr(queue_module, "MEMORY_ROWS", 25)
+    async with StreamQueue(tmp_path / "q.db") as q:
+        sent = 0
+        for _ in range(4):  # four commits of 10: the first two fit in memory, the rest only in the file
+            for _ in range(10):
+                assert q.put("s", {"op": "add", "row": {"n": sent}, "at": T0 + sent})
+                sent += 1
+            await q.flush()
+        assert q.depth("s") == 40
+        got: list[int] = []
+        while q.depth("s"):
+            chunks = await q.take("s", 15)
+            again = await q.take("s", 15)  # a failed write takes the same rows again
+            assert [seq for seq, _ in again] == [seq for seq, _ in chunks]
+            rows = [item["row"]["n"] for _, chunk in chunks for item in chunk]
+            got += rows
+            await q.ack("s", chunks[-1][0], len(rows))
+            async with aiosqlite.connect(tmp_path / "q.db") as db, db.execute("SELECT SUM(n) FROM chunks") as cur:
+                assert ((await cur.fetchone()) or [None])[0] in (None, q.depth("s"))  # acked rows left the file
+            if len(got) == 20:  # memory is empty now, the file still has rows: new commits are not kept in memory
+                q.put("s", {"op": "add", "row": {"n": sent}, "at": T0 + sent})
+                sent += 1
+                await q.flush()
+        assert got == list(range(sent))
+        q.put("s", {"op": "add", "row": {"n": sent}, "at": T0})  # the queue is empty again: back to memory
+        await q.flush()
+        assert [item["row"]["n"] for _, chunk in await q.take("s", 15) for item in chunk] == [sent]
+
+
+async def test_an_ack_waits_for_rows_the_queue_is_committing_at_that_moment(tmp_path: Path) -> None:
+    """A message's ack asked for while its rows are on their way into the file (taken from memory, not yet
+    committed) runs only after that commit."""
+    from runtime.adapters.streams.queue import StreamQueue
+
+    async with StreamQueue(tmp_path / "q.db") as q, aiosqlite.connect(tmp_path / "q.db") as other:
+        await other.execute("BEGIN IMMEDIATE")  # the file is locked: the queue's commit waits
+        q.put("s", {"op": "add", "row": {"n": 1}, "at": T0})
+        await until(lambda: q._flight)  # the flusher has the row and is writing it
+        acked: list[bool] = []
+        q.after_commit(lambda: acked.append(True))
+        await asyncio.sleep(0)
+        assert not acked and q.depth("s") == 1
+        await other.execute("ROLLBACK")
+        await until(lambda: acked)
+        async with other.execute("SELECT SUM(n) FROM chunks") as cur:
+            assert (await cur.fetchone()) == (1,)

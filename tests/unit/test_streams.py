@@ -11,6 +11,7 @@ from runtime.core.streams import (
     StreamKind,
     StreamRowError,
     build_row,
+    mapped_row,
     parse_bucket,
     spec_of,
     step_values,
@@ -113,3 +114,72 @@ def test_bucket_sizes(text: str, seconds: int) -> None:
 def test_bad_bucket_sizes(text: str) -> None:
     with pytest.raises(ValueError, match="bucket must"):
         parse_bucket(text)
+
+
+def test_the_fast_row_builder_gives_the_general_paths_row_or_error() -> None:
+    """Each stream's precompiled builder (the usual row) and the general path agree on every value: the same
+    row, in the same column order, or the same dead-letter reason."""
+    import dataclasses
+    import itertools
+
+    ds = DataStream.model_validate({
+        "key": "hist", "name": "History", "fields": [
+            {"key": "temp", "name": "T", "fieldName": "temperature", "fieldType": "decimal", "isRequired": True,
+             "minValue": -40, "maxValue": 80, "numberDecimalPoint": 1},
+            {"key": "count", "name": "C", "fieldName": "count", "fieldType": "integer", "minValue": 0},
+            {"key": "level", "name": "L", "fieldName": "level", "fieldType": "valuewithunit"},
+            {"key": "on", "name": "On", "fieldName": "isOn", "fieldType": "true-false"},
+            {"key": "mode", "name": "Mode", "fieldName": "mode", "fieldType": "string", "isRequired": True},
+        ]})
+    fast = spec_of(ds)
+    assert fast.fast is not None
+    general = dataclasses.replace(fast, fast=None)
+    samples: dict[str, list[object]] = {
+        "temp": [21.26, 21, -40, 80.0, 80.01, -41, float("nan"), float("inf"), "22.5", True, None],
+        "count": [3, 3.0, 3.5, -1, "4", None, False],
+        "level": [1, 2.5, None, "x"],
+        "on": [True, False, "true", 1, None],
+        "mode": ["auto", 5, None, {"a": 1}],
+    }
+    # a route step's mappings (message field -> stream field), compiled into the builder by mapped_row
+    mappings = [(("mt", "temp"), ("mc", "count"), ("ml", "level"), ("mo", "isOn"), ("mm", "mode")),
+                (("mt", "temperature"), ("mm", "mode")),  # by column; the other fields missing
+                (("mt", "temp"), ("mc", "temp"), ("mm", "mode")),  # a field fed twice: the last present wins
+                (("mt", "temp"), ("mm", "mode"), ("mx", "nosuch"))]  # no such field
+    checked = 0
+    for combo in itertools.product(*samples.values()):
+        values = dict(zip(samples, combo, strict=True))
+        values = {k: v for k, v in values.items() if v is not None}
+        for stamp in (True, False):
+            outcomes = []
+            for spec in (fast, general):
+                try:
+                    row = build_row(spec, "dev1", T0, values, stamp=stamp)
+                    outcomes.append(("row", list(row.items())))
+                except StreamRowError as exc:
+                    outcomes.append(("error", str(exc)))
+            assert outcomes[0] == outcomes[1], values
+            checked += 1
+        message = {"m" + k[0]: v for k, v in values.items()} | {"mx": 1}
+        for pairs in mappings:
+            outcomes = []
+            for call in (lambda p=pairs, m=message: mapped_row(fast, p, "dev1", m),
+                         lambda p=pairs, m=message: build_row(general, "dev1", T0, {d: m[s] for s, d in p if s in m},
+                                                              stamp=False)):
+                try:
+                    outcomes.append(("row", list(call().items())))
+                except StreamRowError as exc:
+                    outcomes.append(("error", str(exc)))
+            assert outcomes[0] == outcomes[1], (pairs, message)
+            checked += 1
+    assert checked > 3000
+    assert fast.mapped[mappings[0]] is not None and fast.mapped[mappings[1]] is not None  # compiled
+    assert fast.mapped[mappings[2]] is None and fast.mapped[mappings[3]] is None  # per message, the general path
+    for values in ({"temperature": 5.0, "mode": "m"}, {"temp": 1, "mode": "m", "nosuch": 1}):  # by column; unknown
+        outcomes = []
+        for spec in (fast, general):
+            try:
+                outcomes.append(list(build_row(spec, "d", T0, values).items()))
+            except StreamRowError as exc:
+                outcomes.append([str(exc)])
+        assert outcomes[0] == outcomes[1]

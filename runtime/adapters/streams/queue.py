@@ -5,13 +5,19 @@
 once when rows are waiting); the callbacks given with them run after that commit (the message's ack).
 Each stream's queue is bounded (``max_rows``): a row past it is refused and counted, never silently lost.
 A drainer ``take``s the oldest rows of its stream and ``ack``s them once written.
+
+What a commit wrote is also kept in memory (up to ``MEMORY_ROWS`` per stream) while every row of the stream in
+the file is there too: the drainer then takes them without reading the file back (no SELECT, no JSON
+decoding); the file is what survives a crash, and a row leaves it only on ``ack``, as before. Past that
+(the database away, rows piling up, or rows left from a previous run), ``take`` reads the file until the
+stream's queue is empty again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS chunks_stream_seq ON chunks(stream, seq)",
 )
 CHUNK = 1000
+MEMORY_ROWS = 20_000  # committed rows per stream also kept in memory for the drainer
 COALESCE = 0.02  # seconds the flusher waits for more rows before a commit (unless a chunk is full)
 
 
@@ -44,9 +51,14 @@ class StreamQueue:
         self._flushed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.committed: Counter[str] = Counter()  # rows in the file, per stream
-        self.pending: Counter[str] = Counter()  # rows waiting for the flusher, per stream
+        self._flight: dict[str, int] = {}  # rows being committed now, per stream
+        self._held: dict[str, int] = {}  # rows in the file or being committed, per stream (``put``'s bound)
+        self._awake = False  # ``_wake`` set by ``put`` and not yet cleared by the flusher
         self.overflow: Counter[str] = Counter()  # rows refused because the stream's queue was full
         self.listeners: list[Callable[[set[str]], None]] = []  # told which streams got rows, after a commit
+        # per stream, the oldest committed chunks (seq, rows), in order, while they are all the stream has in the file
+        self._memory: dict[str, deque[tuple[int, list[dict[str, Any]]]]] = {}
+        self._memory_rows: Counter[str] = Counter()
         self.last_error: str | None = None
         self._flushing = False
 
@@ -59,7 +71,7 @@ class StreamQueue:
             await self._db.execute(stmt)
         async with self._db.execute("SELECT stream, SUM(n) FROM chunks GROUP BY stream") as cur:
             for stream, n in await cur.fetchall():
-                self.committed[stream] = n
+                self.committed[stream] = self._held[stream] = n
         self._task = asyncio.create_task(self._flusher(), name="datastreams:queue")
         if self.committed:
             log.info("datastream_queue_reopened", rows=dict(self.committed))
@@ -84,34 +96,37 @@ class StreamQueue:
 
     # ------------------------------------------------------------------ writing
     def depth(self, stream: str) -> int:
-        return self.committed[stream] + self.pending[stream]
+        return self._held.get(stream, 0) + len(self._pending.get(stream, ()))
 
     def put(self, stream: str, item: dict[str, Any]) -> bool:
         """Queue one operation (``{"op": "add"|"update", ...}``); False (counted) when the stream is full."""
-        if self.depth(stream) >= self.max_rows:
+        rows = self._pending.get(stream)
+        if rows is None:
+            self._pending[stream] = rows = []
+        if self._held.get(stream, 0) + len(rows) >= self.max_rows:
             self.overflow[stream] += 1
             if self.overflow[stream] in (1, 10, 100, 1000) or self.overflow[stream] % 10_000 == 0:
                 log.warning("datastream_queue_full", stream=stream, max_rows=self.max_rows,
                             refused=self.overflow[stream])
             return False
-        rows = self._pending.get(stream)
-        if rows is None:
-            self._pending[stream] = rows = []
         rows.append(item)  # the caller hands it over: never changed afterwards
-        self.pending[stream] += 1
-        self._wake.set()
+        if not self._awake:
+            self._awake = True
+            self._wake.set()
         return True
 
     def after_commit(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once what is queued now is committed to the file."""
-        if not self._pending:
+        """Run ``callback`` once what is queued now is committed to the file (rows the flusher is committing
+        at this moment included: the callback then waits for its next pass)."""
+        if not self._pending and not self._flight:
             callback()
             return
         self._callbacks.append(callback)
+        self._wake.set()
 
     async def flush(self) -> None:
         """Wait until what is queued now is committed."""
-        while self._pending or self._callbacks:
+        while self._pending or self._callbacks or self._flight:
             self._flushed.clear()
             self._flushing = True
             self._wake.set()
@@ -124,18 +139,27 @@ class StreamQueue:
         assert self._db is not None
         while True:
             await self._wake.wait()
-            if sum(self.pending.values()) < CHUNK and not self._flushing:
+            if sum(map(len, self._pending.values())) < CHUNK and not self._flushing:
                 await asyncio.sleep(COALESCE)  # let rows gather: one transaction for many messages
             self._wake.clear()
+            self._awake = False
             pending, self._pending = self._pending, {}
             callbacks, self._callbacks = self._callbacks, []
+            self._flight = {stream: len(rows) for stream, rows in pending.items()}
+            for stream, n in self._flight.items():
+                self._held[stream] = self._held.get(stream, 0) + n
             if pending:
-                batch = [(stream, len(rows[i:i + CHUNK]), orjson.dumps(rows[i:i + CHUNK]))
-                         for stream, rows in pending.items() for i in range(0, len(rows), CHUNK)]
+                chunks = [(stream, rows[i:i + CHUNK]) for stream, rows in pending.items()
+                          for i in range(0, len(rows), CHUNK)]
+                batch = [(stream, len(rows), orjson.dumps(rows)) for stream, rows in chunks]
                 while True:
                     try:
                         await self._db.execute("BEGIN")
-                        await self._db.executemany("INSERT INTO chunks(stream, n, body) VALUES (?, ?, ?)", batch)
+                        seqs = []
+                        for args in batch:  # usually one chunk a stream: its seq, for the memory copy
+                            async with self._db.execute("INSERT INTO chunks(stream, n, body) VALUES (?, ?, ?)",
+                                                        args) as cur:
+                                seqs.append(cur.lastrowid)
                         await self._db.execute("COMMIT")
                         break
                     except Exception as exc:  # noqa: BLE001 - disk full, locked: keep the rows, try again
@@ -144,9 +168,10 @@ class StreamQueue:
                         with contextlib.suppress(Exception):
                             await self._db.execute("ROLLBACK")
                         await asyncio.sleep(0.5)
-                for stream, rows in pending.items():
-                    self.pending[stream] -= len(rows)
+                for (stream, rows), seq in zip(chunks, seqs, strict=True):
+                    self._remember(stream, seq, rows)
                     self.committed[stream] += len(rows)
+                self._flight = {}
                 for listener in self.listeners:
                     listener(set(pending))
             for cb in callbacks:
@@ -156,12 +181,32 @@ class StreamQueue:
                     log.error("datastream_queue_callback_failed", error=repr(exc))
             self._flushed.set()
 
+    def _remember(self, stream: str, seq: int | None, rows: list[dict[str, Any]]) -> None:
+        """Keep a chunk just committed in memory if every row of the stream in the file is there already
+        (so the memory holds the oldest chunks, in order) and there is room."""
+        held = self._memory_rows[stream]
+        if seq is None or held != self.committed[stream] or held + len(rows) > MEMORY_ROWS:
+            return
+        chunks = self._memory.get(stream)
+        if chunks is None:
+            self._memory[stream] = chunks = deque()
+        chunks.append((seq, rows))
+        self._memory_rows[stream] = held + len(rows)
+
     # ------------------------------------------------------------------ draining
     async def take(self, stream: str, limit: int) -> list[tuple[int, list[dict[str, Any]]]]:
         """The oldest chunks of ``stream``, in order, about ``limit`` rows (at least one chunk)."""
         assert self._db is not None
         out: list[tuple[int, list[dict[str, Any]]]] = []
         total = 0
+        held = self._memory.get(stream)
+        if held:  # the oldest chunks, still in memory
+            for seq, rows in held:
+                if out and total + len(rows) > limit:
+                    break
+                out.append((seq, rows))
+                total += len(rows)
+            return out
         async with self._db.execute(
             "SELECT seq, n, body FROM chunks WHERE stream = ? ORDER BY seq LIMIT ?", (stream, max(1, limit // 10))
         ) as cur:
@@ -177,3 +222,7 @@ class StreamQueue:
         assert self._db is not None
         await self._db.execute("DELETE FROM chunks WHERE stream = ? AND seq <= ?", (stream, last_seq))
         self.committed[stream] -= count
+        self._held[stream] -= count
+        held = self._memory.get(stream)
+        while held and held[0][0] <= last_seq:
+            self._memory_rows[stream] -= len(held.popleft()[1])

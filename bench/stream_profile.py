@@ -1,0 +1,151 @@
+"""Where the CPU goes per message with a PostgreSQL data stream on and off:
+``python -m bench.stream_profile [-n 60000] [--rounds 3] [--devices 200] [--py-spy DIR]``.
+
+Starts its own mosquitto and PostgreSQL (``tests/support/databases.py``), then per round, back to back like
+the bench's ``datastream`` phase: a fresh daemon on the plain benchmark solution, then a fresh daemon on the
+streams solution (``bench/streams.py``, a new table each round). QoS 0 at full speed. For each run: the
+committed rate (the stream run counts a message once its row is committed in PostgreSQL), and the CPU time
+per committed message of each of the daemon's threads (``/proc/<pid>/task/*/stat``, as ``bench.profile``)
+and of the PostgreSQL server's processes, from the first message to the last row. One JSON line per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Bench, Poll, Publisher
+from bench.profile import TICK, classify, python_thread_names, thread_cpu
+from bench.streams import stream_written, streams_solution, table_rows
+
+
+def pg_cpu(data: Path) -> dict[int, float]:
+    """pid -> user+system CPU seconds of the postmaster and its children (the server's processes)."""
+    try:
+        master = int((data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    out: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                raw = fh.read()
+        except OSError:
+            continue
+        fields = raw.rsplit(")", 1)[1].split()
+        pid, ppid = int(entry), int(fields[1])
+        if pid == master or ppid == master:
+            out[pid] = (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
+def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str, stream: bool,
+            pyspy: Path | None, sink: str = "postgres") -> dict[str, Any]:
+    bench = Bench(workdir, broker, devices)
+    table = f"t{run}"
+    where = (pg.host, pg.port) if sink == "postgres" else ("127.0.0.1", 9)  # "down": rows stay queued
+    solution = streams_solution(workdir.with_suffix(".yaml"), postgres=where, table=table) if stream else None
+    if not stream and sink == "seq":
+        solution = streams_solution(workdir.with_suffix(".yaml"))  # the message's seq field, no stream
+    stream = stream and sink == "postgres"
+    if solution is not None:
+        bench.start_daemon(solution=solution)
+    else:
+        bench.start_daemon()
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        pid = bench.pid
+        if pyspy is not None:
+            pyspy.mkdir(parents=True, exist_ok=True)
+            exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--threads", *(["--native"] if os.environ.get("PYSPY_NATIVE") else []), "--format",
+                                    "raw", "-o", str(pyspy / f"{run}-{'stream' if stream else 'plain'}.txt")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+        cpu0, pg0 = thread_cpu(pid), pg_cpu(pg.data)
+        poll = Poll(bench.max_seq())
+        pub = Publisher(broker.host, broker.port, run=run, n=n, qos=0, devices=devices).start()
+        bench.poll_until(poll, n, pub, interval=0.02)
+        pub.result()
+        rows, done_at = (stream_written(bench, "pgtelemetry", poll.count, 600) if stream else (0, 0.0))
+        cpu1, pg1 = thread_cpu(pid), pg_cpu(pg.data)
+        if stream:
+            rows = min(rows, table_rows(pg.dsn, table, run))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        names = python_thread_names(pid)
+    finally:
+        bench.stop_daemon()
+    count = poll.count
+    start = poll.first_received_at or 0.0
+    end = done_at if stream else (poll.samples[-1][0] if poll.samples else 0.0)
+    done = rows if stream else count
+    per: dict[str, float] = {}
+    per_sys: dict[str, float] = {}
+    threads: dict[str, float] = {}
+    for tid, (comm, after, after_sys) in cpu1.items():
+        _, before, before_sys = cpu0.get(tid, (comm, 0.0, 0.0))
+        used = after - before
+        name = names.get(tid, comm)
+        role = classify(name, tid, pid)
+        per[role] = per.get(role, 0.0) + used
+        per_sys[role] = per_sys.get(role, 0.0) + after_sys - before_sys
+        if used > 0.01:
+            threads[name] = threads.get(name, 0.0) + used
+    pg_used = sum(v - pg0.get(p, 0.0) for p, v in pg1.items())
+    us = {k: round(v / done * 1e6, 1) for k, v in per.items()} if done else {}
+    return {"run": run, "stream": stream, "committed": count, "rows": rows,
+            "msgs_per_s": round(done / (end - start)) if done and end > start else 0,
+            "cpu_us_per_msg": us,
+            "sys_us_per_msg": {k: round(v / done * 1e6, 1) for k, v in per_sys.items()} if done else {},
+            "tail_s": round(done_at - poll.samples[-1][0], 3) if stream and poll.samples else None, "daemon_us_per_msg": round(sum(per.values()) / done * 1e6, 1) if done else None,
+            "pg_us_per_msg": round(pg_used / done * 1e6, 1) if done and stream else None,
+            "threads_us": {k: round(v / done * 1e6, 1) for k, v in threads.items()} if done else {},
+            "load": round(os.getloadavg()[0], 2)}
+
+
+def main() -> int:
+    from tests.support.databases import Postgres
+    from tests.support.mosquitto import Mosquitto
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=60_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--devices", type=int, default=200)
+    ap.add_argument("--only", choices=("plain", "stream"), help="one kind of run only")
+    ap.add_argument("--sink", choices=("postgres", "down", "seq"), default="postgres",
+                    help="down: the stream's database unreachable (the route's step and the queue only)")
+    ap.add_argument("--py-spy", dest="pyspy", type=Path, help="also sample with py-spy record into this dir")
+    args = ap.parse_args()
+    tag = int(time.time()) % 100000
+    with tempfile.TemporaryDirectory(prefix="nuviot-stream-profile-") as tmp, \
+            Mosquitto(Path(tmp) / "broker") as broker, Postgres(Path(tmp) / "postgres") as pg:
+        for r in range(args.rounds):
+            pair: dict[bool, dict[str, Any]] = {}
+            for stream in (False, True):
+                if args.only is not None and stream != (args.only == "stream"):
+                    continue
+                run = f"s{tag}r{r}{'s' if stream else 'p'}"
+                pair[stream] = res = one_run(Path(tmp) / run, broker, pg, args.devices, args.n, run, stream,
+                                             args.pyspy, args.sink)
+                print(json.dumps(res), flush=True)
+            if len(pair) == 2 and pair[False]["msgs_per_s"]:
+                print(json.dumps({"round": r, "ratio": round(pair[True]["msgs_per_s"] / pair[False]["msgs_per_s"],
+                                                              3)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
