@@ -207,6 +207,8 @@ class StreamQueue:
                 out.append((seq, rows))
                 total += len(rows)
             return out
+        if not self.committed[stream]:  # nothing in the file either: no need to look
+            return out
         async with self._db.execute(
             "SELECT seq, n, body FROM chunks WHERE stream = ? ORDER BY seq LIMIT ?", (stream, max(1, limit // 10))
         ) as cur:
