@@ -35,6 +35,7 @@ _SCHEMA = (
     "n INTEGER NOT NULL, body BLOB NOT NULL)",
     "CREATE INDEX IF NOT EXISTS chunks_stream_seq ON chunks(stream, seq)",
 )
+_INSERT = "INSERT INTO chunks(stream, n, body) VALUES (?, ?, ?)"
 CHUNK = 1000
 MEMORY_ROWS = 20_000  # committed rows per stream also kept in memory for the drainer
 COALESCE = 0.02  # seconds the flusher waits for more rows before a commit (unless a chunk is full)
@@ -153,14 +154,13 @@ class StreamQueue:
                           for i in range(0, len(rows), CHUNK)]
                 batch = [(stream, len(rows), orjson.dumps(rows)) for stream, rows in chunks]
                 while True:
-                    try:
-                        await self._db.execute("BEGIN")
-                        seqs = []
-                        for args in batch:  # usually one chunk a stream: its seq, for the memory copy
-                            async with self._db.execute("INSERT INTO chunks(stream, n, body) VALUES (?, ?, ?)",
-                                                        args) as cur:
-                                seqs.append(cur.lastrowid)
-                        await self._db.execute("COMMIT")
+                    try:  # each chunk's seq, for the memory copy
+                        if len(batch) == 1:  # the usual flush: one statement, a transaction of its own
+                            seqs = [(await self._db.execute(_INSERT, batch[0])).lastrowid]
+                        else:
+                            await self._db.execute("BEGIN")
+                            seqs = [(await self._db.execute(_INSERT, args)).lastrowid for args in batch]
+                            await self._db.execute("COMMIT")
                         break
                     except Exception as exc:  # noqa: BLE001 - disk full, locked: keep the rows, try again
                         self.last_error = f"{type(exc).__name__}: {exc}"
