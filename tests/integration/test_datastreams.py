@@ -282,3 +282,22 @@ async def test_an_ack_waits_for_rows_the_queue_is_committing_at_that_moment(tmp_
         await until(lambda: acked)
         async with other.execute("SELECT SUM(n) FROM chunks") as cur:
             assert (await cur.fetchone()) == (1,)
+
+
+def test_a_rows_time_is_encoded_to_the_microsecond_datetime_gives() -> None:
+    """PostgreSQL rows take their time from the queue's epoch seconds without a datetime per row: the
+    microseconds sent are those ``datetime.fromtimestamp`` gives (its rounding), and a datetime encodes the same."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from runtime.adapters.streams.postgres import _timestamptz_in, _timestamptz_out
+
+    pg_epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    rng = random.Random(13)
+    samples = [T0 + rng.random() * 1e7 for _ in range(20_000)] + [T0, T0 + 0.5e-6, T0 + 1.5e-6, 1_767_225_600]
+    for at in samples:
+        expected = datetime.fromtimestamp(at, UTC)
+        micros = (expected - pg_epoch) // timedelta(microseconds=1)
+        assert _timestamptz_out(at) == (micros,), at
+        assert _timestamptz_out(expected) == (micros,)
+        assert _timestamptz_in((micros,)) == expected

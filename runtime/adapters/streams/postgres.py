@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any
@@ -42,6 +42,29 @@ _INT_TYPES = frozenset({"smallint", "integer", "bigint"})
 _FLOAT_TYPES = frozenset({"real", "double precision"})
 _unreachable = (OSError, asyncio.TimeoutError, asyncpg.exceptions.CannotConnectNowError,
                 asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.InterfaceError)
+
+
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_PG_EPOCH_S = 946_684_800  # 2000-01-01 in Unix seconds
+
+
+def _timestamptz_out(value: Any) -> tuple[int]:
+    """A ``timestamptz`` as PostgreSQL stores it (microseconds since 2000-01-01 UTC), from a datetime or from
+    epoch seconds (a queued row's time: no datetime is made per row). Rounded as ``datetime.fromtimestamp``
+    rounds (the fraction's microseconds, half to even), so a row's time is the same either way."""
+    if type(value) is float or type(value) is int:
+        whole = int(value)
+        return ((whole - _PG_EPOCH_S) * 1_000_000 + round((value - whole) * 1_000_000),)
+    delta = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _PG_EPOCH
+    return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,)
+
+
+def _timestamptz_in(value: tuple[int]) -> datetime:
+    if value[0] >= 2**63 - 1:  # PostgreSQL's 'infinity' / '-infinity'
+        return datetime.max.replace(tzinfo=UTC)
+    if value[0] <= -(2**63):
+        return datetime.min.replace(tzinfo=UTC)
+    return _PG_EPOCH + timedelta(microseconds=value[0])
 
 
 def _q(name: str) -> str:
@@ -122,6 +145,8 @@ class PostgresSink:
 
     async def _prepare(self, conn: asyncpg.Connection) -> None:
         s = self.spec.source
+        await conn.set_type_codec("timestamptz", schema="pg_catalog", encoder=_timestamptz_out,
+                                  decoder=_timestamptz_in, format="tuple")
         if s.auto_create_sql_table:
             ddl = s.create_table_ddl or self.create_table_sql()
             try:
@@ -206,7 +231,7 @@ class PostgresSink:
         at = op.get("at")
         if self._fast and at is not None:  # build_row made the row: every column there, of the table's type
             try:
-                return (*self._fast_values(row), datetime.fromtimestamp(at, UTC))
+                return (*self._fast_values(row), at)  # epoch seconds: _timestamptz_out encodes them
             except KeyError:  # not a row build_row made: the general path
                 pass
         if self.spec.time_field not in row and at is not None and not self._time_from_at:
