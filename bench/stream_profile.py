@@ -7,6 +7,8 @@ streams solution (``bench/streams.py``, a new table each round). QoS 0 at full s
 committed rate (the stream run counts a message once its row is committed in PostgreSQL), and the CPU time
 per committed message of each of the daemon's threads (``/proc/<pid>/task/*/stat``, as ``bench.profile``)
 and of the PostgreSQL server's processes, from the first message to the last row. One JSON line per run.
+``--sink down`` points the stream at a port nothing listens on: the route's step and the queue only (rows
+stay queued). ``--py-spy DIR`` samples each run (``--format raw``) for a per-function comparison.
 """
 
 from __future__ import annotations
@@ -56,8 +58,6 @@ def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str,
     table = f"t{run}"
     where = (pg.host, pg.port) if sink == "postgres" else ("127.0.0.1", 9)  # "down": rows stay queued
     solution = streams_solution(workdir.with_suffix(".yaml"), postgres=where, table=table) if stream else None
-    if not stream and sink == "seq":
-        solution = streams_solution(workdir.with_suffix(".yaml"))  # the message's seq field, no stream
     stream = stream and sink == "postgres"
     if solution is not None:
         bench.start_daemon(solution=solution)
@@ -69,7 +69,7 @@ def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str,
         if pyspy is not None:
             pyspy.mkdir(parents=True, exist_ok=True)
             exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--threads", *(["--native"] if os.environ.get("PYSPY_NATIVE") else []), "--format",
+            spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--threads", "--format",
                                     "raw", "-o", str(pyspy / f"{run}-{'stream' if stream else 'plain'}.txt")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
@@ -125,7 +125,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--devices", type=int, default=200)
     ap.add_argument("--only", choices=("plain", "stream"), help="one kind of run only")
-    ap.add_argument("--sink", choices=("postgres", "down", "seq"), default="postgres",
+    ap.add_argument("--sink", choices=("postgres", "down"), default="postgres",
                     help="down: the stream's database unreachable (the route's step and the queue only)")
     ap.add_argument("--py-spy", dest="pyspy", type=Path, help="also sample with py-spy record into this dir")
     args = ap.parse_args()
