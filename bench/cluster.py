@@ -32,7 +32,7 @@ import asyncpg
 
 from runtime.adapters.queue.rabbitmq import RabbitPublisher
 from runtime.core.messages import InboundMessage
-from runtime.services.cluster import encode_envelope, partition_of, partition_queue
+from runtime.services.cluster import PartitionSequencer, encode_envelope, partition_of, partition_queue
 from tests.support import postgres, rabbitmq
 from tests.support.daemon import Daemon
 from tests.support.mosquitto import Mosquitto
@@ -153,12 +153,14 @@ async def scaling(env: Env, n: int) -> dict[str, Any]:
             assert ds[0].request("POST", "/control/pause")[0] == 202
             await asyncio.to_thread(wait_all, ds, "Paused")
             pub = RabbitPublisher(e["NUVIOT_QUEUE_URL"], instance, PARTITIONS, name=f"{instance}-preload")
+            sequencer = PartitionSequencer(f"{instance}-preload", PARTITIONS)  # numbered, as an ingest does
             await pub.start()
             for seq in range(1, n + 1):
                 device = f"dev{seq % DEVICES}"
                 msg = InboundMessage(listener="mqttin", payload=json.dumps({"seq": seq}).encode(),
                                      topic=f"cluster/{device}/reading")
-                pub.publish(partition_of(device, PARTITIONS), encode_envelope(msg, device, seq), lambda: None)
+                partition = partition_of(device, PARTITIONS)
+                pub.publish(partition, encode_envelope(msg, device, seq, sequencer.next(partition)), lambda: None)
                 if seq % 1000 == 0:
                     await pub.writable()
             await pub.stop(120)
@@ -238,8 +240,16 @@ async def fault(env: Env, n: int, kind: str) -> dict[str, Any]:
         while True:
             result = await check(e["NUVIOT_DATABASE_URL"], acked)
             if result["lost"] == 0 or time.perf_counter() - t0 > 180:
-                return result
+                break
             await asyncio.sleep(0.5)
+        order: dict[str, int] = defaultdict(int)  # the surviving workers' order keepers (docs/cluster.md)
+        for d in ds[1:]:
+            if d.proc is not None and d.proc.returncode is None:
+                for listener in d.request("GET", "/status")[1]["listeners"]:
+                    for k in ("duplicates", "gaps", "late"):
+                        order[k] += int(listener.get(k) or 0)
+        result["workerOrder"] = dict(order)
+        return result
     finally:
         for d in ds:
             d.__exit__(None, None, None)

@@ -37,7 +37,7 @@ from runtime.core.solution.enums import QueueType, RestListenerType
 from runtime.core.timefmt import iso
 from runtime.instance import CurrentSolution, InstanceIdentity
 from runtime.planes import AppPlanes, connection_limits
-from runtime.services.cluster import ClusterRuntime, IngestDispatcher, partition_of
+from runtime.services.cluster import ClusterRuntime, IngestDispatcher, PartitionSequencer, partition_of
 from runtime.services.commands import Operations
 from runtime.services.dataplane import DataPlane, Intake
 from runtime.services.devices import DeviceRegistry
@@ -74,7 +74,9 @@ class ClusterPlanes(AppPlanes):
     """``AppPlanes`` whose data plane is the role's (the command plane is the same)."""
 
     publisher: RabbitPublisher | None = None
+    sequencer: PartitionSequencer | None = None  # the ingest process's numbering: kept across reloads
     consumer: PartitionConsumer | None = None
+    pg: PostgresStore | None = None  # the worker's numbers commit with its records
 
     def data_plane(self, loaded: LoadedSolution, on_fatal: Callable[[str], None]) -> DataPlane:
         if self.commands is None:
@@ -88,7 +90,7 @@ class ClusterPlanes(AppPlanes):
             listeners: list[Any] = [self._listener(cfg, instance_id) for cfg in loaded.doc.solution.listeners
                                     if cfg.rest_listener_type is not RestListenerType.INPUT_COMMAND_LISTENER]
             dispatcher = IngestDispatcher(loaded.doc.solution.planner, self.publisher, s.queue_partitions,
-                                          self.metrics.counters)
+                                          self.metrics.counters, self.sequencer)
             self.data = DataPlane([*listeners, _QueueLink(self.publisher)], dispatcher, self.metrics.counters,
                                   drain_timeout=s.drain_timeout, on_fatal=on_fatal)
             return self.data
@@ -99,7 +101,8 @@ class ClusterPlanes(AppPlanes):
 
 
 def member_id(role: str) -> str:
-    return f"{role}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    """Unique per process (a pod restarted keeps its hostname and pid 1): an ingest's numbering's source."""
+    return f"{role}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(6)}"
 
 
 async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Event) -> int:
@@ -134,6 +137,7 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
 
         planes = ClusterPlanes(settings, store, devices, metrics,  # type: ignore[arg-type]
                                identity=identity, current=current)
+        planes.pg = store
         queue_url = settings.queue_url.get_secret_value()
         instance = settings.instance_id  # the queues are named after the instance: pinned before the data plane
         loader = AppSolutionLoader(settings)
@@ -233,10 +237,17 @@ async def _serve_role(settings: Settings, runtime: ClusterRuntime, planes: Clust
         instance_id = identity.value
         if role == "ingest":
             planes.publisher = RabbitPublisher(queue_url, instance_id, settings.queue_partitions, name=me)
+            planes.sequencer = PartitionSequencer(me, settings.queue_partitions)
             await planes.publisher.start()
         else:
             planes.consumer = PartitionConsumer(queue_url, instance_id, settings.queue_partitions,
-                                                on_gain=gained, name=me, drain_timeout=settings.drain_timeout)
+                                                on_gain=gained, cursors=planes.pg, name=me,
+                                                drain_timeout=settings.drain_timeout)
+            consumer = planes.consumer
+            for name, value in (("duplicates", lambda: consumer.order.duplicates),
+                                ("gaps", lambda: consumer.order.gaps), ("late", lambda: consumer.order.late),
+                                ("duplicates_at_commit", lambda: planes.pg.duplicates_dropped if planes.pg else 0)):
+                planes.metrics.add_gauge(f"nuviot_cluster_order_{name}", value)
         channel_task = None
         if settings.control_mqtt is not None:
             from runtime.adapters.command.mqtt import MqttCommandChannel

@@ -2,8 +2,9 @@
 dispatcher, and the runtime whose control verbs apply to every replica.
 
 - An **envelope** is what an ingest replica publishes for each device message: the listener, topic/path,
-  method, headers, query, payload, received time, message id and the planned device id. A worker turns it
-  back into an ``InboundMessage`` and runs the ordinary dispatcher on it.
+  method, headers, query, payload, received time, message id, the planned device id, and its ``Sequence`` in
+  the partition (the ingest process's id and number: the worker's order, ``adapters/queue/ordering.py``). A
+  worker turns it back into an ``InboundMessage`` and runs the ordinary dispatcher on it.
 - A device's **partition** is ``crc32(device id) mod N``: every message of a device goes to the same
   partition queue, which one worker consumes at a time (single active consumer), so per-device order holds.
 - ``IngestDispatcher`` replaces the pipeline on an ingest replica: it plans the device id (the planner runs
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -47,12 +49,36 @@ def partition_queue(instance_id: str, partition: int) -> str:
     return f"nuviot.{instance_id}.p{partition:03d}"
 
 
-def encode_envelope(msg: InboundMessage, device_id: str | None, n: int = 0) -> bytes:
+@dataclass(frozen=True, slots=True)
+class Sequence:
+    """Where an envelope stands in its ingest's numbering of its partition: ``n`` = 1, 2, ... per (source,
+    partition); ``source`` is new in every ingest process (docs/cluster.md, "Order")."""
+
+    source: str
+    n: int
+
+
+class PartitionSequencer:
+    """An ingest process's numbering, one counter per partition. It lives as long as the process (a reload
+    keeps it); a new process has a new ``source`` and starts again at 1."""
+
+    def __init__(self, source: str, partitions: int) -> None:
+        self.source = source
+        self._last = [0] * partitions
+
+    def next(self, partition: int) -> Sequence:
+        self._last[partition] += 1
+        return Sequence(self.source, self._last[partition])
+
+
+def encode_envelope(msg: InboundMessage, device_id: str | None, n: int = 0, seq: Sequence | None = None) -> bytes:
     """The envelope of one device message (JSON; the payload as latin-1 text keeps every byte). ``n`` is the
-    ingest's sequence number: with the received time, the order to restore when RabbitMQ returns messages."""
+    ingest's running number (diagnostics); ``seq`` its number in the partition (the worker's order)."""
     return orjson.dumps({
         "v": ENVELOPE_VERSION,
         "n": n,
+        "src": seq.source if seq is not None else None,
+        "pn": seq.n if seq is not None else 0,
         "id": msg.id,
         "listener": msg.listener,
         "topic": msg.topic,
@@ -74,6 +100,12 @@ class EnvelopeError(ValueError):
 
 def decode_envelope(body: bytes) -> tuple[InboundMessage, str | None]:
     """The message an envelope carries, and the device id the ingest planned (None when it found none)."""
+    msg, device_id, _ = decode_sequenced(body)
+    return msg, device_id
+
+
+def decode_sequenced(body: bytes) -> tuple[InboundMessage, str | None, Sequence | None]:
+    """``decode_envelope`` and the envelope's ``Sequence`` (None for an envelope without one)."""
     try:
         doc = orjson.loads(body)
         if not isinstance(doc, dict) or doc.get("v") != ENVELOPE_VERSION:
@@ -96,7 +128,9 @@ def decode_envelope(body: bytes) -> tuple[InboundMessage, str | None]:
             raise
         raise EnvelopeError(f"bad envelope: {exc!r}"[:300]) from None
     device_id = doc.get("deviceId")
-    return msg, device_id if isinstance(device_id, str) else None
+    source, n = doc.get("src"), doc.get("pn")
+    seq = Sequence(source, n) if isinstance(source, str) and isinstance(n, int) and n > 0 else None
+    return msg, device_id if isinstance(device_id, str) else None, seq
 
 
 class Publisher(Protocol):
@@ -115,10 +149,12 @@ class Publisher(Protocol):
 class IngestDispatcher:
     """The data plane's dispatcher on an ingest replica: plan the device id, publish, ack on confirm."""
 
-    def __init__(self, planner: Planner, publisher: Publisher, partitions: int, counters: Counters) -> None:
+    def __init__(self, planner: Planner, publisher: Publisher, partitions: int, counters: Counters,
+                 sequencer: PartitionSequencer | None = None) -> None:
         self._planner = planner
         self._publisher = publisher
         self._partitions = partitions
+        self._sequencer = sequencer
         self._counters = counters
         self.published = 0
         self.confirmed = 0
@@ -140,8 +176,10 @@ class IngestDispatcher:
         for msg in batch:
             device_id = self.device_id(msg)
             self.published += 1
-            body = encode_envelope(msg, device_id, self.published)
-            self._publisher.publish(partition_of(device_id, self._partitions), body, self._confirmer(msg))
+            partition = partition_of(device_id, self._partitions)
+            seq = self._sequencer.next(partition) if self._sequencer is not None else None
+            body = encode_envelope(msg, device_id, self.published, seq)
+            self._publisher.publish(partition, body, self._confirmer(msg))
 
     def _confirmer(self, msg: InboundMessage) -> Callable[[], None]:
         def confirmed() -> None:

@@ -133,7 +133,9 @@ async def test_ingest_two_workers_order_kill_and_pause(tmp_path: Path, own_mosqu
         seqs = per_device(recs)
         for device, got in seqs.items():
             assert order_holds(got), f"{device}: out of order: {got}"
+            assert got == sorted(set(got)), f"{device}: recorded twice or out of order: {got}"
         duplicates = len(recs) - len({int(r['messageId']) for r in recs})
+        assert duplicates == 0  # what the dead worker committed is not recorded again (docs/cluster.md)
         survivor_held = set((await call(survivor, "GET", "/status"))[1]["cluster"]["held"])
         assert held["a"] | held["b"] <= survivor_held, (held, survivor_held)
         print(f"records {len(recs)} for {len(acked)} readings, duplicates {duplicates}")

@@ -1,9 +1,14 @@
 """RabbitMQ between the roles (adapters/queue/rabbitmq.py, partitions.py), in-process, against a real RabbitMQ:
 
 - a partition is consumed by one worker at a time; when that worker's connection ends (unacked messages
-  and all), the standby takes the partition over, and per-device order holds;
+  and all), the standby takes the partition over, per-device order holds and nothing is processed twice
+  (the ingest's numbers and the committed cursors, docs/cluster.md "Order");
 - a RabbitMQ that restarts (a private node: stop_app/start_app) loses nothing that was confirmed: the
-  publisher publishes again what was unconfirmed, in order; the consumers come back by themselves.
+  publisher publishes again what was unconfirmed, in order; the consumers come back by themselves; what the
+  publisher sent twice is recorded once.
+
+The workers' "store" is a dict shared by them (the database): each message's log entry and its cursor are
+committed together, like PostgresStore's transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import pytest
 from runtime.adapters.queue.partitions import PartitionConsumer
 from runtime.adapters.queue.rabbitmq import RabbitPublisher
 from runtime.core.messages import InboundMessage
-from runtime.services.cluster import encode_envelope, partition_of
+from runtime.services.cluster import PartitionSequencer, encode_envelope, partition_of
 from runtime.services.dataplane import Intake
 from runtime.services.metrics import Counters
 from tests.cluster.conftest import amqp_url
@@ -31,13 +36,53 @@ PARTITIONS = 8
 DEVICES = 32
 
 
-class Worker:
-    """A consumer and a loop that 'commits' each message (records it) and then acks it."""
+class SharedCursors:
+    """The workers' shared database: the last number committed per (queue, source)."""
 
-    def __init__(self, name: str, url: str, instance: str, log: list[tuple[str, str, int]]) -> None:
+    def __init__(self) -> None:
+        self.committed: dict[tuple[str, str], int] = {}
+        self.dropped = 0
+
+
+class WorkerCursors:
+    """One worker's ``Cursors`` over the shared ones (PostgresStore's part in the real worker)."""
+
+    def __init__(self, shared: SharedCursors) -> None:
+        self.shared = shared
+        self.pending: dict[str, tuple[str, str, int]] = {}
+
+    async def committed(self, queue: str) -> dict[str, int]:
+        return {source: n for (q, source), n in self.shared.committed.items() if q == queue}
+
+    def sequence(self, record_id: str, queue: str, source: str, n: int) -> None:
+        self.pending[record_id] = (queue, source, n)
+
+    def forget(self, record_id: str) -> None:
+        self.pending.pop(record_id, None)
+
+    def commit(self, record_id: str) -> bool:
+        """Commit the record's number with it; False for a duplicate (its number was committed)."""
+        seq = self.pending.pop(record_id, None)
+        if seq is None:
+            return True
+        queue, source, n = seq
+        if n <= self.shared.committed.get((queue, source), 0):
+            self.shared.dropped += 1
+            return False
+        self.shared.committed[(queue, source)] = n
+        return True
+
+
+class Worker:
+    """A consumer and a loop that 'commits' each message (records it with its number) and then acks it."""
+
+    def __init__(self, name: str, url: str, instance: str, log: list[tuple[str, str, int]],
+                 shared: SharedCursors) -> None:
         self.name = name
         self.intake = Intake(10_000, Counters())
-        self.consumer = PartitionConsumer(url, instance, PARTITIONS, name=f"{instance}-{name}")
+        self.cursors = WorkerCursors(shared)
+        self.consumer = PartitionConsumer(url, instance, PARTITIONS, name=f"{instance}-{name}", cursors=self.cursors,
+                                          drain_timeout=1.0)
         self._log = log
         self._task: asyncio.Task[None] | None = None
 
@@ -46,13 +91,23 @@ class Worker:
         self._task = asyncio.create_task(self._work())
 
     async def _work(self) -> None:
+        """Commit each batch, ack the one before: a worker that dies leaves committed, unacked messages
+        (RabbitMQ hands them to the next holder: duplicates it must not record again) and uncommitted ones."""
+        unacked: list[InboundMessage] = []
         while True:
-            for msg in await self.intake.take(64):
+            if unacked and not len(self.intake):
+                batch: list[InboundMessage] = []  # nothing more came: ack what is committed
+            else:
+                batch = await self.intake.take(64)
+            for msg in batch:
                 device, _, seq = msg.topic.partition(":") if msg.topic else ("", "", "0")
-                self._log.append((self.name, device, int(seq)))
+                if self.cursors.commit(msg.id):
+                    self._log.append((self.name, device, int(seq)))
+            for msg in unacked:
                 assert msg.ack is not None
                 msg.ack()
-            await asyncio.sleep(0)
+            unacked = batch
+            await asyncio.sleep(0.005)
 
     async def kill(self) -> None:
         """Like a dead process: the connection ends, nothing more is acked."""
@@ -71,7 +126,9 @@ class Worker:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
-def publish_all(publisher: RabbitPublisher, start: int, count: int, confirmed: list[int]) -> None:
+def publish_all(publisher: RabbitPublisher, sequencer: PartitionSequencer, start: int, count: int,
+                confirmed: list[int]) -> None:
+    """What the IngestDispatcher does: number each partition's envelopes, publish them."""
     for seq in range(start, start + count):
         device = f"dev{seq % DEVICES}"
         msg = InboundMessage(listener="t", payload=b"{}", topic=f"{device}:{seq}")
@@ -79,7 +136,8 @@ def publish_all(publisher: RabbitPublisher, start: int, count: int, confirmed: l
         def done(seq: int = seq) -> None:
             confirmed.append(seq)
 
-        publisher.publish(partition_of(device, PARTITIONS), encode_envelope(msg, device, seq), done)
+        partition = partition_of(device, PARTITIONS)
+        publisher.publish(partition, encode_envelope(msg, device, seq, sequencer.next(partition)), done)
 
 
 async def until(what: str, check: Callable[[], bool], within: float = 60.0) -> None:
@@ -90,8 +148,9 @@ async def until(what: str, check: Callable[[], bool], within: float = 60.0) -> N
         await asyncio.sleep(0.05)
 
 
-def check_order(log: list[tuple[str, str, int]]) -> tuple[set[int], int]:
-    """Per device: a reading first seen after a newer one is out of order. Returns (seen, duplicates)."""
+def check_order(log: list[tuple[str, str, int]], strict: bool = False) -> tuple[set[int], int]:
+    """Per device: a reading first seen after a newer one is out of order; ``strict``: each device's readings
+    are exactly the ones sent to it, once each, ascending. Returns (seen, duplicates)."""
     by_device: dict[str, list[int]] = defaultdict(list)
     for _, device, seq in log:
         by_device[device].append(seq)
@@ -100,6 +159,8 @@ def check_order(log: list[tuple[str, str, int]]) -> tuple[set[int], int]:
         for s in seqs:
             assert s > high or s in seen, f"{device}: {s} first seen after {high}: {[x for x in log if x[1] == device]}"
             high, _ = max(high, s), seen.add(s)
+        if strict:
+            assert seqs == sorted(set(seqs)), f"{device}: {seqs}"
     all_seen = {seq for _, _, seq in log}
     return all_seen, len(log) - len(all_seen)
 
@@ -107,14 +168,16 @@ def check_order(log: list[tuple[str, str, int]]) -> tuple[set[int], int]:
 async def test_one_worker_per_partition_and_failover_loses_nothing(rabbit: rabbitmq.Rabbit, instance_id: str) -> None:
     url = amqp_url(rabbit)
     log: list[tuple[str, str, int]] = []
-    a, b = Worker("a", url, instance_id, log), Worker("b", url, instance_id, log)
+    shared = SharedCursors()
+    a, b = Worker("a", url, instance_id, log, shared), Worker("b", url, instance_id, log, shared)
     publisher = RabbitPublisher(url, instance_id, PARTITIONS, name=f"{instance_id}-pub")
+    sequencer = PartitionSequencer(f"{instance_id}-pub", PARTITIONS)
     await publisher.start()
     await a.start()
     await b.start()
     confirmed: list[int] = []
     try:
-        publish_all(publisher, 1, 2000, confirmed)
+        publish_all(publisher, sequencer, 1, 2000, confirmed)
         await until("1000 processed", lambda: len(log) >= 1000)
         # a partition is consumed by one worker at a time
         by_partition: dict[int, set[str]] = defaultdict(set)
@@ -123,14 +186,18 @@ async def test_one_worker_per_partition_and_failover_loses_nothing(rabbit: rabbi
         assert all(len(names) == 1 for names in by_partition.values()), by_partition
         victim, survivor = (a, b) if a.consumer.held else (b, a)
         await victim.kill()
-        publish_all(publisher, 2001, 1000, confirmed)
+        publish_all(publisher, sequencer, 2001, 1000, confirmed)
         await until("everything confirmed", lambda: len(confirmed) == 3000)
         await until("every confirmed message processed", lambda: {s for _, _, s in log} >= set(confirmed))
         seen = {seq for _, _, seq in log}
         assert seen == set(range(1, 3001))
         assert set(survivor.consumer.held) == set(range(PARTITIONS)) & {partition_of(f"dev{n}", PARTITIONS)
                                                                           for n in range(DEVICES)}
-        print(f"duplicates after the failover: {len(log) - len(seen)}")
+        assert len(log) == len(seen), "a message committed twice"
+        stats = survivor.consumer.order
+        print(f"after the failover: duplicates acked {stats.duplicates}, at commit {shared.dropped}, "
+              f"gaps {stats.gaps}, late {stats.late}, waited for a predecessor {stats.waited}")
+        assert stats.gaps == 0 and stats.late == 0  # every predecessor came (nothing was lost)
         failover_order[:] = [log]
     finally:
         await publisher.stop(1.0)
@@ -141,12 +208,11 @@ async def test_one_worker_per_partition_and_failover_loses_nothing(rabbit: rabbi
 failover_order: list[list[tuple[str, str, int]]] = []
 
 
-@pytest.mark.xfail(strict=False, reason="RabbitMQ 3.10's quorum queue may hand the new holder fresh messages "
-                   "before the dead worker's returned ones; the worker's hold-and-sort window (GAIN_WINDOW) "
-                   "catches most, not all (docs/cluster.md, 'Order': the exact fix is a per-partition sequence)")
 def test_per_device_order_holds_across_the_failover() -> None:
+    """RabbitMQ 3.10 returns the dead worker's unacked messages in no particular order, after fresh ones at
+    times: the survivor puts each device's readings back in the order they were sent."""
     assert failover_order, "runs after test_one_worker_per_partition_and_failover_loses_nothing"
-    check_order(failover_order[0])
+    check_order(failover_order[0], strict=True)
 
 
 # aiormq 6.9 (Connection.connect) does not close its socket when the AMQP handshake fails after the TCP connect,
@@ -159,22 +225,27 @@ async def test_rabbitmq_restart_loses_nothing_confirmed(tmp_path: Path) -> None:
     try:
         url = amqp_url(node)
         log: list[tuple[str, str, int]] = []
-        worker = Worker("w", url, "restart", log)
+        shared = SharedCursors()
+        worker = Worker("w", url, "restart", log, shared)
         publisher = RabbitPublisher(url, "restart", PARTITIONS, name="restart-pub")
+        sequencer = PartitionSequencer("restart-pub", PARTITIONS)
         await publisher.start()
         await worker.start()
         confirmed: list[int] = []
-        publish_all(publisher, 1, 500, confirmed)
+        publish_all(publisher, sequencer, 1, 500, confirmed)
         await until("first confirms", lambda: len(confirmed) == 500)
         assert (await asyncio.to_thread(node._ctl, "stop_app")).returncode == 0
-        publish_all(publisher, 501, 500, confirmed)  # while RabbitMQ is down: kept, unconfirmed
+        publish_all(publisher, sequencer, 501, 500, confirmed)  # while RabbitMQ is down: kept, unconfirmed
         await until("publisher saw the outage", lambda: not publisher.connected.is_set())
         assert len(confirmed) == 500
         assert (await asyncio.to_thread(node._ctl, "start_app")).returncode == 0
         await until("everything confirmed after the restart", lambda: len(confirmed) == 1000, within=90)
         await until("everything processed", lambda: {s for _, _, s in log} >= set(range(1, 1001)), within=90)
-        _, duplicates = check_order(log)
-        print(f"duplicates after the restart: {duplicates}; republished {publisher.republished}")
+        _, duplicates = check_order(log, strict=True)
+        stats = worker.consumer.order
+        print(f"after the restart: republished {publisher.republished}, duplicates acked {stats.duplicates}, "
+              f"at commit {shared.dropped}, gaps {stats.gaps}, late {stats.late}")
+        assert duplicates == 0 and stats.gaps == 0
         await publisher.stop(1.0)
         await worker.stop()
     finally:

@@ -91,3 +91,28 @@ async def test_a_postgres_outage_loses_nothing_and_acks_only_after_commit(pg_ser
             assert [m["messageId"] for m in await store.list_messages(limit=1000)] == [str(n) for n in range(51, 0, -1)]
     finally:
         await asyncio.to_thread(private.close)
+
+
+async def test_numbered_records_commit_their_cursor_and_a_duplicate_is_not_recorded_twice(database_url: str) -> None:
+    """Two workers (two stores) record the same numbered messages, as a worker that lost its RabbitMQ
+    connection and its successor would: each number is recorded once, every ack still runs, and the
+    cursor a newly gaining worker reads is the last number committed."""
+    acked: list[str] = []
+    async with PostgresStore.open(database_url) as first, PostgresStore.open(database_url) as second:
+        assert await second.committed("q.p000") == {}
+        for n in range(1, 4):
+            first.sequence(f"m{n}", "q.p000", "ingest-a", n)
+            first.record_message(record(n), lambda n=n: acked.append(f"first {n}"))
+        await first.flush()
+        assert await second.committed("q.p000") == {"ingest-a": 3}
+        for n in range(2, 6):  # 2 and 3 again (redelivered to the successor), then 4 and 5
+            second.sequence(f"m{n}", "q.p000", "ingest-a", n)
+            second.record_message(record(n), lambda n=n: acked.append(f"second {n}"))
+        second.record_message(record(9))  # not numbered (late after a gap): recorded as it is
+        await second.flush()
+        assert acked == ["first 1", "first 2", "first 3", "second 2", "second 3", "second 4", "second 5"]
+        ids = sorted(m["id"] for m in await second.list_messages(limit=100))
+        assert ids == ["m1", "m2", "m3", "m4", "m5", "m9"]
+        assert second.duplicates_dropped == 2
+        assert await first.committed("q.p000") == {"ingest-a": 5}
+        assert await first.committed("q.p001") == {}

@@ -2,7 +2,9 @@
 whose messages come from the instance's partition queues (single active consumer). A message is acked only
 when the dispatcher's record and device state are committed (``InboundMessage.ack``); an ack of an ended
 connection is dropped (the broker delivers the message again). Before the first message of a partition it
-did not hold, the consumer reloads that partition's devices from the shared store (``on_gain``).
+did not hold, the consumer waits until what it delivered of that partition before is committed, reloads the
+partition's devices (``on_gain``) and the last numbers committed per ingest (``Cursors.committed``); from
+then on each ingest's messages go on in the ingest's order (``ordering.PartitionOrder``).
 """
 
 from __future__ import annotations
@@ -11,23 +13,53 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
+from runtime.adapters.queue.ordering import OrderStats, PartitionOrder
 from runtime.adapters.queue.rabbitmq import CONNECT_ERRORS, backoff, connect, declare_partitions, resolve
 from runtime.core.listener_state import ListenerState
-from runtime.services.cluster import EnvelopeError, decode_envelope
+from runtime.core.messages import InboundMessage
+from runtime.services.cluster import EnvelopeError, Sequence, decode_sequenced, partition_queue
 from runtime.services.dataplane import Intake
 
 log = structlog.get_logger(__name__)
 
-# Unacked messages per partition consumer: what a worker can hold and sort after it gains a partition.
+# Unacked messages per partition consumer: also what a partition can hold back waiting for a predecessor.
 MAX_PREFETCH = 256
-REORDER_WAIT = 0.2  # seconds: how long a block of returned messages waits for more of its kind
-GAIN_WINDOW = 0.5  # seconds: after a gain, messages are held this long and delivered sorted
+GAP_TIMEOUT = 2.0  # seconds a message waits for its predecessor before that one is counted as a gap
+GAIN_DRAIN_TIMEOUT = 30.0  # seconds a regained partition waits for what went on before to be committed
+
+
+class Cursors(Protocol):
+    """The last number committed per (partition queue, ingest source), committed with the records
+    (``PostgresStore``)."""
+
+    async def committed(self, queue: str) -> dict[str, int]:
+        """The partition's committed numbers, per source."""
+        ...
+
+    def sequence(self, record_id: str, queue: str, source: str, n: int) -> None:
+        """The record of ``record_id``, when it comes, is number ``n`` of ``source`` in ``queue``."""
+        ...
+
+    def forget(self, record_id: str) -> None:
+        """No record comes for ``record_id`` (the intake refused it)."""
+        ...
+
+
+class IntakeRefusedError(ConnectionError):
+    """A message could not go on: the connection is closed so that RabbitMQ returns it and its successors."""
+
+
+@dataclass(slots=True)
+class Incoming:
+    tag: int | None
+    msg: InboundMessage
+    seq: Sequence | None
 
 
 class PartitionConsumer:
@@ -37,6 +69,7 @@ class PartitionConsumer:
 
     def __init__(self, url: str, instance_id: str, partitions: int, *, key: str = "partitions",
                  prefetch: int = MAX_PREFETCH, on_gain: Callable[[int], Awaitable[None]] | None = None,
+                 cursors: Cursors | None = None, gap_timeout: float = GAP_TIMEOUT,
                  name: str = "nuviot-worker", drain_timeout: float = 5.0) -> None:
         self.key = key
         self._url = url
@@ -44,6 +77,11 @@ class PartitionConsumer:
         self._partitions = partitions
         self._prefetch = min(prefetch, MAX_PREFETCH)
         self._on_gain = on_gain
+        self._cursors = cursors
+        self._gap_timeout = gap_timeout
+        self.order = OrderStats()
+        self._inflight: dict[int, int] = {}  # partition -> delivered, not yet acked (any connection)
+        self._drained: dict[int, asyncio.Event] = {}
         self._name = name
         self._drain_timeout = drain_timeout
         self._intake: Intake | None = None
@@ -67,7 +105,8 @@ class PartitionConsumer:
 
     def status(self) -> dict[str, Any]:
         return {"key": self.key, "type": self.type, "state": self._state.value, "port": None,
-                "partitions": self.held, "outstanding": self._outstanding, "lastError": self.last_error}
+                "partitions": self.held, "outstanding": self._outstanding, "lastError": self.last_error,
+                "duplicates": self.order.duplicates, "gaps": self.order.gaps, "late": self.order.late}
 
     async def start(self, intake: Intake) -> None:
         self._intake = intake
@@ -103,9 +142,7 @@ class PartitionConsumer:
                 await backoff(attempt)
                 continue
             self._generation += 1
-            self._held.clear()
-            self._outstanding = 0
-            self._settled.set()
+            self._held.clear()  # what the last connection delivered is still counted until it is committed
             try:
                 async with conn:
                     await self._serve(conn, connected)
@@ -144,106 +181,129 @@ class PartitionConsumer:
         raise ConnectionError("the RabbitMQ connection closed")
 
     async def _consume(self, partition: int, queue: Any, generation: int) -> None:
-        """Deliver one partition's messages to the intake, in order.
+        """Deliver one partition's messages to the intake, in each ingest's order (``ordering.py``).
 
-        Messages a dead worker left unacked come back first, flagged ``redelivered``, but RabbitMQ returns
-        them in no particular order (tests/cluster/test_partitions.py saw 1090 before 1058): such a block is
-        held until the next fresh message (or ``REORDER_WAIT``, or a prefetch's worth) and delivered in the
-        order the ingest took the messages in (received time, then the ingest's sequence number). RabbitMQ
-        3.10 may also hand the new holder fresh messages before the returned ones: for ``GAIN_WINDOW`` after
-        it gains a partition, a worker holds everything and sorts it. A heuristic bounded by time and
-        prefetch (docs/cluster.md, "Order"); the exact fix is a per-partition sequence checked by workers."""
-        inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        RabbitMQ returns the messages of a worker that died in no particular order, and may hand the new
+        holder fresh messages first (tests/cluster/test_partitions.py saw both): the numbers in the
+        envelopes put them back in order, and drop what was committed already."""
+        inbox: deque[AbstractIncomingMessage] = deque()
+        wake = asyncio.Event()
 
         async def pump() -> None:
             async with queue.iterator() as messages:
                 async for message in messages:
-                    inbox.put_nowait(message)
+                    inbox.append(message)
+                    wake.set()
 
         pumping = asyncio.create_task(pump(), name=f"cluster:pump:{partition}")
-        returned: list[AbstractIncomingMessage] = []
+        waiting = asyncio.create_task(wake.wait(), name=f"cluster:wake:{partition}")
         loop = asyncio.get_running_loop()
-        window_until = 0.0  # after a gain: everything is held and sorted until then
-        getting: asyncio.Future[AbstractIncomingMessage] | None = None
+        order: PartitionOrder[Incoming] | None = None
         try:
             while True:
-                getting = asyncio.create_task(inbox.get(), name="worker:partition:get")
-                wait = max(0.0, window_until - loop.time()) if window_until else REORDER_WAIT
-                done, _ = await asyncio.wait({getting, pumping}, return_when=asyncio.FIRST_COMPLETED,
-                                             timeout=wait if returned else None)
-                if getting not in done:
-                    getting.cancel()
-                    if pumping in done:
-                        pumping.result()
-                        return
-                    self._deliver_sorted(returned, generation)  # no more came back: deliver the block
-                    returned = []
-                    window_until = 0.0
+                while inbox:
+                    message = inbox.popleft()
+                    if partition not in self._held:
+                        order = await self._gain(partition)
+                    self._take(message, order, partition, generation)
+                deadline = order.deadline() if order is not None else None
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                wake.clear()
+                if inbox:
                     continue
-                message = getting.result()
-                if partition not in self._held:
-                    if self._on_gain is not None:
-                        await self._on_gain(partition)  # the previous holder's committed device state
-                    self._held.add(partition)
-                    window_until = loop.time() + GAIN_WINDOW
-                    log.info("cluster_partition_gained", partition=partition)
-                if window_until and loop.time() < window_until:
-                    returned.append(message)
-                    continue
-                if message.redelivered:
-                    returned.append(message)
-                    if len(returned) >= self._prefetch:
-                        self._deliver_sorted(returned, generation)
-                        returned = []
-                    continue
-                if returned:
-                    self._deliver_sorted(returned, generation)
-                    returned = []
-                self._deliver(message, generation)
+                if waiting.done():
+                    waiting = asyncio.create_task(wake.wait(), name=f"cluster:wake:{partition}")
+                done, _ = await asyncio.wait({waiting, pumping}, return_when=asyncio.FIRST_COMPLETED,
+                                             timeout=timeout)
+                if pumping in done:
+                    pumping.result()
+                    return
+                if order is not None and not inbox:
+                    for item in order.expire(loop.time()):  # predecessors that did not come: a gap
+                        self._deliver(item, generation, partition)
         finally:
-            if getting is not None:
-                getting.cancel()
+            waiting.cancel()
             pumping.cancel()
-            await asyncio.gather(pumping, return_exceptions=True)
+            await asyncio.gather(pumping, waiting, return_exceptions=True)
 
-    def _deliver_sorted(self, messages: list[AbstractIncomingMessage], generation: int) -> None:
-        def key(message: AbstractIncomingMessage) -> tuple[float, int]:
-            try:
-                doc = orjson.loads(message.body)
-                return float(doc.get("receivedAt") or 0.0), int(doc.get("n") or 0)
-            except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
-                return 0.0, 0
+    async def _gain(self, partition: int) -> PartitionOrder[Incoming] | None:
+        """This consumer became the partition's holder: what it delivered before (an earlier connection) is
+        committed first, then the previous holder's devices and numbers are read."""
+        drained = self._drained.setdefault(partition, asyncio.Event())
+        if self._inflight.get(partition, 0):
+            drained.clear()
+            with contextlib.suppress(TimeoutError):  # bounded: the store's cursor check is the last guard
+                await asyncio.wait_for(drained.wait(), timeout=GAIN_DRAIN_TIMEOUT)
+        if self._on_gain is not None:
+            await self._on_gain(partition)  # the previous holder's committed device state
+        order: PartitionOrder[Incoming] | None = None
+        if self._cursors is not None:
+            committed = await self._cursors.committed(partition_queue(self._instance, partition))
+            order = PartitionOrder(committed, gap_timeout=self._gap_timeout, capacity=self._prefetch,
+                                   stats=self.order)
+        self._held.add(partition)
+        log.info("cluster_partition_gained", partition=partition, sources=len(committed) if order else None)
+        return order
 
-        for message in sorted(messages, key=key):
-            self._deliver(message, generation)
-
-    def _deliver(self, message: AbstractIncomingMessage, generation: int) -> None:
-        tag = message.delivery_tag
+    def _take(self, message: AbstractIncomingMessage, order: PartitionOrder[Incoming] | None, partition: int,
+              generation: int) -> None:
         try:
-            msg, _ = decode_envelope(message.body)
+            msg, _, seq = decode_sequenced(message.body)
         except EnvelopeError as exc:
             self.rejected += 1
             log.error("cluster_envelope_rejected", error=str(exc))
-            if tag is not None:
-                self._acks.append((generation, tag, False))
+            if message.delivery_tag is not None:
+                self._acks.append((generation, message.delivery_tag, False))
                 self._ack_wake.set()
             return
+        item = Incoming(message.delivery_tag, msg, seq)
+        if order is None or seq is None:
+            self._deliver(item, generation, partition)
+            return
+        late_before = self.order.late
+        ready, duplicates = order.offer(seq.source, seq.n, item, asyncio.get_running_loop().time())
+        for dup in duplicates:
+            if dup.tag is not None:
+                self._acks.append((generation, dup.tag, True))
+                self._ack_wake.set()
+        if self.order.late != late_before:
+            item.seq = None  # after its successors: no cursor (the store would take it for a duplicate)
+            log.warning("cluster_late_message", partition=partition, source=seq.source, n=seq.n)
+        for one in ready:
+            self._deliver(one, generation, partition)
+
+    def _deliver(self, item: Incoming, generation: int, partition: int) -> None:
+        tag, msg = item.tag, item.msg
         self.received += 1
         self._outstanding += 1
+        self._inflight[partition] = self._inflight.get(partition, 0) + 1
         self._settled.clear()
+        if item.seq is not None and self._cursors is not None:
+            self._cursors.sequence(msg.id, partition_queue(self._instance, partition), item.seq.source, item.seq.n)
 
         def ack() -> None:
-            self._done_one()
+            self._done_one(partition)
             if generation == self._generation and tag is not None:
                 self._acks.append((generation, tag, True))
                 self._ack_wake.set()
 
         msg.ack = ack
         if self._intake is None or not self._intake.offer(msg):
-            self._done_one()  # not acked: the broker delivers it again (to this or another worker)
+            # not acked, and its successors must not go on without it: the connection is closed, RabbitMQ
+            # returns what is unacked, the partition is gained again after what went on is committed
+            if self._cursors is not None:
+                self._cursors.forget(msg.id)
+            self._done_one(partition)
             log.warning("cluster_intake_refused", partition_message=msg.id)
+            raise IntakeRefusedError(f"the intake refused a message of partition {partition}")
 
-    def _done_one(self) -> None:
+    def _done_one(self, partition: int) -> None:
+        left = self._inflight.get(partition, 1) - 1
+        self._inflight[partition] = max(0, left)
+        if left <= 0:
+            drained = self._drained.get(partition)
+            if drained is not None:
+                drained.set()
         self._outstanding -= 1
         if self._outstanding <= 0:
             self._outstanding = 0

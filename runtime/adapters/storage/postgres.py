@@ -65,11 +65,24 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE TABLE IF NOT EXISTS cluster_members (
     member_id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, role TEXT NOT NULL, state TEXT NOT NULL,
     host TEXT, admin_port INTEGER, partitions TEXT NOT NULL DEFAULT '[]', seen_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE IF NOT EXISTS partition_cursors (
+    queue TEXT NOT NULL, source TEXT NOT NULL, n BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (queue, source));
 CREATE TABLE IF NOT EXISTS cluster_control (
     instance_id TEXT PRIMARY KEY, verb TEXT NOT NULL, origin TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
 """
 DEVICE_CHANNEL = "nuviot_devices"
 MAX_READ_LIMIT = 10_000
+CURSOR_RETENTION = 7 * 86_400.0  # seconds: an ingest process's numbers are forgotten this long after its last
+LOCK_CURSORS = (
+    "SELECT queue, source, n FROM partition_cursors WHERE (queue, source) IN "
+    "(SELECT * FROM unnest($1::text[], $2::text[])) FOR UPDATE"
+)
+UPSERT_CURSORS = (
+    "INSERT INTO partition_cursors (queue, source, n, at) SELECT q, s, n, $4 FROM "
+    "unnest($1::text[], $2::text[], $3::bigint[]) AS t(q, s, n) ON CONFLICT (queue, source) DO UPDATE "
+    "SET n = GREATEST(partition_cursors.n, excluded.n), at = excluded.at"
+)
 
 
 def pg(sql: str | rows.Insert) -> str:
@@ -123,6 +136,8 @@ class PostgresStore:
         self.failed = 0
         self.last_error: str | None = None
         self.outbox_refused_total = 0  # no cloud outbox in the Cluster edition (docs/cluster.md)
+        self._sequenced: dict[str, tuple[str, str, int]] = {}  # record id -> (queue, source, n)
+        self.duplicates_dropped = 0  # records whose number was committed already (another worker's)
 
     @classmethod
     @asynccontextmanager
@@ -185,8 +200,30 @@ class PostgresStore:
         self._offer("log", (at, level, event, fields))
 
     def record_message(self, rec: MessageRecord, on_commit: Callable[[], None] | None = None) -> None:
-        if not self._offer("message", rec, on_commit) and on_commit is not None:
+        seq = self._sequenced.pop(rec.id, None) if self._sequenced else None
+        if seq is not None:
+            offered = self._offer("sequenced", (rec, seq), on_commit)
+        else:
+            offered = self._offer("message", rec, on_commit)
+        if not offered and on_commit is not None:
             on_commit()
+
+    # --- the worker's numbers (adapters/queue/partitions.py ``Cursors``; docs/cluster.md, "Order") ---
+    def sequence(self, record_id: str, queue: str, source: str, n: int) -> None:
+        """The record of ``record_id`` is number ``n`` of ``source`` in ``queue``: it commits with the
+        cursor moved to ``n``, or not at all when the cursor is at ``n`` or beyond (a duplicate)."""
+        self._sequenced[record_id] = (queue, source, n)
+
+    def forget(self, record_id: str) -> None:
+        self._sequenced.pop(record_id, None)
+
+    async def committed(self, queue: str) -> dict[str, int]:
+        """The last number committed per source in ``queue`` (those of sources long gone are deleted)."""
+        async with self._pool.acquire() as conn:
+            await conn.execute("DELETE FROM partition_cursors WHERE queue = $1 AND at < $2", queue,
+                               time.time() - CURSOR_RETENTION)
+            found = await conn.fetch("SELECT source, n FROM partition_cursors WHERE queue = $1", queue)
+        return {str(r[0]): int(r[1]) for r in found}
 
     def save_device_state(self, device: Device) -> None:
         self._offer("device", device)
@@ -251,12 +288,57 @@ class PostgresStore:
 
     async def _write(self, batch: list[tuple[str, Any, Callable[[], None] | None]]) -> None:
         now = time.time()
+        sequenced = [value[1] for kind, value, _ in batch if kind == "sequenced"]
+        async with self._pool.acquire() as conn, conn.transaction():
+            cursors = await self._lock_cursors(conn, sequenced) if sequenced else {}
+            dropped, moved = self._collect(batch, cursors)
+            devices, messages, dead, events, logs = self._rows(batch, dropped)
+            await self._statements(conn, devices, messages, dead, events, logs, now)
+            if moved:
+                keys = list(moved)
+                await conn.execute(UPSERT_CURSORS, [k[0] for k in keys], [k[1] for k in keys],
+                                   [moved[k] for k in keys], now)
+        self.duplicates_dropped += len(dropped)
+        self.written += len(batch)
+
+    @staticmethod
+    async def _lock_cursors(conn: asyncpg.Connection, sequenced: list[tuple[str, str, int]]) -> dict[tuple[str, str], int]:
+        keys = list({(q, s) for q, s, _ in sequenced})
+        found = await conn.fetch(LOCK_CURSORS, [k[0] for k in keys], [k[1] for k in keys])
+        return {(str(r[0]), str(r[1])): int(r[2]) for r in found}
+
+    @staticmethod
+    def _collect(batch: list[tuple[str, Any, Callable[[], None] | None]],
+                 cursors: dict[tuple[str, str], int]) -> tuple[set[int], dict[tuple[str, str], int]]:
+        """The positions of the batch's duplicates (a number at or below the committed one), and the cursors
+        the batch moves."""
+        dropped: set[int] = set()
+        moved: dict[tuple[str, str], int] = {}
+        for i, (kind, value, _) in enumerate(batch):
+            if kind != "sequenced":
+                continue
+            queue, source, n = value[1]
+            key = (queue, source)
+            if n <= cursors.get(key, 0):
+                dropped.add(i)
+                continue
+            cursors[key] = moved[key] = n
+        return dropped, moved
+
+    @staticmethod
+    def _rows(batch: list[tuple[str, Any, Callable[[], None] | None]], dropped: set[int]) -> tuple[
+            dict[str, Device], list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]],
+            list[tuple[Any, ...]]]:
         messages: list[tuple[Any, ...]] = []
         dead: list[tuple[Any, ...]] = []
         devices: dict[str, Device] = {}
         events: list[tuple[Any, ...]] = []
         logs: list[tuple[Any, ...]] = []
-        for kind, value, _ in batch:
+        for i, (kind, value, _) in enumerate(batch):
+            if kind == "sequenced":
+                if i in dropped:
+                    continue
+                kind, value = "message", value[0]
             if kind == "message":
                 base = rows.message_params(value)
                 messages.append(base)
@@ -269,9 +351,7 @@ class PostgresStore:
             elif kind == "log":
                 at, level, event, fields = value
                 logs.append((at, level, event, rows.dumps_lenient(fields)))
-        async with self._pool.acquire() as conn, conn.transaction():
-            await self._statements(conn, devices, messages, dead, events, logs, now)
-        self.written += len(batch)
+        return devices, messages, dead, events, logs
 
     async def _write_each(self, batch: list[tuple[str, Any, Callable[[], None] | None]]) -> None:
         for item in batch:
