@@ -26,21 +26,40 @@ from pydantic import SecretStr
 
 from runtime import logsetup
 from runtime.adapters.command.http import AdminApi
+from runtime.adapters.queue.commands import CommandRouteError, CommandRouter
 from runtime.adapters.queue.partitions import PartitionConsumer
 from runtime.adapters.queue.rabbitmq import RabbitPublisher
 from runtime.adapters.storage.pg_cluster import PgCluster
 from runtime.adapters.storage.postgres import PostgresStore
 from runtime.core.errors import ListenerBindError
 from runtime.core.lifecycle import InstanceState, Verb
+from runtime.core.messages import MessageRecord
 from runtime.core.ports import StateChange
 from runtime.core.solution.enums import QueueType, RestListenerType
 from runtime.core.timefmt import iso
 from runtime.instance import CurrentSolution, InstanceIdentity
 from runtime.planes import AppPlanes, connection_limits
-from runtime.services.cluster import ClusterRuntime, IngestDispatcher, PartitionSequencer, partition_of
+from runtime.services.cluster import (
+    ClusterRuntime,
+    EnvelopeError,
+    IngestDispatcher,
+    PartitionSequencer,
+    decode_command,
+    decode_outcome,
+    encode_command,
+    encode_outcome,
+    partition_of,
+)
 from runtime.services.commands import Operations
 from runtime.services.dataplane import DataPlane, Intake
 from runtime.services.devices import DeviceRegistry
+from runtime.services.dispatcher import Dispatcher
+from runtime.services.input_commands import (
+    InputCommandCall,
+    InputCommandExecutor,
+    InputCommandOutcome,
+    outcome_of,
+)
 from runtime.services.metrics import RuntimeMetrics
 from runtime.services.supervisor import LoadedSolution
 from runtime.settings import Settings
@@ -70,6 +89,49 @@ class _QueueLink:
         return self._publisher.status()
 
 
+COMMAND_TIMEOUT = 10.0  # seconds a routed input command waits for the owning worker's answer
+
+
+class ClusterInputCommands:
+    """Input commands in the Cluster edition (docs/cluster.md, "Input commands"): Running, routed through the
+    device's partition to the worker that owns the device's state; Paused (no worker consumes), run here on
+    the device's committed state, committed before the answer (a worker re-reads its devices on start)."""
+
+    def __init__(self, dispatcher: Dispatcher, planes: ClusterPlanes) -> None:
+        self._dispatcher = dispatcher
+        self._planes = planes
+
+    def run_input_command(self, **call: Any) -> MessageRecord:
+        return self._dispatcher.run_input_command(**call)
+
+    async def run_routed(self, call: InputCommandCall) -> InputCommandOutcome:
+        planes = self._planes
+        if planes.state() is InstanceState.PAUSED and planes.pg is not None:
+            found = await planes.pg.get_device(call.device_id)
+            planes.devices.provisioned(call.device_id, None)  # not the copy this replica had: the committed one
+            planes.devices.provisioned(call.device_id, found)
+            outcome = outcome_of(self._dispatcher, call)
+            await planes.pg.flush()
+            return outcome
+        router = planes.router
+        retry = {"Retry-After": "1"}
+        if router is None:
+            return InputCommandOutcome(503, code="not_serving", message="input commands are not routed yet",
+                                       headers=retry)
+        partition = partition_of(call.device_id, planes.settings.queue_partitions)
+        try:
+            answer = await router.call(partition, encode_command(call, time.time() + COMMAND_TIMEOUT),
+                                       COMMAND_TIMEOUT)
+        except CommandRouteError as exc:
+            return InputCommandOutcome(503, code="queue_unavailable", message=f"RabbitMQ: {exc}"[:300],
+                                       headers=retry)
+        if answer is None:
+            return InputCommandOutcome(503, code="no_worker", headers=retry,
+                                       message=f"no worker answered for partition {partition} within "
+                                               f"{COMMAND_TIMEOUT:g} s (the command was not run)")
+        return decode_outcome(answer)
+
+
 class ClusterPlanes(AppPlanes):
     """``AppPlanes`` whose data plane is the role's (the command plane is the same)."""
 
@@ -77,6 +139,24 @@ class ClusterPlanes(AppPlanes):
     sequencer: PartitionSequencer | None = None  # the ingest process's numbering: kept across reloads
     consumer: PartitionConsumer | None = None
     pg: PostgresStore | None = None  # the worker's numbers commit with its records
+    router: CommandRouter | None = None  # input commands to the owning worker
+
+    def input_executor(self, dispatcher: Dispatcher) -> InputCommandExecutor:
+        return ClusterInputCommands(dispatcher, self)
+
+    def run_routed_command(self, body: bytes) -> bytes | None:
+        """A worker: an input command routed to it (``PartitionConsumer``); None when its caller gave up."""
+        try:
+            call, expires_at = decode_command(body)
+        except EnvelopeError as exc:
+            log.error("cluster_command_rejected", error=str(exc))
+            return encode_outcome(InputCommandOutcome(400, code="bad_request", message=str(exc)))
+        if time.time() > expires_at:
+            log.warning("cluster_command_expired", command=call.command, device_id=call.device_id)
+            return None  # its caller answered 503 "not run": it must not run now
+        if self.commands is None:
+            return encode_outcome(InputCommandOutcome(503, code="not_serving", message="no solution is loaded"))
+        return encode_outcome(outcome_of(self.commands.dispatcher, call))
 
     def data_plane(self, loaded: LoadedSolution, on_fatal: Callable[[str], None]) -> DataPlane:
         if self.commands is None:
@@ -242,12 +322,15 @@ async def _serve_role(settings: Settings, runtime: ClusterRuntime, planes: Clust
         else:
             planes.consumer = PartitionConsumer(queue_url, instance_id, settings.queue_partitions,
                                                 on_gain=gained, cursors=planes.pg, name=me,
-                                                drain_timeout=settings.drain_timeout)
+                                                drain_timeout=settings.drain_timeout,
+                                                on_command=planes.run_routed_command)
             consumer = planes.consumer
             for name, value in (("duplicates", lambda: consumer.order.duplicates),
                                 ("gaps", lambda: consumer.order.gaps), ("late", lambda: consumer.order.late),
                                 ("duplicates_at_commit", lambda: planes.pg.duplicates_dropped if planes.pg else 0)):
                 planes.metrics.add_gauge(f"nuviot_cluster_order_{name}", value)
+        planes.router = CommandRouter(queue_url, instance_id, settings.queue_partitions, name=f"{me}-commands")
+        await planes.router.start()
         channel_task = None
         if settings.control_mqtt is not None:
             from runtime.adapters.command.mqtt import MqttCommandChannel
@@ -257,7 +340,10 @@ async def _serve_role(settings: Settings, runtime: ClusterRuntime, planes: Clust
                                          client_id=command_client_id(settings, instance_id),
                                          input_commands=planes.input_commands)
             channel_task = tg.create_task(channel.run(), name="command:mqtt")
-        await runtime.run(stop)
+        try:
+            await runtime.run(stop)
+        finally:
+            await planes.router.stop()
         if planes.publisher is not None:
             await planes.publisher.stop(2.0)
         if channel_task is not None:

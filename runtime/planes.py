@@ -38,7 +38,7 @@ from runtime.services.dataplane import DataPlane, Deadline, stop_together
 from runtime.services.devices import DeviceRegistry
 from runtime.services.dispatcher import Dispatcher, RecordSink, build_engines
 from runtime.services.health import HealthMonitor
-from runtime.services.input_commands import InputCommands
+from runtime.services.input_commands import InputCommandExecutor, InputCommands
 from runtime.services.metrics import RuntimeMetrics
 from runtime.services.supervisor import LoadedSolution
 from runtime.services.timers import TimerScheduler
@@ -85,7 +85,8 @@ class CommandPlane:
         if not inst.input_command_anonymous:  # validation requires both; never fall back to open access
             pw = inst.input_command_basic_auth_password
             auth = (inst.input_command_basic_auth_user_name or "", pw.get_secret_value() if pw else "")
-        self.server = InputCommandServer(self.dispatcher, owner.state, port=s.effective_input_command_port(doc),
+        self.executor = owner.input_executor(self.dispatcher)  # what runs input commands (both transports)
+        self.server = InputCommandServer(self.executor, owner.state, port=s.effective_input_command_port(doc),
                                          basic_auth=auth, limits=connection_limits(s),
                                          connection_counters=owner.metrics.counters.connection("inputcommands"))
         self._started: list[Any] = []
@@ -145,10 +146,14 @@ class AppPlanes:
         self.data: DataPlane | None = None
         # the MQTT command channel's input commands: the current solution's dispatcher, the HTTP server's rules
         self.input_commands = InputCommands(self.state,
-                                            lambda: self.commands.dispatcher if self.commands is not None else None)
+                                            lambda: self.commands.executor if self.commands is not None else None)
 
     def on_state_change(self, change: StateChange) -> None:
         self._state = change.state
+
+    def input_executor(self, dispatcher: Dispatcher) -> InputCommandExecutor:
+        """What runs input commands: this process's dispatcher (the Cluster edition routes them instead)."""
+        return dispatcher
 
     def state(self) -> InstanceState:
         return self._state

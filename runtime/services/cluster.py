@@ -31,6 +31,7 @@ from runtime.core.parsing.view import MessageView
 from runtime.core.pipeline.planner import plan
 from runtime.core.solution.model import Planner
 from runtime.core.system_messages import SYSTEM_PREFIXES
+from runtime.services.input_commands import InputCommandCall, InputCommandOutcome
 from runtime.services.metrics import Counters
 from runtime.services.supervisor import Runtime
 
@@ -131,6 +132,40 @@ def decode_sequenced(body: bytes) -> tuple[InboundMessage, str | None, Sequence 
     source, n = doc.get("src"), doc.get("pn")
     seq = Sequence(source, n) if isinstance(source, str) and isinstance(n, int) and n > 0 else None
     return msg, device_id if isinstance(device_id, str) else None, seq
+
+
+def encode_command(call: InputCommandCall, expires_at: float) -> bytes:
+    """An input command routed to the worker that owns its device (docs/cluster.md, "Input commands")."""
+    return orjson.dumps({"v": ENVELOPE_VERSION, "deviceConfiguration": call.device_configuration,
+                         "route": call.route, "workflow": call.workflow, "command": call.command,
+                         "deviceId": call.device_id, "method": call.method, "query": dict(call.query),
+                         "body": call.body, "expiresAt": expires_at})
+
+
+def decode_command(body: bytes) -> tuple[InputCommandCall, float]:
+    """The routed command and when its caller stops waiting. Raises ``EnvelopeError``."""
+    try:
+        doc = orjson.loads(body)
+        call = InputCommandCall(str(doc["deviceConfiguration"]), str(doc["route"]), str(doc["workflow"]),
+                                str(doc["command"]), str(doc["deviceId"]), doc.get("method"),
+                                {str(k): str(v) for k, v in (doc.get("query") or {}).items()}, doc.get("body"))
+        return call, float(doc["expiresAt"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise EnvelopeError(f"bad input command: {exc!r}"[:300]) from None
+
+
+def encode_outcome(outcome: InputCommandOutcome) -> bytes:
+    return orjson.dumps({"status": outcome.status, "messageId": outcome.message_id, "code": outcome.code,
+                         "message": outcome.message, "stage": outcome.stage, "headers": dict(outcome.headers)})
+
+
+def decode_outcome(body: bytes) -> InputCommandOutcome:
+    try:
+        doc = orjson.loads(body)
+        return InputCommandOutcome(int(doc["status"]), doc.get("messageId"), doc.get("code"), doc.get("message"),
+                                   doc.get("stage"), {str(k): str(v) for k, v in (doc.get("headers") or {}).items()})
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        return InputCommandOutcome(500, code="internal_error", message=f"bad answer from the worker: {exc!r}"[:300])
 
 
 class Publisher(Protocol):

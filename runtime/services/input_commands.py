@@ -99,6 +99,30 @@ class InputCommandOutcome:
         return body
 
 
+class RoutedInputCommands(Protocol):
+    """An executor that runs a command elsewhere and waits for it (the Cluster edition: on the worker that
+    owns the device, ``cluster_app.ClusterInputCommands``). ``InputCommands.run_async`` prefers it."""
+
+    async def run_routed(self, call: InputCommandCall) -> InputCommandOutcome: ...
+
+
+def outcome_of(executor: InputCommandExecutor, call: InputCommandCall) -> InputCommandOutcome:
+    """Run ``call`` on ``executor``: the outcome a transport answers with."""
+    try:
+        record = executor.run_input_command(
+            device_configuration=call.device_configuration, route=call.route, workflow=call.workflow,
+            command=call.command, device_id=call.device_id, method=call.method, query=dict(call.query),
+            body=call.body,
+        )
+    except InputCommandRefusedError as exc:
+        return InputCommandOutcome.refused(exc)
+    if record.status is PemStatus.FAILED:
+        code, _, detail = (record.error or "internal_error").partition(": ")
+        return InputCommandOutcome(500 if code == "internal_error" else 422, record.id, code, detail or code,
+                                   record.stage)
+    return InputCommandOutcome(202, record.id)
+
+
 class InputCommands:
     """Looks up the state and the current solution's executor per call (a reload swaps the executor)."""
 
@@ -117,21 +141,28 @@ class InputCommands:
             raise InputCommandRefusedError(503, "not_serving", f"input commands are not served while {state.value}",
                                            {"Retry-After": "1"})
 
+    def _serving_executor(self) -> InputCommandExecutor:
+        self.check_serving()
+        executor = self._executor()
+        if executor is None:
+            raise InputCommandRefusedError(503, "not_serving", "no solution is loaded", {"Retry-After": "1"})
+        return executor
+
     def run(self, call: InputCommandCall) -> InputCommandOutcome:
         try:
-            self.check_serving()
-            executor = self._executor()
-            if executor is None:
-                raise InputCommandRefusedError(503, "not_serving", "no solution is loaded", {"Retry-After": "1"})
-            record = executor.run_input_command(
-                device_configuration=call.device_configuration, route=call.route, workflow=call.workflow,
-                command=call.command, device_id=call.device_id, method=call.method, query=dict(call.query),
-                body=call.body,
-            )
+            executor = self._serving_executor()
         except InputCommandRefusedError as exc:
             return InputCommandOutcome.refused(exc)
-        if record.status is PemStatus.FAILED:
-            code, _, detail = (record.error or "internal_error").partition(": ")
-            return InputCommandOutcome(500 if code == "internal_error" else 422, record.id, code, detail or code,
-                                       record.stage)
-        return InputCommandOutcome(202, record.id)
+        return outcome_of(executor, call)
+
+    async def run_async(self, call: InputCommandCall) -> InputCommandOutcome:
+        """``run``, or, for an executor that routes commands (``RoutedInputCommands``), its answer."""
+        try:
+            executor = self._serving_executor()
+        except InputCommandRefusedError as exc:
+            return InputCommandOutcome.refused(exc)
+        routed = getattr(executor, "run_routed", None)
+        if routed is not None:
+            outcome: InputCommandOutcome = await routed(call)
+            return outcome
+        return outcome_of(executor, call)

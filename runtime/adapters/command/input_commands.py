@@ -98,7 +98,7 @@ class InputCommandServer:
                 call = dataclasses.replace(call, body=orjson.loads(raw))
             except orjson.JSONDecodeError as exc:
                 raise InputCommandRefusedError(400, "bad_json", f"the body is not valid JSON: {exc}") from None
-        return self._respond(self._commands.run(call))
+        return self._respond(await self._commands.run_async(call))
 
     def _respond(self, outcome: InputCommandOutcome) -> web.Response:
         if not outcome.accepted:

@@ -205,4 +205,4 @@ class MqttInputCommands:
             call = InputCommandCall.from_path(self.name(topic).split("/"), method=method, body=parameters or {})
         except InputCommandRefusedError as exc:
             return InputCommandOutcome.refused(exc)
-        return self._commands.run(call)
+        return await self._commands.run_async(call)

@@ -16,9 +16,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
+from runtime.adapters.queue.commands import COMMAND_TYPE
 from runtime.adapters.queue.ordering import OrderStats, PartitionOrder
 from runtime.adapters.queue.rabbitmq import CONNECT_ERRORS, backoff, connect, declare_partitions, resolve
 from runtime.core.listener_state import ListenerState
@@ -70,6 +72,7 @@ class PartitionConsumer:
     def __init__(self, url: str, instance_id: str, partitions: int, *, key: str = "partitions",
                  prefetch: int = MAX_PREFETCH, on_gain: Callable[[int], Awaitable[None]] | None = None,
                  cursors: Cursors | None = None, gap_timeout: float = GAP_TIMEOUT,
+                 on_command: Callable[[bytes], bytes | None] | None = None,
                  name: str = "nuviot-worker", drain_timeout: float = 5.0) -> None:
         self.key = key
         self._url = url
@@ -78,6 +81,8 @@ class PartitionConsumer:
         self._prefetch = min(prefetch, MAX_PREFETCH)
         self._on_gain = on_gain
         self._cursors = cursors
+        self._on_command = on_command
+        self._channel: Any = None
         self._gap_timeout = gap_timeout
         self.order = OrderStats()
         self._inflight: dict[int, int] = {}  # partition -> delivered, not yet acked (any connection)
@@ -158,6 +163,7 @@ class PartitionConsumer:
         channel = await conn.channel()
         await channel.set_qos(prefetch_count=self._prefetch)
         queues = await declare_partitions(channel, self._instance, self._partitions)
+        self._channel = channel
         closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         conn.close_callbacks.add(lambda *_: resolve(closed))
         generation = self._generation
@@ -205,6 +211,9 @@ class PartitionConsumer:
                     message = inbox.popleft()
                     if partition not in self._held:
                         order = await self._gain(partition)
+                    if message.type == COMMAND_TYPE:
+                        await self._command(message, generation)
+                        continue
                     self._take(message, order, partition, generation)
                 deadline = order.deadline() if order is not None else None
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
@@ -244,6 +253,18 @@ class PartitionConsumer:
         self._held.add(partition)
         log.info("cluster_partition_gained", partition=partition, sources=len(committed) if order else None)
         return order
+
+    async def _command(self, message: AbstractIncomingMessage, generation: int) -> None:
+        """An input command routed here (``commands.py``): run on this worker's devices, between two of its
+        batches (the dispatcher runs a batch without awaiting), answered, acked (not redelivered: run once)."""
+        answer = self._on_command(message.body) if self._on_command is not None else None
+        if answer is not None and message.reply_to and self._channel is not None:
+            reply = aio_pika.Message(answer, correlation_id=message.correlation_id, content_type="application/json")
+            with contextlib.suppress(*CONNECT_ERRORS):
+                await self._channel.default_exchange.publish(reply, routing_key=message.reply_to)
+        if message.delivery_tag is not None:
+            self._acks.append((generation, message.delivery_tag, True))
+            self._ack_wake.set()
 
     def _take(self, message: AbstractIncomingMessage, order: PartitionOrder[Incoming] | None, partition: int,
               generation: int) -> None:
