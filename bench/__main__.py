@@ -55,11 +55,13 @@ def main() -> int:
     ap.add_argument("--cluster", action="store_true",
                     help="the Cluster edition instead: scaling, end to end, faults (bench/cluster.py)")
     ap.add_argument("--cluster-size", type=int, default=20_000, help="readings per cluster phase")
+    ap.add_argument("--cluster-phases", default="scaling,e2e,kill,restart",
+                    help="which cluster phases to run (comma-separated; default all)")
     args = ap.parse_args()
     if args.cluster:
         from bench.cluster import main as cluster_main
 
-        return cluster_main(args.cluster_size)
+        return cluster_main(args.cluster_size, args.cluster_phases.split(","))
     mode = "quick" if args.quick else "full"
     p = PROFILES[mode]
     t0 = time.time()

@@ -40,11 +40,46 @@ from tests.support.mosquitto import Mosquitto
 SOLUTION = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "cluster.yaml"
 DEVICES = 8
 PARTITIONS = 8
+IDLE_WINDOW = 3.0  # seconds the paused workers are watched before the drain
 
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of ``root`` and its descendants (with their reaped children): a private server's cost."""
+    parents: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            stats[int(entry.name)] = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            f = stats[pid]
+            total += (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / tick
+        todo += [child for child, parent in parents.items() if parent == pid]
+    return total
+
+
+def server_pids(env: Env) -> dict[str, int]:
+    """The private RabbitMQ's and PostgreSQL's root processes (none for the machine's)."""
+    out: dict[str, int] = {}
+    proc = getattr(env.rabbit, "_proc", None)
+    if proc is not None:
+        out["rabbitmq"] = proc.pid
+    if env.pg.private is not None:
+        out["postgresql"] = int((env.pg.private.data / "postmaster.pid").read_text().split()[0])
+    return out
 
 
 class Env:
@@ -164,13 +199,26 @@ async def scaling(env: Env, n: int) -> dict[str, Any]:
                 if seq % 1000 == 0:
                     await pub.writable()
             await pub.stop(120)
+            idle0 = [cpu_seconds(d.proc.pid) for d in ds if d.proc]
+            await asyncio.sleep(IDLE_WINDOW)  # paused: what a worker costs doing nothing
             cpu0 = [cpu_seconds(d.proc.pid) for d in ds if d.proc]
+            servers0 = {k: tree_cpu_seconds(pid) for k, pid in server_pids(env).items()}
+            idle = [round((b - a) / IDLE_WINDOW, 4) for a, b in zip(idle0, cpu0, strict=True)]
+            before = [d.request("GET", "/status")[1] for d in ds]
             assert ds[-1].request("POST", "/control/start")[0] == 202
             seconds = await wait_count(e["NUVIOT_DATABASE_URL"], n, 600)
-            cpu = sum(cpu_seconds(d.proc.pid) for d in ds if d.proc) - sum(cpu0)
-            held = [d.request("GET", "/status")[1]["cluster"]["held"] for d in ds]
+            per_worker = [round(cpu_seconds(d.proc.pid) - c, 2) for d, c in zip(ds, cpu0, strict=True) if d.proc]
+            servers = {k: round(tree_cpu_seconds(pid) - servers0[k], 2) for k, pid in server_pids(env).items()}
+            cpu = sum(per_worker)
+            after = [d.request("GET", "/status")[1] for d in ds]
+            held = [s["cluster"]["held"] for s in after]
+            transactions = sum(a["storage"]["transactions"] - b["storage"]["transactions"]
+                               for a, b in zip(after, before, strict=True))
             out[str(workers)] = {"seconds": round(seconds, 2), "msgsPerSecond": round(n / seconds),
                                  "workerCpuSeconds": round(cpu, 2), "msgsPerWorkerCpuSecond": round(n / cpu),
+                                 "perWorkerCpuSeconds": per_worker, "idleCpuPerSecond": idle,
+                                 "transactions": transactions, "serverCpuSeconds": servers,
+                                 "recordsPerTransaction": round(n / max(1, transactions), 1),
                                  "partitionsHeld": held}
         finally:
             for d in ds:
@@ -258,7 +306,7 @@ async def fault(env: Env, n: int, kind: str) -> dict[str, Any]:
             own.stop()
 
 
-async def run(n: int) -> dict[str, Any]:
+async def run(n: int, phases: list[str]) -> dict[str, Any]:
     pg = postgres.find_or_start()
     with tempfile.TemporaryDirectory(prefix="nuviot-bench-cluster-") as tmp, \
             Mosquitto(Path(tmp) / "broker") as broker:
@@ -268,14 +316,18 @@ async def run(n: int) -> dict[str, Any]:
         env = Env(Path(tmp), broker, pg, rabbit)
         try:
             res: dict[str, Any] = {"size": n, "partitions": PARTITIONS, "devices": DEVICES}
-            res["scaling"] = await scaling(env, n)
-            print(f"scaling: {json.dumps(res['scaling'])}", file=sys.stderr)
-            res["endToEnd"] = await end_to_end(env, n)
-            print(f"end to end: {json.dumps(res['endToEnd'])}", file=sys.stderr)
-            res["killWorker"] = await fault(env, n, "kill_worker")
-            print(f"kill -9 worker: {json.dumps(res['killWorker'])}", file=sys.stderr)
-            res["rabbitmqRestart"] = await fault(env, n, "rabbitmq_restart")
-            print(f"RabbitMQ restart: {json.dumps(res['rabbitmqRestart'])}", file=sys.stderr)
+            if "scaling" in phases:
+                res["scaling"] = await scaling(env, n)
+                print(f"scaling: {json.dumps(res['scaling'])}", file=sys.stderr)
+            if "e2e" in phases:
+                res["endToEnd"] = await end_to_end(env, n)
+                print(f"end to end: {json.dumps(res['endToEnd'])}", file=sys.stderr)
+            if "kill" in phases:
+                res["killWorker"] = await fault(env, n, "kill_worker")
+                print(f"kill -9 worker: {json.dumps(res['killWorker'])}", file=sys.stderr)
+            if "restart" in phases:
+                res["rabbitmqRestart"] = await fault(env, n, "rabbitmq_restart")
+                print(f"RabbitMQ restart: {json.dumps(res['rabbitmqRestart'])}", file=sys.stderr)
             return res
         finally:
             await env.delete_queues()
@@ -285,7 +337,7 @@ async def run(n: int) -> dict[str, Any]:
                 pg.private.close()
 
 
-def main(n: int) -> int:
-    res = asyncio.run(run(n))
+def main(n: int, phases: list[str] | None = None) -> int:
+    res = asyncio.run(run(n, phases or ["scaling", "e2e", "kill", "restart"]))
     print(json.dumps(res))
     return 0

@@ -274,7 +274,8 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
         ops.add_status("memberId", lambda: me)
         ops.add_status("instance", lambda: settings.instance_status(current.doc, identity.entry))
         ops.add_status("storage", lambda: {"workingStorage": "postgresql", "queueDepth": store.queue_depth,
-                                           "dropped": store.dropped_total, "lastError": store.last_error})
+                                           "dropped": store.dropped_total, "lastError": store.last_error,
+                                           "written": store.written, "transactions": store.batches})
         ops.add_status("cluster", cluster_status)
         ops.add_status("adminPort", lambda: api_ref[0].port if api_ref else None)
         ops.add_status("startedAt", lambda: started_at)

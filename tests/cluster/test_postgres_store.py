@@ -116,3 +116,15 @@ async def test_numbered_records_commit_their_cursor_and_a_duplicate_is_not_recor
         assert second.duplicates_dropped == 2
         assert await first.committed("q.p000") == {"ingest-a": 5}
         assert await first.committed("q.p001") == {}
+
+
+async def test_a_number_twice_in_one_batch_is_recorded_once(database_url: str) -> None:
+    acked: list[int] = []
+    async with PostgresStore.open(database_url) as store:
+        for n in (1, 2, 2, 3):
+            store.sequence(f"m{n}", "q.p001", "ingest-b", n)
+            store.record_message(record(n), lambda n=n: acked.append(n))
+        await store.flush()
+        assert acked == [1, 2, 2, 3]
+        assert sorted(m["id"] for m in await store.list_messages()) == ["m1", "m2", "m3"]
+        assert store.duplicates_dropped == 1

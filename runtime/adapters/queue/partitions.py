@@ -331,7 +331,12 @@ class PartitionConsumer:
             self._settled.set()
 
     async def _ack_loop(self, channel: Any, generation: int) -> None:
+        """Send the acks: the channel's delivery tags count 1, 2, ...; the settled run from the lowest one
+        goes in one ``multiple`` ack, what is settled above a message still in work goes one by one."""
         raw = await channel.get_underlay_channel()
+        low = 1  # every tag below is settled and sent
+        done: set[int] = set()  # acked here, not sent yet
+        sent: set[int] = set()  # sent (rejected, or acked one by one above ``low``)
         while True:
             await self._ack_wake.wait()
             self._ack_wake.clear()
@@ -340,6 +345,23 @@ class PartitionConsumer:
                 if gen != generation:
                     continue
                 if ok:
-                    await raw.basic_ack(tag)
+                    done.add(tag)
                 else:  # not an envelope of ours: never processed, not requeued
                     await raw.basic_reject(tag, requeue=False)
+                    sent.add(tag)
+            last = 0
+            while True:
+                if low in done:
+                    done.discard(low)
+                    last = low
+                elif low in sent:
+                    sent.discard(low)
+                else:
+                    break
+                low += 1
+            if last:
+                await raw.basic_ack(last, multiple=True)
+            for tag in sorted(done):
+                await raw.basic_ack(tag)
+                sent.add(tag)
+            done.clear()

@@ -74,14 +74,16 @@ CREATE TABLE IF NOT EXISTS cluster_control (
 DEVICE_CHANNEL = "nuviot_devices"
 MAX_READ_LIMIT = 10_000
 CURSOR_RETENTION = 7 * 86_400.0  # seconds: an ingest process's numbers are forgotten this long after its last
-LOCK_CURSORS = (
-    "SELECT queue, source, n FROM partition_cursors WHERE (queue, source) IN "
-    "(SELECT * FROM unnest($1::text[], $2::text[])) FOR UPDATE"
-)
-UPSERT_CURSORS = (
-    "INSERT INTO partition_cursors (queue, source, n, at) SELECT q, s, n, $4 FROM "
-    "unnest($1::text[], $2::text[], $3::bigint[]) AS t(q, s, n) ON CONFLICT (queue, source) DO UPDATE "
-    "SET n = GREATEST(partition_cursors.n, excluded.n), at = excluded.at"
+# One statement per batch: lock the batch's cursors, move them to the batch's highest numbers, and return
+# those that were already at or beyond the batch's lowest number for them (then the batch has duplicates).
+MOVE_CURSORS = (
+    "WITH input(q, s, lo, hi) AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])), "
+    "old AS (SELECT c.queue, c.source, c.n FROM partition_cursors c JOIN input i ON c.queue = i.q "
+    "AND c.source = i.s FOR UPDATE OF c), "
+    "moved AS (INSERT INTO partition_cursors (queue, source, n, at) SELECT q, s, hi, $5 FROM input "
+    "ON CONFLICT (queue, source) DO UPDATE SET n = GREATEST(partition_cursors.n, excluded.n), at = excluded.at) "
+    "SELECT old.queue, old.source, old.n FROM old JOIN input i ON old.queue = i.q AND old.source = i.s "
+    "WHERE old.n >= i.lo"
 )
 
 
@@ -133,6 +135,7 @@ class PostgresStore:
         self._closed = False
         self._dropped = 0
         self.written = 0
+        self.batches = 0  # transactions committed
         self.failed = 0
         self.last_error: str | None = None
         self.outbox_refused_total = 0  # no cloud outbox in the Cluster edition (docs/cluster.md)
@@ -290,40 +293,42 @@ class PostgresStore:
         now = time.time()
         sequenced = [value[1] for kind, value, _ in batch if kind == "sequenced"]
         async with self._pool.acquire() as conn, conn.transaction():
-            cursors = await self._lock_cursors(conn, sequenced) if sequenced else {}
-            dropped, moved = self._collect(batch, cursors)
+            behind = await self._move_cursors(conn, sequenced, now) if sequenced else {}
+            dropped = self._duplicates(batch, behind) if sequenced else set()
             devices, messages, dead, events, logs = self._rows(batch, dropped)
             await self._statements(conn, devices, messages, dead, events, logs, now)
-            if moved:
-                keys = list(moved)
-                await conn.execute(UPSERT_CURSORS, [k[0] for k in keys], [k[1] for k in keys],
-                                   [moved[k] for k in keys], now)
         self.duplicates_dropped += len(dropped)
         self.written += len(batch)
+        self.batches += 1
 
     @staticmethod
-    async def _lock_cursors(conn: asyncpg.Connection, sequenced: list[tuple[str, str, int]]) -> dict[tuple[str, str], int]:
-        keys = list({(q, s) for q, s, _ in sequenced})
-        found = await conn.fetch(LOCK_CURSORS, [k[0] for k in keys], [k[1] for k in keys])
+    async def _move_cursors(conn: asyncpg.Connection, sequenced: list[tuple[str, str, int]],
+                            now: float) -> dict[tuple[str, str], int]:
+        """Move the batch's cursors (locked until the commit); the committed numbers of those that were
+        already at or beyond the batch's lowest (another worker committed some of these numbers)."""
+        span: dict[tuple[str, str], tuple[int, int]] = {}
+        for queue, source, n in sequenced:
+            lo, hi = span.get((queue, source), (n, n))
+            span[(queue, source)] = (min(lo, n), max(hi, n))
+        keys = list(span)
+        found = await conn.fetch(MOVE_CURSORS, [k[0] for k in keys], [k[1] for k in keys],
+                                 [span[k][0] for k in keys], [span[k][1] for k in keys], now)
         return {(str(r[0]), str(r[1])): int(r[2]) for r in found}
 
     @staticmethod
-    def _collect(batch: list[tuple[str, Any, Callable[[], None] | None]],
-                 cursors: dict[tuple[str, str], int]) -> tuple[set[int], dict[tuple[str, str], int]]:
-        """The positions of the batch's duplicates (a number at or below the committed one), and the cursors
-        the batch moves."""
+    def _duplicates(batch: list[tuple[str, Any, Callable[[], None] | None]],
+                    committed: dict[tuple[str, str], int]) -> set[int]:
+        """The positions of the batch's records whose number was committed already (or is earlier in it)."""
         dropped: set[int] = set()
-        moved: dict[tuple[str, str], int] = {}
+        high = dict(committed)
         for i, (kind, value, _) in enumerate(batch):
-            if kind != "sequenced":
-                continue
-            queue, source, n = value[1]
-            key = (queue, source)
-            if n <= cursors.get(key, 0):
-                dropped.add(i)
-                continue
-            cursors[key] = moved[key] = n
-        return dropped, moved
+            if kind == "sequenced":
+                queue, source, n = value[1]
+                if n <= high.get((queue, source), 0):
+                    dropped.add(i)
+                else:
+                    high[(queue, source)] = n
+        return dropped
 
     @staticmethod
     def _rows(batch: list[tuple[str, Any, Callable[[], None] | None]], dropped: set[int]) -> tuple[
