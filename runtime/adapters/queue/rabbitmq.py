@@ -59,6 +59,7 @@ class RabbitPublisher:
         self._url = url
         self._instance = instance_id
         self._partitions = partitions
+        self._queues = [partition_queue(instance_id, p) for p in range(partitions)]
         self._name = name
         self._max = max_unconfirmed
         self._seq = 0
@@ -144,7 +145,7 @@ class RabbitPublisher:
             await backoff(attempt)
 
     async def _send(self, channel: AbstractChannel, conn: Any) -> None:
-        exchange = channel.default_exchange
+        exchange = await channel.get_underlay_channel()  # aiormq's: no aio-pika Message or wait_for per publish
         closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         conn.close_callbacks.add(lambda *_: resolve(closed))
         inflight: set[asyncio.Task[None]] = set()
@@ -164,7 +165,7 @@ class RabbitPublisher:
                 if item is None:
                     continue
                 partition, body, _ = item
-                task = asyncio.create_task(self._one(exchange, seq, partition, body), name=f"ingest:publish:{seq}")
+                task = asyncio.create_task(self._one(exchange, seq, partition, body), name="ingest:publish")
                 inflight.add(task)
                 task.add_done_callback(inflight.discard)
                 if len(inflight) % 256 == 0:
@@ -177,12 +178,12 @@ class RabbitPublisher:
             finally:
                 waiter.cancel()
 
-    async def _one(self, exchange: Any, seq: int, partition: int, body: bytes) -> None:
-        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                   content_type="application/json")
+    async def _one(self, channel: Any, seq: int, partition: int, body: bytes) -> None:
+        properties = aiormq.spec.Basic.Properties(delivery_mode=2, content_type="application/json",
+                                                  message_id=str(seq))
         try:
-            confirm = await exchange.publish(message, routing_key=partition_queue(self._instance, partition),
-                                             timeout=30)
+            confirm = await channel.basic_publish(body, routing_key=self._queues[partition], properties=properties,
+                                                  wait=False)
         except (asyncio.CancelledError, *CONNECT_ERRORS):
             return  # published again after the reconnect
         if not isinstance(confirm, aiormq.spec.Basic.Ack):
