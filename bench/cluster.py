@@ -48,6 +48,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of the process's threads: how often it waited for work,
+    how often the kernel took the core from it."""
+    vol = invol = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches"):
+                vol += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches"):
+                invol += int(line.split()[1])
+    return vol, invol
+
+
 def tree_cpu_seconds(root: int) -> float:
     """CPU seconds of ``root`` and its descendants (with their reaped children): a private server's cost."""
     parents: dict[int, int] = {}
@@ -176,6 +189,33 @@ def wait_all(daemons: list[Daemon], state: str) -> None:
         d.wait_state(state, timeout=90)
 
 
+def wait_ready(d: Daemon, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while d.request("GET", "/ready")[0] != 200:
+        if time.monotonic() > deadline:
+            raise TimeoutError("not ready")
+        time.sleep(0.05)
+
+
+async def start_cost(ds: list[Daemon]) -> list[float]:
+    """CPU seconds each paused worker spends on a start with nothing queued (connect, declare and consume the
+    partitions, settle the heap, read the devices), less its idle CPU; the drain below starts the same way,
+    so with N workers it pays this N times: a fixed cost, not a per-message one. Leaves them paused."""
+    pids = [d.proc.pid for d in ds if d.proc]
+    idle0 = [cpu_seconds(p) for p in pids]
+    await asyncio.sleep(1.0)
+    cpu0 = [cpu_seconds(p) for p in pids]
+    assert ds[0].request("POST", "/control/start")[0] == 202
+    await asyncio.to_thread(wait_all, ds, "Running")
+    for d in ds:
+        await asyncio.to_thread(wait_ready, d)
+    await asyncio.sleep(1.0)
+    cpu1 = [cpu_seconds(p) for p in pids]
+    assert ds[0].request("POST", "/control/pause")[0] == 202
+    await asyncio.to_thread(wait_all, ds, "Paused")
+    return [round(max(0.0, (c1 - c0) - (c0 - i0)), 3) for i0, c0, c1 in zip(idle0, cpu0, cpu1, strict=True)]
+
+
 async def scaling(env: Env, n: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for workers in (1, 2, 4):
@@ -187,6 +227,7 @@ async def scaling(env: Env, n: int) -> dict[str, Any]:
             await asyncio.to_thread(wait_all, ds, "Running")
             assert ds[0].request("POST", "/control/pause")[0] == 202
             await asyncio.to_thread(wait_all, ds, "Paused")
+            start_cpu = await start_cost(ds)
             pub = RabbitPublisher(e["NUVIOT_QUEUE_URL"], instance, PARTITIONS, name=f"{instance}-preload")
             sequencer = PartitionSequencer(f"{instance}-preload", PARTITIONS)  # numbered, as an ingest does
             await pub.start()
@@ -205,16 +246,25 @@ async def scaling(env: Env, n: int) -> dict[str, Any]:
             servers0 = {k: tree_cpu_seconds(pid) for k, pid in server_pids(env).items()}
             idle = [round((b - a) / IDLE_WINDOW, 4) for a, b in zip(idle0, cpu0, strict=True)]
             before = [d.request("GET", "/status")[1] for d in ds]
+            sw0 = [switches(d.proc.pid) for d in ds if d.proc]
             assert ds[-1].request("POST", "/control/start")[0] == 202
             seconds = await wait_count(e["NUVIOT_DATABASE_URL"], n, 600)
             per_worker = [round(cpu_seconds(d.proc.pid) - c, 2) for d, c in zip(ds, cpu0, strict=True) if d.proc]
             servers = {k: round(tree_cpu_seconds(pid) - servers0[k], 2) for k, pid in server_pids(env).items()}
             cpu = sum(per_worker)
             after = [d.request("GET", "/status")[1] for d in ds]
+            sw1 = [switches(d.proc.pid) for d in ds if d.proc]
+            waits = sum(b[0] - a[0] for a, b in zip(sw0, sw1, strict=True))
+            preempted = sum(b[1] - a[1] for a, b in zip(sw0, sw1, strict=True))
             held = [s["cluster"]["held"] for s in after]
             transactions = sum(a["storage"]["transactions"] - b["storage"]["transactions"]
                                for a, b in zip(after, before, strict=True))
+            start_total = sum(start_cpu)
             out[str(workers)] = {"seconds": round(seconds, 2), "msgsPerSecond": round(n / seconds),
+                                 "startCpuSeconds": start_cpu,
+                                 "messagesPerWait": round(n / max(1, waits), 1),
+                                 "preemptionsPer1000": round(preempted / n * 1000, 1),
+                                 "msgsPerWorkerCpuSecondWithoutStart": round(n / max(0.01, cpu - start_total)),
                                  "workerCpuSeconds": round(cpu, 2), "msgsPerWorkerCpuSecond": round(n / cpu),
                                  "perWorkerCpuSeconds": per_worker, "idleCpuPerSecond": idle,
                                  "transactions": transactions, "serverCpuSeconds": servers,
@@ -225,8 +275,10 @@ async def scaling(env: Env, n: int) -> dict[str, Any]:
                 d.__exit__(None, None, None)
             env.pg.drop(db)
     base = out["1"]["msgsPerWorkerCpuSecond"]
+    base_running = out["1"]["msgsPerWorkerCpuSecondWithoutStart"]
     for k in ("2", "4"):
         out[k]["efficiencyVs1"] = round(out[k]["msgsPerWorkerCpuSecond"] / base, 2)
+        out[k]["efficiencyVs1WithoutStart"] = round(out[k]["msgsPerWorkerCpuSecondWithoutStart"] / base_running, 2)
     return out
 
 
