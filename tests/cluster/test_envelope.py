@@ -5,7 +5,20 @@ from __future__ import annotations
 import pytest
 
 from runtime.core.messages import InboundMessage, MessageKind
-from runtime.services.cluster import EnvelopeError, decode_envelope, encode_envelope, partition_of
+from runtime.services.cluster import (
+    EnvelopeError,
+    PartitionSequencer,
+    Sequence,
+    decode_command,
+    decode_envelope,
+    decode_outcome,
+    decode_sequenced,
+    encode_command,
+    encode_envelope,
+    encode_outcome,
+    partition_of,
+)
+from runtime.services.input_commands import InputCommandCall, InputCommandOutcome
 
 
 def test_envelope_round_trip_keeps_every_byte_and_field() -> None:
@@ -34,3 +47,26 @@ def test_partition_is_stable_and_spreads() -> None:
         counts[partition_of(f"device-{n}", 16)] += 1
     assert min(counts) > 800 and max(counts) < 1200
     assert partition_of(None, 8) == partition_of("", 8)
+
+
+def test_the_ingest_numbers_each_partition_and_the_worker_reads_the_number() -> None:
+    sequencer = PartitionSequencer("ingest-a", 4)
+    numbers = [sequencer.next(p) for p in (0, 1, 0, 0, 3)]
+    assert [(s.source, s.n) for s in numbers] == [("ingest-a", 1), ("ingest-a", 1), ("ingest-a", 2),
+                                                   ("ingest-a", 3), ("ingest-a", 1)]
+    msg = InboundMessage(listener="mqttin", payload=b"{}", topic="t")
+    _, _, seq = decode_sequenced(encode_envelope(msg, "d", 7, numbers[3]))
+    assert seq == Sequence("ingest-a", 3)
+    _, _, unnumbered = decode_sequenced(encode_envelope(msg, "d"))  # an older ingest: no number, no order
+    assert unnumbered is None
+
+
+def test_a_routed_input_command_and_its_outcome_round_trip() -> None:
+    call = InputCommandCall("counter", "reading", "counterwf", "setmark", "dev0", None, {"value": "3"}, {"x": 1})
+    back, expires = decode_command(encode_command(call, 123.5))
+    assert (back, expires) == (call, 123.5)
+    outcome = InputCommandOutcome(405, None, "method_not_allowed", "setmark takes GET", None, {"Allow": "GET"})
+    assert decode_outcome(encode_outcome(outcome)) == outcome
+    assert decode_outcome(b"nonsense").status == 500
+    with pytest.raises(EnvelopeError):
+        decode_command(b'{"v": 1}')

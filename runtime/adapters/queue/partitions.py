@@ -33,7 +33,7 @@ log = structlog.get_logger(__name__)
 # Unacked messages per partition consumer: also what a partition can hold back waiting for a predecessor.
 MAX_PREFETCH = 256
 GAP_TIMEOUT = 2.0  # seconds a message waits for its predecessor before that one is counted as a gap
-GAIN_DRAIN_TIMEOUT = 30.0  # seconds a regained partition waits for what went on before to be committed
+GAIN_DRAIN_TIMEOUT = 10.0  # seconds a regained partition waits for what went on before to be committed
 
 
 class Cursors(Protocol):
@@ -116,6 +116,13 @@ class PartitionConsumer:
     async def start(self, intake: Intake) -> None:
         self._intake = intake
         self._stopping = False
+        # a new data plane: what the last one left unacked (a drain that timed out) is never acked now
+        # (RabbitMQ returned it when the connection closed); its records are behind us or guarded at commit
+        self._outstanding = 0
+        self._settled.set()
+        self._inflight.clear()
+        for drained in self._drained.values():
+            drained.set()
         self._state = ListenerState.CONNECTING
         connected = asyncio.Event()
         self._task = asyncio.create_task(self._run(connected), name="cluster:consumer")
