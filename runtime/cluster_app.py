@@ -49,6 +49,7 @@ from runtime.services.cluster import (
     encode_command,
     encode_outcome,
     partition_of,
+    partition_to_release,
 )
 from runtime.services.commands import Operations
 from runtime.services.dataplane import DataPlane, Intake
@@ -68,6 +69,7 @@ from runtime.solution_loading import AppSolutionLoader
 log = structlog.get_logger(__name__)
 
 DEVICE_REFRESH_SECONDS = 2.0
+REBALANCE_SECONDS = 5.0  # a worker over its share hands one partition on at most this often
 
 
 class _QueueLink:
@@ -248,6 +250,19 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
                 with contextlib.suppress(Exception):
                     devices.adopt(await store.load_devices(), keep)
 
+        async def rebalance() -> None:
+            """A worker holding more than its share of the partitions hands one on (docs/cluster.md)."""
+            while True:
+                await asyncio.sleep(REBALANCE_SECONDS)
+                consumer = planes.consumer
+                if consumer is None or runtime.state is not InstanceState.RUNNING:
+                    continue
+                workers = sum(1 for m in cluster.members if m["role"] == "worker" and m["state"] == "Running")
+                excess = partition_to_release(consumer.held, workers, settings.queue_partitions)
+                if excess is not None:
+                    log.info("cluster_rebalance", partition=excess, held=len(consumer.held), workers=workers)
+                    consumer.release(excess)
+
         async def on_verb(verb: Verb, origin: str) -> None:
             await runtime.apply_remote(verb, origin)
 
@@ -291,6 +306,8 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
 
         background = [asyncio.create_task(cluster.run(), name="cluster:pg"),
                       asyncio.create_task(refresh_devices(), name="cluster:devices")]
+        if role == "worker":
+            background.append(asyncio.create_task(rebalance(), name="cluster:rebalance"))
         try:
             await _serve_role(settings, runtime, planes, loader, identity, instance, queue_url, me, gained, token,
                               stop)

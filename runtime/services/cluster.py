@@ -46,6 +46,15 @@ def partition_of(device_id: str | None, partitions: int) -> int:
     return zlib.crc32((device_id or "").encode("utf-8")) % partitions
 
 
+def partition_to_release(held: list[int], workers: int, partitions: int) -> int | None:
+    """Rebalancing: a worker that holds more than its share (``ceil(partitions / workers)``, the live workers)
+    hands one partition on (the highest), else None."""
+    if workers <= 1 or not held:
+        return None
+    share = -(-partitions // workers)
+    return max(held) if len(held) > share else None
+
+
 def partition_queue(instance_id: str, partition: int) -> str:
     return f"nuviot.{instance_id}.p{partition:03d}"
 

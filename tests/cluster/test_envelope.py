@@ -17,6 +17,7 @@ from runtime.services.cluster import (
     encode_envelope,
     encode_outcome,
     partition_of,
+    partition_to_release,
 )
 from runtime.services.input_commands import InputCommandCall, InputCommandOutcome
 
@@ -70,3 +71,12 @@ def test_a_routed_input_command_and_its_outcome_round_trip() -> None:
     assert decode_outcome(b"nonsense").status == 500
     with pytest.raises(EnvelopeError):
         decode_command(b'{"v": 1}')
+
+
+def test_a_worker_over_its_share_hands_one_partition_on() -> None:
+    assert partition_to_release(list(range(8)), 1, 8) is None  # alone: everything is its share
+    assert partition_to_release(list(range(8)), 2, 8) == 7
+    assert partition_to_release([0, 1, 2, 3], 2, 8) is None
+    assert partition_to_release([0, 1, 2, 5], 3, 8) == 5  # share ceil(8 / 3) = 3
+    assert partition_to_release([0, 1, 2], 3, 8) is None
+    assert partition_to_release([], 4, 8) is None

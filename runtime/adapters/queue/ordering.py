@@ -78,6 +78,14 @@ class PartitionOrder(Generic[T]):
         self._release(source, out, now)
         return out, []
 
+    def take_held(self) -> list[T]:
+        """Everything waiting, out of this keeper (the partition is handed to another worker)."""
+        out = [item for waiting in self._held.values() for item in waiting.values()]
+        self._held.clear()
+        self._since.clear()
+        self.held = 0
+        return out
+
     def deadline(self) -> float | None:
         """When the oldest wait ends (``expire`` then has something to do); None when nothing waits."""
         return min(self._since.values()) + self._gap_timeout if self._since else None

@@ -33,7 +33,8 @@ log = structlog.get_logger(__name__)
 # Unacked messages per partition consumer: also what a partition can hold back waiting for a predecessor.
 MAX_PREFETCH = 256
 GAP_TIMEOUT = 2.0  # seconds a message waits for its predecessor before that one is counted as a gap
-GAIN_DRAIN_TIMEOUT = 10.0  # seconds a regained partition waits for what went on before to be committed
+GAIN_DRAIN_TIMEOUT = 10.0
+ACK, REJECT, REQUEUE = 0, 1, 2  # what the ack loop sends for a delivery tag  # seconds a regained partition waits for what went on before to be committed
 
 
 class Cursors(Protocol):
@@ -87,6 +88,9 @@ class PartitionConsumer:
         self.order = OrderStats()
         self._inflight: dict[int, int] = {}  # partition -> delivered, not yet acked (any connection)
         self._drained: dict[int, asyncio.Event] = {}
+        self._wakes: dict[int, asyncio.Event] = {}
+        self._release_wanted: set[int] = set()
+        self.released = 0  # partitions handed to another worker
         self._name = name
         self._drain_timeout = drain_timeout
         self._intake: Intake | None = None
@@ -97,7 +101,7 @@ class PartitionConsumer:
         self._outstanding = 0
         self._settled = asyncio.Event()
         self._settled.set()
-        self._acks: deque[tuple[int, int, bool]] = deque()
+        self._acks: deque[tuple[int, int, int]] = deque()  # (generation, delivery tag, ACK/REJECT/REQUEUE)
         self._ack_wake = asyncio.Event()
         self._stopping = False
         self.last_error: str | None = None
@@ -174,9 +178,14 @@ class PartitionConsumer:
         closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         conn.close_callbacks.add(lambda *_: resolve(closed))
         generation = self._generation
-        tasks = [asyncio.create_task(self._consume(p, q, generation), name=f"cluster:consume:{p}")
-                 for p, q in enumerate(queues)]
+        registered: list[int] = []
+        consuming = asyncio.Event()  # connected = a consumer on every partition (active or waiting)
+        tasks = [asyncio.create_task(self._consume(p, q, generation, registered, consuming),
+                                     name=f"cluster:consume:{p}") for p, q in enumerate(queues)]
         acker = asyncio.create_task(self._ack_loop(channel, generation), name="cluster:acks")
+        all_in = asyncio.create_task(consuming.wait(), name="cluster:consuming")
+        await asyncio.wait({all_in, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        all_in.cancel()
         self._state = ListenerState.CONNECTED
         self.last_error = None
         connected.set()
@@ -193,29 +202,39 @@ class PartitionConsumer:
             await asyncio.gather(*tasks, acker, return_exceptions=True)
         raise ConnectionError("the RabbitMQ connection closed")
 
-    async def _consume(self, partition: int, queue: Any, generation: int) -> None:
+    async def _consume(self, partition: int, queue: Any, generation: int, registered: list[int],
+                       consuming: asyncio.Event) -> None:
         """Deliver one partition's messages to the intake, in each ingest's order (``ordering.py``).
 
         RabbitMQ returns the messages of a worker that died in no particular order, and may hand the new
         holder fresh messages first (tests/cluster/test_partitions.py saw both): the numbers in the
         envelopes put them back in order, and drop what was committed already."""
         inbox: deque[AbstractIncomingMessage] = deque()
-        wake = asyncio.Event()
+        wake = self._wakes[partition] = asyncio.Event()
 
-        async def pump() -> None:
-            async with queue.iterator() as messages:
-                async for message in messages:
-                    inbox.append(message)
-                    wake.set()
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            inbox.append(message)
+            wake.set()
 
-        pumping = asyncio.create_task(pump(), name=f"cluster:pump:{partition}")
+        tag = await queue.consume(on_message)
+        registered.append(partition)
+        if len(registered) == self._partitions:
+            consuming.set()
         waiting = asyncio.create_task(wake.wait(), name=f"cluster:wake:{partition}")
         loop = asyncio.get_running_loop()
         order: PartitionOrder[Incoming] | None = None
         try:
             while True:
+                if partition in self._release_wanted:
+                    self._release_wanted.discard(partition)
+                    if partition in self._held:
+                        order, tag = await self._hand_over(partition, queue, tag, order, inbox, generation,
+                                                           on_message)
                 while inbox:
                     message = inbox.popleft()
+                    if message.consumer_tag != tag:  # came to a consumer cancelled by a hand-over: not ours
+                        self._settle(generation, message.delivery_tag, REQUEUE)
+                        continue
                     if partition not in self._held:
                         order = await self._gain(partition)
                     if message.type == COMMAND_TYPE:
@@ -225,22 +244,57 @@ class PartitionConsumer:
                 deadline = order.deadline() if order is not None else None
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
                 wake.clear()
-                if inbox:
+                if inbox or partition in self._release_wanted:
                     continue
                 if waiting.done():
                     waiting = asyncio.create_task(wake.wait(), name=f"cluster:wake:{partition}")
-                done, _ = await asyncio.wait({waiting, pumping}, return_when=asyncio.FIRST_COMPLETED,
-                                             timeout=timeout)
-                if pumping in done:
-                    pumping.result()
-                    return
+                await asyncio.wait({waiting}, timeout=timeout)
                 if order is not None and not inbox:
                     for item in order.expire(loop.time()):  # predecessors that did not come: a gap
                         self._deliver(item, generation, partition)
         finally:
             waiting.cancel()
-            pumping.cancel()
-            await asyncio.gather(pumping, waiting, return_exceptions=True)
+            await asyncio.gather(waiting, return_exceptions=True)
+            self._wakes.pop(partition, None)
+
+    def release(self, partition: int) -> None:
+        """Hand ``partition`` to the next worker waiting for it (rebalancing, docs/cluster.md)."""
+        if partition in self._held:
+            self._release_wanted.add(partition)
+            wake = self._wakes.get(partition)
+            if wake is not None:
+                wake.set()
+
+    async def _hand_over(self, partition: int, queue: Any, tag: str, order: PartitionOrder[Incoming] | None,
+                         inbox: deque[AbstractIncomingMessage], generation: int,
+                         on_message: Callable[[AbstractIncomingMessage], Awaitable[None]],
+                         ) -> tuple[PartitionOrder[Incoming] | None, str]:
+        """Stop handing the partition's messages on, wait until what went on is committed (so the next holder
+        reads every effect from the database), cancel this consumer (RabbitMQ activates the next one in line),
+        return what came but did not go on to the queue, and register again at the back of the line."""
+        drained = self._drained.setdefault(partition, asyncio.Event())
+        if self._inflight.get(partition, 0):
+            drained.clear()
+            try:
+                await asyncio.wait_for(drained.wait(), timeout=GAIN_DRAIN_TIMEOUT)
+            except TimeoutError:
+                log.warning("cluster_release_not_drained", partition=partition)
+                return order, tag
+        await queue.cancel(tag)
+        self._held.discard(partition)
+        await asyncio.sleep(0)  # deliveries that came before the cancel-ok reach the inbox
+        returned = [m.delivery_tag for m in inbox] + [i.tag for i in (order.take_held() if order else [])]
+        inbox.clear()
+        for delivery_tag in returned:
+            self._settle(generation, delivery_tag, REQUEUE)
+        self.released += 1
+        log.info("cluster_partition_released", partition=partition, returned=len(returned))
+        return None, await queue.consume(on_message)
+
+    def _settle(self, generation: int, tag: int | None, action: int) -> None:
+        if tag is not None:
+            self._acks.append((generation, tag, action))
+            self._ack_wake.set()
 
     async def _gain(self, partition: int) -> PartitionOrder[Incoming] | None:
         """This consumer became the partition's holder: what it delivered before (an earlier connection) is
@@ -270,7 +324,7 @@ class PartitionConsumer:
             with contextlib.suppress(*CONNECT_ERRORS):
                 await self._channel.default_exchange.publish(reply, routing_key=message.reply_to)
         if message.delivery_tag is not None:
-            self._acks.append((generation, message.delivery_tag, True))
+            self._acks.append((generation, message.delivery_tag, ACK))
             self._ack_wake.set()
 
     def _take(self, message: AbstractIncomingMessage, order: PartitionOrder[Incoming] | None, partition: int,
@@ -281,7 +335,7 @@ class PartitionConsumer:
             self.rejected += 1
             log.error("cluster_envelope_rejected", error=str(exc))
             if message.delivery_tag is not None:
-                self._acks.append((generation, message.delivery_tag, False))
+                self._acks.append((generation, message.delivery_tag, REJECT))
                 self._ack_wake.set()
             return
         item = Incoming(message.delivery_tag, msg, seq)
@@ -292,7 +346,7 @@ class PartitionConsumer:
         ready, duplicates = order.offer(seq.source, seq.n, item, asyncio.get_running_loop().time())
         for dup in duplicates:
             if dup.tag is not None:
-                self._acks.append((generation, dup.tag, True))
+                self._acks.append((generation, dup.tag, ACK))
                 self._ack_wake.set()
         if self.order.late != late_before:
             item.seq = None  # after its successors: no cursor (the store would take it for a duplicate)
@@ -312,7 +366,7 @@ class PartitionConsumer:
         def ack() -> None:
             self._done_one(partition)
             if generation == self._generation and tag is not None:
-                self._acks.append((generation, tag, True))
+                self._acks.append((generation, tag, ACK))
                 self._ack_wake.set()
 
         msg.ack = ack
@@ -348,14 +402,17 @@ class PartitionConsumer:
             await self._ack_wake.wait()
             self._ack_wake.clear()
             while self._acks:
-                gen, tag, ok = self._acks.popleft()
+                gen, tag, action = self._acks.popleft()
                 if gen != generation:
                     continue
-                if ok:
+                if action == ACK:
                     done.add(tag)
-                else:  # not an envelope of ours: never processed, not requeued
+                    continue
+                if action == REJECT:  # not an envelope of ours: never processed, not requeued
                     await raw.basic_reject(tag, requeue=False)
-                    sent.add(tag)
+                else:  # handed over before it went on: back to the queue, for the next holder
+                    await raw.basic_nack(tag, requeue=True)
+                sent.add(tag)
             last = 0
             while True:
                 if low in done:
