@@ -306,7 +306,7 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
 
         background = [asyncio.create_task(cluster.run(), name="cluster:pg"),
                       asyncio.create_task(refresh_devices(), name="cluster:devices")]
-        if role == "worker":
+        if role == "worker" and os.environ.get("NUVIOT_CLUSTER_REBALANCE") == "1":  # opt-in: docs/cluster.md
             background.append(asyncio.create_task(rebalance(), name="cluster:rebalance"))
         try:
             await _serve_role(settings, runtime, planes, loader, identity, instance, queue_url, me, gained, token,

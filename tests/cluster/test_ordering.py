@@ -37,8 +37,10 @@ def test_a_predecessor_that_does_not_come_is_a_counted_gap_and_is_still_taken_la
     assert o.offer("a", 5, "a5", 10.5) == ([], [])
     assert o.deadline() == 12.0
     assert o.expire(11.9) == []
+    assert o.exact("a")
     assert o.expire(12.0) == ["a4", "a5"]
     assert o.stats.gaps == 2  # 2 and 3
+    assert not o.exact("a")  # from now on a's records do not move its cursor past 1
     assert o.offer("a", 3, "a3", 13.0) == (["a3"], [])  # late: out of order, but not lost
     assert o.offer("a", 3, "a3 again", 13.0) == ([], ["a3 again"])
     assert o.offer("a", 6, "a6", 13.0) == (["a6"], [])

@@ -47,7 +47,13 @@ class PartitionOrder(Generic[T]):
         self._gap_timeout = gap_timeout
         self._capacity = max(1, capacity)
         self.held = 0
+        self._inexact: set[str] = set()  # sources with a gap: their cursor must not move past it
         self.stats = stats if stats is not None else OrderStats()
+
+    def exact(self, source: str) -> bool:
+        """False once a gap was given up on for ``source``: its messages must then commit without moving its
+        cursor (a skipped number may still come, later or to another holder, and must not look committed)."""
+        return source not in self._inexact
 
     def expected(self, source: str) -> int:
         return self._next.get(source, 1)
@@ -101,6 +107,7 @@ class PartitionOrder(Generic[T]):
             lowest = min(waiting)
             expected = self._next.get(source, 1)
             self.stats.gaps += lowest - expected
+            self._inexact.add(source)
             ranges = self._skipped.setdefault(source, [])
             ranges.append((expected, lowest))
             del ranges[:-MAX_SKIPPED_RANGES]

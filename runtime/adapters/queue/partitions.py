@@ -115,7 +115,8 @@ class PartitionConsumer:
     def status(self) -> dict[str, Any]:
         return {"key": self.key, "type": self.type, "state": self._state.value, "port": None,
                 "partitions": self.held, "outstanding": self._outstanding, "lastError": self.last_error,
-                "duplicates": self.order.duplicates, "gaps": self.order.gaps, "late": self.order.late}
+                "duplicates": self.order.duplicates, "gaps": self.order.gaps, "late": self.order.late,
+                "released": self.released}
 
     async def start(self, intake: Intake) -> None:
         self._intake = intake
@@ -251,6 +252,8 @@ class PartitionConsumer:
                 await asyncio.wait({waiting}, timeout=timeout)
                 if order is not None and not inbox:
                     for item in order.expire(loop.time()):  # predecessors that did not come: a gap
+                        if item.seq is not None and not order.exact(item.seq.source):
+                            item.seq = None  # no cursor past a gap (see _take)
                         self._deliver(item, generation, partition)
         finally:
             waiting.cancel()
@@ -351,6 +354,12 @@ class PartitionConsumer:
         if self.order.late != late_before:
             item.seq = None  # after its successors: no cursor (the store would take it for a duplicate)
             log.warning("cluster_late_message", partition=partition, source=seq.source, n=seq.n)
+        for one in ready:
+            if one.seq is not None and not order.exact(one.seq.source):
+                # after a gap, a source's messages commit without moving its cursor: the cursor never passes a
+                # number that was not committed, so a later holder cannot take a skipped one for a duplicate
+                # (what follows is at least once for that source, instead of exactly once)
+                one.seq = None
         for one in ready:
             self._deliver(one, generation, partition)
 
