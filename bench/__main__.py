@@ -66,23 +66,26 @@ def main() -> int:
     p = PROFILES[mode]
     t0 = time.time()
     run = f"r{int(t0) % 100000}"
-    res: dict[str, Any] = {"mode": mode, "devices": p["devices"], "machine": machine()}
+    res: dict[str, Any] = {"mode": mode, "devices": p["devices"], "machine": machine(), "load": {"start": load()}}
     red_js, why_not = ensure_installed() if args.nodered else (None, "")  # before the clock matters
     with tempfile.TemporaryDirectory(prefix="nuviot-bench-") as tmp, Mosquitto(Path(tmp) / "broker") as broker:
         print(f"# nuviot-runtime benchmark ({mode}): broker {broker.host}:{broker.port}, {p['devices']} devices",
               file=sys.stderr)
         b0 = run_baseline(broker.host, broker.port, 0, p["nb"], p["devices"], run + "b0")
         b1 = run_baseline(broker.host, broker.port, 1, p["nb"] // 2, p["devices"], run + "b1")
+        res["load"]["baseline_done"] = load()
         if args.nodered:
             res["nodered_q0"] = (run_nodered(broker.host, broker.port, 0, p["nb"], p["devices"], run + "nr")
                                  if red_js is not None else {"skipped": why_not})
             res["nodered_memory_q0"] = (run_nodered(broker.host, broker.port, 0, p["nb"], p["devices"], run + "nm",
                                                     memory=True) if red_js is not None else {"skipped": why_not})
+            res["load"]["nodered_done"] = load()
         bench = Bench(Path(tmp), broker, p["devices"])
         bench.start_daemon()
         try:
             rss_start = rss_mb(bench.pid)
             q0 = bench.throughput(0, p["n0"], run + "q0")
+            res["load"]["e2e_q0_done"] = load()
             rss_after_q0 = rss_mb(bench.pid)
             q1 = bench.throughput(1, p["n1"], run + "q1")
             l0 = bench.latency(0, args.rate, p["lat_s"], run + "l0")
@@ -122,6 +125,7 @@ def main() -> int:
         "rest_req_per_s": round(rest["req_per_s"]), "rest_p99_ms": round(rest["p99_ms"], 2),
         "messages_q0": q0["committed"], "refused_q0": q0["refused"], "mode": mode,
         "nproc": res["machine"]["nproc"],
+        "load": [res["load"]["start"], res["load"]["e2e_q0_done"]],  # 1-minute load average: start, after QoS0
     }
     if "fallback_q0" in res:
         f0, f1 = res["fallback_q0"], res["fallback_q1"]
@@ -143,6 +147,8 @@ def main() -> int:
         summary["nodered_memory_msgs_per_s"] = round(nm["msgs_per_s"])
         summary["ratio_to_nodered_memory"] = (round(q0["msgs_per_s"] / nm["msgs_per_s"], 2) if nm["msgs_per_s"]
                                               else None)
+        # the figure timed from Node-RED's first output line instead of the first send (what it read before)
+        summary["nodered_memory_msgs_per_s_from_first_line"] = round(nm["msgs_per_s_from_first_line"])
     res["summary"] = summary
     table = render_table(res, summary)
     print(table)
@@ -167,6 +173,12 @@ def run_fallback(workdir: Path, broker: Mosquitto, p: dict[str, Any], run: str) 
     finally:
         bench.stop_daemon()
     return ({k: v for k, v in f0.items() if k != "rss"}, {k: v for k, v in f1.items() if k != "rss"})
+
+
+def load() -> float:
+    """The 1-minute load average (the machine is shared: read every rate beside it)."""
+    with open("/proc/loadavg") as fh:
+        return float(fh.read().split()[0])
 
 
 def _ok(flag: bool) -> str:
@@ -234,8 +246,10 @@ def render_table(res: dict[str, Any], s: dict[str, Any]) -> str:
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [" | ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
     m = res["machine"]
+    ld = res.get("load", {})
     head = (f"nuviot-runtime benchmark ({res['mode']}, {res['devices']} devices): {m['nproc']} CPUs, "
-            f"{m['memory_gb']} GB, Python {m['python']}, {res['seconds']} s")
+            f"{m['memory_gb']} GB, Python {m['python']}, {res['seconds']} s; load average "
+            + " / ".join(f"{v:.2f}" for v in ld.values()))
     return head + "\n" + "\n".join(lines)
 
 

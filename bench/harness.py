@@ -2,13 +2,18 @@
 
 How each figure is measured (so the numbers can be trusted, or argued with):
 
+- **Every rate** (baseline, end to end, Node-RED in ``bench.nodered``) is the same quotient: messages
+  done / (the moment the last one is seen done - the publisher's first send, ``PublishResult.first_at``).
+  One start for every consumer: a consumer that reads a big backlog before its first output is visible
+  (Node-RED: ~0.9 s of 60,000 messages, docs/performance.md "End to end: where the rate goes") is timed
+  from the same moment as one whose first record is visible at once.
 - **Baseline** (msg/s): ``bench.baseline`` (bare aiomqtt, uvloop, one process) subscribed to the same
-  broker, fed by the same publisher; counted from its first to its last message.
+  broker, fed by the same publisher; its last message's arrival.
 - **End to end** (msg/s): messages whose record is *committed* in ``runtime.db``, read by this process
   from the SQLite file (read-only WAL reader polling ``max(seq)`` of ``messages``: rowids grow by one per
-  record and are never reused, so pruning does not disturb the count), from the first record's
-  ``receivedAt`` to the moment the last one is seen committed. The device state is saved in the same
-  transactions. Cross-checked with ``/status`` counters (processed, failed, refused).
+  record and are never reused, so pruning does not disturb the count), to the moment the last one is seen
+  committed. The device state is saved in the same transactions. Cross-checked with ``/status`` counters
+  (processed, failed, refused). ``first_received_at`` (the first record's ``receivedAt``) is kept beside it.
 - **Latency**: the publisher paces messages at a fixed rate and keeps each one's send time; the poller
   (every 2 ms) notes when each record (found by the unique ``seq`` the planner stores as the message id)
   is first visible in the database: *committed* latency = seen - sent, an upper bound (poll interval and
@@ -43,6 +48,11 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+def rate(count: int, published_at: float, last_at: float) -> float:
+    """Messages per second from the publisher's first send to the last message seen done (0 if none)."""
+    return count / (last_at - published_at) if count and last_at > published_at else 0.0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -91,9 +101,9 @@ def run_baseline(host: str, port: int, qos: int, n: int, devices: int, run: str)
     line = proc.stdout.readline()
     proc.wait(30)
     got = json.loads(line)
-    span = got["last_at"] - got["first_at"]
-    rate = (got["count"] - 1) / span if got["count"] > 1 and span > 0 else 0.0
-    return {"qos": qos, "sent": sent.sent, "received": got["count"], "msgs_per_s": rate}
+    return {"qos": qos, "sent": sent.sent, "received": got["count"],
+            "msgs_per_s": rate(got["count"], sent.first_at, got["last_at"]),
+            "published_at": sent.first_at, "first_at": got["first_at"], "last_at": got["last_at"]}
 
 
 @dataclass
@@ -238,9 +248,11 @@ class Bench:
             "qos": qos,
             "sent": sent.sent,
             "committed": count,
-            "msgs_per_s": count / (end - start) if count and end > start else 0.0,
+            "msgs_per_s": rate(count, sent.first_at, end),
             "refused": delta.get("mqttin.refused", 0),
             "first_received_at": start,
+            "published_at": sent.first_at,
+            "last_at": end,
             "processed": delta.get("processed", 0),
             "failed": delta.get("failed", 0),
             "rss": poll.rss,
