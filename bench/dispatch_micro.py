@@ -9,6 +9,7 @@ writer's row building (``rows.message_params``/``device_params``) timed apart. U
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -47,6 +48,27 @@ class _Registry:
     def state_changed(self, device: Device) -> None:
         self._d[device.device_id] = device
         self._sink.save_device_state(device)
+
+
+def fresh_inputs(n: int, nd: int, now: float) -> tuple[dict[str, Device], list[InboundMessage]]:
+    """``nd`` new devices and ``n`` of the bench publisher's messages for them (the daemon's listener id)."""
+    devices = {device_of(i, nd): Device(device_of(i, nd), "sensor") for i in range(nd)}
+    msgs = [InboundMessage("mqttin", payload("m", i, now, nd), f"bench/{device_of(i, nd)}/q0") for i in range(n)]
+    return devices, msgs
+
+
+class Best:
+    """The best (lowest) microseconds per message seen for each key, over repeated runs of ``n`` messages."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.us: dict[str, float] = {}
+
+    def note(self, key: str, seconds: float) -> None:
+        self.us[key] = min(self.us.get(key, math.inf), seconds / self.n * 1e6)
+
+    def __getitem__(self, key: str) -> float:
+        return self.us[key]
 
 
 def main() -> None:

@@ -27,8 +27,7 @@ from typing import Any
 
 import orjson
 
-from bench.dispatch_micro import SOLUTION, _Registry, _Sink
-from bench.publisher import device_of, payload
+from bench.dispatch_micro import SOLUTION, Best, _Registry, _Sink, fresh_inputs
 from runtime.adapters.storage.batch import prepare
 from runtime.adapters.storage.items import Item, Limits
 from runtime.core.devices import Device
@@ -75,15 +74,10 @@ def main() -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)  # as the daemon runs
     now = time.time()
-    best: dict[str, float] = {}
+    best = Best(n)
 
     def fresh() -> tuple[dict[str, Device], list[InboundMessage]]:
-        devices = {device_of(i, nd): Device(device_of(i, nd), "sensor") for i in range(nd)}
-        msgs = [InboundMessage("mqttin", payload("m", i, now, nd), f"bench/{device_of(i, nd)}/q0") for i in range(n)]
-        return devices, msgs
-
-    def note(key: str, seconds: float) -> None:
-        best[key] = min(best.get(key, math.inf), seconds / n * 1e6)
+        return fresh_inputs(n, nd, now)
 
     for _ in range(args.reps):
         for name, compiled in (("dispatcher", False), ("compiled", True)):
@@ -104,8 +98,8 @@ def main() -> None:
             for i in range(0, len(items), 500):
                 prepare(items[i:i + 500], Limits())
             t3 = time.process_time()
-            note(name, t1 - t0)
-            note(f"{name} rows", t3 - t2)
+            best.note(name, t1 - t0)
+            best.note(f"{name} rows", t3 - t2)
         devices, msgs = fresh()
         out: list[Item] = []
         t0 = time.process_time()
@@ -115,9 +109,9 @@ def main() -> None:
         for i in range(0, len(out), 500):
             prepare(out[i:i + 500], Limits())
         t2 = time.process_time()
-        note("straight", t1 - t0)
-        note("straight rows", t2 - t1)
-    result: dict[str, Any] = {k: round(v, 2) for k, v in best.items()}
+        best.note("straight", t1 - t0)
+        best.note("straight rows", t2 - t1)
+    result: dict[str, Any] = {k: round(v, 2) for k, v in best.us.items()}
     print(f"dispatcher.handle {result['dispatcher']:6.2f} us/msg, rows (batch.prepare) {result['dispatcher rows']:5.2f}")
     print(f"compiled route    {result['compiled']:6.2f} us/msg, rows (batch.prepare) {result['compiled rows']:5.2f}")
     print(f"straight          {result['straight']:6.2f} us/msg, rows (batch.prepare) {result['straight rows']:5.2f}")

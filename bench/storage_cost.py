@@ -29,8 +29,7 @@ from typing import Any
 import orjson
 import structlog
 
-from bench.dispatch_micro import SOLUTION, _Registry, _Sink
-from bench.publisher import device_of, payload
+from bench.dispatch_micro import SOLUTION, Best, _Registry, _Sink, fresh_inputs
 from runtime.adapters.storage.sqlite import Retention, SqliteStore
 from runtime.core.devices import Device
 from runtime.core.messages import InboundMessage
@@ -99,16 +98,11 @@ def main() -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     now = time.time()
-    best: dict[str, float] = {}
+    best = Best(n)
     batch: list[float] = []
 
     def fresh() -> tuple[dict[str, Device], list[InboundMessage]]:
-        devices = {device_of(i, nd): Device(device_of(i, nd), "sensor") for i in range(nd)}
-        msgs = [InboundMessage("mqttin", payload("m", i, now, nd), f"bench/{device_of(i, nd)}/q0") for i in range(n)]
-        return devices, msgs
-
-    def note(key: str, seconds: float) -> None:
-        best[key] = min(best.get(key, math.inf), seconds / n * 1e6)
+        return fresh_inputs(n, nd, now)
 
     with tempfile.TemporaryDirectory(prefix="nuviot-storage-cost-") as tmp:
         for rep in range(args.reps):
@@ -118,14 +112,14 @@ def main() -> None:
             t0 = time.thread_time()
             for i in range(0, n, args.chunk):
                 d.process(msgs[i:i + args.chunk])
-            note("loop with sink", time.thread_time() - t0)
+            best.note("loop with sink", time.thread_time() - t0)
             del sink, d
             devices, msgs = fresh()
             loop_s, writer_s, per_commit = asyncio.run(_with_store(doc, devices, msgs, args.chunk, Path(tmp) / str(rep)))
-            note("loop with store", loop_s)
-            note("writer thread", writer_s)
+            best.note("loop with store", loop_s)
+            best.note("writer thread", writer_s)
             batch.append(per_commit)
-    result = {k: round(v, 2) for k, v in best.items()}
+    result = {k: round(v, 2) for k, v in best.us.items()}
     result["storage on the loop"] = round(best["loop with store"] - best["loop with sink"], 2)
     result["items per commit"] = round(sum(batch) / len(batch), 1)
     result["load"] = round(os.getloadavg()[0], 2)
