@@ -7,7 +7,9 @@ apply to every replica (``ClusterRuntime`` + ``PgCluster``); the members in ``/s
 - **ingest**: the solution's listeners -> intake -> ``IngestDispatcher`` (plan the device id, publish the
   envelope to its partition, ack the device once RabbitMQ confirmed). Input commands and the admin API too.
 - **worker**: ``PartitionConsumer`` -> intake -> the ordinary ``Dispatcher`` (records and device state to
-  PostgreSQL; the RabbitMQ ack once committed). No device-facing listener.
+  PostgreSQL; the RabbitMQ ack once committed). No device-facing listener. Data streams as in ``all``: the
+  durable per-stream queue in the worker's DATA_DIR (``StreamsFirst``: a message's record, and with it the
+  partition cursor, commits only once its stream rows are in that queue; the ack after both).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,20 +28,24 @@ import structlog
 from pydantic import SecretStr
 
 from runtime import logsetup
+from runtime.adapters.command.datastreams import routes as datastream_routes
 from runtime.adapters.command.http import AdminApi
 from runtime.adapters.queue.commands import CommandRouteError, CommandRouter
 from runtime.adapters.queue.partitions import PartitionConsumer
 from runtime.adapters.queue.rabbitmq import RabbitPublisher
 from runtime.adapters.storage.pg_cluster import PgCluster
 from runtime.adapters.storage.postgres import PostgresStore
+from runtime.adapters.streams import DataStreams, StreamsCollector
+from runtime.adapters.streams.queue import StreamQueue
 from runtime.core.errors import ListenerBindError
 from runtime.core.lifecycle import InstanceState, Verb
 from runtime.core.messages import MessageRecord
 from runtime.core.ports import StateChange
 from runtime.core.solution.enums import QueueType, RestListenerType
+from runtime.core.streams import StreamKind
 from runtime.core.timefmt import iso
 from runtime.instance import CurrentSolution, InstanceIdentity
-from runtime.planes import AppPlanes, connection_limits
+from runtime.planes import AppPlanes, CommandPlane, connection_limits
 from runtime.services.cluster import (
     ClusterRuntime,
     EnvelopeError,
@@ -134,6 +141,30 @@ class ClusterInputCommands:
         return decode_outcome(answer)
 
 
+class StreamsFirst:
+    """The worker's record sink: a message's record (and with it the partition cursor, docs/cluster.md "Order")
+    is handed to PostgreSQL only once the stream rows queued before it are committed to the durable stream
+    queue. Otherwise a worker lost between the two commits would leave the cursor past a message whose rows
+    never reached the queue, and the redelivery would be dropped as a duplicate: rows lost. Records keep their
+    order (each queue callback releases the oldest waiting record: everything queued before it is committed)."""
+
+    def __init__(self, inner: PostgresStore, queue: StreamQueue) -> None:
+        self._inner = inner
+        self._queue = queue
+        self._waiting: deque[tuple[MessageRecord, Callable[[], None] | None]] = deque()
+
+    def record_message(self, rec: MessageRecord, on_commit: Callable[[], None] | None = None) -> None:
+        self._waiting.append((rec, on_commit))
+        self._queue.after_commit(self._release)  # at once when nothing is queued or being committed
+
+    def _release(self) -> None:
+        rec, on_commit = self._waiting.popleft()
+        self._inner.record_message(rec, on_commit)
+
+    async def writable(self) -> None:
+        await self._inner.writable()
+
+
 class ClusterPlanes(AppPlanes):
     """``AppPlanes`` whose data plane is the role's (the command plane is the same)."""
 
@@ -145,6 +176,16 @@ class ClusterPlanes(AppPlanes):
 
     def input_executor(self, dispatcher: Dispatcher) -> InputCommandExecutor:
         return ClusterInputCommands(dispatcher, self)
+
+    def command_plane(self, loaded: LoadedSolution) -> CommandPlane:
+        plane = super().command_plane(loaded)
+        if plane.streams is not None:
+            local = sorted(k for k, spec in plane.streams.specs.items() if spec.kind is StreamKind.BUILTIN)
+            if local:  # docs/cluster.md "Data streams": each worker's own SQLite file, not shared
+                log.warning("datastream_builtin_per_worker", streams=local, path=str(self.settings.data_dir),
+                            hint="built-in streams are kept per worker in a cluster (each replica holds the rows "
+                                 "of its partitions); use a PostgreSQL stream for one shared history")
+        return plane
 
     def run_routed_command(self, body: bytes) -> bytes | None:
         """A worker: an input command routed to it (``PartitionConsumer``); None when its caller gave up."""
@@ -197,6 +238,15 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
     me = member_id(role)
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(PostgresStore.open(settings.database_url.get_secret_value()))
+        datastreams: DataStreams | None = None
+        if role == "worker":  # where routes run, rows are produced (the ingest runs no route)
+            from runtime.app import _private_data_dir
+
+            with contextlib.suppress(OSError):  # unusable: DataStreams reports it, streams refuse to start
+                _private_data_dir(settings)
+            datastreams = await stack.enter_async_context(
+                DataStreams(settings.data_dir, max_rows=settings.datastream_queue_max_rows))
+            metrics.registry.register(StreamsCollector(datastreams))
         stack.callback(logsetup.add_sink(lambda level, event, fields: store.record_log(
             time.time(), level, event, {**fields, "member": me})))
         identity = InstanceIdentity(settings)
@@ -218,7 +268,8 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
                 clusters[0].poke()
 
         planes = ClusterPlanes(settings, store, devices, metrics,  # type: ignore[arg-type]
-                               identity=identity, current=current)
+                               identity=identity, current=current, datastreams=datastreams,
+                               records=StreamsFirst(store, datastreams.queue) if datastreams is not None else None)
         planes.pg = store
         queue_url = settings.queue_url.get_secret_value()
         instance = settings.instance_id  # the queues are named after the instance: pinned before the data plane
@@ -294,8 +345,11 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
         ops.add_status("cluster", cluster_status)
         ops.add_status("adminPort", lambda: api_ref[0].port if api_ref else None)
         ops.add_status("startedAt", lambda: started_at)
+        if datastreams is not None:
+            ops.add_status("dataStreams", datastreams.status)
         api = AdminApi(ops, token, host=settings.admin_host, port=settings.admin_port,
-                       limits=connection_limits(settings))
+                       limits=connection_limits(settings),
+                       extra_routes=[datastream_routes(datastreams)] if datastreams is not None else ())
         api_ref.append(api)
         try:
             await api.start()
