@@ -61,7 +61,7 @@ from runtime.services.cluster import (
 from runtime.services.commands import Operations
 from runtime.services.dataplane import DataPlane, Intake
 from runtime.services.devices import DeviceRegistry
-from runtime.services.dispatcher import Dispatcher
+from runtime.services.dispatcher import Dispatcher, RecordSink
 from runtime.services.input_commands import (
     InputCommandCall,
     InputCommandExecutor,
@@ -148,7 +148,7 @@ class StreamsFirst:
     never reached the queue, and the redelivery would be dropped as a duplicate: rows lost. Records keep their
     order (each queue callback releases the oldest waiting record: everything queued before it is committed)."""
 
-    def __init__(self, inner: PostgresStore, queue: StreamQueue) -> None:
+    def __init__(self, inner: RecordSink, queue: StreamQueue) -> None:
         self._inner = inner
         self._queue = queue
         self._waiting: deque[tuple[MessageRecord, Callable[[], None] | None]] = deque()
