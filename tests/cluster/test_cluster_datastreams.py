@@ -96,3 +96,52 @@ async def test_a_worker_writes_every_reading_to_a_postgresql_stream(
 
         for d in (ingest, worker):
             assert await asyncio.to_thread(d.terminate, 10.0) == 0
+
+
+async def test_a_worker_killed_mid_run_and_restarted_on_its_data_dir_loses_no_row(
+        tmp_path: Path, own_mosquitto: Mosquitto, rabbit: Rabbit, database_url: str, instance_id: str,
+        cluster_solution: Path) -> None:
+    """kill -9 of the worker holding the partitions in the middle of the readings: the standby takes over;
+    the killed worker, started again on its DATA_DIR (a container restart), delivers what its queue kept.
+    Every PUBACKed reading has its row (at least once: a row queued by the dead worker whose record never
+    committed is written by both)."""
+    solution = stream_solution(cluster_solution, tmp_path / "cluster-streams.yaml", database_url)
+    env = {"NUVIOT_QUEUE_URL": amqp_url(rabbit), "NUVIOT_DATABASE_URL": database_url,
+           "NUVIOT_INSTANCE_ID": instance_id, "CLUSTER_INSTANCE": instance_id, "NUVIOT_QUEUE_PARTITIONS": "4",
+           "MQTT_HOST": own_mosquitto.host, "MQTT_PORT": str(own_mosquitto.port)}
+    ingest = replica(tmp_path, "ingest", "ingest", solution, env)
+    worker_a = replica(tmp_path, "worker-a", "worker", solution, env)
+    worker_b = replica(tmp_path, "worker-b", "worker", solution, env)
+    with ingest, worker_a, worker_b:
+        for d in (ingest, worker_a, worker_b):
+            await asyncio.to_thread(d.wait_state, "Running", timeout=60)
+        acked: list[int] = []
+        await publish(own_mosquitto.host, own_mosquitto.port, 1, 100, acked, f"pubk1-{instance_id}")
+        await wait_for("first rows", lambda: _rows_at_least(database_url, 100), within=60)
+        held_a = (await call(worker_a, "GET", "/status"))[1]["cluster"]["held"]
+        victim, survivor = (worker_a, worker_b) if held_a else (worker_b, worker_a)
+        await publish(own_mosquitto.host, own_mosquitto.port, 101, 400, acked, f"pubk2-{instance_id}",
+                      kill_at=(250, victim.kill))
+        assert victim.proc is not None and victim.proc.returncode is not None, "the worker was not killed"
+        dead = victim.proc
+        assert dead.stdout is not None
+        await asyncio.to_thread(dead.wait, 10)
+        if victim._reader is not None:  # the helper's own reader: it ends at the dead process's EOF
+            await asyncio.to_thread(victim._reader.join, 10)
+        dead.stdout.close()
+        victim.start()  # the same DATA_DIR: what its stream queue kept is delivered now
+        await asyncio.to_thread(victim.wait_state, "Running", timeout=60)
+
+        async def every_reading() -> list[tuple[str, int]] | None:
+            rows = await table_rows(database_url)
+            return rows if set(acked) <= {seq for _, seq in rows} else None
+
+        rows = await wait_for("every acked reading a row", every_reading, within=60)
+        seqs = [seq for _, seq in rows]
+        assert set(seqs) == set(acked)
+        print(f"rows {len(rows)} for {len(acked)} readings, written twice {len(seqs) - len(set(seqs))}")
+        assert (await call(survivor, "GET", "/datastreams"))[1][0]["lastError"] is None
+
+
+async def _rows_at_least(database_url: str, n: int) -> bool:
+    return len(await table_rows(database_url)) >= n

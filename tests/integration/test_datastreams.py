@@ -301,3 +301,19 @@ def test_a_rows_time_is_encoded_to_the_microsecond_datetime_gives() -> None:
         assert _timestamptz_out(at) == (micros,), at
         assert _timestamptz_out(expected) == (micros,)
         assert _timestamptz_in((micros,)) == expected
+
+
+async def test_postgres_auto_create_by_many_processes_at_once_starts_them_all(postgres: Postgres) -> None:
+    """The workers of a cluster start together and each creates the stream's table: PostgreSQL's IF NOT EXISTS
+    alone lets concurrent creators fail on a duplicate key (seen: a worker FailedToStart); none may."""
+    from runtime.adapters.streams.postgres import PostgresSink
+
+    for _ in range(3):
+        table = f"t_{uuid.uuid4().hex[:10]}"
+        spec = spec_of(DataStream.model_validate(pg_stream(postgres, table, autoCreateSqlTable=True,
+                                                           dbValidateSchema=True)))
+        sinks = [PostgresSink(spec) for _ in range(8)]
+        try:
+            await asyncio.gather(*(s.start() for s in sinks))
+        finally:
+            await asyncio.gather(*(s.close() for s in sinks))

@@ -149,8 +149,12 @@ class PostgresSink:
                                   decoder=_timestamptz_in, format="tuple")
         if s.auto_create_sql_table:
             ddl = s.create_table_ddl or self.create_table_sql()
-            try:
-                await conn.execute(ddl)
+            try:  # workers of a cluster start together: PostgreSQL's IF NOT EXISTS does not hold between
+                # concurrent creators (a duplicate key in pg_type); a lock per table makes them take turns
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                                       f"nuviot-datastream:{self.schema}.{self.table}")
+                    await conn.execute(ddl)
             except asyncpg.PostgresError as exc:
                 raise StreamStartError(self.spec.key, f"table {self.schema}.{self.table}: Auto Create Table "
                                        f"failed: {exc}") from None
