@@ -127,7 +127,8 @@ class Dispatcher:
         # off): the usual message of a script-free JSON route without the general path's machinery
         self._compiled: CompiledRoutes | None = None
         if compiled_routes and trace is None:
-            compiled = CompiledRoutes(doc, engines, self._health.watched_configurations if self._health else ())
+            compiled = CompiledRoutes(doc, engines, self._health.watched_configurations if self._health else (),
+                                      streams.specs if streams is not None else None)
             log.info("routes_compiled", compiled=compiled.compiled, refused=compiled.refused)
             self._compiled = compiled if compiled.active else None
 
@@ -403,16 +404,35 @@ class Dispatcher:
             msg.done(rec)
         return rec
 
-    def _finish_compiled(self, msg: InboundMessage, done: tuple[str, str, Device], started: float) -> MessageRecord:
-        """``_finish`` for a message a compiled route completed: the device stored, the Completed record."""
-        device_id, message_id, updated = done
+    def _finish_compiled(self, msg: InboundMessage, done: tuple[str, str, Device, list[tuple[str, dict[str, Any]]]],
+                         started: float) -> MessageRecord:
+        """``_finish`` for a message a compiled route completed: the device stored, its stream rows queued (as
+        ``_write_streams`` queues them), the Completed record (acked once the rows are durable too)."""
+        device_id, message_id, updated, rows = done
         self._devices.state_changed(updated)
+        ack = msg.ack
+        c = self._counters
+        c.compiled += 1
+        if rows:
+            streams = self._streams
+            assert streams is not None  # a route writing to a stream is compiled only with the streams' specs
+            put = streams.put
+            queued, full = False, None
+            for stream, item in rows:
+                if put(stream, item):
+                    queued = True
+                else:
+                    full = full or []
+                    full.append(f"data stream {stream}: queue full, row refused (counted)")
+            if full:
+                return self._finish(msg, PemStatus.COMPLETED_WITH_WARNINGS, None, None, device_id, message_id,
+                                    started, {"warnings": full}, queued)
+            if queued and ack is not None:
+                ack = self._ack_after_streams(ack)
         rec = MessageRecord(msg.id, msg.received_at, msg.listener, PemStatus.COMPLETED, device_id, message_id, None,
                             None, (time.perf_counter() - started) * 1000.0, msg.kind)
-        c = self._counters
         c.processed += 1
-        c.compiled += 1
-        self._records.record_message(rec, msg.ack)
+        self._records.record_message(rec, ack)
         if msg.done is not None:
             msg.done(rec)
         return rec

@@ -7,8 +7,8 @@ device and its configuration's route; the route's message fields read from the d
 checked as ``FieldReader`` does (the common JSON scalars that are already of their storage type pass as they
 are); each workflow's straight run (``straight.py``) fused into one pass over fresh copies of the device's
 attributes and state machines, with conversions left out where the value is already of the target type;
-the device updated once. It returns ``(device id, message id, updated device)``; the caller stores the device
-and writes the Completed record.
+the device updated once. It returns ``(device id, message id, updated device, stream rows)``; the caller stores
+the device, queues the rows and writes the Completed record.
 
 It hands the message back (returns None, having changed nothing and called no clock) on anything the general
 path treats specially: a body that is not a JSON object, a locator that finds nothing the planner needs, an
@@ -16,8 +16,14 @@ unknown device or configuration, a route that was not compiled, a missing requir
 not convert or fails its checks, a machine in a state it does not know or refusing an event, a defaulted
 attribute the device lacks, a value over the size limit. The general path then gives its own outcome
 (record, dead letter, warnings). ``refused`` says, per route, why it was not compiled (scripts, alarm states,
-mappings the straight run does not cover, a sentinel with security fields, data-stream or unknown steps, a
-message that is not JSON or a field read some other way, a configuration whose device health is watched).
+mappings the straight run does not cover, a sentinel with security fields, unknown steps, a data-stream step
+fed by workflow values or by name or to a stream that is not running, a message that is not JSON or a field read
+some other way, a configuration whose device health is watched).
+
+A data-stream step fed by message fields only is compiled: its row is built from the route's field values with
+``streams.mapped_row`` (as ``Dispatcher._write_streams`` builds it) before anything changes; a row that breaks the
+stream's checks hands the message over (the general path gives its dead letter). The rows come back with the
+device, queued by the dispatcher as the general path queues them (the ack waits for the queue's commit).
 ``tests/unit/pipeline/test_compiled_route.py`` holds both paths equal.
 """
 
@@ -30,6 +36,7 @@ from typing import Final
 import orjson
 
 from runtime.core.devices import VALUE_MAX_BYTES, Device, oversized_value
+from runtime.core.errors import StageError
 from runtime.core.messages import InboundMessage
 from runtime.core.parsing.errors import ParseError
 from runtime.core.parsing.fields import FieldReader
@@ -50,7 +57,7 @@ from runtime.core.solution.model import (
     SolutionDocument,
     StateSet,
 )
-from runtime.core.streams import stream_steps
+from runtime.core.streams import StreamSpec, mapped_row, stream_steps
 
 __all__ = ["CompiledRoutes", "RefusedError"]
 
@@ -84,7 +91,11 @@ _CHECKED_BY_STORAGE: Final = frozenset({(ParameterType.INTEGER, ParseStringValue
                                         (ParameterType.DECIMAL, ParseStringValueType.REAL_NUMBER),
                                         (ParameterType.TRUE_FALSE, ParseStringValueType.BOOLEAN)})
 _KNOWN_STEPS: Final = frozenset({PT.LISTENER, PT.PLANNER, PT.SENTINEL, PT.INPUT_TRANSLATOR, PT.WORKFLOW,
-                                 PT.OUTPUT_TRANSLATOR, PT.TRANSMITTER})
+                                 PT.OUTPUT_TRANSLATOR, PT.TRANSMITTER, PT.DATA_STREAM})
+# A data-stream step fed by message fields only: the stream, its spec, the (message field, stream field) mappings.
+StreamWrite = tuple[str, StreamSpec, tuple[tuple[str, str], ...]]
+# A queued stream row, as the dispatcher's general path queues it: (stream, {"op": "add", "at": ..., "row": ...}).
+QueuedRow = tuple[str, dict[str, object]]
 
 
 class _Fails:
@@ -174,11 +185,19 @@ def _earlier(others: tuple[tuple[str, bool], ...], values: Mapping[str, object])
 
 
 class _Route:
-    __slots__ = ("fields", "message_id", "workflows")
+    __slots__ = ("fields", "message_id", "streams", "workflows")
 
-    def __init__(self, doc: SolutionDocument, route: Route, engines: Mapping[str, WorkflowEngine]) -> None:
-        if stream_steps(route):
-            raise RefusedError("the route writes to a data stream")
+    def __init__(self, doc: SolutionDocument, route: Route, engines: Mapping[str, WorkflowEngine],
+                 specs: Mapping[str, StreamSpec]) -> None:
+        streams: list[StreamWrite] = []
+        for writes in stream_steps(route):
+            if writes.by_name or writes.from_workflow:
+                raise RefusedError(f"the data-stream step to {writes.stream} takes values other than message fields")
+            spec = specs.get(writes.stream)
+            if spec is None:
+                raise RefusedError(f"data stream {writes.stream} is not running")
+            streams.append((writes.stream, spec, writes.from_message))
+        self.streams = tuple(streams)
         for step in route.steps:
             if step.type not in _KNOWN_STEPS:
                 raise RefusedError(f"step {step.id} ({step.type.value}) is not compiled")
@@ -201,8 +220,10 @@ class _Route:
             raise RefusedError("the route runs no workflow")
         self.workflows = tuple(workflows)
 
-    def run(self, device: Device, body: dict[str, object], msg: InboundMessage) -> Device | None:
-        """The device as the route leaves it (times not stamped), or None: hand the message over."""
+    def run(self, device_id: str, device: Device, body: dict[str, object], msg: InboundMessage
+            ) -> tuple[Device, list[QueuedRow]] | None:
+        """The device as the route leaves it (times not stamped) and the data-stream rows to queue, or None: hand
+        the message over. A row that fails its checks raises ``StreamRowError`` (the general path's dead letter)."""
         values: dict[str, object] = {}
         for key, kind, where, exact, low, high, typed, required, default in self.fields:
             raw = body.get(where) if kind == _JSON else _read(kind, where, msg, body)  # type: ignore[call-overload]  # a JSON name is a str
@@ -231,7 +252,12 @@ class _Route:
         updated.property_bag = dict(device.property_bag)
         if not (_small(attributes) and _small(updated.property_bag)) and oversized_value(updated) is not None:
             return None
-        return updated
+        rows: list[QueuedRow] = []
+        if self.streams:
+            at = msg.received_at
+            for stream, spec, mappings in self.streams:
+                rows.append((stream, {"op": "add", "at": at, "row": mapped_row(spec, mappings, device_id, values)}))
+        return updated, rows
 
 
 def _small(values: Mapping[str, object]) -> bool:
@@ -352,7 +378,9 @@ class CompiledRoutes:
     """The document's compiled routes; ``run`` per message (see the module's doc)."""
 
     def __init__(self, doc: SolutionDocument, engines: Mapping[str, WorkflowEngine],
-                 watched_configurations: Collection[str] = ()) -> None:
+                 watched_configurations: Collection[str] = (), streams: Mapping[str, StreamSpec] | None = None
+                 ) -> None:
+        specs = streams if streams is not None else {}
         self.doc = doc
         self.compiled: list[str] = []  # "configuration/route"
         self.refused: dict[str, str] = {}  # "configuration/route" or "planner" -> why
@@ -376,7 +404,7 @@ class CompiledRoutes:
                         raise RefusedError("device health is watched for this configuration")
                     if route.message_definition not in doc.message_by_key:
                         raise RefusedError(f"message {route.message_definition} is not in the solution")
-                    entries[id(route)] = _Route(doc, route, engines)
+                    entries[id(route)] = _Route(doc, route, engines, specs)
                     self.compiled.append(name)
                 except RefusedError as exc:
                     entries[id(route)] = self.refused[name] = str(exc)
@@ -387,9 +415,9 @@ class CompiledRoutes:
         return bool(self.compiled)
 
     def run(self, msg: InboundMessage, devices: Callable[[str], Device | None], clock: Callable[[], float]
-            ) -> tuple[str, str, Device] | None:
-        """``(device id, message id, the device as the route leaves it)``, or None: the general path takes the
-        message. ``clock`` stamps the device as the dispatcher does (``last_seen`` first, then ``updated_at`` once
+            ) -> tuple[str, str, Device, list[QueuedRow]] | None:
+        """``(device id, message id, the device as the route leaves it, the stream rows to queue)``, or None: the
+        general path takes the message. ``clock`` stamps the device as the dispatcher does (``last_seen`` first, then ``updated_at`` once
         per workflow), and only once nothing can hand the message over any more."""
         try:
             body = orjson.loads(msg.payload)
@@ -409,15 +437,16 @@ class CompiledRoutes:
         if route is None:
             return None
         try:
-            updated = route.run(device, body, msg)
-        except (ParseError, ValueError):  # a field that does not convert or check; an input or attribute value
+            done = route.run(device_id, device, body, msg)
+        except (ParseError, ValueError, StageError):  # a field that does not convert or check; an input or
+            return None  # attribute value; a stream row that breaks the stream's checks (the general path's error)
+        if done is None:
             return None
-        if updated is None:
-            return None
+        updated, rows = done
         updated.last_seen = updated.updated_at = clock()
         for _ in route.workflows:
             updated.updated_at = clock()
-        return device_id, message_id if message_id is not None else route.message_id, updated
+        return device_id, message_id if message_id is not None else route.message_id, updated, rows
 
 
 def _parser(parser: FieldParser) -> Parser:

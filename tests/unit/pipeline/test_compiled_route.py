@@ -301,7 +301,7 @@ SCRIPTED = ("workflow {} does not run straight (scripts, alarm states or mapping
 REFUSED = {
     "sensor/scripted": "workflow wfs does not run straight",
     "sensor/secure": "sentinel keyed checks security fields",
-    "sensor/stream": "the route writes to a data stream",
+    "sensor/stream": "data stream ds is not running",
     "sensor/text": "message text is delimited, not json",
     "sensor/selector": "field temp uses a value selector",
     "sensor/alarm": "workflow wfalarm does not run straight",
@@ -569,7 +569,7 @@ def test_the_fixtures_run_through_both_paths_alike(name: str, scripts: bool) -> 
             "genericmd/routeone": SCRIPTED.format("simplemotion"),
             "genericmd/setpumpstatus": "message setpumpstatus is nocontent, not json",
             "genericmd/pixupload": "message picturetest is media, not json",
-            "hottub/statusupdate": "the route writes to a data stream",
+            "hottub/statusupdate": "data stream simpletable is not running",
             "hottub/pumpstatus": "message setpumpstatus is nocontent, not json",
         }
 
