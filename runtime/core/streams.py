@@ -341,17 +341,24 @@ def mapped_row(spec: StreamSpec, mappings: tuple[tuple[str, str], ...], device_i
     """The route step's row (no timestamp column) from the message's values and the step's (message field,
     stream field) mappings: ``build_row`` of ``{stream field: value}``, with the mapping compiled into the
     stream's row builder once per (stream, mappings) (the dispatcher calls this per message)."""
-    build = spec.mapped.get(mappings, _UNSET)
-    if build is _UNSET:
-        build = spec.mapped[mappings] = _mapped_builder(spec, mappings)
+    build = mapped_builder(spec, mappings)
     if build is not None:
-        row = cast(FastBuilder, build)(device_id, None, values)
+        row = build(device_id, None, values)
         if row is not None:
             return row
     return build_row(spec, device_id, 0.0, {dst: values[src] for src, dst in mappings if src in values}, stamp=False)
 
 
 _UNSET = object()
+
+
+def mapped_builder(spec: StreamSpec, mappings: tuple[tuple[str, str], ...]) -> FastBuilder | None:
+    """``mapped_row``'s row builder for these mappings (made once per stream and mappings), or None: a row that
+    needs ``build_row``. Its row, when it gives one, is ``mapped_row``'s; None from it: call ``mapped_row``."""
+    build = spec.mapped.get(mappings, _UNSET)
+    if build is _UNSET:
+        build = spec.mapped[mappings] = _mapped_builder(spec, mappings)
+    return cast(FastBuilder | None, build)
 
 
 def _mapped_builder(spec: StreamSpec, mappings: tuple[tuple[str, str], ...]) -> FastBuilder | None:

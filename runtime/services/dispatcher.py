@@ -10,7 +10,7 @@ with its stack, recorded as ``internal_error``, and the next message goes on.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -404,7 +404,7 @@ class Dispatcher:
             msg.done(rec)
         return rec
 
-    def _finish_compiled(self, msg: InboundMessage, done: tuple[str, str, Device, list[tuple[str, dict[str, Any]]]],
+    def _finish_compiled(self, msg: InboundMessage, done: tuple[str, str, Device, Sequence[tuple[str, dict[str, Any]]]],
                          started: float) -> MessageRecord:
         """``_finish`` for a message a compiled route completed: the device stored, its stream rows queued (as
         ``_write_streams`` queues them), the Completed record (acked once the rows are durable too)."""

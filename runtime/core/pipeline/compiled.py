@@ -30,7 +30,7 @@ device, queued by the dispatcher as the general path queues them (the ack waits 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Final
 
 import orjson
@@ -57,7 +57,7 @@ from runtime.core.solution.model import (
     SolutionDocument,
     StateSet,
 )
-from runtime.core.streams import StreamSpec, mapped_row, stream_steps
+from runtime.core.streams import FastBuilder, StreamSpec, mapped_builder, mapped_row, stream_steps
 
 __all__ = ["CompiledRoutes", "RefusedError"]
 
@@ -92,8 +92,9 @@ _CHECKED_BY_STORAGE: Final = frozenset({(ParameterType.INTEGER, ParseStringValue
                                         (ParameterType.TRUE_FALSE, ParseStringValueType.BOOLEAN)})
 _KNOWN_STEPS: Final = frozenset({PT.LISTENER, PT.PLANNER, PT.SENTINEL, PT.INPUT_TRANSLATOR, PT.WORKFLOW,
                                  PT.OUTPUT_TRANSLATOR, PT.TRANSMITTER, PT.DATA_STREAM})
-# A data-stream step fed by message fields only: the stream, its spec, the (message field, stream field) mappings.
-StreamWrite = tuple[str, StreamSpec, tuple[tuple[str, str], ...]]
+# A data-stream step fed by message fields only: the stream, its spec, the (message field, stream field) mappings
+# and their row builder (``streams.mapped_builder``; None: ``mapped_row`` each time).
+StreamWrite = tuple[str, StreamSpec, tuple[tuple[str, str], ...], FastBuilder | None]
 # A queued stream row, as the dispatcher's general path queues it: (stream, {"op": "add", "at": ..., "row": ...}).
 QueuedRow = tuple[str, dict[str, object]]
 
@@ -196,7 +197,7 @@ class _Route:
             spec = specs.get(writes.stream)
             if spec is None:
                 raise RefusedError(f"data stream {writes.stream} is not running")
-            streams.append((writes.stream, spec, writes.from_message))
+            streams.append((writes.stream, spec, writes.from_message, mapped_builder(spec, writes.from_message)))
         self.streams = tuple(streams)
         for step in route.steps:
             if step.type not in _KNOWN_STEPS:
@@ -221,7 +222,7 @@ class _Route:
         self.workflows = tuple(workflows)
 
     def run(self, device_id: str, device: Device, body: dict[str, object], msg: InboundMessage
-            ) -> tuple[Device, list[QueuedRow]] | None:
+            ) -> tuple[Device, Sequence[QueuedRow]] | None:
         """The device as the route leaves it (times not stamped) and the data-stream rows to queue, or None: hand
         the message over. A row that fails its checks raises ``StreamRowError`` (the general path's dead letter)."""
         values: dict[str, object] = {}
@@ -252,11 +253,15 @@ class _Route:
         updated.property_bag = dict(device.property_bag)
         if not (_small(attributes) and _small(updated.property_bag)) and oversized_value(updated) is not None:
             return None
+        if not self.streams:
+            return updated, ()
         rows: list[QueuedRow] = []
-        if self.streams:
-            at = msg.received_at
-            for stream, spec, mappings in self.streams:
-                rows.append((stream, {"op": "add", "at": at, "row": mapped_row(spec, mappings, device_id, values)}))
+        at = msg.received_at
+        for stream, spec, mappings, build in self.streams:  # as Dispatcher._write_streams: all built, then queued
+            row = build(device_id, None, values) if build is not None else None
+            if row is None:  # the general checks: the row, or StreamRowError
+                row = mapped_row(spec, mappings, device_id, values)
+            rows.append((stream, {"op": "add", "at": at, "row": row}))
         return updated, rows
 
 
@@ -415,7 +420,7 @@ class CompiledRoutes:
         return bool(self.compiled)
 
     def run(self, msg: InboundMessage, devices: Callable[[str], Device | None], clock: Callable[[], float]
-            ) -> tuple[str, str, Device, list[QueuedRow]] | None:
+            ) -> tuple[str, str, Device, Sequence[QueuedRow]] | None:
         """``(device id, message id, the device as the route leaves it, the stream rows to queue)``, or None: the
         general path takes the message. ``clock`` stamps the device as the dispatcher does (``last_seen`` first, then ``updated_at`` once
         per workflow), and only once nothing can hand the message over any more."""
