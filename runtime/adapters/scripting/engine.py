@@ -24,6 +24,7 @@ import quickjs
 from runtime.adapters.scripting import datastreams
 from runtime.core.errors import Problem, SolutionError
 from runtime.core.pipeline.wiring import connection_scripts
+from runtime.core.script_functions import hook_function
 from runtime.core.scripting import (
     POST_HANDLER,
     PRE_HANDLER,
@@ -284,12 +285,16 @@ def _has_code(source: str | None) -> bool:
 
 
 def workflow_hooks(doc: SolutionDocument | None, workflow: Workflow) -> dict[str, tuple[str, str]]:
-    """Every script a workflow may run: hook name -> (source, function name). Empty scripts are left out."""
+    """Every script a workflow may run: hook name -> (source, function name). Empty scripts are left out.
+
+    The function name is NuvIoT's documented one, or for the hooks named by this runtime the one function a
+    script declares when it does not define ours (``runtime.core.script_functions``)."""
     hooks: dict[str, tuple[str, str]] = {}
 
     def add(name: str, source: str | None, function: str) -> None:
         if source is not None and _has_code(source):
-            hooks[name] = (source, function)
+            # onEnter, onTransition, map, evaluate: the script's one function when it lacks ours (validate: PYRT2095)
+            hooks[name] = (source, hook_function(source, function).name)
 
     add(PRE_HANDLER, workflow.pre_handler_script, "preHandler")
     add(POST_HANDLER, workflow.post_handler_script, "postHandler")

@@ -87,6 +87,9 @@ UNMAPPED_OUTPUT_COMMAND = "PYRT2070"  # warning
 NOT_SUPPORTED = "PYRT2090"  # warning: a property of an export that nothing reads
 NOT_RUN = "PYRT2091"  # warning: a property that is kept but not acted on (alarm states, mapping scripts, ...)
 INSTANCE_NOT_APPLIED = "PYRT2092"  # warning
+# a hook script without this runtime's function name: warning when its one function is called instead, error when
+# it declares several and none is the expected one (runtime/core/script_functions.py)
+SCRIPT_FUNCTION = "PYRT2095"
 
 STREAM_UNREACHABLE = "PYRT2080"  # warning: a data-stream type not reachable here, written to built-in storage
 STREAM_INVALID = "PYRT2081"

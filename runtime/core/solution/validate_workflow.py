@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from runtime.core.script_functions import hook_function
 from runtime.core.solution import codes
 from runtime.core.solution.enums import (
     EndpointType,
@@ -33,6 +34,7 @@ _RUNS = ("this runtime runs transmitters mqttclient, rest and originallistener, 
 RUNNABLE_TRANSMITTERS = frozenset({TransmitterType.MQTT_CLIENT, TransmitterType.REST, TransmitterType.ORIGINAL_LISTENER})
 RUNNABLE_INPUT_TRANSLATORS = frozenset({InputTranslatorType.MESSAGE})
 RUNNABLE_OUTPUT_TRANSLATORS = frozenset({OutputTranslatorType.MESSAGE})
+_SNAKE = {"incomingConnections": "incoming_connections", "outgoingConnections": "outgoing_connections"}
 _NEVER_RUN = frozenset({PipelineModuleType.CUSTOM, PipelineModuleType.APPLICATION_CACHE})
 
 
@@ -152,6 +154,7 @@ class WorkflowChecks(CheckerBase):
                 for k, c in enumerate(timer.outgoing_connections):
                     self.connection(wf, c, f"{tpath}.outgoingConnections[{k}]")
             self.connection_scripts(wf, path)
+            self.script_functions(wf, path)
             for j, machine in enumerate(wf.state_machines):
                 mpath = f"{path}.stateMachines[{j}]"
                 self.unique((s.key for s in machine.states), f"{mpath}.states", "state key")
@@ -191,6 +194,37 @@ class WorkflowChecks(CheckerBase):
                     self.warn(f"{path}.inputCommands[{j}].outgoingConnections[{k}].script", codes.NOT_RUN,
                               "not run: a mapping Script on an input command's connection is kept but the "
                               "parameter's value is passed as it is; do the mapping in the command's onArrive")
+
+    def script_functions(self, wf: Workflow, path: str) -> None:
+        """Scripts of the hooks this runtime names (onEnter, onTransition, map, evaluate) that declare other functions."""
+        scripts: list[tuple[str, str, str | None, str]] = []
+        for j, m in enumerate(wf.state_machines):
+            for k, st in enumerate(m.states):
+                spath = f"{path}.stateMachines[{j}].states[{k}]"
+                scripts.append((f"{spath}.transitionInAction", "TransitionInAction", st.transition_in_action, "onEnter"))
+                scripts += [(f"{spath}.transitions[{t}].onTransitionScript", "TransitionAction", tr.on_transition_script,
+                             "onTransition") for t, tr in enumerate(st.transitions)]
+        scripts += [(f"{path}.businessRules[{j}].script", "business rule", r.script, "evaluate")
+                    for j, r in enumerate(wf.business_rules) if r.is_enabled]
+        for wire, nodes in (("inputs", wf.inputs), ("attributes", wf.attributes), ("outputCommands", wf.output_commands),
+                            ("stateMachines", wf.state_machines), ("timers", wf.timers)):
+            for j, node in enumerate(nodes):
+                for side in ("incomingConnections", "outgoingConnections"):
+                    conns: tuple[Connection, ...] = getattr(node, _SNAKE[side], ())
+                    scripts += [(f"{path}.{wire}[{j}].{side}[{k}].script", "mapping Script", c.script, "map")
+                                for k, c in enumerate(conns)
+                                if not (side == "incomingConnections" and c.node_type is NodeType.INPUT_COMMAND)]
+        for spath, label, source, expected in scripts:
+            if not source or not source.strip():
+                continue
+            found = hook_function(source, expected)
+            if found.renamed:
+                self.warn(spath, codes.SCRIPT_FUNCTION,
+                          f"{label} declares function {found.name}, called as {expected}")
+            elif found.ambiguous:
+                self.err(spath, codes.SCRIPT_FUNCTION,
+                         f"{label} declares functions {', '.join(found.declared)} and none is named {expected}: "
+                         f"nothing would run; name the function to run {expected}, or keep only one function")
 
     def parameters(self, params: tuple[Parameter, ...], path: str) -> None:
         self.unique((p.key for p in params), path, "parameter key", code=codes.DUPLICATE_PARAMETER)
