@@ -113,3 +113,19 @@ def test_a_transition_action_and_a_mapping_script_with_their_own_names_run() -> 
     device = Device("dev001", "examplemotion")
     engine_for(doc).run(device, {"motionstatus": "on"}).apply_to(device)
     assert device.attributes["lastevent"] == "moved on on!"
+
+
+def test_a_business_rule_with_its_own_function_name_runs() -> None:
+    doc = with_state_machine()
+    route = doc["Result"]["Solution"]["Value"]["DeviceConfigurations"][0]["Value"]["Routes"][0]
+    route["PipelineModules"][2]["Module"]["Value"]["BusinessRules"] = [{
+        "Key": "notjammed", "Name": "Not jammed", "ErrorCode": {"Id": "C" * 32, "Key": "jammed", "Text": "Jammed"},
+        "Script": "function notJammed() { return Attributes.motionstatus !== 'jammed'; }",
+    }]
+    warned = [(w.path, w.message) for w in load(doc).warnings if w.code == codes.SCRIPT_FUNCTION]
+    assert warned == [("workflows[0].businessRules[0].script",
+                       "business rule declares function notJammed, called as evaluate")]
+    device = Device("dev001", "examplemotion")
+    result = engine_for(doc).run(device, {"motionstatus": "jammed"}, now=1000.0)
+    rules = [(e.code, e.action) for e in result.health_events if e.source == "businessrule"]
+    assert rules == [("jammed", "raised")]  # the rule's one function ran and returned false
