@@ -133,7 +133,7 @@ class WatchPlan:
         return frozenset(w.message for w in self.messages)
 
 
-def _message_key(ref: str | None, messages: Iterable[MessageDefinition]) -> str | None:
+def message_key(ref: str | None, messages: Iterable[MessageDefinition]) -> str | None:
     """A watchdog's ``DeviceMessageDefinition`` (key, message id or entity id) as a message definition key."""
     if not ref:
         return None
@@ -155,9 +155,9 @@ def watch_plan(config: DeviceConfiguration, messages: Iterable[MessageDefinition
     watches = []
     for wd in config.message_watch_dogs:
         seconds = wd.timeout_seconds
-        message = _message_key(wd.device_message_definition, candidates)
+        message = message_key(wd.device_message_definition, candidates)
         if seconds is None or message is None:
-            continue  # validate says so (PYRT2093)
+            continue  # validate says so (PYRT2091, `messageWatchDogs`)
         watches.append(MessageWatch(wd.key, message, seconds, wd.startup_buffer_minutes * 60.0,
                                     wd.device_error_code or wd.key))
     if device_seconds is None and not watches:

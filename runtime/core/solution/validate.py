@@ -6,9 +6,11 @@ stop a load (``SolutionError``), warnings are reported and the solution still ru
 
 from __future__ import annotations
 
+from runtime.core.health import message_key
 from runtime.core.solution import codes
 from runtime.core.solution.enums import PipelineModuleType, TransmitterType
 from runtime.core.solution.model import (
+    DeviceConfiguration,
     OutputCommandMapping,
     Route,
     RouteConnection,
@@ -126,6 +128,22 @@ class _Checker(IntakeChecks, WorkflowChecks):
             self.unique((r.key for r in dc.routes), f"{path}.routes", "route key")
             for j, route in enumerate(dc.routes):
                 self.route(route, f"{path}.routes[{j}]")
+            self.message_watch_dogs(dc, path)
+
+    def message_watch_dogs(self, dc: DeviceConfiguration, path: str) -> None:
+        """A watchdog that can never fire (no timeout, or a message that is not in the solution) is kept and
+        said (``core/health.py`` ``watch_plan`` leaves it out)."""
+        for j, wd in enumerate(dc.message_watch_dogs):
+            at = f"{path}.messageWatchDogs[{j}]"
+            if wd.timeout_seconds is None:
+                self.warn(f"{at}.timeout", codes.NOT_RUN,
+                          f"not run: message watchdog {wd.key!r} has no timeout (Timeout {wd.timeout} "
+                          f"{wd.timeout_interval.value}); give a Timeout above 0 in minutes, hours or days")
+            elif message_key(wd.device_message_definition, self.doc.messages) is None:
+                self.warn(f"{at}.deviceMessageDefinition", codes.NOT_RUN,
+                          f"not run: message watchdog {wd.key!r} watches {wd.device_message_definition!r}, which is "
+                          "not a message of this solution; choose one of "
+                          + ", ".join(repr(m.key) for m in self.doc.messages))
 
     def route(self, route: Route, path: str) -> None:
         if route.message_definition not in self.doc.message_by_key:

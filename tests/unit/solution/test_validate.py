@@ -264,3 +264,22 @@ def test_a_module_the_runtime_cannot_run_is_a_warning_when_no_route_uses_it(demo
     report = load_solution_report(yaml.safe_dump(demo).encode(), source="t", env={"EH_KEY": "k"}, read_file=no_files)
     assert (f"transmitters[{len(demo['transmitters']) - 1}]", codes.MODULE_NOT_RUN) in {
         (w.path, w.code) for w in report.warnings}
+
+
+def test_a_message_watchdog_that_can_never_fire_is_warned_with_its_path(demo: Tree) -> None:
+    """``core/health.py`` leaves such a watchdog out of the plan; validate says so (before: silently)."""
+    message = demo["messages"][0]["key"]
+    demo["solution"]["deviceConfigurations"][0]["messageWatchDogs"] = [
+        {"key": "late", "name": "Late", "timeout": 5, "timeoutInterval": "minutes",
+         "deviceMessageDefinition": message, "deviceErrorCode": "late"},
+        {"key": "never", "name": "Never", "timeout": 0, "timeoutInterval": "minutes",
+         "deviceMessageDefinition": message},
+        {"key": "elsewhere", "name": "Elsewhere", "timeout": 1, "timeoutInterval": "hours",
+         "deviceMessageDefinition": "nosuchmessage"},
+    ]
+    report = load_solution_report(yaml.safe_dump(demo).encode(), source="t", env={}, read_file=no_files)
+    found = {(w.path, w.code): w.message for w in report.warnings if "messageWatchDogs" in w.path}
+    base = "solution.deviceConfigurations[0].messageWatchDogs"
+    assert set(found) == {(f"{base}[1].timeout", codes.NOT_RUN), (f"{base}[2].deviceMessageDefinition", codes.NOT_RUN)}
+    assert "'never' has no timeout" in found[(f"{base}[1].timeout", codes.NOT_RUN)]
+    assert repr(message) in found[(f"{base}[2].deviceMessageDefinition", codes.NOT_RUN)]
