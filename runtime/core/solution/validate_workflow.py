@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from runtime.core.script_functions import hook_function
+from runtime.core.script_functions import defines, hook_function
 from runtime.core.solution import codes
 from runtime.core.solution.enums import (
     EndpointType,
@@ -196,8 +196,19 @@ class WorkflowChecks(CheckerBase):
                               "parameter's value is passed as it is; do the mapping in the command's onArrive")
 
     def script_functions(self, wf: Workflow, path: str) -> None:
-        """Scripts of the hooks this runtime names (onEnter, onTransition, map, evaluate) that declare other functions."""
-        scripts: list[tuple[str, str, str | None, str]] = []
+        """Scripts whose function would not run: the hooks this runtime names (onEnter, onTransition, map,
+        evaluate) that declare other functions, and any script that defines no function of its hook's name."""
+        scripts: list[tuple[str, str, str | None, str]] = [
+            (f"{path}.preHandlerScript", "pre-handler script", wf.pre_handler_script, "preHandler"),
+            (f"{path}.postHandlerScript", "post-handler script", wf.post_handler_script, "postHandler")]
+        scripts += [(f"{path}.inputs[{j}].onSetScript", "onSet script", i.on_set_script, "onSet")
+                    for j, i in enumerate(wf.inputs)]
+        scripts += [(f"{path}.attributes[{j}].onSetScript", "onSet script", a.on_set_script, "onSet")
+                    for j, a in enumerate(wf.attributes)]
+        scripts += [(f"{path}.inputCommands[{j}].onArriveScript", "onArrive script", c.on_arrive_script, "onArrive")
+                    for j, c in enumerate(wf.input_commands)]
+        scripts += [(f"{path}.outputCommands[{j}].onExecuteScript", "onExecute script", c.on_execute_script,
+                     "onExecute") for j, c in enumerate(wf.output_commands)]
         for j, m in enumerate(wf.state_machines):
             for k, st in enumerate(m.states):
                 spath = f"{path}.stateMachines[{j}].states[{k}]"
@@ -225,6 +236,10 @@ class WorkflowChecks(CheckerBase):
                 self.err(spath, codes.SCRIPT_FUNCTION,
                          f"{label} declares functions {', '.join(found.declared)} and none is named {expected}: "
                          f"nothing would run; name the function to run {expected}, or keep only one function")
+            elif not found.defined or not defines(source, expected):
+                self.warn(spath, codes.SCRIPT_FUNCTION,
+                          f"not run: the {label} defines no function {expected}, so it never runs; "
+                          f"declare function {expected}(...)")
 
     def parameters(self, params: tuple[Parameter, ...], path: str) -> None:
         self.unique((p.key for p in params), path, "parameter key", code=codes.DUPLICATE_PARAMETER)

@@ -129,3 +129,18 @@ def test_a_business_rule_with_its_own_function_name_runs() -> None:
     result = engine_for(doc).run(device, {"motionstatus": "jammed"}, now=1000.0)
     rules = [(e.code, e.action) for e in result.health_events if e.source == "businessrule"]
     assert rules == [("jammed", "raised")]  # the rule's one function ran and returned false
+
+
+def test_a_script_that_defines_no_function_of_its_hooks_name_is_warned_as_never_run() -> None:
+    """Before: such a script loaded without a word and never ran (the engine finds no function to call)."""
+    doc = with_transition_in("Attributes.lastevent = 'entered';")  # statements only: nothing to call
+    route = doc["Result"]["Solution"]["Value"]["DeviceConfigurations"][0]["Value"]["Routes"][0]
+    workflow = route["PipelineModules"][2]["Module"]["Value"]
+    workflow["Attributes"][0]["OnSetScript"] = "function onset(value) { Attributes.x = value; }"  # NuvIoT: onSet
+    warned = {w.path: w.message for w in load(doc).warnings if w.code == codes.SCRIPT_FUNCTION}
+    assert warned == {
+        f"{ACTIVE}.transitionInAction":
+            "not run: the TransitionInAction defines no function onEnter, so it never runs; declare function onEnter(...)",
+        "workflows[0].attributes[0].onSetScript":
+            "not run: the onSet script defines no function onSet, so it never runs; declare function onSet(...)",
+    }
