@@ -10,7 +10,8 @@ bug: logged with its stack (``{role}_session_crashed``) and treated as a lost co
 session never ends the owner. ``FatalError`` and cancellation escape.
 
 Users: the MQTT client listener and the AMQP listener (``SupervisedListener``), the WebSocket client
-listener, the MQTT transmitter and the MQTT command channel (no ``stop``: cancellation ends it).
+listener, the MQTT transmitter and the MQTT command channel (no ``stop``: cancellation ends it), and the Cluster
+edition's RabbitMQ publisher, command router (no ``stop``) and partition consumer (``adapters/queue/``).
 """
 
 from __future__ import annotations

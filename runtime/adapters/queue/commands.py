@@ -19,7 +19,14 @@ import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from runtime.adapters.queue.rabbitmq import CONNECT_ERRORS, backoff, connect, declare_partitions, resolve
+from runtime.adapters.queue.rabbitmq import (
+    CONNECT_ERRORS,
+    connect,
+    declare_partitions,
+    reconnect_backoff,
+    resolve,
+)
+from runtime.adapters.supervision import supervise
 from runtime.services.cluster import partition_queue
 
 log = structlog.get_logger(__name__)
@@ -43,6 +50,7 @@ class CommandRouter:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.last_error: str | None = None
+        self._backoff = reconnect_backoff()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="cluster:commands")
@@ -95,27 +103,22 @@ class CommandRouter:
         self._channel, self._reply_queue = channel, queue.name
         self.connected.set()
         self.last_error = None
+        self._backoff.reset()
         await closed
 
     async def _run(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                conn = await connect(self._url, self._name)
-            except CONNECT_ERRORS as exc:
-                self.last_error = repr(exc)
-                attempt += 1
-                await backoff(attempt)
-                continue
-            try:
-                async with conn:
-                    await self._serve(conn)
-                    attempt = 0
-            except CONNECT_ERRORS as exc:
-                self.last_error = repr(exc)
-                log.warning("cluster_commands_disconnected", error=repr(exc))
-            finally:
-                self.connected.clear()
-                self._channel = self._reply_queue = None
-            attempt += 1
-            await backoff(attempt)
+        await supervise(self._session, role="cluster_commands", backoff=self._backoff,
+                        connection_errors=CONNECT_ERRORS, on_loss=self._lost)
+
+    async def _session(self) -> None:
+        conn = await connect(self._url, self._name)
+        try:
+            async with conn:
+                await self._serve(conn)
+        finally:
+            self.connected.clear()
+            self._channel = self._reply_queue = None
+
+    def _lost(self, error: str) -> str:
+        self.last_error = error
+        return "cluster_commands_disconnected"

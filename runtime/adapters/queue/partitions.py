@@ -22,7 +22,14 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from runtime.adapters.queue.commands import COMMAND_TYPE
 from runtime.adapters.queue.ordering import OrderStats, PartitionOrder
-from runtime.adapters.queue.rabbitmq import CONNECT_ERRORS, backoff, connect, declare_partitions, resolve
+from runtime.adapters.queue.rabbitmq import (
+    CONNECT_ERRORS,
+    connect,
+    declare_partitions,
+    reconnect_backoff,
+    resolve,
+)
+from runtime.adapters.supervision import supervise
 from runtime.core.listener_state import ListenerState
 from runtime.core.messages import InboundMessage
 from runtime.services.cluster import EnvelopeError, Sequence, decode_sequenced, partition_queue
@@ -103,7 +110,9 @@ class PartitionConsumer:
         self._settled.set()
         self._acks: deque[tuple[int, int, int]] = deque()  # (generation, delivery tag, ACK/REJECT/REQUEUE)
         self._ack_wake = asyncio.Event()
-        self._stopping = False
+        self._stopping = asyncio.Event()  # supervision's ``stop``
+        self._opened = False  # the current session's connection was opened
+        self._backoff = reconnect_backoff()
         self.last_error: str | None = None
         self.received = 0
         self.rejected = 0
@@ -120,7 +129,7 @@ class PartitionConsumer:
 
     async def start(self, intake: Intake) -> None:
         self._intake = intake
-        self._stopping = False
+        self._stopping.clear()
         # a new data plane: what the last one left unacked (a drain that timed out) is never acked now
         # (RabbitMQ returned it when the connection closed); its records are behind us or guarded at commit
         self._outstanding = 0
@@ -136,7 +145,7 @@ class PartitionConsumer:
 
     async def stop(self) -> None:
         """No new deliveries; wait (bounded) until what was delivered is committed and acked; close."""
-        self._stopping = True
+        self._stopping.set()
         self._state = ListenerState.STOPPING
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._settled.wait(), timeout=self._drain_timeout)
@@ -148,28 +157,24 @@ class PartitionConsumer:
         self._held.clear()
 
     async def _run(self, connected: asyncio.Event) -> None:
-        attempt = 0
-        while not self._stopping:
-            try:
-                conn = await connect(self._url, self._name)
-            except CONNECT_ERRORS as exc:
-                self.last_error = repr(exc)
-                self._state = ListenerState.CONNECTING
-                attempt += 1
-                await backoff(attempt)
-                continue
-            self._generation += 1
-            self._held.clear()  # what the last connection delivered is still counted until it is committed
-            try:
-                async with conn:
-                    await self._serve(conn, connected)
-            except CONNECT_ERRORS as exc:
-                self.last_error = repr(exc)
-                log.warning("cluster_consumer_disconnected", error=repr(exc))
-            self._state = ListenerState.DISCONNECTED
-            self._held.clear()
-            attempt = 1
-            await backoff(attempt)
+        await supervise(lambda: self._session(connected), role="cluster_consumer", backoff=self._backoff,
+                        connection_errors=CONNECT_ERRORS, on_loss=self._lost, stop=self._stopping)
+
+    async def _session(self, connected: asyncio.Event) -> None:
+        self._opened = False
+        conn = await connect(self._url, self._name)
+        self._opened = True
+        self._generation += 1
+        self._held.clear()  # what the last connection delivered is still counted until it is committed
+        async with conn:
+            await self._serve(conn, connected)
+
+    def _lost(self, error: str) -> str:
+        self.last_error = error
+        # a connection that was open ended: DISCONNECTED; one that could not be opened: still CONNECTING
+        self._state = ListenerState.DISCONNECTED if self._opened else ListenerState.CONNECTING
+        self._held.clear()
+        return "cluster_consumer_disconnected"
 
     async def _serve(self, conn: Any, connected: asyncio.Event) -> None:
         channel = await conn.channel()
@@ -189,6 +194,7 @@ class PartitionConsumer:
         all_in.cancel()
         self._state = ListenerState.CONNECTED
         self.last_error = None
+        self._backoff.reset()
         connected.set()
         log.info("cluster_consumer_connected", partitions=self._partitions)
         try:

@@ -7,13 +7,14 @@
   channel; ``on_confirm`` (the MQTT PUBACK, the REST 2xx) runs on the broker's ack. What is unconfirmed
   when the connection ends is published again, in the original order, before anything newer: at least once.
 - ``PartitionConsumer`` (worker, ``adapters/queue/partitions.py``).
+
+Each runs its connections under ``supervise()`` (``adapters/supervision.py``, ``reconnect_backoff``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,8 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from runtime.adapters.supervision import supervise
+from runtime.core.backoff import Backoff
 from runtime.core.listener_state import ListenerState
 from runtime.services.cluster import partition_queue
 
@@ -47,8 +50,9 @@ def resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def backoff(attempt: int) -> None:
-    await asyncio.sleep(random.uniform(0, min(5.0, 0.2 * 2 ** min(attempt, 5))))
+def reconnect_backoff() -> Backoff:
+    """The Cluster adapters' reconnect delays: 0.2 s doubling to 5 s, full jitter."""
+    return Backoff(base=0.2, cap=5.0)
 
 
 class RabbitPublisher:
@@ -74,6 +78,7 @@ class RabbitPublisher:
         self.connected = asyncio.Event()
         self.last_error: str | None = None
         self.republished = 0
+        self._backoff = reconnect_backoff()
 
     def publish(self, partition: int, body: bytes, on_confirm: Callable[[], None]) -> None:
         self._seq += 1
@@ -115,34 +120,30 @@ class RabbitPublisher:
             self._task = None
 
     async def _run(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                conn = await connect(self._url, self._name)
-            except CONNECT_ERRORS as exc:
-                self.last_error = repr(exc)
-                attempt += 1
-                await backoff(attempt)
-                continue
-            try:
-                async with conn:
-                    channel = await conn.channel(publisher_confirms=True)
-                    await declare_partitions(channel, self._instance, self._partitions)
-                    # everything unconfirmed goes again, in order, before anything newer
-                    self._unsent = deque(sorted(set(self._unsent) | set(self._pending)))
-                    self.republished += len(self._pending)  # what waited for this connection
-                    self.connected.set()
-                    self.last_error = None
-                    attempt = 0
-                    log.info("cluster_publisher_connected", pending=len(self._pending))
-                    await self._send(channel, conn)
-            except CONNECT_ERRORS as exc:
-                self.last_error = repr(exc)
-                log.warning("cluster_publisher_disconnected", error=repr(exc), unconfirmed=len(self._pending))
-            finally:
-                self.connected.clear()
-            attempt += 1
-            await backoff(attempt)
+        await supervise(self._session, role="cluster_publisher", backoff=self._backoff,
+                        connection_errors=CONNECT_ERRORS, on_loss=self._lost)
+
+    async def _session(self) -> None:
+        conn = await connect(self._url, self._name)
+        try:
+            async with conn:
+                channel = await conn.channel(publisher_confirms=True)
+                await declare_partitions(channel, self._instance, self._partitions)
+                # everything unconfirmed goes again, in order, before anything newer
+                self._unsent = deque(sorted(set(self._unsent) | set(self._pending)))
+                self.republished += len(self._pending)  # what waited for this connection
+                self.connected.set()
+                self.last_error = None
+                self._backoff.reset()
+                log.info("cluster_publisher_connected", pending=len(self._pending))
+                await self._send(channel, conn)
+        finally:
+            self.connected.clear()
+
+    def _lost(self, error: str) -> str:
+        self.last_error = error
+        self.connected.clear()
+        return "cluster_publisher_disconnected"
 
     async def _send(self, channel: AbstractChannel, conn: Any) -> None:
         exchange = await channel.get_underlay_channel()  # aiormq's: no aio-pika Message or wait_for per publish
