@@ -3,8 +3,8 @@
 ``prepare`` splits the batch at awaited operations into segments; a segment of records is converted once into
 rows grouped by statement (what the bulk commit runs). The usual record (a message that did not fail, no
 detail) becomes its row tuple directly; device-state saves of one device within a segment are coalesced: the
-last wins, counted as every call. A record whose value cannot become a row (e.g. detail that is not JSON) fails
-alone, before SQLite sees it. The rows per record (what the row-by-row retry runs) are only built when a bulk
+last wins, counted as every call; they are saved in device-id order. A record whose value cannot become a row
+(e.g. detail that is not JSON) fails alone, before SQLite sees it. The rows per record (what the row-by-row retry runs) are only built when a bulk
 commit failed on a row (``careful_units``): the usual batch never needs them.
 """
 
@@ -107,7 +107,10 @@ def _plain(records: list[Record], prepared: Prepared, limits: Limits) -> Plain:
     if devices:
         saves = grouped[rows.SAVE_DEVICE_STATE] = []
         device_params = rows.device_params
-        for device in devices.values():
+        # in key order: each upsert's seek lands on or beside the previous one's b-tree page (SQLite alone, 637
+        # devices a transaction: ~3.5 us a device row instead of ~4.4; the sort ~0.06 us a message)
+        for device_id in sorted(devices):
+            device = devices[device_id]
             try:
                 saves.append(device_params(device, now))
             except _BAD_VALUE as exc:
@@ -148,7 +151,7 @@ def careful_units(prepared: Prepared, limits: Limits) -> None:
                 units.append((kind_of(record), statements(record, limits), 1))
             except _BAD_VALUE as exc:  # only if the record was changed after it was queued
                 prepared.rejected.append((kind_of(record), 1, exc))
-        for device, calls in devices.values():
+        for device, calls in (devices[key] for key in sorted(devices)):  # the bulk commit's order
             if id(device) in skip:
                 continue
             try:
