@@ -70,6 +70,8 @@ def _plain(records: list[Record], prepared: Prepared, limits: Limits) -> Plain:
     rows_total = dl_bytes = 0
     skip: set[int] | None = None
     failed_status = PemStatus.FAILED
+    usual: tuple[Any, Any] | None = None  # the status and kind of the usual rows (constants of their statement)
+    mixed = False  # message rows that cannot share one usual statement: all go through INSERT_MESSAGE, in order
     for record in records:
         kind_type = type(record)
         if kind_type is Device:
@@ -78,10 +80,14 @@ def _plain(records: list[Record], prepared: Prepared, limits: Limits) -> Plain:
             continue
         try:
             if kind_type is MessageRecord and record.detail is None and record.status != failed_status:  # type: ignore[union-attr]
-                # the usual record, as rows.message_params (inlined: one tuple, no call)
-                messages.append((record.id, record.received_at, record.listener, str(record.status),  # type: ignore[union-attr]
-                                 record.device_id, record.message_id, record.stage, record.error,  # type: ignore[union-attr]
-                                 record.processing_ms, str(record.kind), None))  # type: ignore[union-attr]
+                # the usual record, as rows.usual_params (inlined: one tuple, no call)
+                status, kind = record.status, record.kind  # type: ignore[union-attr]
+                if usual is None:
+                    usual = (status, kind)
+                elif status is not usual[0] or kind is not usual[1]:
+                    mixed = True
+                messages.append((record.id, record.received_at, record.listener, record.device_id,  # type: ignore[union-attr]
+                                 record.message_id, record.stage, record.error, record.processing_ms))  # type: ignore[union-attr]
                 continue
             stmts = statements(record, limits)
         except _BAD_VALUE as exc:  # e.g. detail that is not JSON: that record fails, not the batch
@@ -91,6 +97,8 @@ def _plain(records: list[Record], prepared: Prepared, limits: Limits) -> Plain:
             continue
         written[kind_of(record)] += 1
         for stmt, params in stmts:
+            if stmt is insert_message:
+                mixed = True
             many = grouped.get(stmt)
             if many is None:
                 many = grouped[stmt] = []
@@ -123,6 +131,14 @@ def _plain(records: list[Record], prepared: Prepared, limits: Limits) -> Plain:
         rows_total += len(saves)
     if not messages:
         del grouped[insert_message]
+    elif usual is not None:  # the message rows first, as before (the statement, not the rows, changes)
+        del grouped[insert_message]
+        if mixed:  # rare (a failed record, another status or kind): every message row whole, in queue order
+            skipped = skip or set()
+            grouped = {insert_message: [rows.message_params(r) for r in records  # type: ignore[arg-type]
+                                        if type(r) is MessageRecord and id(r) not in skipped], **grouped}
+        else:
+            grouped = {rows.usual_messages(str(usual[0]), str(usual[1])): messages, **grouped}
     return Plain(records, grouped, written, tables, rows_total, now, dl_bytes, skip)
 
 
