@@ -8,11 +8,13 @@ must be the row the bulk commit would have saved, and every record must be count
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from runtime.adapters.storage import rows
+from runtime.adapters.storage import engine, rows
 from runtime.adapters.storage.batch import careful_units, prepare
 from runtime.adapters.storage.items import EventLine, Item, Limits, LogLine, Op, Plain
+from runtime.adapters.storage.schema import migrate
 from runtime.core.devices import Device
 from runtime.core.messages import MessageKind, MessageRecord, PemStatus
 
@@ -90,3 +92,22 @@ def test_awaited_operations_split_the_batch_in_queue_order() -> None:
         assert [r[0] for r in _bulk_rows(without.segments[0])["messages"]] == ["r0001", "r0002"]  # type: ignore[arg-type]
     finally:
         loop.close()
+
+
+def test_usual_and_mixed_batches_store_the_same_message_rows_in_queue_order(tmp_path: Path) -> None:
+    """The usual batch's statement has its status, kind and detail as constants in the SQL: what is stored
+    must be exactly INSERT_MESSAGE's row; a batch that mixes statuses or kinds keeps queue order."""
+    conn = engine._connect(tmp_path / "runtime.db", 1000, reader=False)
+    try:
+        migrate(conn)
+        usual = [_record(i, stage=None if i % 2 else "x", error=None if i % 3 else "e'q") for i in range(1, 7)]
+        mixed = [_record(7), _record(8, kind=MessageKind.INPUT_COMMAND),
+                 _record(9, status=PemStatus.FAILED, stage="sentinel", error="bad"), _record(10),
+                 _record(11, detail={"warnings": ["w"]}, status=PemStatus.COMPLETED_WITH_WARNINGS)]
+        for batch in (usual, mixed):
+            prepared = prepare(list(batch), Limits(), ops=False)
+            engine.commit(conn, prepared.segments, [], careful=False)
+        stored = conn.execute(f"SELECT {rows.MESSAGE_COLUMNS} FROM messages ORDER BY seq").fetchall()
+        assert stored == [rows.message_params(r) for r in usual + mixed]
+    finally:
+        conn.close()

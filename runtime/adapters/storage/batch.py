@@ -135,7 +135,7 @@ def _plain(records: list[Record], prepared: Prepared, limits: Limits) -> Plain:
         del grouped[insert_message]
         if mixed:  # rare (a failed record, another status or kind): every message row whole, in queue order
             skipped = skip or set()
-            grouped = {insert_message: [rows.message_params(r) for r in records  # type: ignore[arg-type]
+            grouped = {insert_message: [rows.message_params(r) for r in records
                                         if type(r) is MessageRecord and id(r) not in skipped], **grouped}
         else:
             grouped = {rows.usual_messages(str(usual[0]), str(usual[1])): messages, **grouped}
