@@ -100,12 +100,15 @@ def test_usual_and_mixed_batches_store_the_same_message_rows_in_queue_order(tmp_
     conn = engine._connect(tmp_path / "runtime.db", 1000, reader=False)
     try:
         migrate(conn)
-        usual = [_record(i, stage=None if i % 2 else "x", error=None if i % 3 else "e'q") for i in range(1, 7)]
-        mixed = [_record(7), _record(8, kind=MessageKind.INPUT_COMMAND),
+        usual = [_record(i) for i in range(1, 7)]
+        mixed = [_record(7), _record(8, kind=MessageKind.INPUT_COMMAND), _record(12, stage="x", error="e'q"),
                  _record(9, status=PemStatus.FAILED, stage="sentinel", error="bad"), _record(10),
                  _record(11, detail={"warnings": ["w"]}, status=PemStatus.COMPLETED_WITH_WARNINGS)]
         for batch in (usual, mixed):
             prepared = prepare(list(batch), Limits(), ops=False)
+            (seg,) = prepared.segments
+            assert isinstance(seg, Plain)
+            assert (rows.INSERT_MESSAGE in seg.grouped) is (batch is mixed)
             engine.commit(conn, prepared.segments, [], careful=False)
         stored = conn.execute(f"SELECT {rows.MESSAGE_COLUMNS} FROM messages ORDER BY seq").fetchall()
         assert stored == [rows.message_params(r) for r in usual + mixed]

@@ -2,9 +2,10 @@
 
 ``prepare`` splits the batch at awaited operations into segments; a segment of records is converted once into
 rows grouped by statement (what the bulk commit runs). The usual record (a message that did not fail, no
-detail) becomes its row tuple directly; device-state saves of one device within a segment are coalesced: the
-last wins, counted as every call; they are saved in device-id order. A record whose value cannot become a row
-(e.g. detail that is not JSON) fails alone, before SQLite sees it. The rows per record (what the row-by-row retry runs) are only built when a bulk
+detail, no stage, no error) becomes its row tuple directly (6 values: ``rows.usual_messages``); device-state
+saves of one device within a segment are coalesced: the last wins, counted as every call; they are saved in
+device-id order. A record whose value cannot become a row (e.g. detail that is not JSON) fails alone, before
+SQLite sees it. The rows per record (what the row-by-row retry runs) are only built when a bulk
 commit failed on a row (``careful_units``): the usual batch never needs them.
 """
 
@@ -79,7 +80,8 @@ def _plain(records: list[Record], prepared: Prepared, limits: Limits) -> Plain:
             device_calls += 1
             continue
         try:
-            if kind_type is MessageRecord and record.detail is None and record.status != failed_status:  # type: ignore[union-attr]
+            if (kind_type is MessageRecord and record.detail is None and record.status != failed_status  # type: ignore[union-attr]
+                    and record.stage is None and record.error is None):  # type: ignore[union-attr]
                 # the usual record, as rows.usual_params (inlined: one tuple, no call)
                 status, kind = record.status, record.kind  # type: ignore[union-attr]
                 if usual is None:
@@ -87,7 +89,7 @@ def _plain(records: list[Record], prepared: Prepared, limits: Limits) -> Plain:
                 elif status is not usual[0] or kind is not usual[1]:
                     mixed = True
                 messages.append((record.id, record.received_at, record.listener, record.device_id,  # type: ignore[union-attr]
-                                 record.message_id, record.stage, record.error, record.processing_ms))  # type: ignore[union-attr]
+                                 record.message_id, record.processing_ms))  # type: ignore[union-attr]
                 continue
             stmts = statements(record, limits)
         except _BAD_VALUE as exc:  # e.g. detail that is not JSON: that record fails, not the batch

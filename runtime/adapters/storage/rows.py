@@ -166,18 +166,17 @@ def _literal(text: str) -> str:
 
 @functools.lru_cache(maxsize=64)
 def usual_messages(status: str, kind: str) -> Insert:
-    """INSERT_MESSAGE for rows that all have this status and kind and no detail: those three are constants in
-    the SQL, the row binds the other 8 values (``usual_params``). The same rows as INSERT_MESSAGE's; SQLite
-    with the bench's rows: ~1.0 us a row instead of ~2.0 (binding 11 values a row was half of it)."""
-    values = tuple(_literal(status) if c == "status" else _literal(kind) if c == "kind" else "NULL" if c == "detail"
-                   else "?" for c in INSERT_MESSAGE.columns)
+    """INSERT_MESSAGE for rows that all have this status and kind and no stage, error or detail: those five are
+    constants in the SQL, the row binds the other 6 values (``usual_params``). The same rows as INSERT_MESSAGE's;
+    SQLite with the bench's rows: ~1.0 us a row instead of ~2.0 (each bound value costs, even a NULL)."""
+    values = tuple(_literal(status) if c == "status" else _literal(kind) if c == "kind"
+                   else "NULL" if c in ("stage", "error", "detail") else "?" for c in INSERT_MESSAGE.columns)
     return Insert("messages", MESSAGE_COLUMNS, values=values)
 
 
 def usual_params(rec: MessageRecord) -> tuple[Any, ...]:
     """The bound values of a ``usual_messages`` row (documentation of the order; ``batch`` inlines it)."""
-    return (rec.id, rec.received_at, rec.listener, rec.device_id, rec.message_id, rec.stage, rec.error,
-            rec.processing_ms)
+    return (rec.id, rec.received_at, rec.listener, rec.device_id, rec.message_id, rec.processing_ms)
 
 
 def message_params(rec: MessageRecord) -> tuple[Any, ...]:
