@@ -31,6 +31,7 @@ from runtime.core.health import (
 from runtime.core.solution.model import SolutionDocument
 from runtime.services.devices import DeviceRegistry
 from runtime.services.metrics import Counters
+from runtime.services.wakeup import sleep_until_due
 
 log = structlog.get_logger(__name__)
 
@@ -119,11 +120,7 @@ class HealthMonitor:
         while True:
             self._wake.clear()
             _events, soonest = self.check()
-            wait = MAX_WAIT if soonest is None else min(MAX_WAIT, max(MIN_WAIT, soonest - self._clock()))
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            except TimeoutError:
-                pass
+            await sleep_until_due(self._wake, soonest, self._clock(), min_wait=MIN_WAIT, max_wait=MAX_WAIT)
 
 
 def report_health(counters: Counters, events: Iterable[HealthEvent]) -> None:

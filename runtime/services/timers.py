@@ -22,6 +22,7 @@ from runtime.core.solution.model import Route, SolutionDocument, Timer
 from runtime.core.timers import TIMERS_DUE, due_times, next_fire, timer_id
 from runtime.services.devices import DeviceRegistry
 from runtime.services.dispatcher import Dispatcher
+from runtime.services.wakeup import sleep_until_due
 
 log = structlog.get_logger(__name__)
 
@@ -140,8 +141,4 @@ class TimerScheduler:
             if fired >= MAX_FIRINGS_PER_LOOK:
                 await asyncio.sleep(0)
                 continue
-            wait = MAX_WAIT if soonest is None else min(MAX_WAIT, max(MIN_WAIT, soonest - self._clock()))
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            except TimeoutError:
-                pass
+            await sleep_until_due(self._wake, soonest, self._clock(), min_wait=MIN_WAIT, max_wait=MAX_WAIT)
