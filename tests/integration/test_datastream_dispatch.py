@@ -23,6 +23,7 @@ from runtime.core.solution.loader import load_solution_report
 from runtime.services.dispatcher import Dispatcher, build_engines
 from runtime.services.metrics import Counters
 from runtime.services.streams import StreamService
+from tests.support.devices import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -75,17 +76,6 @@ class Sink:
         return None
 
 
-class Registry:
-    def __init__(self) -> None:
-        self.devices = {"d0001": Device(device_id="d0001", device_configuration="sensor")}
-
-    def get(self, device_id: str) -> Device | None:
-        return self.devices.get(device_id)
-
-    def state_changed(self, device: Device) -> None:
-        self.devices[device.device_id] = device
-
-
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[tuple[Dispatcher, StreamService, Sink]]:
     doc = solution()
@@ -93,7 +83,8 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Dispatcher, StreamServi
         service = ds.service_for(doc)
         await service.start()
         sink = Sink()
-        d = Dispatcher(doc, Registry(), sink, Counters(), build_engines(doc, build_solution_scripts(doc)), {},
+        registry = Registry([Device(device_id="d0001", device_configuration="sensor")])
+        d = Dispatcher(doc, registry, sink, Counters(), build_engines(doc, build_solution_scripts(doc)), {},
                        streams=service)
         try:
             yield d, service, sink

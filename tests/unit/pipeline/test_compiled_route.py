@@ -28,6 +28,7 @@ from runtime.core.solution.native import native_document, parse_tree
 from runtime.services.dispatcher import Dispatcher, build_engines
 from runtime.services.metrics import Counters, RuntimeMetrics
 from runtime.settings import load_settings
+from tests.support.devices import Registry
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -333,19 +334,6 @@ class Sink:
 
     async def writable(self) -> None:
         return None
-
-
-class Registry:
-    def __init__(self, devices: list[Device]) -> None:
-        self.devices = {d.device_id: d.copy() for d in devices}
-        self.saved: list[Device] = []
-
-    def get(self, device_id: str) -> Device | None:
-        return self.devices.get(device_id)
-
-    def state_changed(self, device: Device) -> None:
-        self.devices[device.device_id] = device
-        self.saved.append(device)
 
 
 class Run:

@@ -26,7 +26,8 @@ from runtime.core.streams import specs_of
 from runtime.services.dispatcher import Dispatcher, build_engines
 from runtime.services.metrics import Counters
 from runtime.services.streams import StreamService
-from tests.unit.pipeline.test_compiled_route import Registry, Sink, outcome, unchecked
+from tests.support.devices import Registry
+from tests.unit.pipeline.test_compiled_route import Sink, outcome, unchecked
 
 SOLUTION = """
 schemaVersion: 1

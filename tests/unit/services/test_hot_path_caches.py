@@ -25,6 +25,7 @@ from runtime.core.solution.enums import ParameterType
 from runtime.core.solution.loader import load_solution_report
 from runtime.services.dispatcher import Dispatcher, build_engines
 from runtime.services.metrics import Counters
+from tests.support.devices import Registry
 
 BENCH_SOLUTION = Path(__file__).resolve().parents[3] / "bench" / "solution.yaml"
 
@@ -44,26 +45,13 @@ class _Sink:
         return None
 
 
-class _Registry:
-    def __init__(self, devices: dict[str, Device]) -> None:
-        self.devices = devices
-        self.saved: list[Device] = []
-
-    def get(self, device_id: str) -> Device | None:
-        return self.devices.get(device_id)
-
-    def state_changed(self, device: Device) -> None:
-        self.devices[device.device_id] = device
-        self.saved.append(device)
-
-
-def _dispatcher(doc: Any, registry: _Registry, sink: _Sink) -> Dispatcher:
+def _dispatcher(doc: Any, registry: Registry, sink: _Sink) -> Dispatcher:
     return Dispatcher(doc, registry, sink, Counters(), build_engines(doc, {}), {})
 
 
 def test_route_plan_matches_route_inputs_and_is_rebuilt_for_a_new_document() -> None:
     doc = _doc()
-    d = _dispatcher(doc, _Registry({}), _Sink())
+    d = _dispatcher(doc, Registry(), _Sink())
     route = doc.device_configuration_by_key["sensor"].routes[0]
     plan = d.route_plan(route)
     assert d.route_plan(route) is plan  # cached
@@ -84,7 +72,7 @@ def test_route_plan_matches_route_inputs_and_is_rebuilt_for_a_new_document() -> 
 
 def test_dispatcher_fast_path_gives_the_records_and_state_of_the_general_path() -> None:
     doc = _doc()
-    registry = _Registry({"d0001": Device("d0001", "sensor", attributes={"old": 1})})
+    registry = Registry([Device("d0001", "sensor", attributes={"old": 1})])
     sink = _Sink()
     d = _dispatcher(doc, registry, sink)
     before = registry.devices["d0001"]
