@@ -251,6 +251,12 @@ class Dispatcher:
                 items.append((stream, streams.update_row(stream, device_id, at, fields, where)))
             else:
                 items.append((stream, streams.row(stream, device_id, at, fields)))
+        return self._queue_rows(items, warnings)
+
+    def _queue_rows(self, items: Sequence[tuple[str, dict[str, Any]]], warnings: list[str]) -> bool:
+        """Queue checked stream rows; a refused one (queue full) is a warning. True when any was queued (the
+        message is then acked once they are durable)."""
+        streams = self._streams
         queued = False
         for stream, item in items:
             if streams is not None and streams.put(stream, item):
@@ -407,26 +413,19 @@ class Dispatcher:
     def _finish_compiled(self, msg: InboundMessage, done: tuple[str, str, Device, Sequence[tuple[str, dict[str, Any]]]],
                          started: float) -> MessageRecord:
         """``_finish`` for a message a compiled route completed: the device stored, its stream rows queued (as
-        ``_write_streams`` queues them), the Completed record (acked once the rows are durable too)."""
+        ``_write_streams`` queues them), the Completed record (acked once the rows are durable too). The record
+        is made here rather than through ``_finish``: that call costs ~0.4 us a message (bench.route_floor)."""
         device_id, message_id, updated, rows = done
         self._devices.state_changed(updated)
         ack = msg.ack
         c = self._counters
         c.compiled += 1
         if rows:
-            streams = self._streams
-            assert streams is not None  # a route writing to a stream is compiled only with the streams' specs
-            put = streams.put
-            queued, full = False, None
-            for stream, item in rows:
-                if put(stream, item):
-                    queued = True
-                else:
-                    full = full or []
-                    full.append(f"data stream {stream}: queue full, row refused (counted)")
-            if full:
+            warnings: list[str] = []
+            queued = self._queue_rows(rows, warnings)
+            if warnings:
                 return self._finish(msg, PemStatus.COMPLETED_WITH_WARNINGS, None, None, device_id, message_id,
-                                    started, {"warnings": full}, queued)
+                                    started, {"warnings": warnings}, queued)
             if queued and ack is not None:
                 ack = self._ack_after_streams(ack)
         rec = MessageRecord(msg.id, msg.received_at, msg.listener, PemStatus.COMPLETED, device_id, message_id, None,
