@@ -52,6 +52,29 @@ def pg_cpu(data: Path) -> dict[int, float]:
     return out
 
 
+def children_cpu(parent: int) -> dict[int, float]:
+    """pid -> user+system CPU seconds of ``parent``'s child processes (the stream process)."""
+    out: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            out[int(entry)] = (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (all CPUs: everything but idle and iowait), from /proc/stat."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    return (sum(values) - values[3] - values[4]) / TICK
+
+
 def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str, stream: bool,
             pyspy: Path | None, sink: str = "postgres") -> dict[str, Any]:
     bench = Bench(workdir, broker, devices)
@@ -64,6 +87,7 @@ def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str,
     else:
         bench.start_daemon()
     spy: subprocess.Popen[bytes] | None = None
+    kid_spies: list[subprocess.Popen[bytes]] = []
     try:
         pid = bench.pid
         if pyspy is not None:
@@ -72,19 +96,23 @@ def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str,
             spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--threads", "--format",
                                     "raw", "-o", str(pyspy / f"{run}-{'stream' if stream else 'plain'}.txt")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            kid_spies = [subprocess.Popen(  # the stream process, apart
+                [exe, "record", "--pid", str(kid), "--rate", "200", "--threads", "--format", "raw", "-o",
+                 str(pyspy / f"{run}-{'stream' if stream else 'plain'}-process{kid}.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for kid in children_cpu(pid)]
             time.sleep(1.0)
-        cpu0, pg0 = thread_cpu(pid), pg_cpu(pg.data)
+        cpu0, pg0, kids0, busy0 = thread_cpu(pid), pg_cpu(pg.data), children_cpu(pid), machine_busy()
         poll = Poll(bench.max_seq())
         pub = Publisher(broker.host, broker.port, run=run, n=n, qos=0, devices=devices).start()
         bench.poll_until(poll, n, pub, interval=0.02)
         pub.result()
         rows, done_at = (stream_written(bench, "pgtelemetry", poll.count, 600) if stream else (0, 0.0))
-        cpu1, pg1 = thread_cpu(pid), pg_cpu(pg.data)
+        cpu1, pg1, kids1, busy1 = thread_cpu(pid), pg_cpu(pg.data), children_cpu(pid), machine_busy()
         if stream:
             rows = min(rows, table_rows(pg.dsn, table, run))
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)
-            spy.wait(60)
+        for one in ([spy] if spy is not None else []) + kid_spies:
+            one.send_signal(signal.SIGINT)
+            one.wait(60)
         names = python_thread_names(pid)
     finally:
         bench.stop_daemon()
@@ -105,6 +133,7 @@ def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str,
         if used > 0.01:
             threads[name] = threads.get(name, 0.0) + used
     pg_used = sum(v - pg0.get(p, 0.0) for p, v in pg1.items())
+    kids_used = sum(v - kids0.get(p, 0.0) for p, v in kids1.items())
     us = {k: round(v / done * 1e6, 1) for k, v in per.items()} if done else {}
     return {"run": run, "stream": stream, "committed": count, "rows": rows,
             "msgs_per_s": round(done / (end - start)) if done and end > start else 0,
@@ -112,6 +141,8 @@ def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str,
             "sys_us_per_msg": {k: round(v / done * 1e6, 1) for k, v in per_sys.items()} if done else {},
             "tail_s": round(done_at - poll.samples[-1][0], 3) if stream and poll.samples else None, "daemon_us_per_msg": round(sum(per.values()) / done * 1e6, 1) if done else None,
             "pg_us_per_msg": round(pg_used / done * 1e6, 1) if done and stream else None,
+            "stream_process_us_per_msg": round(kids_used / done * 1e6, 1) if done else None,
+            "machine_us_per_msg": round((busy1 - busy0) / done * 1e6, 1) if done else None,
             "threads_us": {k: round(v / done * 1e6, 1) for k, v in threads.items()} if done else {},
             "load": round(os.getloadavg()[0], 2)}
 

@@ -25,7 +25,8 @@ from runtime.adapters.command.http import AdminApi
 from runtime.adapters.storage.items import Limits
 from runtime.adapters.storage.sqlite import Retention, SqliteStore
 from runtime.adapters.storage.unavailable import UnavailableStore
-from runtime.adapters.streams import DataStreams, StreamsCollector
+from runtime.adapters.streams import StreamsCollector
+from runtime.adapters.streams import for_settings as streams_for_settings
 from runtime.core.errors import ListenerBindError, StorageError
 from runtime.core.lifecycle import InstanceState as S
 from runtime.core.ports import StateChange
@@ -165,7 +166,7 @@ async def _serve(settings: Settings, token: SecretStr, stop: asyncio.Event) -> i
         if cloud is not None:
             metrics.counters.health_sinks.append(cloud.record_device_error)
         datastreams = await stack.enter_async_context(
-            DataStreams(settings.data_dir, max_rows=settings.datastream_queue_max_rows))
+            streams_for_settings(settings))
         metrics.registry.register(StreamsCollector(datastreams))
         devices = DeviceRegistry(store)
         await devices.load()

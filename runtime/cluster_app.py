@@ -36,6 +36,8 @@ from runtime.adapters.queue.rabbitmq import RabbitPublisher
 from runtime.adapters.storage.pg_cluster import PgCluster
 from runtime.adapters.storage.postgres import PostgresStore
 from runtime.adapters.streams import DataStreams, StreamsCollector
+from runtime.adapters.streams import for_settings as streams_for_settings
+from runtime.adapters.streams.process import ProcessQueue
 from runtime.adapters.streams.queue import StreamQueue
 from runtime.core.errors import ListenerBindError
 from runtime.core.lifecycle import InstanceState, Verb
@@ -148,7 +150,7 @@ class StreamsFirst:
     never reached the queue, and the redelivery would be dropped as a duplicate: rows lost. Records keep their
     order (each queue callback releases the oldest waiting record: everything queued before it is committed)."""
 
-    def __init__(self, inner: RecordSink, queue: StreamQueue) -> None:
+    def __init__(self, inner: RecordSink, queue: StreamQueue | ProcessQueue) -> None:
         self._inner = inner
         self._queue = queue
         self._waiting: deque[tuple[MessageRecord, Callable[[], None] | None]] = deque()
@@ -245,7 +247,7 @@ async def serve_cluster(settings: Settings, token: SecretStr, stop: asyncio.Even
             with contextlib.suppress(OSError):  # unusable: DataStreams reports it, streams refuse to start
                 _private_data_dir(settings)
             datastreams = await stack.enter_async_context(
-                DataStreams(settings.data_dir, max_rows=settings.datastream_queue_max_rows))
+                streams_for_settings(settings))
             metrics.registry.register(StreamsCollector(datastreams))
         stack.callback(logsetup.add_sink(lambda level, event, fields: store.record_log(
             time.time(), level, event, {**fields, "member": me})))

@@ -32,6 +32,15 @@ def add_sink(sink: Callable[[str, str, dict[str, Any]], None]) -> Callable[[], N
     return lambda: _sinks.remove(sink) if sink in _sinks else None
 
 
+def to_sinks(level: str, event: str, fields: dict[str, Any]) -> None:
+    """An event logged by another process of ours (the stream process): to this process's sinks."""
+    for sink in tuple(_sinks):
+        try:
+            sink(level, event, fields)
+        except Exception:  # noqa: BLE001 - a broken sink must never break logging
+            pass
+
+
 def _rate_limit(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog's own events: dropped (before the sinks) when over the rate."""
     if event_dict.get("level") in RATE_LIMITED_LEVELS:

@@ -71,6 +71,7 @@ ENV: dict[str, str] = {
     "NUVIOT_DEADLETTER_PAYLOAD_MAX_BYTES": "deadletter_payload_max_bytes",
     "NUVIOT_DEADLETTER_MAX_BYTES": "deadletter_max_bytes",
     "NUVIOT_DATASTREAM_QUEUE_MAX_ROWS": "datastream_queue_max_rows",
+    "NUVIOT_DATASTREAM_PROCESS": "datastream_process",
     # the Cluster edition (CONTRACT §10, docs/cluster.md)
     "NUVIOT_ROLE": "role",
     "NUVIOT_QUEUE_URL": "queue_url",
@@ -133,6 +134,8 @@ class Settings(BaseModel):
     deadletter_payload_max_bytes: int = Field(default=64 * 1024, ge=0)
     deadletter_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     datastream_queue_max_rows: int = Field(default=1_000_000, ge=1)  # per stream (docs/datastreams.md)
+    # the data-stream queue and drainers in a process of their own (docs/datastreams.md "Performance")
+    datastream_process: bool = True
     # the Cluster edition: one program, three roles (docs/cluster.md)
     role: Literal["all", "ingest", "worker"] = "all"
     queue_url: SecretStr | None = None  # amqp://user:pass@host:port/vhost

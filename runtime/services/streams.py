@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
 
@@ -43,6 +43,16 @@ class StreamSink(Protocol):
     async def close(self) -> None: ...
 
 
+class RemoteDrains(Protocol):
+    """A queue whose drainers run elsewhere (the stream process)."""
+
+    async def start_streams(self, streams: list[Any], observer: Callable[[dict[str, Any]], None]) -> None: ...
+
+    async def stop_streams(self, budget: float) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
 class QueuePort(Protocol):
     listeners: list[Callable[[set[str]], None]]
 
@@ -56,6 +66,10 @@ class QueuePort(Protocol):
     def after_commit(self, callback: Callable[[], None]) -> None: ...
 
     async def flush(self) -> None: ...
+
+
+class LocalQueue(QueuePort, Protocol):
+    """A queue this process drains (``StreamQueue``)."""
 
     async def take(self, stream: str, limit: int) -> list[tuple[int, list[dict[str, Any]]]]: ...  # chunks
 
@@ -82,9 +96,15 @@ class StreamService:
     per message); ``start``/``stop`` run with the command plane."""
 
     def __init__(self, specs: Mapping[str, StreamSpec], sinks: Mapping[str, StreamSink], queue: QueuePort, *,
-                 clock: Callable[[], float] = time.time, drain_timeout: float = 5.0) -> None:
+                 clock: Callable[[], float] = time.time, drain_timeout: float = 5.0,
+                 models: list[Any] | None = None) -> None:
         self.specs = dict(specs)
         self._queue = queue
+        # the queue runs the drainers in the stream process (adapters/streams/process.py): they get the
+        # streams' models there and report each write here (``_on_report``)
+        self._remote: RemoteDrains | None = queue if getattr(queue, "remote", False) else None  # type: ignore[assignment]
+        self._models = models or []
+        self.observer: Callable[[StreamState], None] | None = None  # told of each write and failure
         self._clock = clock
         self._drain_timeout = drain_timeout
         self._states = {k: StreamState(specs[k], sinks[k], asyncio.Event(), asyncio.Event()) for k in specs}
@@ -128,6 +148,18 @@ class StreamService:
                 with contextlib.suppress(Exception):
                     await st.sink.close()
             raise
+        if self._remote is not None:
+            try:
+                await self._remote.start_streams([m for m in self._models if m.key in self._states], self._on_report)
+            except BaseException:
+                for st in self._states.values():
+                    with contextlib.suppress(Exception):
+                        await st.sink.close()
+                raise
+            if self._states:
+                log.info("datastreams_started", process=True,
+                         streams=[f"{s.spec.key}:{s.spec.kind.value}" for s in self._states.values()])
+            return
         self._queue.listeners.append(self._listener)
         for st in self._states.values():
             st.wake.set()  # rows left from a previous run go first
@@ -140,6 +172,15 @@ class StreamService:
         """Commit what is queued, give the drainers ``drain_timeout`` (or ``budget``, what the caller has left) to
         deliver it unless their database is failing, then stop; what is left stays in the durable queue."""
         budget = self._drain_timeout if budget is None else max(0.0, min(budget, self._drain_timeout))
+        if self._remote is not None:
+            started = time.monotonic()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._remote.flush(), max(budget, 1.0))
+            await self._remote.stop_streams(max(0.0, budget - (time.monotonic() - started)))
+            for st in self._states.values():
+                with contextlib.suppress(Exception):
+                    await st.sink.close()
+            return
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._queue.flush(), max(budget, 1.0))  # the queue's own commit: always
         waits = []
@@ -163,6 +204,15 @@ class StreamService:
             with contextlib.suppress(Exception):
                 await st.sink.close()
 
+    def _on_report(self, msg: Mapping[str, Any]) -> None:
+        """A write or failure of a drainer in the stream process."""
+        st = self._states.get(msg["key"])
+        if st is None:
+            return
+        st.written += msg["written"]
+        st.failures += msg["failures"]
+        st.last_write_at, st.last_error, st.last_error_at = msg["lastWriteAt"], msg["lastError"], msg["lastErrorAt"]
+
     def _on_commit(self, streams: set[str]) -> None:
         for key in streams:
             st = self._states.get(key)
@@ -175,6 +225,7 @@ class StreamService:
 
     async def _drain(self, st: StreamState) -> None:
         key = st.spec.key
+        queue = cast(LocalQueue, self._queue)  # drainers run where the queue is (``start``)
         attempt = 0
         while True:
             await st.wake.wait()
@@ -183,7 +234,7 @@ class StreamService:
             st.wake.clear()
             st.idle.clear()
             while True:
-                chunks = await self._queue.take(key, BATCH)
+                chunks = await queue.take(key, BATCH)
                 if not chunks:
                     break
                 items = [item for _, rows in chunks for item in rows]
@@ -199,14 +250,18 @@ class StreamService:
                     if changed or attempt % 50 == 0:
                         log.warning("datastream_write_failed", stream=key, error=st.last_error,
                                     queued=self._queue.depth(key), attempt=attempt)
+                    if self.observer is not None:
+                        self.observer(st)
                     await asyncio.sleep(random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2 ** min(attempt, 10))))
                     continue
-                await self._queue.ack(key, chunks[-1][0], len(items))
+                await queue.ack(key, chunks[-1][0], len(items))
                 if attempt:
                     log.info("datastream_write_resumed", stream=key, after_attempts=attempt)
                     attempt = 0
                 st.written += len(items)
                 st.last_write_at = self._clock()
+                if self.observer is not None:
+                    self.observer(st)
             st.idle.set()
 
     # ------------------------------------------------------------------ reading and status

@@ -16,6 +16,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from runtime.adapters.streams.process import ProcessQueue
 from runtime.adapters.streams.queue import StreamQueue
 from runtime.adapters.streams.sqlite import BuiltinDatabase, BuiltinSink
 from runtime.core.solution.model import SolutionDocument
@@ -47,8 +48,15 @@ def build_sinks(specs: Mapping[str, StreamSpec], builtin: BuiltinDatabase) -> di
 
 
 class DataStreams:
-    def __init__(self, data_dir: Path, *, max_rows: int = 200_000) -> None:
-        self.queue = StreamQueue(data_dir / QUEUE_FILE, max_rows=max_rows)
+    """``in_process=False`` (the daemon's default, ``NUVIOT_DATASTREAM_PROCESS``): the queue and the drainers run
+    in the stream process (``process.py``); this process keeps the streams' checks at start, the reads and
+    the status. ``in_process=True``: all here (the stream process itself, and the tests of the parts)."""
+
+    def __init__(self, data_dir: Path, *, max_rows: int = 200_000, in_process: bool = True,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.queue: StreamQueue | ProcessQueue = (
+            StreamQueue(data_dir / QUEUE_FILE, max_rows=max_rows) if in_process
+            else ProcessQueue(data_dir, max_rows=max_rows, env=env))
         self.builtin = BuiltinDatabase(data_dir / BUILTIN_FILE)
         self.current: StreamService | None = None
         self.unavailable: str | None = None
@@ -70,11 +78,18 @@ class DataStreams:
         if self.unavailable is not None and specs:
             raise StreamStartError(next(iter(specs)), f"the data-stream queue cannot be opened: {self.unavailable}")
         self.current = StreamService(specs, build_sinks(specs, self.builtin), self.queue,
-                                     drain_timeout=drain_timeout)
+                                     drain_timeout=drain_timeout, models=list(doc.data_streams))
         return self.current
 
     def status(self) -> list[dict[str, Any]]:
         return self.current.status() if self.current is not None else []
+
+
+def for_settings(settings: Any) -> DataStreams:
+    """The daemon's (and a cluster worker's) data streams, as its settings say."""
+    return DataStreams(settings.data_dir, max_rows=settings.datastream_queue_max_rows,
+                       in_process=not settings.datastream_process,
+                       env={"NUVIOT_LOG_LEVEL": settings.log_level, "NUVIOT_LOG_FORMAT": settings.log_format or ""})
 
 
 class StreamsCollector(Collector):
