@@ -97,7 +97,7 @@ def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str,
                                     "raw", "-o", str(pyspy / f"{run}-{'stream' if stream else 'plain'}.txt")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             kid_spies = [subprocess.Popen(  # the stream process, apart
-                [exe, "record", "--pid", str(kid), "--rate", "200", "--threads", "--format", "raw", "-o",
+                [exe, "record", "--pid", str(kid), "--rate", "1000", "--threads", "--format", "raw", "-o",
                  str(pyspy / f"{run}-{'stream' if stream else 'plain'}-process{kid}.txt")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for kid in children_cpu(pid)]
             time.sleep(1.0)

@@ -44,12 +44,37 @@ CHUNK = 1000  # rows that send a frame at once
 COALESCE = 0.02  # seconds rows gather before a frame (unless a chunk is full or a commit is awaited)
 MAX_FRAME = 256 * 1024 * 1024
 _HEAD = struct.Struct("!IB")  # body length, kind
-JSON, PICKLE = 0, 1
+_META = struct.Struct("!I")
+JSON, PICKLE, ROWS = 0, 1, 2
 
 
 def encode(msg: Any, *, kind: int = JSON) -> bytes:
     body = orjson.dumps(msg) if kind == JSON else pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
     return _HEAD.pack(len(body), kind) + body
+
+
+def rows_frame(frame: int, pending: Mapping[str, list[dict[str, Any]]]) -> bytes:
+    """A ``rows`` frame: each stream's rows as one JSON array (one ``orjson.dumps`` a stream: ~0.1 us a row),
+    which the stream process stores as a queue chunk without decoding it, after a small JSON header naming
+    the streams, their row counts and sizes."""
+    blobs = [orjson.dumps(rows) for rows in pending.values()]
+    meta = orjson.dumps({"t": "rows", "id": frame,
+                         "chunks": [[stream, len(rows), len(blob)]
+                                    for (stream, rows), blob in zip(pending.items(), blobs, strict=True)]})
+    size = _META.size + len(meta) + sum(map(len, blobs))
+    return b"".join((_HEAD.pack(size, ROWS), _META.pack(len(meta)), meta, *blobs))
+
+
+def _read_rows(body: bytes) -> dict[str, Any]:
+    (size,) = _META.unpack_from(body)
+    at = _META.size + size
+    msg: dict[str, Any] = orjson.loads(body[_META.size:at])
+    chunks = []
+    for stream, n, length in msg["chunks"]:
+        chunks.append((stream, n, body[at:at + length]))
+        at += length
+    msg["chunks"] = chunks
+    return msg
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Any:
@@ -62,7 +87,9 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
     if size > MAX_FRAME:
         raise ValueError(f"frame of {size} bytes")
     body = await reader.readexactly(size)
-    return orjson.loads(body) if kind == JSON else pickle.loads(body)
+    if kind == ROWS:
+        return _read_rows(body)
+    return orjson.loads(body) if kind == JSON else pickle.loads(body)  # our own process: trusted
 
 
 @dataclass
@@ -350,8 +377,8 @@ class ProcessQueue:
             frame = _Frame(self._next_id, {s: len(r) for s, r in pending.items()})
             frame.callbacks, self._callbacks = self._callbacks, []
             self._next_id += 1
-            frame.body = encode({"t": "rows", "id": frame.id, "rows": pending})  # one call for them all: ~0.1 us a
-            # row, where encoding each in ``put`` cost ~1.2 (each result its own malloc'd buffer)
+            frame.body = rows_frame(frame.id, pending)  # one encoding call a stream: ~0.1 us a row, where encoding
+            # each row in ``put`` cost ~1.2 (each result a buffer of its own)
             self._unanswered.append(frame)
             if self._ready.is_set() and self._writer is not None:
                 self._unreceived.append(frame)

@@ -47,6 +47,9 @@ class StreamQueue:
         self.max_rows = max_rows
         self._db: aiosqlite.Connection | None = None
         self._pending: dict[str, list[dict[str, Any]]] = {}
+        # chunks that came encoded (the stream process's frames: ``put_chunk``): stored as they are
+        self._pending_chunks: list[tuple[str, int, bytes]] = []
+        self._chunk_rows: Counter[str] = Counter()  # rows in ``_pending_chunks``, per stream
         self._callbacks: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
         self._flushed = asyncio.Event()
@@ -57,8 +60,9 @@ class StreamQueue:
         self._awake = False  # ``_wake`` set by ``put`` and not yet cleared by the flusher
         self.overflow: Counter[str] = Counter()  # rows refused because the stream's queue was full
         self.listeners: list[Callable[[set[str]], None]] = []  # told which streams got rows, after a commit
-        # per stream, the oldest committed chunks (seq, rows), in order, while they are all the stream has in the file
-        self._memory: dict[str, deque[tuple[int, list[dict[str, Any]]]]] = {}
+        # per stream, the oldest committed chunks (seq, rows or their JSON, n), in order, while they are all the
+        # stream has in the file
+        self._memory: dict[str, deque[tuple[int, list[dict[str, Any]] | bytes, int]]] = {}
         self._memory_rows: Counter[str] = Counter()
         self.last_error: str | None = None
         self._flushing = False
@@ -97,18 +101,15 @@ class StreamQueue:
 
     # ------------------------------------------------------------------ writing
     def depth(self, stream: str) -> int:
-        return self._held.get(stream, 0) + len(self._pending.get(stream, ()))
+        return self._held.get(stream, 0) + len(self._pending.get(stream, ())) + self._chunk_rows.get(stream, 0)
 
     def put(self, stream: str, item: dict[str, Any]) -> bool:
         """Queue one operation (``{"op": "add"|"update", ...}``); False (counted) when the stream is full."""
         rows = self._pending.get(stream)
         if rows is None:
             self._pending[stream] = rows = []
-        if self._held.get(stream, 0) + len(rows) >= self.max_rows:
-            self.overflow[stream] += 1
-            if self.overflow[stream] in (1, 10, 100, 1000) or self.overflow[stream] % 10_000 == 0:
-                log.warning("datastream_queue_full", stream=stream, max_rows=self.max_rows,
-                            refused=self.overflow[stream])
+        if self._held.get(stream, 0) + len(rows) + self._chunk_rows.get(stream, 0) >= self.max_rows:
+            self._refuse(stream, 1)
             return False
         rows.append(item)  # the caller hands it over: never changed afterwards
         if not self._awake:
@@ -116,10 +117,38 @@ class StreamQueue:
             self._wake.set()
         return True
 
+    def _refuse(self, stream: str, count: int) -> None:
+        before = self.overflow[stream]
+        self.overflow[stream] += count
+        if any(before < mark <= self.overflow[stream] for mark in (1, 10, 100, 1000)) or (
+                before // 10_000 != self.overflow[stream] // 10_000):
+            log.warning("datastream_queue_full", stream=stream, max_rows=self.max_rows, refused=self.overflow[stream])
+
+    def put_chunk(self, stream: str, n: int, body: bytes) -> int:
+        """Queue ``n`` add/update operations already encoded as one JSON array, stored as it is (no decoding
+        here). When they do not all fit, the first ones that do are queued and the rest refused (counted, as
+        ``put`` counts): the number refused. (A queue takes chunks or ``put`` rows, not both: the flusher commits
+        the chunks first.)"""
+        room = self.max_rows - self.depth(stream)
+        if n > room:
+            kept = orjson.loads(body)[:max(room, 0)]
+            self._refuse(stream, n - len(kept))
+            if not kept:
+                return n
+            body, refused, n = orjson.dumps(kept), n - len(kept), len(kept)
+        else:
+            refused = 0
+        self._pending_chunks.append((stream, n, body))
+        self._chunk_rows[stream] += n
+        if not self._awake:
+            self._awake = True
+            self._wake.set()
+        return refused
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once what is queued now is committed to the file (rows the flusher is committing
         at this moment included: the callback then waits for its next pass)."""
-        if not self._pending and not self._flight:
+        if not self._pending and not self._pending_chunks and not self._flight:
             callback()
             return
         self._callbacks.append(callback)
@@ -127,7 +156,7 @@ class StreamQueue:
 
     async def flush(self) -> None:
         """Wait until what is queued now is committed."""
-        while self._pending or self._callbacks or self._flight:
+        while self._pending or self._pending_chunks or self._callbacks or self._flight:
             self._flushed.clear()
             self._flushing = True
             self._wake.set()
@@ -140,19 +169,29 @@ class StreamQueue:
         assert self._db is not None
         while True:
             await self._wake.wait()
-            if sum(map(len, self._pending.values())) < CHUNK and not self._flushing:
+            if (sum(map(len, self._pending.values())) < CHUNK and not self._pending_chunks
+                    and not self._flushing):
                 await asyncio.sleep(COALESCE)  # let rows gather: one transaction for many messages
             self._wake.clear()
             self._awake = False
             pending, self._pending = self._pending, {}
+            encoded, self._pending_chunks = self._pending_chunks, []
+            self._chunk_rows = Counter()
             callbacks, self._callbacks = self._callbacks, []
-            self._flight = {stream: len(rows) for stream, rows in pending.items()}
+            flight: Counter[str] = Counter({stream: len(rows) for stream, rows in pending.items()})
+            for stream, n, _ in encoded:
+                flight[stream] += n
+            self._flight = dict(flight)
             for stream, n in self._flight.items():
                 self._held[stream] = self._held.get(stream, 0) + n
-            if pending:
-                chunks = [(stream, rows[i:i + CHUNK]) for stream, rows in pending.items()
-                          for i in range(0, len(rows), CHUNK)]
-                batch = [(stream, len(rows), orjson.dumps(rows)) for stream, rows in chunks]
+            if pending or encoded:
+                # the stream process's chunks first: they were queued before anything ``put`` here since
+                chunks: list[tuple[str, list[dict[str, Any]] | bytes, int]] = [
+                    (stream, body, n) for stream, n, body in encoded]
+                chunks += [(stream, rows[i:i + CHUNK], len(rows[i:i + CHUNK])) for stream, rows in pending.items()
+                           for i in range(0, len(rows), CHUNK)]
+                batch = [(stream, n, rows if isinstance(rows, bytes) else orjson.dumps(rows))
+                         for stream, rows, n in chunks]
                 while True:
                     try:  # each chunk's seq, for the memory copy
                         if len(batch) == 1:  # the usual flush: one statement, a transaction of its own
@@ -168,12 +207,12 @@ class StreamQueue:
                         with contextlib.suppress(Exception):
                             await self._db.execute("ROLLBACK")
                         await asyncio.sleep(0.5)
-                for (stream, rows), seq in zip(chunks, seqs, strict=True):
-                    self._remember(stream, seq, rows)
-                    self.committed[stream] += len(rows)
+                for (stream, rows, n), seq in zip(chunks, seqs, strict=True):
+                    self._remember(stream, seq, rows, n)
+                    self.committed[stream] += n
                 self._flight = {}
                 for listener in self.listeners:
-                    listener(set(pending))
+                    listener(set(flight))
             for cb in callbacks:
                 try:
                     cb()
@@ -181,31 +220,36 @@ class StreamQueue:
                     log.error("datastream_queue_callback_failed", error=repr(exc))
             self._flushed.set()
 
-    def _remember(self, stream: str, seq: int | None, rows: list[dict[str, Any]]) -> None:
-        """Keep a chunk just committed in memory if every row of the stream in the file is there already
-        (so the memory holds the oldest chunks, in order) and there is room."""
+    def _remember(self, stream: str, seq: int | None, rows: list[dict[str, Any]] | bytes, n: int) -> None:
+        """Keep a chunk just committed in memory (as it came: rows, or their JSON, decoded by ``take``) if every
+        row of the stream in the file is there already (so the memory holds the oldest chunks, in order) and
+        there is room."""
         held = self._memory_rows[stream]
-        if seq is None or held != self.committed[stream] or held + len(rows) > MEMORY_ROWS:
+        if seq is None or held != self.committed[stream] or held + n > MEMORY_ROWS:
             return
         chunks = self._memory.get(stream)
         if chunks is None:
             self._memory[stream] = chunks = deque()
-        chunks.append((seq, rows))
-        self._memory_rows[stream] = held + len(rows)
+        chunks.append((seq, rows, n))
+        self._memory_rows[stream] = held + n
 
     # ------------------------------------------------------------------ draining
     async def take(self, stream: str, limit: int) -> list[tuple[int, list[dict[str, Any]]]]:
         """The oldest chunks of ``stream``, in order, about ``limit`` rows (at least one chunk)."""
+        return [(seq, orjson.loads(rows) if isinstance(rows, bytes) else rows)
+                for seq, rows, _ in await self._oldest(stream, limit)]
+
+    async def _oldest(self, stream: str, limit: int) -> list[tuple[int, list[dict[str, Any]] | bytes, int]]:
         assert self._db is not None
-        out: list[tuple[int, list[dict[str, Any]]]] = []
+        out: list[tuple[int, list[dict[str, Any]] | bytes, int]] = []
         total = 0
         held = self._memory.get(stream)
         if held:  # the oldest chunks, still in memory
-            for seq, rows in held:
-                if out and total + len(rows) > limit:
+            for seq, rows, n in held:
+                if out and total + n > limit:
                     break
-                out.append((seq, rows))
-                total += len(rows)
+                out.append((seq, rows, n))
+                total += n
             return out
         if not self.committed[stream]:  # nothing in the file either: no need to look
             return out
@@ -215,7 +259,7 @@ class StreamQueue:
             for seq, n, body in await cur.fetchall():
                 if out and total + n > limit:
                     break
-                out.append((seq, orjson.loads(body)))
+                out.append((seq, body, n))
                 total += n
         return out
 
@@ -227,4 +271,4 @@ class StreamQueue:
         self._held[stream] -= count
         held = self._memory.get(stream)
         while held and held[0][0] <= last_seq:
-            self._memory_rows[stream] -= len(held.popleft()[1])
+            self._memory_rows[stream] -= held.popleft()[2]

@@ -1,7 +1,7 @@
 """The stream process (``python -m runtime.adapters.streams.worker FD DATA_DIR MAX_ROWS``): the durable queue
 and the drainers, fed by the daemon's ``ProcessQueue`` over the socket ``FD`` (docs/datastreams.md).
 
-It reads frames in order: ``hello`` (the streams to run, after a restart), ``rows`` (put in the queue; answered
+It reads frames in order: ``hello`` (the streams to run, after a restart), ``rows`` (each stream's rows one JSON array, stored in the queue as it came; answered
 ``committed`` once the queue file holds them), ``start`` / ``stop`` (the solution's streams; answered
 ``reply``) and ``exit``. Each write and each failure of a drainer is reported (``state``: rows written since
 the last report, the last write and error); warnings and errors are sent to the daemon's log sinks (``log``).
@@ -82,10 +82,8 @@ class Worker:
             )
 
     def rows(self, msg: dict[str, Any]) -> None:
-        put = self._queue.put
-        for stream, items in msg["rows"].items():
-            for item in items:
-                put(stream, item)  # a refusal is counted by the queue (and reported with ``o``)
+        for stream, n, body in msg["chunks"]:
+            self._queue.put_chunk(stream, n, body)  # stored as it came; a refusal is counted (reported with ``o``)
         self.received = frame = msg["id"]
         self._queue.after_commit(lambda: self.send({"t": "committed", "id": frame}))
 
