@@ -211,7 +211,9 @@ class StreamService:
             return
         st.written += msg["written"]
         st.failures += msg["failures"]
-        st.last_write_at, st.last_error, st.last_error_at = msg["lastWriteAt"], msg["lastError"], msg["lastErrorAt"]
+        if msg["lastWriteAt"] is not None:  # a new stream process has written nothing yet: the last write stays
+            st.last_write_at = msg["lastWriteAt"]
+        st.last_error, st.last_error_at = msg["lastError"], msg["lastErrorAt"]
 
     def _on_commit(self, streams: set[str]) -> None:
         for key in streams:

@@ -26,6 +26,7 @@ import pickle
 import socket
 import struct
 import sys
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -223,6 +224,7 @@ class ProcessQueue:
                         restarts=self.restarts,
                         frames_sent_again=len(self._unanswered),
                     )
+                    self._tell_streams(None)
                 backoff.reset()
                 while (msg := await read_frame(reader)) is not None:
                     self._on_message(msg)
@@ -241,11 +243,22 @@ class ProcessQueue:
             self.restarts += 1
             self.last_error = f"the data-stream process ended (exit code {code}); starting it again"
             log.error("datastream_process_ended", exit_code=code, unanswered=len(self._unanswered))
+            self._tell_streams(self.last_error)
             for fut in self._requests.values():
                 if not fut.done():
                     fut.set_exception(RuntimeError(self.last_error))
             self._requests.clear()
             await asyncio.sleep(backoff.next_delay())
+
+    def _tell_streams(self, error: str | None) -> None:
+        """The stream process ended (``error``) or a new one is up (None): each running stream's status says so
+        (``failing``, with the reason, until a new one runs; then its drainers report their own writes and errors)."""
+        if self._observer is None or not self._streams:
+            return
+        at = time.time() if error is not None else None
+        for ds in self._streams:
+            self._observer({"t": "state", "key": ds.key, "written": 0, "failures": 0, "lastWriteAt": None,
+                            "lastError": error, "lastErrorAt": at})
 
     async def _reap(self) -> int | None:
         proc = self._proc
