@@ -89,6 +89,9 @@ class Worker:
 
     async def start(self, streams: list[Any]) -> None:
         await self.stop(0.0)
+        if self._streams.unavailable is not None and streams:  # as ``DataStreams.service_for`` in process
+            reason = f"the data-stream queue cannot be opened: {self._streams.unavailable}"
+            raise StreamStartError(streams[0].key, reason)
         specs = {ds.key: spec_of(ds) for ds in streams}
         service = StreamService(specs, build_sinks(specs, self._streams.builtin), self._queue)
         service.observer = self.on_state
