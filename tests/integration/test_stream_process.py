@@ -242,6 +242,20 @@ async def test_a_table_that_cannot_hold_the_stream_fails_the_start_naming_stream
             await until(lambda: status(good, "hist")["written"] == 10)
 
 
+async def test_a_queue_file_that_cannot_be_opened_fails_the_start_as_in_process(tmp_path: Path) -> None:
+    """The stream process cannot open ``datastreams-queue.db``: the streams do not start (FailedToStart naming
+    the file, as in process), rather than taking rows whose acks would never come."""
+    data = tmp_path / "data"
+    (data / QUEUE_FILE).mkdir(parents=True)  # where the file should be
+    async with process_streams(data) as ds:
+        service = ds.service_for(doc_with({"key": "hist", "name": "History", "fields": FIELDS}))
+        with pytest.raises(StreamStartError) as info:
+            await service.start()
+        assert str(info.value) == (f"data stream hist cannot start: the data-stream queue cannot be opened: "
+                                   f"{data / QUEUE_FILE}: unable to open database file")
+        await service.stop()
+
+
 async def test_overflow_is_refused_counted_and_logged(tmp_path: Path) -> None:
     with structlog.testing.capture_logs() as logs:  # refused here, before the rows leave for the stream process
         async with process_streams(tmp_path / "data", max_rows=5) as ds, running(
