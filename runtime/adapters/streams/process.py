@@ -128,6 +128,7 @@ class ProcessQueue:
         self._depth: dict[str, int] = {}  # the process's depth, per stream, as it last said
         self._overflow: Counter[str] = Counter()  # refused here
         self._child_overflow: dict[str, int] = {}  # refused there
+        self._ended_overflow: Counter[str] = Counter()  # refused by stream processes that have ended
         self._next_id = 1
         self._wake = asyncio.Event()
         self._awake = False
@@ -141,8 +142,7 @@ class ProcessQueue:
         self._tasks: list[asyncio.Task[None]] = []
         self._proc: asyncio.subprocess.Process | None = None
         self._closing = False
-        self.last_error: str | None = None
-        self.restarts = 0
+        self.restarts = 0  # stream processes started again after one ended
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> ProcessQueue:
@@ -203,12 +203,19 @@ class ProcessQueue:
         backoff = Backoff(base=0.2, cap=5.0)
         while True:
             reader = None
+            reason = None
             try:
                 reader, self._writer = await self._spawn()
                 self._writer.write(encode({"t": "hello", "streams": self._streams}, kind=PICKLE))
                 hello = await read_frame(reader)
                 if hello is None or hello.get("t") != "hello":
                     raise RuntimeError(f"the stream process did not start: {hello!r}")
+                if hello.get("error") and self._streams:  # running streams, and a queue file it cannot open:
+                    # nothing can be made durable there; the rows and their acks wait here for the next one
+                    raise RuntimeError(f"the data-stream queue cannot be opened: {hello['error']}")
+                # what an earlier process refused stays counted (a new one counts from zero)
+                self._ended_overflow.update(self._child_overflow)
+                self._child_overflow = {}
                 self._apply(hello)
                 self._unreceived = deque(self._unanswered)
                 self._extra = Counter()
@@ -231,8 +238,8 @@ class ProcessQueue:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: a new process after the back-off
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("datastream_process_failed", error=self.last_error)
+                reason = f"{type(exc).__name__}: {exc}"
+                log.error("datastream_process_failed", error=reason)
             self._ready.clear()
             if self._writer is not None:
                 self._writer.close()
@@ -241,12 +248,13 @@ class ProcessQueue:
             if self._closing:
                 return
             self.restarts += 1
-            self.last_error = f"the data-stream process ended (exit code {code}); starting it again"
-            log.error("datastream_process_ended", exit_code=code, unanswered=len(self._unanswered))
-            self._tell_streams(self.last_error)
+            error = (f"the data-stream process ended (exit code {code}"
+                     f"{'; ' + reason if reason else ''}); starting it again")
+            log.error("datastream_process_ended", exit_code=code, unanswered=len(self._unanswered), reason=reason)
+            self._tell_streams(error)
             for fut in self._requests.values():
                 if not fut.done():
-                    fut.set_exception(RuntimeError(self.last_error))
+                    fut.set_exception(RuntimeError(error))
             self._requests.clear()
             await asyncio.sleep(backoff.next_delay())
 
@@ -311,7 +319,7 @@ class ProcessQueue:
     # ------------------------------------------------------------------ rows in
     @property
     def overflow(self) -> Mapping[str, int]:
-        out = Counter(self._overflow)
+        out = self._overflow + self._ended_overflow
         out.update(self._child_overflow)
         return out
 
