@@ -120,11 +120,11 @@ class ProcessQueue:
         self._python = python
         self.listeners: list[Callable[[set[str]], None]] = []  # the drainers are the process's: never told
         self._pending: dict[str, list[dict[str, Any]]] = {}
-        self._pending_n = 0
         self._callbacks: list[Callable[[], None]] = []
         self._unanswered: deque[_Frame] = deque()  # sent (or to send again), commit not answered yet
         self._unreceived: deque[_Frame] = deque()  # not yet in the process's own depth
-        self._extra: Counter[str] = Counter()  # rows here or on the way, per stream (``put``'s bound)
+        self._transit: Counter[str] = Counter()  # rows in frames the process has not put in its queue yet
+        self._room: dict[str, int] = {}  # per stream: max_rows - the process's depth - rows in transit
         self._depth: dict[str, int] = {}  # the process's depth, per stream, as it last said
         self._overflow: Counter[str] = Counter()  # refused here
         self._child_overflow: dict[str, int] = {}  # refused there
@@ -216,14 +216,12 @@ class ProcessQueue:
                 # what an earlier process refused stays counted (a new one counts from zero)
                 self._ended_overflow.update(self._child_overflow)
                 self._child_overflow = {}
-                self._apply(hello)
-                self._unreceived = deque(self._unanswered)
-                self._extra = Counter()
+                self._unreceived = deque(self._unanswered)  # every frame not answered goes again, in order
+                self._transit = Counter()
                 for frame in self._unanswered:
-                    self._extra.update(frame.counts)
+                    self._transit.update(frame.counts)
                     self._writer.write(frame.body)
-                for stream, rows in self._pending.items():
-                    self._extra[stream] += len(rows)
+                self._apply(hello)
                 self._ready.set()
                 if self.restarts:
                     log.warning(
@@ -286,11 +284,13 @@ class ProcessQueue:
         (``d``, which includes that frame) and what it refused (``o``)."""
         received = msg.get("r", 0)
         while self._unreceived and self._unreceived[0].id <= received:
-            self._extra.subtract(self._unreceived.popleft().counts)
+            self._transit.subtract(self._unreceived.popleft().counts)
         if "d" in msg:
             self._depth = msg["d"]
         if "o" in msg:
             self._child_overflow = msg["o"]
+        self._room = {stream: self.max_rows - self._depth.get(stream, 0) - self._transit[stream]
+                      for stream in {*self._depth, *self._transit, *self._room}}
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         self._apply(msg)
@@ -324,27 +324,21 @@ class ProcessQueue:
         return out
 
     def depth(self, stream: str) -> int:
-        return self._depth.get(stream, 0) + self._extra.get(stream, 0)
+        return self._depth.get(stream, 0) + self._transit[stream] + len(self._pending.get(stream, ()))
 
     def put(self, stream: str, item: dict[str, Any]) -> bool:
-        """Queue one operation (``{"op": "add"|"update", ...}``); False (counted) when the stream is full."""
-        n = self._extra.get(stream, 0)
-        if self._depth.get(stream, 0) + n >= self.max_rows:
-            self._overflow[stream] += 1
-            if self._overflow[stream] in (1, 10, 100, 1000) or self._overflow[stream] % 10_000 == 0:
-                log.warning(
-                    "datastream_queue_full",
-                    stream=stream,
-                    max_rows=self.max_rows,
-                    refused=self._overflow[stream],
-                )
-            return False
-        self._extra[stream] = n + 1
+        """Queue one operation (``{"op": "add"|"update", ...}``); False (counted) when the stream is full. Per
+        message: two lookups and an append (the bound is kept as each stream's room, worked out per answer)."""
         rows = self._pending.get(stream)
         if rows is None:
             self._pending[stream] = rows = []
+        if len(rows) >= self._room.get(stream, self.max_rows):
+            self._overflow[stream] += 1
+            if self._overflow[stream] in (1, 10, 100, 1000) or self._overflow[stream] % 10_000 == 0:
+                log.warning("datastream_queue_full", stream=stream, max_rows=self.max_rows,
+                            refused=self._overflow[stream])
+            return False
         rows.append(item)  # the caller hands it over: never changed afterwards
-        self._pending_n += 1
         if not self._awake:
             self._awake = True
             self._wake.set()
@@ -377,10 +371,8 @@ class ProcessQueue:
     async def _sender(self) -> None:
         while True:
             await self._wake.wait()
-            if self._pending_n < CHUNK and not self._flushing:
-                await asyncio.sleep(
-                    COALESCE
-                )  # let rows gather: one frame (one commit there) for many messages
+            if sum(map(len, self._pending.values())) < CHUNK and not self._flushing:
+                await asyncio.sleep(COALESCE)  # let rows gather: one frame (one commit there) for many messages
             self._wake.clear()
             self._awake = False
             if not self._pending:
@@ -394,15 +386,17 @@ class ProcessQueue:
                 self._answered.set()
                 continue
             pending, self._pending = self._pending, {}
-            self._pending_n = 0
             frame = _Frame(self._next_id, {s: len(r) for s, r in pending.items()})
+            self._transit.update(frame.counts)  # on the way from here on (sent now, or again to a new process)
+            for stream, n in frame.counts.items():
+                self._room[stream] = self._room.get(stream, self.max_rows) - n
             frame.callbacks, self._callbacks = self._callbacks, []
             self._next_id += 1
             frame.body = rows_frame(frame.id, pending)  # one encoding call a stream: ~0.1 us a row, where encoding
             # each row in ``put`` cost ~1.2 (each result a buffer of its own)
             self._unanswered.append(frame)
+            self._unreceived.append(frame)
             if self._ready.is_set() and self._writer is not None:
-                self._unreceived.append(frame)
                 self._writer.write(frame.body)
                 with contextlib.suppress(ConnectionError):
                     await self._writer.drain()  # back-pressure when the process falls behind
