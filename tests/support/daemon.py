@@ -42,8 +42,11 @@ def request_json(method: str, url: str, body: Any = None, token: str | None = No
 
 class Daemon:
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None,
-                 admin_port: int | None = None) -> None:
+                 admin_port: int | None = None, new_session: bool = False) -> None:
+        """``new_session``: the daemon leads a process group of its own (its pid is the group's id), which a
+        test can signal as a terminal's Ctrl-C does (``os.killpg(pid, SIGINT)``) without signalling itself."""
         self.data_dir = data_dir
+        self.new_session = new_session
         self.admin_port = admin_port or free_port()
         self.token = "test-token-" + os.urandom(6).hex()
         self.args = list(args)
@@ -65,7 +68,8 @@ class Daemon:
     def start(self) -> None:
         cmd = [sys.executable, "-m", "runtime", "run", "--data-dir", str(self.data_dir),
                "--admin-host", "127.0.0.1", "--admin-port", str(self.admin_port), *self.args]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     start_new_session=self.new_session)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
