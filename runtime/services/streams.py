@@ -176,10 +176,9 @@ class StreamService:
             started = time.monotonic()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._remote.flush(), max(budget, 1.0))
-            await self._remote.stop_streams(max(0.0, budget - (time.monotonic() - started)))
-            for st in self._states.values():
-                with contextlib.suppress(Exception):
-                    await st.sink.close()
+            # this process's sinks (the start's checks, the reads) close while the stream process stops its own
+            await asyncio.gather(self._remote.stop_streams(max(0.0, budget - (time.monotonic() - started))),
+                                 self._close_sinks())
             return
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._queue.flush(), max(budget, 1.0))  # the queue's own commit: always
@@ -201,8 +200,17 @@ class StreamService:
         await asyncio.gather(*tasks, return_exceptions=True)
         for st in self._states.values():
             st.task = None
+        await self._close_sinks()
+
+    async def _close_sinks(self) -> None:
+        """All at once: a database that does not answer holds its sink's close up to its timeout (PostgreSQL: 2 s),
+        once for all the streams rather than once a stream (the stop must end within CONTRACT §3's 10 s)."""
+
+        async def close(sink: StreamSink) -> None:
             with contextlib.suppress(Exception):
-                await st.sink.close()
+                await sink.close()
+
+        await asyncio.gather(*(close(st.sink) for st in self._states.values()))
 
     def _on_report(self, msg: Mapping[str, Any]) -> None:
         """A write or failure of a drainer in the stream process."""
