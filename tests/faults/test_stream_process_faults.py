@@ -10,6 +10,8 @@ own (persistent session, as tests/faults/test_kill9.py).
   row, the queue file is empty.
 - SIGINT to the daemon's whole process group (a terminal's Ctrl-C): the stream process ignores it and is stopped
   by the daemon after its drain; exit 0, no row lost.
+- SIGTERM while the streams' PostgreSQL hangs (SIGSTOP; two streams): exit 0 within CONTRACT §3's 10 s, what
+  was not written stays in the queue file and reaches the tables from the next daemon.
 - In process (``DataStreams(in_process=False)``): a stream process that cannot open the queue file after a crash
   leaves the streams failing with the reason and the acks waiting, and the next one that can recovers both.
 
@@ -19,6 +21,7 @@ Rows are counted by the payload's unique ``seq`` (a column of the stream's table
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import signal
 import sqlite3
@@ -31,6 +34,7 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
+import yaml
 
 from bench.streams import streams_solution
 from runtime.adapters.streams import QUEUE_FILE
@@ -119,6 +123,33 @@ def queued_seqs(data: Path, stream: str = STREAM) -> Counter[str]:
     with sqlite3.connect(data / QUEUE_FILE, timeout=10) as db:
         bodies = db.execute("SELECT body FROM chunks WHERE stream = ?", (stream,)).fetchall()
     return Counter(item["row"]["seq"] for (body,) in bodies for item in orjson.loads(body))
+
+
+def with_second_stream(solution: Path, key: str, table: str) -> Path:
+    """``solution`` plus a second PostgreSQL stream ``key`` (table ``table``, same server) fed the same fields."""
+    tree = yaml.safe_load(solution.read_text())
+    second = copy.deepcopy(tree["dataStreams"][0])
+    second["key"], second["name"], second["dbTableName"] = key, key, table
+    tree["dataStreams"].append(second)
+    route = tree["solution"]["deviceConfigurations"][0]["routes"][0]
+    translate = next(step for step in route["steps"] if step["id"] == "translate")
+    translate["secondary"].append({**translate["secondary"][0], "to": f"ds{key}"})
+    route["steps"].append({"id": f"ds{key}", "type": "datastream", "module": key})
+    solution.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return solution
+
+
+def postgres_processes(pg: Postgres) -> list[int]:
+    """The server's postmaster and its children (the backends the streams are connected to)."""
+    master = int((pg.data / "postmaster.pid").read_text().split()[0])
+    found = [master]
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == master:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def daemon_events(d: Daemon, *names: str) -> list[dict[str, Any]]:
@@ -253,6 +284,59 @@ def test_sigint_to_the_process_group_is_ignored_by_the_stream_process_and_no_row
     every_recorded_row(data, records, rows)
     print(f"\nSIGINT to the group with {queued} rows queued: {len(records)} messages recorded, "
           f"{sum(rows.values())} rows")
+
+
+def test_sigterm_while_the_database_hangs_exits_in_time_and_keeps_the_rows(
+    own_mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The streams' PostgreSQL stops answering (SIGSTOP: connections stay open, nothing comes back) while rows
+    flow; SIGTERM: the daemon gives the drainers the drain timeout, closes every stream's connection at once (a
+    close waits up to 2 s for the server; once a stream, in the stream process and then again in the daemon, two
+    streams took 13 s) and exits 0 within 10 s; the rows not written are in the queue file and the next daemon,
+    the server answering again, writes them."""
+    data, run = tmp_path / "data", "hg"
+    with Postgres(tmp_path / "pg") as pg:  # its own: it is frozen
+        solution = streams_solution(tmp_path / "solution.yaml", postgres=(pg.host, pg.port), table="one")
+        with_second_stream(solution, "pgtwo", "two")
+        first = stream_daemon(data, solution, own_mosquitto)
+        frozen: list[int] = []
+        try:
+            with first:
+                ready(first)
+                child = the_stream_process(first)
+                pub = PublisherThread(own_mosquitto, run=run, n=N, qos=1, rate=RATE)
+                pub.start()
+                wait_until(lambda: streams(first)[STREAM]["written"] >= 600, 30, "rows written", every=0.05)
+                frozen = postgres_processes(pg)
+                for pid in frozen:
+                    os.kill(pid, signal.SIGSTOP)
+                wait_until(lambda: all(s["depth"] > 300 for s in streams(first).values()), 30, "rows queued",
+                           every=0.05)
+                stopping = time.monotonic()
+                assert first.terminate(timeout=10) == 0  # CONTRACT §3: exit 0 within 10 s
+                took = time.monotonic() - stopping
+                assert not alive(child)
+                pub.join(30)
+                assert pub.error is None, pub.error
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+        left = {key: sum(queued_seqs(data, key).values()) for key in (STREAM, "pgtwo")}
+        assert all(left.values()), left
+        records = recorded(data / "runtime.db", run)
+
+        second = stream_daemon(data, solution, own_mosquitto)
+        with second:
+            second.wait_state("Running", timeout=30)
+            wait_until(lambda: all(s["depth"] == 0 for s in streams(second).values()), 30, "the queue drained",
+                       every=0.25)
+            assert second.terminate() == 0
+        for table in ("one", "two"):
+            rows = table_seqs(pg, table)
+            missing = set(records) - set(rows)
+            assert not missing, f"{table}: {len(missing)} recorded messages without their row"
+        print(f"\nSIGTERM with PostgreSQL frozen: exit 0 after {took:.1f}s; {left} rows left in the queue file, "
+              f"all written by the next daemon")
 
 
 @pytest.mark.integration
