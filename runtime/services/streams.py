@@ -48,7 +48,7 @@ class RemoteDrains(Protocol):
 
     async def start_streams(self, streams: list[Any], observer: Callable[[dict[str, Any]], None]) -> None: ...
 
-    async def stop_streams(self, budget: float) -> None: ...
+    async def stop_streams(self, budget: float, *, wait: bool = True) -> None: ...
 
     async def flush(self) -> None: ...
 
@@ -174,10 +174,14 @@ class StreamService:
         budget = self._drain_timeout if budget is None else max(0.0, min(budget, self._drain_timeout))
         if self._remote is not None:
             started = time.monotonic()
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(self._remote.flush(), max(budget, 1.0))
+                answering = True
+            except Exception:  # noqa: BLE001 - not committed in time: the stream process is stuck (or gone)
+                answering = False
             # this process's sinks (the start's checks, the reads) close while the stream process stops its own
-            await asyncio.gather(self._remote.stop_streams(max(0.0, budget - (time.monotonic() - started))),
+            await asyncio.gather(self._remote.stop_streams(max(0.0, budget - (time.monotonic() - started)),
+                                                           wait=answering),
                                  self._close_sinks())
             return
         with contextlib.suppress(Exception):

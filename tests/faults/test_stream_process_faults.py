@@ -12,6 +12,8 @@ own (persistent session, as tests/faults/test_kill9.py).
   by the daemon after its drain; exit 0, no row lost.
 - SIGTERM while the streams' PostgreSQL hangs (SIGSTOP; two streams): exit 0 within CONTRACT §3's 10 s, what
   was not written stays in the queue file and reaches the tables from the next daemon.
+- SIGTERM while the stream process itself hangs (SIGSTOP): exit 0 within 10 s (it is killed); the messages whose
+  rows it had not committed were not acknowledged, and the next daemon writes them.
 - In process (``DataStreams(in_process=False)``): a stream process that cannot open the queue file after a crash
   leaves the streams failing with the reason and the acks waiting, and the next one that can recovers both.
 
@@ -337,6 +339,46 @@ def test_sigterm_while_the_database_hangs_exits_in_time_and_keeps_the_rows(
             assert not missing, f"{table}: {len(missing)} recorded messages without their row"
         print(f"\nSIGTERM with PostgreSQL frozen: exit 0 after {took:.1f}s; {left} rows left in the queue file, "
               f"all written by the next daemon")
+
+
+def test_sigterm_while_the_stream_process_hangs_exits_in_time(
+    own_mosquitto: Mosquitto, postgres: Postgres, tmp_path: Path
+) -> None:
+    """The stream process stops answering (SIGSTOP) while rows flow; SIGTERM: the daemon waits for its commit no
+    longer than the drain timeout, does not wait for its drainers then, kills it when it does not end and exits 0
+    within CONTRACT §3's 10 s (each wait in turn took 37 s). The QoS 1 messages whose rows it had not committed
+    were never acknowledged: the broker keeps them, and the next daemon writes their rows."""
+    data, table, run = tmp_path / "data", f"hp_{uuid.uuid4().hex[:10]}", "hp"
+    solution = streams_solution(tmp_path / "solution.yaml", postgres=(postgres.host, postgres.port), table=table)
+    first = stream_daemon(data, solution, own_mosquitto)
+    with first:
+        ready(first)
+        child = the_stream_process(first)
+        pub = PublisherThread(own_mosquitto, run=run, n=N, qos=1, rate=RATE)
+        pub.start()
+        wait_until(lambda: streams(first)[STREAM]["written"] >= 600, 30, "rows written", every=0.05)
+        os.kill(child, signal.SIGSTOP)
+        try:
+            wait_until(lambda: streams(first)[STREAM]["depth"] > 300, 30, "rows waiting for it", every=0.05)
+            stopping = time.monotonic()
+            assert first.terminate(timeout=10) == 0  # CONTRACT §3: exit 0 within 10 s
+            took = time.monotonic() - stopping
+        finally:
+            if alive(child):
+                os.kill(child, signal.SIGCONT)
+        wait_until(lambda: not alive(child), 5, "the stuck stream process ended", every=0.05)
+        assert daemon_events(first, "datastream_process_killed")
+        pub.join(30)
+        assert pub.error is None, pub.error
+
+    second = stream_daemon(data, solution, own_mosquitto)  # same data dir, same MQTT session
+    with second:
+        second.wait_state("Running", timeout=30)
+        wait_until(lambda: len(table_seqs(postgres, table)) >= N and streams(second)[STREAM]["depth"] == 0, 60,
+                   "every row in the table after the restart", every=0.25)
+        assert second.terminate() == 0
+    assert set(table_seqs(postgres, table)) == {f"{run}-{i}" for i in range(N)}
+    print(f"\nSIGTERM with the stream process stopped: exit 0 after {took:.1f}s; every row there after the restart")
 
 
 @pytest.mark.integration

@@ -44,6 +44,8 @@ log = structlog.get_logger(__name__)
 CHUNK = 1000  # rows that send a frame at once
 COALESCE = 0.02  # seconds rows gather before a frame (unless a chunk is full or a commit is awaited)
 MAX_FRAME = 256 * 1024 * 1024
+SINK_CLOSE = 3.0  # seconds the stream process's sinks get to close after their drain (PostgreSQL's close: 2 s)
+CLOSE_WAIT = 3.0  # seconds the process gets to commit and end at ``close`` before it is killed
 _HEAD = struct.Struct("!IB")  # body length, kind
 _META = struct.Struct("!I")
 JSON, PICKLE, ROWS = 0, 1, 2
@@ -143,6 +145,7 @@ class ProcessQueue:
         self._proc: asyncio.subprocess.Process | None = None
         self._closing = False
         self.restarts = 0  # stream processes started again after one ended
+        self._stuck = False  # it did not commit in time at the streams' stop: ``close`` kills it at once
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> ProcessQueue:
@@ -153,19 +156,28 @@ class ProcessQueue:
         return self
 
     async def close(self) -> None:
+        """Commit what is queued (the streams' stop did, unless the process stopped answering), end the process;
+        one that does not end within ``CLOSE_WAIT`` is killed: the daemon's stop must fit its budget. Frames it
+        had not answered are then lost with this process (their acks never ran: a broker sends them again)."""
         self._closing = True
         if self._tasks:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.flush(), 10.0)
-            if self._writer is not None and self._ready.is_set():
+            if self._stuck and self._proc is not None and self._proc.returncode is None:
+                log.error("datastream_process_killed", reason="it stopped answering", unanswered=len(self._unanswered))
+                self._proc.kill()  # nothing more will be committed: no flush, no goodbye
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.flush(), CLOSE_WAIT)
+            if self._writer is not None and self._ready.is_set() and not self._stuck:
                 with contextlib.suppress(Exception):
                     self._writer.write(encode({"t": "exit"}))
                     await self._writer.drain()
             proc = self._proc
             if proc is not None and proc.returncode is None:
                 try:
-                    await asyncio.wait_for(proc.wait(), 10.0)
+                    await asyncio.wait_for(proc.wait(), CLOSE_WAIT)
                 except TimeoutError:
+                    log.error("datastream_process_killed", reason=f"it did not end within {CLOSE_WAIT:g} s",
+                              unanswered=len(self._unanswered))
                     proc.kill()
                     await proc.wait()
             for task in self._tasks:
@@ -424,8 +436,13 @@ class ProcessQueue:
             raise StreamStartError(answer.get("stream") or "?", answer.get("error") or "unknown error")
         self._streams = streams  # a new process gets them at once
 
-    async def stop_streams(self, budget: float) -> None:
+    async def stop_streams(self, budget: float, *, wait: bool = True) -> None:
+        """Stop the streams there: their drainers get ``budget`` to deliver what is queued, their sinks
+        ``SINK_CLOSE`` more to close. ``wait=False`` (the process stopped answering): not waited for."""
         self._streams = None
         with contextlib.suppress(TimeoutError, RuntimeError):
-            await self._request({"t": "stop", "budget": budget}, within=budget + 10.0)
+            if wait:
+                await self._request({"t": "stop", "budget": budget}, within=budget + SINK_CLOSE)
+            else:
+                self._stuck = True
         self._observer = None

@@ -136,7 +136,7 @@ async def serve(fd: int, data_dir: Path, max_rows: int) -> None:
                 worker.send({"t": "hello", "error": streams.unavailable})
             else:
                 worker.send({"t": "hello"})
-            if hello and hello.get("streams"):
+            if hello and hello.get("streams") and streams.unavailable is None:  # else the daemon ends this one
                 worker.start_later(hello["streams"])
             while (msg := await read_frame(reader)) is not None:
                 kind = msg["t"]
