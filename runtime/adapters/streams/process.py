@@ -1,8 +1,8 @@
-"""The data-stream queue and drainers in a process of their own (docs/datastreams.md "Performance").
+"""The data-stream queue and drainers in a process of their own (docs/datastreams.md "The stream process").
 
 The daemon's event loop builds each stream row and hands it to ``ProcessQueue.put`` (a list append); every
-``COALESCE`` seconds (or at once when a chunk is full, or when a commit is asked for) the rows go to the
-stream process in one frame. That process (``runtime.adapters.streams.worker``) owns what the in-process
+``COALESCE`` seconds (at once when ``CHUNK`` rows wait or a flush is asked for) the rows go to the stream
+process in one frame, each stream's rows one JSON array that the process stores as it came. That process (``runtime.adapters.streams.worker``) owns what the in-process
 ``StreamQueue`` and ``StreamService``'s drainers did before: it commits the rows to the durable queue file,
 answers the frame's id once they are committed (the messages' acks wait for that answer, as they waited for
 the queue's commit), and drains the queue to each stream's database, reporting every write and failure back
@@ -80,8 +80,9 @@ def _read_rows(body: bytes) -> dict[str, Any]:
     return msg
 
 
-async def read_frame(reader: asyncio.StreamReader) -> Any:
-    """The next frame's message; None at the end of the stream."""
+async def read_frame(reader: asyncio.StreamReader, *, pickled: bool = False) -> Any:
+    """The next frame's message; None at the end of the stream. A pickled frame only where ``pickled`` (the
+    stream process reading the daemon: the streams' configuration); the daemon takes JSON only."""
     try:
         head = await reader.readexactly(_HEAD.size)
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -92,7 +93,11 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
     body = await reader.readexactly(size)
     if kind == ROWS:
         return _read_rows(body)
-    return orjson.loads(body) if kind == JSON else pickle.loads(body)  # our own process: trusted
+    if kind == PICKLE and pickled:
+        return pickle.loads(body)  # from the daemon that started this process, over their private socket
+    if kind != JSON:
+        raise ValueError(f"frame of kind {kind} refused")
+    return orjson.loads(body)
 
 
 @dataclass

@@ -88,7 +88,8 @@ class Worker:
         self._queue.after_commit(lambda: self.send({"t": "committed", "id": frame}))
 
     async def start(self, streams: list[Any]) -> None:
-        await self.stop(0.0)
+        """Run ``streams`` (those running before are stopped first); ``StreamStartError`` when one cannot."""
+        await self._stop_service(0.0)
         if self._streams.unavailable is not None and streams:  # as ``DataStreams.service_for`` in process
             reason = f"the data-stream queue cannot be opened: {self._streams.unavailable}"
             raise StreamStartError(streams[0].key, reason)
@@ -115,11 +116,15 @@ class Worker:
         self._retry = asyncio.create_task(attempt(), name="datastreams:start")
 
     async def stop(self, budget: float) -> None:
+        """No more attempts to start the streams (``start_later``); the running ones get ``budget`` to drain."""
         if self._retry is not None:
             self._retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry
             self._retry = None
+        await self._stop_service(budget)
+
+    async def _stop_service(self, budget: float) -> None:
         if self.service is not None:
             service, self.service = self.service, None
             await service.stop(budget)
@@ -131,19 +136,20 @@ async def serve(fd: int, data_dir: Path, max_rows: int) -> None:
         worker = Worker(writer, streams)
         remove_sink = logsetup.add_sink(worker.on_log)
         try:
-            hello = await read_frame(reader)
+            hello = await read_frame(reader, pickled=True)
             if streams.unavailable is not None:
                 worker.send({"t": "hello", "error": streams.unavailable})
             else:
                 worker.send({"t": "hello"})
             if hello and hello.get("streams") and streams.unavailable is None:  # else the daemon ends this one
                 worker.start_later(hello["streams"])
-            while (msg := await read_frame(reader)) is not None:
+            while (msg := await read_frame(reader, pickled=True)) is not None:
                 kind = msg["t"]
                 if kind == "rows":
                     worker.rows(msg)
                 elif kind == "start":
                     try:
+                        await worker.stop(0.0)
                         await worker.start(msg["streams"])
                         worker.send({"t": "reply", "req": msg["req"], "ok": True})
                     except StreamStartError as exc:
