@@ -30,31 +30,9 @@ from bench.profile import TICK, classify, python_thread_names, thread_cpu
 from bench.streams import stream_written, streams_solution, table_rows
 
 
-def pg_cpu(data: Path) -> dict[int, float]:
-    """pid -> user+system CPU seconds of the postmaster and its children (the server's processes)."""
-    try:
-        master = int((data / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return {}
-    out: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                raw = fh.read()
-        except OSError:
-            continue
-        fields = raw.rsplit(")", 1)[1].split()
-        pid, ppid = int(entry), int(fields[1])
-        if pid == master or ppid == master:
-            out[pid] = (int(fields[11]) + int(fields[12])) / TICK
-    return out
-
-
-def children_cpu(parent: int) -> dict[int, float]:
-    """pid -> user+system CPU seconds of ``parent``'s child processes (the stream process)."""
-    out: dict[int, float] = {}
+def _processes() -> list[tuple[int, int, float]]:
+    """(pid, parent pid, user+system CPU seconds) of every process, from ``/proc/<pid>/stat``."""
+    out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -63,9 +41,22 @@ def children_cpu(parent: int) -> dict[int, float]:
                 fields = fh.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == parent:
-            out[int(entry)] = (int(fields[11]) + int(fields[12])) / TICK
+        out.append((int(entry), int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK))
     return out
+
+
+def pg_cpu(data: Path) -> dict[int, float]:
+    """pid -> user+system CPU seconds of the postmaster and its children (the server's processes)."""
+    try:
+        master = int((data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return {pid: cpu for pid, ppid, cpu in _processes() if master in (pid, ppid)}
+
+
+def children_cpu(parent: int) -> dict[int, float]:
+    """pid -> user+system CPU seconds of ``parent``'s child processes (the stream process)."""
+    return {pid: cpu for pid, ppid, cpu in _processes() if ppid == parent}
 
 
 def machine_busy() -> float:

@@ -200,6 +200,26 @@ def every_recorded_row(data: Path, records: Counter[str], rows: Counter[str]) ->
     assert sum(queued_seqs(data).values()) == 0
 
 
+def flowing(d: Daemon, broker: Mosquitto, run: str) -> tuple[int, PublisherThread]:
+    """The running daemon's stream process, and a QoS 1 publisher of ``N`` messages once 600 rows are written."""
+    ready(d)
+    child = the_stream_process(d)
+    pub = PublisherThread(broker, run=run, n=N, qos=1, rate=RATE)
+    pub.start()
+    wait_until(lambda: streams(d)[STREAM]["written"] >= 600, 30, "rows written", every=0.05)
+    return child, pub
+
+
+def the_next_daemon_writes_every_row(data: Path, solution: Path, broker: Mosquitto, pg: Postgres, table: str) -> None:
+    """A new daemon on the same data dir and MQTT session: every message's row ends up in the table."""
+    second = stream_daemon(data, solution, broker)
+    with second:
+        second.wait_state("Running", timeout=30)
+        wait_until(lambda: len(table_seqs(pg, table)) >= N and streams(second)[STREAM]["depth"] == 0, 60,
+                   "every row in the table after the restart", every=0.25)
+        assert second.terminate() == 0
+
+
 # ---------------------------------------------------------------------------------------------- the tests
 def test_sigkill_of_the_daemon_ends_its_stream_process_and_the_next_daemon_delivers_the_queue(
     own_mosquitto: Mosquitto, postgres: Postgres, tmp_path: Path, record_property: pytest.RecordProperty
@@ -208,11 +228,7 @@ def test_sigkill_of_the_daemon_ends_its_stream_process_and_the_next_daemon_deliv
     solution = streams_solution(tmp_path / "solution.yaml", postgres=(postgres.host, postgres.port), table=table)
     first = stream_daemon(data, solution, own_mosquitto)
     with first:
-        ready(first)
-        child = the_stream_process(first)
-        pub = PublisherThread(own_mosquitto, run=run, n=N, qos=1, rate=RATE)
-        pub.start()
-        wait_until(lambda: streams(first)[STREAM]["written"] >= 600, 30, "rows written before the kill", every=0.05)
+        child, pub = flowing(first, own_mosquitto, run)
         first.kill()  # SIGKILL: the stream process is told nothing but the end of its socket
         killed = time.monotonic()
         records_at_kill = recorded(data / "runtime.db", run)
@@ -226,12 +242,7 @@ def test_sigkill_of_the_daemon_ends_its_stream_process_and_the_next_daemon_deliv
     assert len(records_at_kill) < N, "the stream ended before the kill: nothing was tested"
     assert queued or in_table
 
-    second = stream_daemon(data, solution, own_mosquitto)  # same data dir, same MQTT session
-    with second:
-        second.wait_state("Running", timeout=30)
-        wait_until(lambda: len(table_seqs(postgres, table)) >= N and streams(second)[STREAM]["depth"] == 0, 60,
-                   "every row in the table after the restart", every=0.25)
-        assert second.terminate() == 0
+    the_next_daemon_writes_every_row(data, solution, own_mosquitto, postgres, table)
     rows = table_seqs(postgres, table)
     records = recorded(data / "runtime.db", run)
     assert set(rows) == {f"{run}-{i}" for i in range(N)}  # each message's row, nothing else
@@ -352,11 +363,7 @@ def test_sigterm_while_the_stream_process_hangs_exits_in_time(
     solution = streams_solution(tmp_path / "solution.yaml", postgres=(postgres.host, postgres.port), table=table)
     first = stream_daemon(data, solution, own_mosquitto)
     with first:
-        ready(first)
-        child = the_stream_process(first)
-        pub = PublisherThread(own_mosquitto, run=run, n=N, qos=1, rate=RATE)
-        pub.start()
-        wait_until(lambda: streams(first)[STREAM]["written"] >= 600, 30, "rows written", every=0.05)
+        child, pub = flowing(first, own_mosquitto, run)
         os.kill(child, signal.SIGSTOP)
         try:
             wait_until(lambda: streams(first)[STREAM]["depth"] > 300, 30, "rows waiting for it", every=0.05)
@@ -371,12 +378,7 @@ def test_sigterm_while_the_stream_process_hangs_exits_in_time(
         pub.join(30)
         assert pub.error is None, pub.error
 
-    second = stream_daemon(data, solution, own_mosquitto)  # same data dir, same MQTT session
-    with second:
-        second.wait_state("Running", timeout=30)
-        wait_until(lambda: len(table_seqs(postgres, table)) >= N and streams(second)[STREAM]["depth"] == 0, 60,
-                   "every row in the table after the restart", every=0.25)
-        assert second.terminate() == 0
+    the_next_daemon_writes_every_row(data, solution, own_mosquitto, postgres, table)
     assert set(table_seqs(postgres, table)) == {f"{run}-{i}" for i in range(N)}
     print(f"\nSIGTERM with the stream process stopped: exit 0 after {took:.1f}s; every row there after the restart")
 

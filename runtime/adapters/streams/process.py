@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 import structlog
 
+from runtime.adapters.streams.queue import warn_refused
 from runtime.core.backoff import Backoff
 from runtime.core.streams import StreamStartError
 
@@ -351,9 +352,7 @@ class ProcessQueue:
             self._pending[stream] = rows = []
         if len(rows) >= self._room.get(stream, self.max_rows):
             self._overflow[stream] += 1
-            if self._overflow[stream] in (1, 10, 100, 1000) or self._overflow[stream] % 10_000 == 0:
-                log.warning("datastream_queue_full", stream=stream, max_rows=self.max_rows,
-                            refused=self._overflow[stream])
+            warn_refused(stream, self.max_rows, self._overflow[stream] - 1, self._overflow[stream])
             return False
         rows.append(item)  # the caller hands it over: never changed afterwards
         if not self._awake:

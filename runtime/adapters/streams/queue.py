@@ -41,6 +41,12 @@ MEMORY_ROWS = 20_000  # committed rows per stream also kept in memory for the dr
 COALESCE = 0.02  # seconds the flusher waits for more rows before a commit (unless a chunk is full)
 
 
+def warn_refused(stream: str, max_rows: int, before: int, after: int) -> None:
+    """A full queue's refusals, logged when their count passes 1, 10, 100, 1,000 and each 10,000 (not each row)."""
+    if any(before < mark <= after for mark in (1, 10, 100, 1000)) or before // 10_000 != after // 10_000:
+        log.warning("datastream_queue_full", stream=stream, max_rows=max_rows, refused=after)
+
+
 class StreamQueue:
     def __init__(self, path: Path, *, max_rows: int = 200_000) -> None:
         self.path = path
@@ -118,11 +124,8 @@ class StreamQueue:
         return True
 
     def _refuse(self, stream: str, count: int) -> None:
-        before = self.overflow[stream]
         self.overflow[stream] += count
-        if any(before < mark <= self.overflow[stream] for mark in (1, 10, 100, 1000)) or (
-                before // 10_000 != self.overflow[stream] // 10_000):
-            log.warning("datastream_queue_full", stream=stream, max_rows=self.max_rows, refused=self.overflow[stream])
+        warn_refused(stream, self.max_rows, self.overflow[stream] - count, self.overflow[stream])
 
     def put_chunk(self, stream: str, n: int, body: bytes) -> int:
         """Queue ``n`` add/update operations already encoded as one JSON array, stored as it is (no decoding
