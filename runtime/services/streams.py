@@ -149,6 +149,8 @@ class StreamService:
                     await st.sink.close()
             raise
         if self._remote is not None:
+            if not self._states:
+                return  # nothing to run: no stream process for it
             try:
                 await self._remote.start_streams([m for m in self._models if m.key in self._states], self._on_report)
             except BaseException:
@@ -173,6 +175,8 @@ class StreamService:
         deliver it unless their database is failing, then stop; what is left stays in the durable queue."""
         budget = self._drain_timeout if budget is None else max(0.0, min(budget, self._drain_timeout))
         if self._remote is not None:
+            if not self._states:
+                return
             started = time.monotonic()
             try:
                 await asyncio.wait_for(self._remote.flush(), max(budget, 1.0))

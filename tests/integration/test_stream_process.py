@@ -100,6 +100,23 @@ def add(service: StreamService, key: str, n: int, first: int = 0) -> None:
         assert service.add(key, f"dev{i % 4}", T0 + i, {"temperature": (i % 600) / 10, "humidity": i})
 
 
+async def test_no_stream_process_until_a_solution_with_streams_starts(tmp_path: Path) -> None:
+    """A daemon whose solution has no data streams runs no stream process (~49 MB); the first solution with one
+    starts it."""
+    async with process_streams(tmp_path / "data") as ds:
+        async with running(ds):
+            # an absence: watched for longer than a stream process takes to appear (~0.1 s after it is wanted)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 2.0
+            while loop.time() < deadline:
+                assert stream_processes() == [], "a stream process runs for a solution without data streams"
+                await asyncio.sleep(0.05)
+        async with running(ds, {"key": "hist", "name": "History", "fields": FIELDS}) as service:
+            assert len(stream_processes()) == 1
+            add(service, "hist", 10)
+            await until(lambda: service.status_raw()[0]["written"] == 10)
+
+
 async def test_rows_reach_builtin_and_postgresql(tmp_path: Path, postgres: Postgres) -> None:
     table = f"t_{uuid.uuid4().hex[:10]}"
     async with process_streams(tmp_path / "data") as ds, running(

@@ -147,6 +147,7 @@ class ProcessQueue:
         self._observer: Callable[[dict[str, Any]], None] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._ready = asyncio.Event()  # a process is up, configured and has every unanswered frame
+        self._wanted = asyncio.Event()  # streams were asked to start: from then on a process runs
         self._tasks: list[asyncio.Task[None]] = []
         self._proc: asyncio.subprocess.Process | None = None
         self._closing = False
@@ -219,6 +220,7 @@ class ProcessQueue:
         """Keep a stream process up: start it, configure it, send it every unanswered frame again, read its
         answers; when it ends before ``close``, start another after a back-off."""
         backoff = Backoff(base=0.2, cap=5.0)
+        await self._wanted.wait()  # no process before a solution with data streams starts
         while True:
             reader = None
             reason = None
@@ -431,6 +433,7 @@ class ProcessQueue:
     async def start_streams(self, streams: list[Any], observer: Callable[[dict[str, Any]], None]) -> None:
         """Start draining ``streams`` (their ``DataStream`` models) there; ``StreamStartError`` when one cannot."""
         self._observer = observer
+        self._wanted.set()
         try:
             answer = await self._request({"t": "start", "streams": streams}, kind=PICKLE, within=120.0)
         except (TimeoutError, RuntimeError) as exc:
