@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -165,18 +167,43 @@ def check_order(log: list[tuple[str, str, int]], strict: bool = False) -> tuple[
     return all_seen, len(log) - len(all_seen)
 
 
-async def test_one_worker_per_partition_and_failover_loses_nothing(rabbit: rabbitmq.Rabbit, instance_id: str) -> None:
+@dataclass
+class TwoWorkers:
+    """Workers ``a`` and ``b`` of one instance sharing a log and cursors, and a started publisher."""
+
+    log: list[tuple[str, str, int]]
+    shared: SharedCursors
+    a: Worker
+    b: Worker
+    publisher: RabbitPublisher
+    sequencer: PartitionSequencer
+    confirmed: list[int] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def two_workers(rabbit: rabbitmq.Rabbit, instance_id: str) -> AsyncIterator[TwoWorkers]:
+    """The publisher and ``a`` started (``b`` is the test's to start); all stopped at the end."""
     url = amqp_url(rabbit)
     log: list[tuple[str, str, int]] = []
     shared = SharedCursors()
-    a, b = Worker("a", url, instance_id, log, shared), Worker("b", url, instance_id, log, shared)
-    publisher = RabbitPublisher(url, instance_id, PARTITIONS, name=f"{instance_id}-pub")
-    sequencer = PartitionSequencer(f"{instance_id}-pub", PARTITIONS)
-    await publisher.start()
-    await a.start()
-    await b.start()
-    confirmed: list[int] = []
+    w = TwoWorkers(log, shared, Worker("a", url, instance_id, log, shared), Worker("b", url, instance_id, log, shared),
+                   RabbitPublisher(url, instance_id, PARTITIONS, name=f"{instance_id}-pub"),
+                   PartitionSequencer(f"{instance_id}-pub", PARTITIONS))
+    await w.publisher.start()
+    await w.a.start()
     try:
+        yield w
+    finally:
+        await w.publisher.stop(1.0)
+        await w.a.stop()
+        await w.b.stop()
+
+
+async def test_one_worker_per_partition_and_failover_loses_nothing(rabbit: rabbitmq.Rabbit, instance_id: str) -> None:
+    async with two_workers(rabbit, instance_id) as w:
+        log, shared, a, b, publisher, sequencer, confirmed = (w.log, w.shared, w.a, w.b, w.publisher, w.sequencer,
+                                                              w.confirmed)
+        await b.start()
         publish_all(publisher, sequencer, 1, 2000, confirmed)
         await until("1000 processed", lambda: len(log) >= 1000)
         # a partition is consumed by one worker at a time
@@ -199,10 +226,6 @@ async def test_one_worker_per_partition_and_failover_loses_nothing(rabbit: rabbi
               f"gaps {stats.gaps}, late {stats.late}, waited for a predecessor {stats.waited}")
         assert stats.gaps == 0 and stats.late == 0  # every predecessor came (nothing was lost)
         failover_order[:] = [log]
-    finally:
-        await publisher.stop(1.0)
-        await a.stop()
-        await b.stop()
 
 
 failover_order: list[list[tuple[str, str, int]]] = []
@@ -257,16 +280,8 @@ async def test_a_released_partition_moves_to_the_waiting_worker_in_order(rabbit:
     """Rebalancing's hand-over (PartitionConsumer.release): the first worker holds every partition; a worker
     that joins later waits; the first releases half of them while readings flow: the second takes them,
     nothing is lost, recorded twice or out of order."""
-    url = amqp_url(rabbit)
-    log: list[tuple[str, str, int]] = []
-    shared = SharedCursors()
-    a, b = Worker("a", url, instance_id, log, shared), Worker("b", url, instance_id, log, shared)
-    publisher = RabbitPublisher(url, instance_id, PARTITIONS, name=f"{instance_id}-pub")
-    sequencer = PartitionSequencer(f"{instance_id}-pub", PARTITIONS)
-    await publisher.start()
-    await a.start()
-    confirmed: list[int] = []
-    try:
+    async with two_workers(rabbit, instance_id) as w:
+        log, a, b, publisher, sequencer, confirmed = w.log, w.a, w.b, w.publisher, w.sequencer, w.confirmed
         publish_all(publisher, sequencer, 1, 800, confirmed)
         await until("a holds every partition", lambda: len(a.consumer.held) == PARTITIONS)
         await b.start()
@@ -288,7 +303,3 @@ async def test_a_released_partition_moves_to_the_waiting_worker_in_order(rabbit:
         print(f"hand-over: requeued and taken by b; b's order keeper: waited {b.consumer.order.waited}, "
               f"duplicates {b.consumer.order.duplicates}, gaps {b.consumer.order.gaps}")
         assert b.consumer.order.gaps == 0
-    finally:
-        await publisher.stop(1.0)
-        await a.stop()
-        await b.stop()
