@@ -16,8 +16,7 @@ import aiomqtt
 import asyncpg
 import pytest
 
-from tests.cluster.conftest import amqp_url
-from tests.cluster.test_cluster_e2e import call, replica, wait_for
+from tests.cluster.test_cluster_e2e import call, replica, replica_env, wait_for
 from tests.support.mosquitto import Mosquitto
 from tests.support.rabbitmq import Rabbit
 
@@ -39,9 +38,7 @@ def command(port: int, device: str, value: int) -> tuple[int, dict[str, Any]]:
 async def test_input_commands_on_the_ingest_apply_in_order_with_the_busy_workers_messages(
         tmp_path: Path, own_mosquitto: Mosquitto, rabbit: Rabbit, database_url: str, instance_id: str,
         cluster_solution: Path) -> None:
-    env = {"NUVIOT_QUEUE_URL": amqp_url(rabbit), "NUVIOT_DATABASE_URL": database_url,
-           "NUVIOT_INSTANCE_ID": instance_id, "CLUSTER_INSTANCE": instance_id, "NUVIOT_QUEUE_PARTITIONS": "8",
-           "MQTT_HOST": own_mosquitto.host, "MQTT_PORT": str(own_mosquitto.port)}
+    env = replica_env(rabbit, database_url, instance_id, own_mosquitto, 8)
     ingest = replica(tmp_path, "ingest", "ingest", cluster_solution, env)
     worker = replica(tmp_path, "worker", "worker", cluster_solution, env)
     with ingest, worker:

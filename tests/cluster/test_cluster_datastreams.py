@@ -15,8 +15,7 @@ import asyncpg
 import pytest
 import yaml
 
-from tests.cluster.conftest import amqp_url
-from tests.cluster.test_cluster_e2e import call, publish, replica, wait_for
+from tests.cluster.test_cluster_e2e import call, publish, replica, replica_env, wait_for
 from tests.support.mosquitto import Mosquitto
 from tests.support.rabbitmq import Rabbit
 
@@ -58,9 +57,7 @@ async def test_a_worker_writes_every_reading_to_a_postgresql_stream(
         tmp_path: Path, own_mosquitto: Mosquitto, rabbit: Rabbit, database_url: str, instance_id: str,
         cluster_solution: Path) -> None:
     solution = stream_solution(cluster_solution, tmp_path / "cluster-streams.yaml", database_url)
-    env = {"NUVIOT_QUEUE_URL": amqp_url(rabbit), "NUVIOT_DATABASE_URL": database_url,
-           "NUVIOT_INSTANCE_ID": instance_id, "CLUSTER_INSTANCE": instance_id, "NUVIOT_QUEUE_PARTITIONS": "4",
-           "MQTT_HOST": own_mosquitto.host, "MQTT_PORT": str(own_mosquitto.port)}
+    env = replica_env(rabbit, database_url, instance_id, own_mosquitto, 4)
     ingest = replica(tmp_path, "ingest", "ingest", solution, env)
     worker = replica(tmp_path, "worker", "worker", solution, env)
     with ingest, worker:
@@ -106,9 +103,7 @@ async def test_a_worker_killed_mid_run_and_restarted_on_its_data_dir_loses_no_ro
     Every PUBACKed reading has its row (at least once: a row queued by the dead worker whose record never
     committed is written by both)."""
     solution = stream_solution(cluster_solution, tmp_path / "cluster-streams.yaml", database_url)
-    env = {"NUVIOT_QUEUE_URL": amqp_url(rabbit), "NUVIOT_DATABASE_URL": database_url,
-           "NUVIOT_INSTANCE_ID": instance_id, "CLUSTER_INSTANCE": instance_id, "NUVIOT_QUEUE_PARTITIONS": "4",
-           "MQTT_HOST": own_mosquitto.host, "MQTT_PORT": str(own_mosquitto.port)}
+    env = replica_env(rabbit, database_url, instance_id, own_mosquitto, 4)
     ingest = replica(tmp_path, "ingest", "ingest", solution, env)
     worker_a = replica(tmp_path, "worker-a", "worker", solution, env)
     worker_b = replica(tmp_path, "worker-b", "worker", solution, env)

@@ -30,6 +30,14 @@ pytestmark = pytest.mark.e2e
 PARTITIONS = 8
 
 
+def replica_env(rabbit: Rabbit, database_url: str, instance_id: str, broker: Mosquitto,
+                partitions: int) -> dict[str, str]:
+    """What every replica of one test's instance is given: its queue, database, instance id, partitions, broker."""
+    return {"NUVIOT_QUEUE_URL": amqp_url(rabbit), "NUVIOT_DATABASE_URL": database_url,
+            "NUVIOT_INSTANCE_ID": instance_id, "CLUSTER_INSTANCE": instance_id,
+            "NUVIOT_QUEUE_PARTITIONS": str(partitions), "MQTT_HOST": broker.host, "MQTT_PORT": str(broker.port)}
+
+
 def replica(tmp: Path, name: str, role: str, solution: Path, env: dict[str, str]) -> Daemon:
     return Daemon(tmp / name, "--role", role, "--solution", str(solution), "--input-command-port", "0",
                   env={**env, "MQTT_CLIENT_ID": f"cluster-{name}-{env['NUVIOT_INSTANCE_ID']}"})
@@ -93,10 +101,7 @@ async def publish(host: str, port: int, start: int, count: int, acked: list[int]
 async def test_ingest_two_workers_order_kill_and_pause(tmp_path: Path, own_mosquitto: Mosquitto, rabbit: Rabbit,
                                                        database_url: str, instance_id: str,
                                                        cluster_solution: Path) -> None:
-    env = {"NUVIOT_QUEUE_URL": amqp_url(rabbit), "NUVIOT_DATABASE_URL": database_url,
-           "NUVIOT_INSTANCE_ID": instance_id, "CLUSTER_INSTANCE": instance_id,
-           "NUVIOT_QUEUE_PARTITIONS": str(PARTITIONS),
-           "MQTT_HOST": own_mosquitto.host, "MQTT_PORT": str(own_mosquitto.port)}
+    env = replica_env(rabbit, database_url, instance_id, own_mosquitto, PARTITIONS)
     ingest = replica(tmp_path, "ingest", "ingest", cluster_solution, env)
     worker_a = replica(tmp_path, "worker-a", "worker", cluster_solution, env)
     worker_b = replica(tmp_path, "worker-b", "worker", cluster_solution, env)
