@@ -96,14 +96,12 @@ class StreamService:
     per message); ``start``/``stop`` run with the command plane."""
 
     def __init__(self, specs: Mapping[str, StreamSpec], sinks: Mapping[str, StreamSink], queue: QueuePort, *,
-                 clock: Callable[[], float] = time.time, drain_timeout: float = 5.0,
-                 models: list[Any] | None = None) -> None:
+                 clock: Callable[[], float] = time.time, drain_timeout: float = 5.0) -> None:
         self.specs = dict(specs)
         self._queue = queue
         # the queue runs the drainers in the stream process (adapters/streams/process.py): they get the
-        # streams' models there and report each write here (``_on_report``)
+        # streams' models (each spec's ``source``) there and report each write here (``_on_report``)
         self._remote: RemoteDrains | None = queue if getattr(queue, "remote", False) else None  # type: ignore[assignment]
-        self._models = models or []
         self.observer: Callable[[StreamState], None] | None = None  # told of each write and failure
         self._clock = clock
         self._drain_timeout = drain_timeout
@@ -152,7 +150,7 @@ class StreamService:
             if not self._states:
                 return  # nothing to run: no stream process for it
             try:
-                await self._remote.start_streams([m for m in self._models if m.key in self._states], self._on_report)
+                await self._remote.start_streams([st.spec.source for st in self._states.values()], self._on_report)
             except BaseException:
                 for st in self._states.values():
                     with contextlib.suppress(Exception):

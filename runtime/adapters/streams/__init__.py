@@ -78,7 +78,7 @@ class DataStreams:
         if self.unavailable is not None and specs:
             raise StreamStartError(next(iter(specs)), f"the data-stream queue cannot be opened: {self.unavailable}")
         self.current = StreamService(specs, build_sinks(specs, self.builtin), self.queue,
-                                     drain_timeout=drain_timeout, models=list(doc.data_streams))
+                                     drain_timeout=drain_timeout)
         return self.current
 
     def status(self) -> list[dict[str, Any]]:

@@ -44,12 +44,12 @@ class Worker:
         self._retry: asyncio.Task[None] | None = None
         self._reported: dict[str, tuple[int, int]] = {}  # stream -> (written, failures) already reported
 
-    def send(self, msg: dict[str, Any], *, kind: int = 0) -> None:
+    def send(self, msg: dict[str, Any]) -> None:
         keys = self.service.specs if self.service is not None else self._queue.committed
         msg["r"] = self.received
         msg["d"] = {k: self._queue.depth(k) for k in keys}
         msg["o"] = dict(self._queue.overflow)
-        self._writer.write(encode(msg, kind=kind))
+        self._writer.write(encode(msg))
 
     def on_state(self, st: StreamState) -> None:
         key = st.spec.key
