@@ -33,7 +33,7 @@ def add_sink(sink: Callable[[str, str, dict[str, Any]], None]) -> Callable[[], N
 
 
 def to_sinks(level: str, event: str, fields: dict[str, Any]) -> None:
-    """An event logged by another process of ours (the stream process): to this process's sinks."""
+    """An event to this process's sinks (this process's own, and those the stream process logged)."""
     for sink in tuple(_sinks):
         try:
             sink(level, event, fields)
@@ -81,11 +81,7 @@ def _to_sinks(_: Any, method: str, event_dict: MutableMapping[str, Any]) -> Muta
     level = str(event_dict.get("level", method))
     if _sinks and not event_dict.get("dry_run") and (level in _SINK_LEVELS or event_dict.get("event") == "state_changed"):
         fields = {k: v for k, v in event_dict.items() if k not in {"event", "level", "timestamp"}}
-        for sink in tuple(_sinks):
-            try:
-                sink(level, str(event_dict.get("event")), fields)
-            except Exception:  # noqa: BLE001 - a broken sink must never break logging
-                pass
+        to_sinks(level, str(event_dict.get("event")), fields)
     return event_dict
 
 
