@@ -11,7 +11,8 @@ session never ends the owner. ``FatalError`` and cancellation escape.
 
 Users: the MQTT client listener and the AMQP listener (``SupervisedListener``), the WebSocket client
 listener, the MQTT transmitter and the MQTT command channel (no ``stop``: cancellation ends it), and the Cluster
-edition's RabbitMQ publisher, command router (no ``stop``) and partition consumer (``adapters/queue/``).
+edition's RabbitMQ publisher, command router (no ``stop``) and partition consumer (``adapters/queue/``), and
+the data-stream process (``adapters/streams/process.py``: a session is one stream process).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ import orjson
 import structlog
 
 from runtime.adapters.streams.queue import warn_refused
+from runtime.adapters.supervision import Outcome, supervise
 from runtime.core.backoff import Backoff
 from runtime.core.streams import StreamStartError
 
@@ -101,6 +102,10 @@ async def read_frame(reader: asyncio.StreamReader, *, pickled: bool = False) -> 
     return orjson.loads(body)
 
 
+class ProcessEnded(Exception):
+    """The stream process ended (or never started) while streams may need it: its exit code and why."""
+
+
 @dataclass
 class _Frame:
     id: int
@@ -152,6 +157,7 @@ class ProcessQueue:
         self._proc: asyncio.subprocess.Process | None = None
         self._closing = False
         self.restarts = 0  # stream processes started again after one ended
+        self._backoff = Backoff(base=0.2, cap=5.0)
         self._stuck = False  # it did not commit in time at the streams' stop: ``close`` kills it at once
 
     # ------------------------------------------------------------------ lifecycle
@@ -217,64 +223,63 @@ class ProcessQueue:
         return await asyncio.open_unix_connection(sock=ours)
 
     async def _supervise(self) -> None:
-        """Keep a stream process up: start it, configure it, send it every unanswered frame again, read its
-        answers; when it ends before ``close``, start another after a back-off."""
-        backoff = Backoff(base=0.2, cap=5.0)
+        """Keep a stream process up (``supervise``, as every long-lived session): each session starts one,
+        configures it, sends it every unanswered frame again and reads its answers; when it ends before
+        ``close``, another starts after a back-off."""
         await self._wanted.wait()  # no process before a solution with data streams starts
-        while True:
-            reader = None
-            reason = None
-            try:
-                reader, self._writer = await self._spawn()
-                self._writer.write(encode({"t": "hello", "streams": self._streams}, kind=PICKLE))
-                hello = await read_frame(reader)
-                if hello is None or hello.get("t") != "hello":
-                    raise RuntimeError(f"the stream process did not start: {hello!r}")
-                if hello.get("error") and self._streams:  # running streams, and a queue file it cannot open:
-                    # nothing can be made durable there; the rows and their acks wait here for the next one
-                    raise RuntimeError(f"the data-stream queue cannot be opened: {hello['error']}")
-                # what an earlier process refused stays counted (a new one counts from zero)
-                self._ended_overflow.update(self._child_overflow)
-                self._child_overflow = {}
-                self._unreceived = deque(self._unanswered)  # every frame not answered goes again, in order
-                self._transit = Counter()
-                for frame in self._unanswered:
-                    self._transit.update(frame.counts)
-                    self._writer.write(frame.body)
-                self._apply(hello)
-                self._ready.set()
-                if self.restarts:
-                    log.warning(
-                        "datastream_process_restarted",
-                        restarts=self.restarts,
-                        frames_sent_again=len(self._unanswered),
-                    )
-                    self._tell_streams(None)
-                backoff.reset()
-                while (msg := await read_frame(reader)) is not None:
-                    self._on_message(msg)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any failure: a new process after the back-off
-                reason = f"{type(exc).__name__}: {exc}"
-                log.error("datastream_process_failed", error=reason)
+        await supervise(self._session, role="datastream_process", backoff=self._backoff,
+                        connection_errors=(ProcessEnded,), on_loss=self._on_loss)
+
+    async def _session(self) -> Outcome:
+        reason = None
+        try:
+            reader, self._writer = await self._spawn()
+            self._writer.write(encode({"t": "hello", "streams": self._streams}, kind=PICKLE))
+            hello = await read_frame(reader)
+            if hello is None or hello.get("t") != "hello":
+                raise RuntimeError(f"the stream process did not start: {hello!r}")
+            if hello.get("error") and self._streams:  # running streams, and a queue file it cannot open:
+                # nothing can be made durable there; the rows and their acks wait here for the next one
+                raise RuntimeError(f"the data-stream queue cannot be opened: {hello['error']}")
+            # what an earlier process refused stays counted (a new one counts from zero)
+            self._ended_overflow.update(self._child_overflow)
+            self._child_overflow = {}
+            self._unreceived = deque(self._unanswered)  # every frame not answered goes again, in order
+            self._transit = Counter()
+            for frame in self._unanswered:
+                self._transit.update(frame.counts)
+                self._writer.write(frame.body)
+            self._apply(hello)
+            self._ready.set()
+            if self.restarts:
+                log.warning("datastream_process_restarted", restarts=self.restarts,
+                            frames_sent_again=len(self._unanswered))
+                self._tell_streams(None)
+            self._backoff.reset()
+            while (msg := await read_frame(reader)) is not None:
+                self._on_message(msg)
+        except (OSError, RuntimeError, ValueError) as exc:  # it did not start, or sent what it must not
+            reason = f"{type(exc).__name__}: {exc}"
+        finally:
             self._ready.clear()
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
             code = await self._reap()
-            if self._closing:
-                return
-            self.restarts += 1
-            error = (f"the data-stream process ended (exit code {code}"
-                     f"{'; ' + reason if reason else ''}); starting it again")
-            log.error("datastream_process_ended", exit_code=code, unanswered=len(self._unanswered), reason=reason)
-            self._tell_streams(error)
-            for fut in self._requests.values():
-                if not fut.done():
-                    fut.set_exception(RuntimeError(error))
-            self._requests.clear()
-            await asyncio.sleep(backoff.next_delay())
+        if self._closing:
+            return Outcome.STOPPED
+        raise ProcessEnded(f"the data-stream process ended (exit code {code}{'; ' + reason if reason else ''}); "
+                           f"starting it again")
+
+    def _on_loss(self, error: str) -> str:
+        """The stream process ended: each running stream's status and every waiting request say so."""
+        self.restarts += 1
+        self._tell_streams(error)
+        for fut in self._requests.values():
+            if not fut.done():
+                fut.set_exception(RuntimeError(error))
+        self._requests.clear()
+        return "datastream_process_ended"
 
     def _tell_streams(self, error: str | None) -> None:
         """The stream process ended (``error``) or a new one is up (None): each running stream's status says so
