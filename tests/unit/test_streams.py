@@ -136,7 +136,7 @@ def test_the_fast_row_builder_gives_the_general_paths_row_or_error() -> None:
     general = dataclasses.replace(fast, fast=None)
     samples: dict[str, list[object]] = {
         "temp": [21.26, 21, -40, 80.0, 80.01, -41, float("nan"), float("inf"), "22.5", True, None],
-        "count": [3, 3.0, 3.5, -1, "4", None, False],
+        "count": [3, 3.0, 3.5, -1, "4", None, False, 2**63 - 1, 2**63, -(2**63) - 1, 1e30],
         "level": [1, 2.5, None, "x"],
         "on": [True, False, "true", 1, None],
         "mode": ["auto", 5, None, {"a": 1}],
@@ -183,3 +183,43 @@ def test_the_fast_row_builder_gives_the_general_paths_row_or_error() -> None:
             except StreamRowError as exc:
                 outcomes.append([str(exc)])
         assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize("decimals", [0, 1, 2, 3, 6, 15, 16])
+def test_the_fast_row_builder_rounds_as_round_does(decimals: int) -> None:
+    """The builder's shortcut for a value already at the field's decimals (``round(v * 10**d) / 10**d == v``)
+    gives exactly ``round(v, d)``: halves, binary near-halves, negative zero, values too large for the shortcut."""
+    import dataclasses
+    import random
+    import struct
+
+    ds = DataStream.model_validate({"key": "r", "name": "R", "fields": [
+        {"key": "v", "name": "V", "fieldName": "v", "fieldType": "decimal", "numberDecimalPoint": decimals}]})
+    fast = spec_of(ds)
+    assert fast.fast is not None
+    general = dataclasses.replace(fast, fast=None)
+    rng = random.Random(decimals)
+    values: list[float] = [0.0, -0.0, 21.5, 21.25, 2.675, 1.005, 0.125, -0.5, 1.5, 2.5, 5e-324, 1e15, -1e15,
+                           4.4e13, 4.6e13, 2.0 ** 52, 1e300, -1e300, 123456.789]
+    for _ in range(3000):
+        values += [rng.randint(-10**9, 10**9) / 10 ** rng.randint(0, 10), rng.uniform(-1e6, 1e6),
+                   struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0]]
+    for value in values:
+        if value != value or value in (float("inf"), float("-inf")):
+            continue
+        got = build_row(fast, "d", T0, {"v": value})["v"]
+        want = build_row(general, "d", T0, {"v": value})["v"]
+        assert repr(got) == repr(want) == repr(round(value, decimals)), value
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 1e19, "1e30", pytest.param(10**5000, id="5000-digits")])
+def test_an_integer_field_takes_64_bit_values_only(value: object) -> None:
+    """Past a signed 64-bit integer neither the queue's JSON nor PostgreSQL's bigint can hold the value: the row
+    is a dead letter naming the field (not a batch that fails at the database again and again)."""
+    ds = DataStream.model_validate({"key": "n", "name": "N", "fields": [
+        {"key": "count", "name": "C", "fieldName": "count", "fieldType": "integer"}]})
+    spec = spec_of(ds)
+    assert build_row(spec, "d", T0, {"count": 2**63 - 1})["count"] == 2**63 - 1
+    assert build_row(spec, "d", T0, {"count": -(2**63)})["count"] == -(2**63)
+    with pytest.raises(StreamRowError, match="count: .* is outside the 64-bit integer range"):
+        build_row(spec, "d", T0, {"count": value})
