@@ -93,12 +93,14 @@ def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for kid in children_cpu(pid)]
             time.sleep(1.0)
         cpu0, pg0, kids0, busy0 = thread_cpu(pid), pg_cpu(pg.data), children_cpu(pid), machine_busy()
+        kid_threads0 = {kid: thread_cpu(kid) for kid in kids0}
         poll = Poll(bench.max_seq())
         pub = Publisher(broker.host, broker.port, run=run, n=n, qos=0, devices=devices).start()
         bench.poll_until(poll, n, pub, interval=0.02)
         pub.result()
         rows, done_at = (stream_written(bench, "pgtelemetry", poll.count, 600) if stream else (0, 0.0))
         cpu1, pg1, kids1, busy1 = thread_cpu(pid), pg_cpu(pg.data), children_cpu(pid), machine_busy()
+        kid_threads = {kid: thread_cpu(kid) for kid in kids1}
         if stream:
             rows = min(rows, table_rows(pg.dsn, table, run))
         for one in ([spy] if spy is not None else []) + kid_spies:
@@ -126,6 +128,11 @@ def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str,
     pg_used = sum(v - pg0.get(p, 0.0) for p, v in pg1.items())
     kids_used = sum(v - kids0.get(p, 0.0) for p, v in kids1.items())
     us = {k: round(v / done * 1e6, 1) for k, v in per.items()} if done else {}
+    kid_per: dict[str, float] = {}  # the stream process's threads: its event loop and the SQLite queue's
+    for kid, tasks in kid_threads.items():
+        for tid, (comm, after, _) in tasks.items():
+            name = "loop" if tid == kid else comm
+            kid_per[name] = kid_per.get(name, 0.0) + after - kid_threads0.get(kid, {}).get(tid, (comm, 0.0, 0.0))[1]
     return {"run": run, "stream": stream, "committed": count, "rows": rows,
             "msgs_per_s": round(done / (end - start)) if done and end > start else 0,
             "cpu_us_per_msg": us,
@@ -133,6 +140,7 @@ def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str,
             "tail_s": round(done_at - poll.samples[-1][0], 3) if stream and poll.samples else None, "daemon_us_per_msg": round(sum(per.values()) / done * 1e6, 1) if done else None,
             "pg_us_per_msg": round(pg_used / done * 1e6, 1) if done and stream else None,
             "stream_process_us_per_msg": round(kids_used / done * 1e6, 1) if done else None,
+            "stream_process_threads_us": {k: round(v / done * 1e6, 2) for k, v in kid_per.items()} if done else {},
             "machine_us_per_msg": round((busy1 - busy0) / done * 1e6, 1) if done else None,
             "threads_us": {k: round(v / done * 1e6, 1) for k, v in threads.items()} if done else {},
             "load": round(os.getloadavg()[0], 2)}
