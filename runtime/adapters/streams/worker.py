@@ -28,6 +28,7 @@ from runtime.adapters.streams.process import encode, read_frame
 from runtime.adapters.streams.queue import StreamQueue
 from runtime.core.backoff import Backoff
 from runtime.core.streams import StreamStartError, spec_of
+from runtime.services.dataplane import settle_heap
 from runtime.services.streams import StreamService, StreamState
 
 log = structlog.get_logger(__name__)
@@ -134,6 +135,7 @@ async def serve(fd: int, data_dir: Path, max_rows: int) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
     async with DataStreams(data_dir, max_rows=max_rows, in_process=True) as streams:
         worker = Worker(writer, streams)
+        settle_heap()
         remove_sink = logsetup.add_sink(worker.on_log)
         try:
             hello = await read_frame(reader, pickled=True)
