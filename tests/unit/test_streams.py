@@ -221,5 +221,5 @@ def test_an_integer_field_takes_64_bit_values_only(value: object) -> None:
     spec = spec_of(ds)
     assert build_row(spec, "d", T0, {"count": 2**63 - 1})["count"] == 2**63 - 1
     assert build_row(spec, "d", T0, {"count": -(2**63)})["count"] == -(2**63)
-    with pytest.raises(StreamRowError, match="count: .* is outside the 64-bit integer range"):
+    with pytest.raises(StreamRowError, match=r"count: .* is outside the 64-bit integer range"):
         build_row(spec, "d", T0, {"count": value})
