@@ -3,7 +3,10 @@ stream's database by one drainer task per stream, with retry and back-off. Over 
 
 A row leaves the queue only after its sink committed it; while a database is away the drainer keeps the
 rows, records the error (``/status``, ``/metrics``) and retries with jittered back-off; the instance
-stays Running. ``status()`` is CONTRACT §9's ``GET /datastreams`` body.
+stays Running. A row the database refuses itself (a value its column cannot hold, a constraint it breaks) is
+another matter: retrying it would stop the stream for good, so the sink commits the batch's other rows and
+names the refused ones, which the queue keeps aside (``rejected``) while the stream goes on.
+``status()`` is CONTRACT §9's ``GET /datastreams`` body.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -30,12 +33,21 @@ RETRY_CAP = 5.0
 COALESCE = 0.05  # seconds a drainer waits for more rows before a small batch
 
 
+def passed_mark(before: int, after: int) -> bool:
+    """A count went past 1, 10, 100, 1,000 or a multiple of 10,000: when a repeated refusal is logged again."""
+    return any(before < mark <= after for mark in (1, 10, 100, 1000)) or before // 10_000 != after // 10_000
+
+
 class StreamSink(Protocol):
     """One stream's database (adapters/streams)."""
 
     async def start(self) -> None: ...  # schema check / creation; StreamStartError when it cannot run
 
-    async def write(self, ops: list[dict[str, Any]]) -> None: ...  # all committed, or raises
+    async def write(self, ops: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+        """Commit ``ops`` in order, or raise (nothing committed: the drainer tries the batch again). What the
+        database refused itself (not its connection, not its schema) comes back as (the op, the database's
+        reason), every other op committed; the drainer keeps those aside and never tries them again."""
+        ...
 
     async def read(self, device_id: str | None, start: float | None, end: float | None,
                    limit: int) -> list[dict[str, Any]]: ...  # newest first
@@ -73,7 +85,8 @@ class LocalQueue(QueuePort, Protocol):
 
     async def take(self, stream: str, limit: int) -> list[tuple[int, list[dict[str, Any]]]]: ...  # chunks
 
-    async def ack(self, stream: str, last_seq: int, count: int) -> None: ...
+    async def ack(self, stream: str, last_seq: int, count: int,
+                  rejected: Sequence[tuple[dict[str, Any], str]] = (), at: float | None = None) -> None: ...
 
 
 @dataclass
@@ -84,6 +97,9 @@ class StreamState:
     idle: asyncio.Event
     written: int = 0
     failures: int = 0
+    rejected: int = 0  # rows the database refused (kept aside in the queue's ``rejected`` table)
+    last_rejection: str | None = None
+    last_rejection_at: float | None = None
     last_write_at: float | None = None
     last_error: str | None = None
     last_error_at: float | None = None
@@ -227,6 +243,9 @@ class StreamService:
         st.failures += msg["failures"]
         if msg["lastWriteAt"] is not None:  # a new stream process has written nothing yet: the last write stays
             st.last_write_at = msg["lastWriteAt"]
+        st.rejected += msg.get("rejected", 0)  # not in the daemon's own reports (the process ended, a new one)
+        if msg.get("lastRejectionAt") is not None:
+            st.last_rejection, st.last_rejection_at = msg["lastRejection"], msg["lastRejectionAt"]
         st.last_error, st.last_error_at = msg["lastError"], msg["lastErrorAt"]
 
     def _on_commit(self, streams: set[str]) -> None:
@@ -255,7 +274,7 @@ class StreamService:
                     break
                 items = [item for _, rows in chunks for item in rows]
                 try:
-                    await st.sink.write(items)
+                    refused = await st.sink.write(items)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - any failure: keep the rows, retry
@@ -270,15 +289,29 @@ class StreamService:
                         self.observer(st)
                     await asyncio.sleep(random.uniform(0, min(RETRY_CAP, RETRY_BASE * 2 ** min(attempt, 10))))
                     continue
-                await queue.ack(key, chunks[-1][0], len(items))
+                now = self._clock()
+                await queue.ack(key, chunks[-1][0], len(items), refused, now)  # the refused rows kept aside
                 if attempt:
                     log.info("datastream_write_resumed", stream=key, after_attempts=attempt)
                     attempt = 0
-                st.written += len(items)
-                st.last_write_at = self._clock()
+                st.written += len(items) - len(refused)
+                st.last_write_at = now
+                if refused:
+                    self._count_refused(st, refused, now)
                 if self.observer is not None:
                     self.observer(st)
             st.idle.set()
+
+    @staticmethod
+    def _count_refused(st: StreamState, refused: Sequence[tuple[dict[str, Any], str]], at: float) -> None:
+        """Counted per stream; logged when the count passes 1, 10, 100, 1,000 and each 10,000 (a table that
+        refuses every row would log each batch otherwise), naming the database's last reason."""
+        before = st.rejected
+        st.rejected += len(refused)
+        st.last_rejection, st.last_rejection_at = refused[-1][1], at
+        if passed_mark(before, st.rejected):
+            log.warning("datastream_rows_refused", stream=st.spec.key, reason=st.last_rejection,
+                        rejected=st.rejected)
 
     # ------------------------------------------------------------------ reading and status
     async def read(self, stream: str, device_id: str | None, start: float | None, end: float | None,
@@ -291,6 +324,7 @@ class StreamService:
         for raw in self.status_raw():
             raw["lastWriteAt"] = iso(raw["lastWriteAt"])
             raw["lastErrorAt"] = iso(raw["lastErrorAt"])
+            raw["lastRejectionAt"] = iso(raw["lastRejectionAt"])
             out.append(raw)
         return out
 
@@ -313,5 +347,8 @@ class StreamService:
                 "lastWriteAt": st.last_write_at,
                 "lastError": st.last_error,
                 "lastErrorAt": st.last_error_at,
+                "rejected": st.rejected,
+                "lastRejection": st.last_rejection,
+                "lastRejectionAt": st.last_rejection_at,
             })
         return out

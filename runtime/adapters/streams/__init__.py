@@ -93,7 +93,7 @@ def for_settings(settings: Any) -> DataStreams:
 
 
 class StreamsCollector(Collector):
-    """Per-stream depth, rows written, overflow, write failures and last write time for ``/metrics``."""
+    """Per-stream depth, rows written, overflow, rows refused, write failures and last write time for ``/metrics``."""
 
     def __init__(self, streams: DataStreams) -> None:
         self._streams = streams
@@ -104,6 +104,9 @@ class StreamsCollector(Collector):
         written = CounterMetricFamily("nuviot_datastream_written", "Rows committed to the stream's database",
                                       labels=["stream", "type"])
         overflow = CounterMetricFamily("nuviot_datastream_overflow", "Rows refused because the queue was full",
+                                       labels=["stream", "type"])
+        rejected = CounterMetricFamily("nuviot_datastream_rejected",
+                                       "Rows the stream's database refused (kept aside, not retried)",
                                        labels=["stream", "type"])
         failures = CounterMetricFamily("nuviot_datastream_write_failures", "Failed batch writes (retried)",
                                        labels=["stream", "type"])
@@ -116,7 +119,8 @@ class StreamsCollector(Collector):
             depth.add_metric(labels, s["depth"])
             written.add_metric(labels, s["written"])
             overflow.add_metric(labels, s["overflow"])
+            rejected.add_metric(labels, s["rejected"])
             failures.add_metric(labels, s["failures"])
             last.add_metric(labels, s["lastWriteAt"] or 0)
             error.add_metric(labels, 1 if s["failing"] else 0)
-        yield from (depth, written, overflow, failures, last, error)
+        yield from (depth, written, overflow, rejected, failures, last, error)

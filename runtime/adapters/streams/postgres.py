@@ -7,6 +7,13 @@ Table** creates the table from the fields (or runs the given DDL), then **Valida
 a missing table or column, or a column type that cannot hold its field, is ``StreamStartError`` (the
 instance goes to FailedToStart naming stream, table and column). A database that cannot be reached at
 start is not fatal: the rows wait in the durable queue and the checks run on the first connection.
+
+Rows the database refuses themselves (SQLSTATE class 22, data exception: a value too long, out of range, badly
+formed; class 23, integrity constraint violation: NOT NULL, CHECK, UNIQUE, a foreign key; and a value asyncpg
+cannot encode for its column, such as 3,000,000,000 for an ``integer``) would stop the stream if their batch
+were tried again: ``write`` then writes the batch again in one transaction, each part in a savepoint, halving a
+refused part down to single rows, and returns the refused ones with the database's reason. A connection lost
+meanwhile commits nothing (the batch is tried again whole); the usual batch is still one COPY.
 """
 
 from __future__ import annotations
@@ -42,6 +49,31 @@ _INT_TYPES = frozenset({"smallint", "integer", "bigint"})
 _FLOAT_TYPES = frozenset({"real", "double precision"})
 _unreachable = (OSError, asyncio.TimeoutError, asyncpg.exceptions.CannotConnectNowError,
                 asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.InterfaceError)
+_REFUSED_CLASSES = ("22", "23")  # SQLSTATE classes of rows refused for what they hold
+# what asyncpg raises for a value it cannot encode for its column: OverflowError (3,000,000,000 for an integer
+# in a COPY), TypeError ("x" for an integer), UnicodeEncodeError (a ValueError), its client-side DataError (a
+# ValueError and an InterfaceError in asyncpg's docs; 0.32 raises the class-22 PostgresError for a parameter of
+# an UPDATE, without the server's message); the record's own conversions raise the same
+_ENCODING = (OverflowError, TypeError, ValueError)
+
+
+def refusal(exc: BaseException) -> str | None:
+    """Why the database refused the rows themselves (their values, its constraints), as its message names it;
+    None when the error is anything else (the connection, the schema, permissions: the batch is tried again)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(exc.sqlstate or "")
+        if state[:2] not in _REFUSED_CLASSES:
+            return None
+        if exc.message is None:  # raised by asyncpg itself (a parameter it cannot encode): never sent
+            return f"{type(exc).__name__}: {exc}"
+        column = getattr(exc, "column_name", None)
+        if not column:  # a COPY names it in its context: "COPY t, line 3, column humidity: ..."
+            _, found, rest = str(getattr(exc, "context", "") or "").partition(", column ")
+            column = rest.split(":", 1)[0].strip() if found else None
+        return f"{exc.message}{f', column {column}' if column else ''} (SQLSTATE {state})"
+    if isinstance(exc, _ENCODING):
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -262,26 +294,22 @@ class PostgresSink:
             return bool(value)
         return value if isinstance(value, str) else str(value)
 
-    async def write(self, ops: list[dict[str, Any]]) -> None:
+    async def write(self, ops: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
         conn = await self._connection()
-        names = self._names
         try:
-            if all(op["op"] == "add" for op in ops):  # the usual batch: one COPY, a transaction of its own
-                await self._copy(conn, names, [self._record(op) for op in ops])
-                return
-            async with conn.transaction():
-                adds: list[tuple[Any, ...]] = []
-                for op in ops:
-                    row = op["row"]
-                    if op["op"] == "add":
-                        adds.append(self._record(op))
-                        continue
-                    if adds:
-                        await self._copy(conn, names, adds)
-                        adds = []
-                    await self._update(conn, row, op.get("where") or {})
-                if adds:
-                    await self._copy(conn, names, adds)
+            try:
+                if all(op["op"] == "add" for op in ops):  # the usual batch: one COPY, a transaction of its own
+                    await self._copy(conn, self._names, [self._record(op) for op in ops])
+                else:
+                    async with conn.transaction():
+                        await self._in_order(conn, ops)
+                return []
+            except Exception as exc:
+                reason = refusal(exc)
+                if reason is None:
+                    raise
+            # nothing of the batch was committed (the COPY, or the transaction, failed whole)
+            return await self._isolate(conn, ops, reason)
         except (*_unreachable, asyncpg.exceptions.AdminShutdownError,
                 asyncpg.exceptions.CannotConnectNowError) as exc:
             await self.close()
@@ -290,6 +318,53 @@ class PostgresSink:
         except asyncpg.PostgresError:
             await self.close()  # re-read the schema on the next connection
             raise
+
+    async def _in_order(self, conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
+        """Adds and updates in their order (inside the caller's transaction): each run of adds one COPY."""
+        names = self._names
+        adds: list[tuple[Any, ...]] = []
+        for op in ops:
+            if op["op"] == "add":
+                adds.append(self._record(op))
+                continue
+            if adds:
+                await self._copy(conn, names, adds)
+                adds = []
+            await self._update(conn, op["row"], op.get("where") or {})
+        if adds:
+            await self._copy(conn, names, adds)
+
+    async def _isolate(self, conn: asyncpg.Connection, ops: list[dict[str, Any]],
+                       reason: str) -> list[tuple[dict[str, Any], str]]:
+        """The batch again, all or nothing: one transaction, each part in a savepoint (asyncpg's nested
+        transaction), a refused part halved down to single rows (a refused row among n costs ~2 log2(n) more
+        statements). The refused ops with the database's reasons; any other error ends it with nothing
+        committed. Deferred constraints are checked per statement here, so a violation is a part's own and
+        not the commit's."""
+        if len(ops) == 1:
+            return [(ops[0], reason)]
+        refused: list[tuple[dict[str, Any], str]] = []
+        async with conn.transaction():
+            await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            await self._halves(conn, ops, refused)
+        return refused
+
+    async def _halves(self, conn: asyncpg.Connection, ops: list[dict[str, Any]],
+                      refused: list[tuple[dict[str, Any], str]]) -> None:
+        """``ops``, known to hold a refused one, as two halves in order, each in a savepoint."""
+        middle = len(ops) // 2
+        for part in (ops[:middle], ops[middle:]):
+            try:
+                async with conn.transaction():
+                    await self._in_order(conn, part)
+            except Exception as exc:
+                reason = refusal(exc)
+                if reason is None:
+                    raise
+                if len(part) == 1:
+                    refused.append((part[0], reason))
+                else:
+                    await self._halves(conn, part, refused)
 
     async def _copy(self, conn: asyncpg.Connection, names: list[str], records: list[tuple[Any, ...]]) -> None:
         await conn.copy_records_to_table(self.table, records=records, columns=names, schema_name=self.schema)

@@ -11,20 +11,27 @@ the file is there too: the drainer then takes them without reading the file back
 decoding); the file is what survives a crash, and a row leaves it only on ``ack``, as before. Past that
 (the database away, rows piling up, or rows left from a previous run), ``take`` reads the file until the
 stream's queue is empty again.
+
+Rows a stream's database refused (a value its column cannot hold, a constraint they break) leave the queue with
+their batch's ack and are kept in the file's ``rejected`` table (stream, when, the database's reason, the
+queued operation's JSON), the newest ``REJECTED_KEEP`` per stream, for the operator to look at or queue again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import orjson
 import structlog
+
+from runtime.core.timefmt import iso
 
 log = structlog.get_logger(__name__)
 
@@ -34,11 +41,15 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chunks (seq INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, "
     "n INTEGER NOT NULL, body BLOB NOT NULL)",
     "CREATE INDEX IF NOT EXISTS chunks_stream_seq ON chunks(stream, seq)",
+    "CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, "
+    "at TEXT NOT NULL, reason TEXT NOT NULL, item TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS rejected_stream_id ON rejected(stream, id)",
 )
 _INSERT = "INSERT INTO chunks(stream, n, body) VALUES (?, ?, ?)"
 CHUNK = 1000
 MEMORY_ROWS = 20_000  # committed rows per stream also kept in memory for the drainer
 COALESCE = 0.02  # seconds the flusher waits for more rows before a commit (unless a chunk is full)
+REJECTED_KEEP = 10_000  # refused rows kept per stream (the newest)
 
 
 def warn_refused(stream: str, max_rows: int, before: int, after: int) -> None:
@@ -72,6 +83,10 @@ class StreamQueue:
         self._memory_rows: Counter[str] = Counter()
         self.last_error: str | None = None
         self._flushing = False
+        # one transaction at a time on the file's one connection: the flusher's commit and an ack (with the
+        # rows it keeps aside) would otherwise run their statements inside each other's transaction
+        self._tx = asyncio.Lock()
+        self._rejected_kept: Counter[str] = Counter()  # rows in the ``rejected`` table, per stream
 
     async def open(self) -> StreamQueue:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +98,9 @@ class StreamQueue:
         async with self._db.execute("SELECT stream, SUM(n) FROM chunks GROUP BY stream") as cur:
             for stream, n in await cur.fetchall():
                 self.committed[stream] = self._held[stream] = n
+        async with self._db.execute("SELECT stream, COUNT(*) FROM rejected GROUP BY stream") as cur:
+            for stream, n in await cur.fetchall():
+                self._rejected_kept[stream] = n
         self._task = asyncio.create_task(self._flusher(), name="datastreams:queue")
         if self.committed:
             log.info("datastream_queue_reopened", rows=dict(self.committed))
@@ -197,18 +215,22 @@ class StreamQueue:
                          for stream, rows, n in chunks]
                 while True:
                     try:  # each chunk's seq, for the memory copy
-                        if len(batch) == 1:  # the usual flush: one statement, a transaction of its own
-                            seqs = [(await self._db.execute(_INSERT, batch[0])).lastrowid]
-                        else:
-                            await self._db.execute("BEGIN")
-                            seqs = [(await self._db.execute(_INSERT, args)).lastrowid for args in batch]
-                            await self._db.execute("COMMIT")
+                        async with self._tx:
+                            if len(batch) == 1:  # the usual flush: one statement, a transaction of its own
+                                seqs = [(await self._db.execute(_INSERT, batch[0])).lastrowid]
+                            else:
+                                await self._db.execute("BEGIN")
+                                try:
+                                    seqs = [(await self._db.execute(_INSERT, args)).lastrowid for args in batch]
+                                    await self._db.execute("COMMIT")
+                                except BaseException:
+                                    with contextlib.suppress(Exception):
+                                        await self._db.execute("ROLLBACK")
+                                    raise
                         break
                     except Exception as exc:  # noqa: BLE001 - disk full, locked: keep the rows, try again
                         self.last_error = f"{type(exc).__name__}: {exc}"
                         log.error("datastream_queue_write_failed", error=self.last_error)
-                        with contextlib.suppress(Exception):
-                            await self._db.execute("ROLLBACK")
                         await asyncio.sleep(0.5)
                 for (stream, rows, n), seq in zip(chunks, seqs, strict=True):
                     self._remember(stream, seq, rows, n)
@@ -266,10 +288,35 @@ class StreamQueue:
                 total += n
         return out
 
-    async def ack(self, stream: str, last_seq: int, count: int) -> None:
-        """The rows of ``stream`` up to chunk ``last_seq`` (``count`` of them) are in their database: drop them."""
+    async def ack(self, stream: str, last_seq: int, count: int,
+                  rejected: Sequence[tuple[dict[str, Any], str]] = (), at: float | None = None) -> None:
+        """The rows of ``stream`` up to chunk ``last_seq`` (``count`` of them) are in their database: drop them.
+        ``rejected``: those of them the database refused, each with its reason, kept aside (refused ``at``) in
+        the same transaction as the drop, so a crash keeps or drops the batch and its refused rows together."""
         assert self._db is not None
-        await self._db.execute("DELETE FROM chunks WHERE stream = ? AND seq <= ?", (stream, last_seq))
+        async with self._tx:
+            if not rejected:
+                await self._db.execute("DELETE FROM chunks WHERE stream = ? AND seq <= ?", (stream, last_seq))
+            else:
+                kept = self._rejected_kept[stream] + len(rejected)
+                when = iso(time.time() if at is None else at)
+                await self._db.execute("BEGIN")
+                try:
+                    await self._db.execute("DELETE FROM chunks WHERE stream = ? AND seq <= ?", (stream, last_seq))
+                    await self._db.executemany(
+                        "INSERT INTO rejected(stream, at, reason, item) VALUES (?, ?, ?, ?)",
+                        [(stream, when, reason, orjson.dumps(item).decode()) for item, reason in rejected])
+                    if kept > REJECTED_KEEP:  # the newest kept
+                        await self._db.execute(
+                            "DELETE FROM rejected WHERE stream = ? AND id <= (SELECT id FROM rejected WHERE "
+                            "stream = ? ORDER BY id DESC LIMIT 1 OFFSET ?)", (stream, stream, REJECTED_KEEP))
+                        kept = REJECTED_KEEP
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await self._db.execute("ROLLBACK")
+                    raise
+                self._rejected_kept[stream] = kept
         self.committed[stream] -= count
         self._held[stream] -= count
         held = self._memory.get(stream)

@@ -58,7 +58,7 @@ class RedisSink:
     def _enc(row: dict[str, Any]) -> dict[str, bytes]:
         return {k: orjson.dumps(v) for k, v in row.items()}
 
-    async def write(self, ops: list[dict[str, Any]]) -> None:
+    async def write(self, ops: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
         dev = self.spec.device_field
         try:
             latest: dict[str, dict[str, Any]] = {}  # one record per device: the batch's last row wins
@@ -82,6 +82,7 @@ class RedisSink:
             await pipe.execute()
         except (RedisError, OSError) as exc:
             raise TransientError(f"Redis at {self.where}: {type(exc).__name__}: {exc}") from None
+        return []  # a hash takes any value: nothing refused
 
     async def _queue_update(self, pipe: Any, row: dict[str, Any], where: dict[str, Any]) -> None:
         dev = self.spec.device_field

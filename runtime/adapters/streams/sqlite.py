@@ -57,7 +57,7 @@ class BuiltinSink:
     async def close(self) -> None:
         return None  # the file is shared; closed by its owner
 
-    async def write(self, ops: list[dict[str, Any]]) -> None:
+    async def write(self, ops: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
         db = await self._database.db()
         spec = self.spec
         await db.execute("BEGIN")
@@ -81,6 +81,7 @@ class BuiltinSink:
         except BaseException:
             await db.execute("ROLLBACK")
             raise
+        return []  # a JSON body takes any row: nothing refused
 
     async def _update(self, db: aiosqlite.Connection, row: dict[str, Any], where: dict[str, Any]) -> None:
         sql = "SELECT seq, body FROM rows WHERE stream = ?"

@@ -43,7 +43,7 @@ class Worker:
         self.received = 0
         self.service: StreamService | None = None
         self._retry: asyncio.Task[None] | None = None
-        self._reported: dict[str, tuple[int, int]] = {}  # stream -> (written, failures) already reported
+        self._reported: dict[str, tuple[int, int, int]] = {}  # stream -> (written, failures, rejected) reported
 
     def send(self, msg: dict[str, Any]) -> None:
         keys = self.service.specs if self.service is not None else self._queue.committed
@@ -54,8 +54,8 @@ class Worker:
 
     def on_state(self, st: StreamState) -> None:
         key = st.spec.key
-        written, failures = self._reported.get(key, (0, 0))
-        self._reported[key] = (st.written, st.failures)
+        written, failures, rejected = self._reported.get(key, (0, 0, 0))
+        self._reported[key] = (st.written, st.failures, st.rejected)
         self.send(
             {
                 "t": "state",
@@ -65,6 +65,9 @@ class Worker:
                 "lastWriteAt": st.last_write_at,
                 "lastError": st.last_error,
                 "lastErrorAt": st.last_error_at,
+                "rejected": st.rejected - rejected,
+                "lastRejection": st.last_rejection,
+                "lastRejectionAt": st.last_rejection_at,
             }
         )
 

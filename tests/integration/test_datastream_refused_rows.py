@@ -1,0 +1,186 @@
+"""Rows a stream's PostgreSQL table refuses (a user-made table, Auto Create Table off): a value its column
+cannot hold, a CHECK it breaks, an integer past ``integer``'s range. Each refused row is kept aside in the
+queue file's ``rejected`` table with the database's reason and counted (``/status``, ``/metrics``); every other
+row of its batch is written exactly once, and the stream goes on with the rows queued after it. Before, one
+such row blocked its stream for good (the batch retried forever, the queue filling up behind it).
+
+In process (``StreamService`` over ``StreamQueue``) and through the stream process (``ProcessQueue``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import structlog
+
+from runtime.adapters.streams import QUEUE_FILE, DataStreams, StreamsCollector
+from runtime.services.streams import StreamService
+from tests.integration.test_datastreams import T0, doc_with, until
+from tests.support.databases import Postgres
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+FIELDS = [
+    {"key": "seq", "name": "Seq", "fieldName": "seq", "fieldType": "string"},
+    {"key": "humidity", "name": "Humidity", "fieldName": "humidity", "fieldType": "integer"},
+    {"key": "code", "name": "Code", "fieldName": "code", "fieldType": "string"},
+]
+# what the operator made: narrower than the stream's fields (Validate Schema accepts integer and varchar)
+DDL = ('CREATE TABLE {t} ("deviceId" text NOT NULL, "timeStamp" timestamptz NOT NULL, seq text UNIQUE, '
+       "humidity integer CHECK (humidity <= 100), code varchar(8))")
+# row number -> (values, a part of the database's reason)
+REFUSED = {
+    0: ({"humidity": 101}, 'violates check constraint "{t}_humidity_check" (SQLSTATE 23514)'),
+    100: ({"code": "much-too-long"}, "value too long for type character varying(8), column code (SQLSTATE 22001)"),
+    199: ({"humidity": 3_000_000_000}, "OverflowError: value out of int32 range"),  # asyncpg's own encoding
+}
+
+
+def stream(pg: Postgres, table: str) -> dict[str, Any]:
+    return {"key": "pg", "name": "PG", "streamType": "postgresql", "dbUrl": f"{pg.host}:{pg.port}",
+            "dbName": "postgres", "dbUserName": "postgres", "dbTableName": table, "autoCreateSqlTable": False,
+            "dbValidateSchema": True, "fields": FIELDS}
+
+
+async def sql(pg: Postgres, statement: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        return list(await conn.fetch(statement, *args))
+    finally:
+        await conn.close()
+
+
+async def user_table(pg: Postgres) -> str:
+    table = f"t_{uuid.uuid4().hex[:10]}"
+    await sql(pg, DDL.format(t=table))
+    return table
+
+
+def add(service: StreamService, first: int, n: int) -> None:
+    """Rows ``r<first>`` .. in order; those in ``REFUSED`` carry the value the table refuses."""
+    for i in range(first, first + n):
+        values = {"seq": f"r{i}", "humidity": i % 100, "code": "ok", **REFUSED.get(i, ({}, ""))[0]}
+        assert service.add("pg", f"dev{i % 4}", T0 + i, values)
+
+
+def rejected_in(data: Path) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """The queue file's refused rows: (stream, when, reason, the queued row)."""
+    import orjson
+
+    with sqlite3.connect(data / QUEUE_FILE) as db:
+        return [(s, at, reason, orjson.loads(item))
+                for s, at, reason, item in db.execute("SELECT stream, at, reason, item FROM rejected ORDER BY id")]
+
+
+def pg_status(service: StreamService) -> dict[str, Any]:
+    return next(s for s in service.status() if s["key"] == "pg")
+
+
+async def assert_refused_rows_kept_aside(pg: Postgres, table: str, data: Path, service: StreamService) -> None:
+    """200 rows queued, 3 refused (first, middle, last): the 197 others in the table once each, the 3 in the
+    ``rejected`` table with the database's reason, counted; then rows queued after them arrive too."""
+    add(service, 0, 200)
+    await until(lambda: pg_status(service)["rejected"] == 3 and pg_status(service)["depth"] == 0, within=40)
+    rows = await sql(pg, f"SELECT seq, count(*) AS n FROM {table} GROUP BY seq")
+    assert {r["seq"]: r["n"] for r in rows} == {f"r{i}": 1 for i in range(200) if i not in REFUSED}
+    kept = rejected_in(data)
+    assert [item["row"]["seq"] for _, _, _, item in kept] == ["r0", "r100", "r199"]
+    for (key, at, reason, item), (i, (values, why)) in zip(kept, REFUSED.items(), strict=True):
+        assert key == "pg" and at.startswith("20") and why.format(t=table) in reason, reason
+        assert item["op"] == "add" and item["row"]["deviceId"] == f"dev{i % 4}"
+        assert {k: item["row"][k] for k in values} == values
+    st = pg_status(service)
+    assert st["written"] == 197 and st["failures"] == 0 and st["failing"] is False and st["lastError"] is None
+    assert "int32" in st["lastRejection"] and st["lastRejectionAt"] is not None
+    add(service, 200, 50)  # the stream goes on
+    await until(lambda: pg_status(service)["written"] == 247 and pg_status(service)["depth"] == 0)
+    assert (await sql(pg, f"SELECT count(*) AS n FROM {table}"))[0]["n"] == 247
+    assert pg_status(service)["rejected"] == 3
+
+
+async def test_rows_the_table_refuses_are_kept_aside_and_the_stream_goes_on(tmp_path: Path,
+                                                                             postgres: Postgres) -> None:
+    table = await user_table(postgres)
+    data = tmp_path / "data"
+    with structlog.testing.capture_logs() as logs:
+        async with DataStreams(data) as ds:
+            service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
+            await service.start()
+            try:
+                await assert_refused_rows_kept_aside(postgres, table, data, service)
+                metrics = {s.name: s.value for family in StreamsCollector(ds).collect() for s in family.samples
+                           if s.labels.get("stream") == "pg"}
+                assert metrics["nuviot_datastream_rejected_total"] == 3
+            finally:
+                await service.stop()
+    warned = [e for e in logs if e["event"] == "datastream_rows_refused"]
+    assert len(warned) == 1, warned  # at the first refusal; again at 10, 100, 1,000, ...
+    assert warned[0]["stream"] == "pg" and warned[0]["log_level"] == "warning"
+    assert warned[0]["reason"] == "OverflowError: value out of int32 range" and warned[0]["rejected"] == 3
+
+
+async def test_an_update_with_a_value_asyncpg_cannot_encode_is_refused_in_order(tmp_path: Path,
+                                                                                postgres: Postgres) -> None:
+    """An update whose value is past ``integer``'s range fails in asyncpg's client-side encoding (its
+    ``DataError``, an ``InterfaceError``: it was taken for "PostgreSQL went away" and retried forever). It is
+    refused; the adds and updates around it are applied in their order, in one batch."""
+    table = await user_table(postgres)
+    data = tmp_path / "data"
+    async with DataStreams(data) as ds:
+        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
+        await service.start()
+        try:
+            add(service, 1, 3)
+            service.put("pg", service.update_row("pg", "dev1", T0, {"humidity": 3_000_000_000}, {"seq": "r1"}))
+            service.put("pg", service.update_row("pg", "dev2", T0, {"code": "set"}, {"deviceId": "dev2"}))
+            add(service, 6, 1)  # dev2 too, after the update: keeps its own code
+            await until(lambda: pg_status(service)["rejected"] == 1 and pg_status(service)["depth"] == 0)
+            rows = await sql(postgres, f"SELECT seq, humidity, code FROM {table} ORDER BY seq")
+            assert [tuple(r) for r in rows] == [("r1", 1, "ok"), ("r2", 2, "set"), ("r3", 3, "ok"), ("r6", 6, "ok")]
+            ((_, _, reason, item),) = rejected_in(data)
+            assert item["op"] == "update" and item["row"] == {"humidity": 3_000_000_000}
+            assert "DataError" in reason and "out of int32 range" in reason
+            st = pg_status(service)
+            assert st["written"] == 5 and st["failures"] == 0 and st["failing"] is False
+        finally:
+            await service.stop()
+
+
+async def test_a_unique_violation_between_batches_is_refused_not_retried(tmp_path: Path, postgres: Postgres) -> None:
+    """A row whose ``seq`` the table already holds (UNIQUE): refused, and nothing else written twice."""
+    table = await user_table(postgres)
+    await sql(postgres, f"INSERT INTO {table} VALUES ('dev0', now(), 'r5', 1, 'old')")
+    data = tmp_path / "data"
+    async with DataStreams(data) as ds:
+        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
+        await service.start()
+        try:
+            add(service, 1, 9)
+            await until(lambda: pg_status(service)["rejected"] == 1 and pg_status(service)["depth"] == 0)
+            rows = await sql(postgres, f"SELECT seq, code FROM {table} ORDER BY seq")
+            assert [tuple(r) for r in rows] == [(f"r{i}", "old" if i == 5 else "ok") for i in range(1, 10)]
+            ((_, _, reason, item),) = rejected_in(data)
+            assert item["row"]["seq"] == "r5" and "duplicate key value violates unique constraint" in reason
+            assert "(SQLSTATE 23505)" in reason
+        finally:
+            await service.stop()
+
+
+async def test_through_the_stream_process_refused_rows_are_counted_in_this_process(tmp_path: Path,
+                                                                                   postgres: Postgres) -> None:
+    from tests.integration.test_stream_process import process_streams
+
+    table = await user_table(postgres)
+    data = tmp_path / "data"
+    async with process_streams(data) as ds:
+        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
+        await service.start()
+        try:
+            await assert_refused_rows_kept_aside(postgres, table, data, service)
+        finally:
+            await service.stop()
