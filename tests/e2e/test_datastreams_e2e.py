@@ -1,16 +1,21 @@
-"""Data streams in the real daemon: PostgreSQL's Validate Schema at start, secrets by reference."""
+"""Data streams in the real daemon: PostgreSQL's Validate Schema at start, secrets by reference, a row the
+table refuses."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from bench.streams import streams_solution
-from tests.support.daemon import Daemon
+from tests.e2e.conftest import http
+from tests.support.daemon import Daemon, request_json
 from tests.support.databases import Postgres
+from tests.support.mosquitto import Mosquitto
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -19,6 +24,14 @@ async def _create(pg: Postgres, ddl: str) -> None:
     conn = await asyncpg.connect(pg.dsn)
     try:
         await conn.execute(ddl)
+    finally:
+        await conn.close()
+
+
+async def _fetch(pg: Postgres, query: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        return list(await conn.fetch(query))
     finally:
         await conn.close()
 
@@ -45,3 +58,53 @@ def test_a_table_that_cannot_hold_the_stream_fails_the_start_naming_stream_table
             "hold the field (expected bigint or compatible) (Validate Schema)")
         assert d.request("GET", "/health", token=None)[0] == 200  # the admin API stays up
     assert secret not in "\n".join(d.lines)
+
+
+def test_a_row_the_table_refuses_is_counted_in_status_and_the_stream_goes_on(
+    tmp_path: Path, postgres: Postgres, mosquitto: Mosquitto
+) -> None:
+    """The daemon with its stream process (the default): a user-made table whose ``seq varchar(8)`` cannot
+    hold one message's seq. That row is kept aside (the queue file's ``rejected`` table), ``/status`` and
+    ``/metrics`` count it, the stream stays healthy and the other rows, before and after it, arrive."""
+    import asyncio
+    import re
+    import sqlite3
+    import time
+
+    table = f"t_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_create(postgres, f'CREATE TABLE {table} ("deviceId" text, "timeStamp" timestamptz, '
+                                  'seq varchar(8), temperature double precision, humidity bigint)'))
+    solution = streams_solution(tmp_path / "s.yaml", postgres=(postgres.host, postgres.port), table=table)
+    solution.write_text(solution.read_text().replace("autoCreateSqlTable: true", "autoCreateSqlTable: false"))
+    data = tmp_path / "data"
+    d = Daemon(data, "--solution", str(solution), "--listener-port", "restin=0", "--input-command-port", "0",
+               env={"MQTT_HOST": mosquitto.host, "MQTT_PORT": str(mosquitto.port), "MQTT_CLIENT_ID": "e2e-refused"})
+    with d:
+        status = d.wait_state("Running", timeout=30)
+        assert d.request("PUT", "/devices/d0001", {"deviceConfiguration": "sensor"})[0] in (200, 201)
+        rest = next(item["port"] for item in status["listeners"] if item["key"] == "restin")
+        for seq in ("a-1", "a-2", "a-much-too-long", "a-3"):
+            code, body = request_json("POST", f"http://127.0.0.1:{rest}/bench/d0001/rest",
+                                      {"seq": seq, "temperature": 21.5, "humidity": 40}, timeout=10)
+            assert code == 200, body
+
+        def stream() -> dict[str, Any]:
+            code, st = d.request("GET", "/status")
+            assert code == 200 and st["state"] == "Running", st
+            return next(s for s in st["dataStreams"] if s["key"] == "pgtelemetry")
+
+        deadline = time.monotonic() + 30
+        while not ((st := stream())["depth"] == 0 and st["written"] + st["rejected"] == 4):
+            assert time.monotonic() < deadline, f"the stream did not go on: {st}"
+            time.sleep(0.1)
+        assert st["written"] == 3 and st["rejected"] == 1 and st["failing"] is False and st["failures"] == 0, st
+        assert st["lastRejection"] == ("value too long for type character varying(8), column seq "
+                                       "(SQLSTATE 22001)") and st["lastRejectionAt"], st
+        metrics = http("GET", f"{d.base}/metrics")[1]
+        assert re.search(r'nuviot_datastream_rejected_total\{stream="pgtelemetry",type="postgresql"\} 1\.0', metrics)
+        rows = asyncio.run(_fetch(postgres, f"SELECT seq FROM {table} ORDER BY seq"))
+        assert [r["seq"] for r in rows] == ["a-1", "a-2", "a-3"]
+        with sqlite3.connect(data / "datastreams-queue.db") as db:
+            kept = db.execute("SELECT stream, reason, item FROM rejected").fetchall()
+        assert [(s, json.loads(item)["row"]["seq"]) for s, _, item in kept] == [("pgtelemetry", "a-much-too-long")]
+        assert d.terminate() == 0

@@ -47,10 +47,14 @@ def stream(pg: Postgres, table: str) -> dict[str, Any]:
             "dbValidateSchema": True, "fields": FIELDS}
 
 
-async def sql(pg: Postgres, statement: str, *args: Any) -> list[asyncpg.Record]:
+async def sql(pg: Postgres, statement: str) -> list[asyncpg.Record]:
+    """A query's rows; statements without rows may be several, separated by semicolons."""
     conn = await asyncpg.connect(pg.dsn)
     try:
-        return list(await conn.fetch(statement, *args))
+        if statement.lstrip().startswith("SELECT"):
+            return list(await conn.fetch(statement))
+        await conn.execute(statement)
+        return []
     finally:
         await conn.close()
 
@@ -85,7 +89,7 @@ async def assert_refused_rows_kept_aside(pg: Postgres, table: str, data: Path, s
     """200 rows queued, 3 refused (first, middle, last): the 197 others in the table once each, the 3 in the
     ``rejected`` table with the database's reason, counted; then rows queued after them arrive too."""
     add(service, 0, 200)
-    await until(lambda: pg_status(service)["rejected"] == 3 and pg_status(service)["depth"] == 0, within=40)
+    await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejected"] == 3, within=40)
     rows = await sql(pg, f"SELECT seq, count(*) AS n FROM {table} GROUP BY seq")
     assert {r["seq"]: r["n"] for r in rows} == {f"r{i}": 1 for i in range(200) if i not in REFUSED}
     kept = rejected_in(data)
@@ -139,7 +143,7 @@ async def test_an_update_with_a_value_asyncpg_cannot_encode_is_refused_in_order(
             service.put("pg", service.update_row("pg", "dev1", T0, {"humidity": 3_000_000_000}, {"seq": "r1"}))
             service.put("pg", service.update_row("pg", "dev2", T0, {"code": "set"}, {"deviceId": "dev2"}))
             add(service, 6, 1)  # dev2 too, after the update: keeps its own code
-            await until(lambda: pg_status(service)["rejected"] == 1 and pg_status(service)["depth"] == 0)
+            await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejected"] == 1)
             rows = await sql(postgres, f"SELECT seq, humidity, code FROM {table} ORDER BY seq")
             assert [tuple(r) for r in rows] == [("r1", 1, "ok"), ("r2", 2, "set"), ("r3", 3, "ok"), ("r6", 6, "ok")]
             ((_, _, reason, item),) = rejected_in(data)
@@ -161,12 +165,48 @@ async def test_a_unique_violation_between_batches_is_refused_not_retried(tmp_pat
         await service.start()
         try:
             add(service, 1, 9)
-            await until(lambda: pg_status(service)["rejected"] == 1 and pg_status(service)["depth"] == 0)
+            await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejected"] == 1)
             rows = await sql(postgres, f"SELECT seq, code FROM {table} ORDER BY seq")
             assert [tuple(r) for r in rows] == [(f"r{i}", "old" if i == 5 else "ok") for i in range(1, 10)]
             ((_, _, reason, item),) = rejected_in(data)
             assert item["row"]["seq"] == "r5" and "duplicate key value violates unique constraint" in reason
             assert "(SQLSTATE 23505)" in reason
+        finally:
+            await service.stop()
+
+
+async def test_a_connection_lost_while_refused_rows_are_isolated_commits_nothing_of_the_batch(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """The table's trigger ends the stream's own connection at row r150, once: that is in the middle of the
+    isolation (the first half's rows are in by then, in their savepoints). Nothing of that attempt is committed;
+    the batch is written again whole: every row once, the same 3 refused."""
+    table = await user_table(postgres)
+    await sql(postgres, f"""
+        CREATE SEQUENCE {table}_once;
+        CREATE FUNCTION {table}_drop() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.seq = 'r150' AND nextval('{table}_once') = 1 THEN  -- a sequence is not rolled back
+                PERFORM pg_terminate_backend(pg_backend_pid());
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER {table}_drop BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {table}_drop();
+    """)
+    data = tmp_path / "data"
+    async with DataStreams(data) as ds:
+        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
+        await service.start()
+        try:
+            add(service, 0, 200)
+            await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejected"] == 3, within=40)
+            rows = await sql(postgres, f"SELECT seq, count(*) AS n FROM {table} GROUP BY seq")
+            assert {r["seq"]: r["n"] for r in rows} == {f"r{i}": 1 for i in range(200) if i not in REFUSED}
+            assert [item["row"]["seq"] for _, _, _, item in rejected_in(data)] == ["r0", "r100", "r199"]
+            st = pg_status(service)
+            assert st["failures"] == 1 and "went away" in st["lastError"]  # the lost connection: tried again
+            assert st["written"] == 197 and st["failing"] is False
+            assert (await sql(postgres, f"SELECT last_value FROM {table}_once"))[0]["last_value"] == 2
         finally:
             await service.stop()
 
