@@ -337,8 +337,8 @@ class PostgresSink:
     async def _isolate(self, conn: asyncpg.Connection, ops: list[dict[str, Any]],
                        reason: str) -> list[tuple[dict[str, Any], str]]:
         """The batch again, all or nothing: one transaction, each part in a savepoint (asyncpg's nested
-        transaction), a refused part halved down to single rows (a refused row among n costs ~2 log2(n) more
-        statements). The refused ops with the database's reasons; any other error ends it with nothing
+        transaction), a refused part halved down to single rows (one refused row among n: ~2 log2(n) savepoints;
+        every row refused: 2n). The refused ops with the database's reasons; any other error ends it with nothing
         committed. Deferred constraints are checked per statement here, so a violation is a part's own and
         not the commit's."""
         if len(ops) == 1:
