@@ -224,3 +224,40 @@ async def test_through_the_stream_process_refused_rows_are_counted_in_this_proce
             await assert_refused_rows_kept_aside(postgres, table, data, service)
         finally:
             await service.stop()
+
+
+async def test_the_rejected_table_keeps_the_newest_rows_per_stream(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounded per stream (``REJECTED_KEEP``, 10,000; 5 here), the newest kept, across a reopening of the file;
+    another stream's refused rows are not touched; each ack drops its batch in the same transaction."""
+    from runtime.adapters.streams import queue as queue_module
+    from runtime.adapters.streams.queue import StreamQueue
+
+    monkeypatch.setattr(queue_module, "REJECTED_KEEP", 5)
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def item(i: int) -> dict[str, Any]:
+        return {"op": "add", "row": {"seq": f"r{i}"}, "at": T0 + i}
+
+    async def batch(q: StreamQueue, stream: str, first: int, n: int, refused: list[int]) -> None:
+        for i in range(first, first + n):
+            assert q.put(stream, item(i))
+        await q.flush()
+        chunks = await q.take(stream, 1000)
+        await q.ack(stream, chunks[-1][0], n, [(item(i), f"refused {i}") for i in refused], T0)
+
+    async with StreamQueue(data / QUEUE_FILE) as q:
+        await batch(q, "a", 0, 10, [1, 2, 3])
+        await batch(q, "b", 0, 2, [0])
+        await batch(q, "a", 10, 10, [11, 12, 13, 14])
+        assert q.depth("a") == 0 and q.depth("b") == 0
+    async with StreamQueue(data / QUEUE_FILE) as q:  # the count per stream read back from the file
+        await batch(q, "a", 20, 3, [20, 21])
+    kept = rejected_in(data)
+    assert [(item["row"]["seq"], reason) for s, _, reason, item in kept if s == "a"] == [
+        ("r12", "refused 12"), ("r13", "refused 13"), ("r14", "refused 14"), ("r20", "refused 20"), ("r21", "refused 21")]
+    assert [item["row"]["seq"] for s, _, _, item in kept if s == "b"] == ["r0"]
+    assert all(at == "2026-01-01T00:00:00.000Z" for _, at, _, _ in kept)
+    with sqlite3.connect(data / QUEUE_FILE) as db:
+        assert db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 0
