@@ -64,7 +64,7 @@ def refusal(exc: BaseException) -> str | None:
         state = str(exc.sqlstate or "")
         if state[:2] not in _REFUSED_CLASSES:
             return None
-        if exc.message is None:  # raised by asyncpg itself (a parameter it cannot encode): never sent
+        if getattr(exc, "message", None) is None:  # asyncpg's own (a parameter it cannot encode): never sent
             return f"{type(exc).__name__}: {exc}"
         column = getattr(exc, "column_name", None)
         if not column:  # a COPY names it in its context: "COPY t, line 3, column humidity: ..."
