@@ -63,8 +63,12 @@ def encode(msg: Any, *, kind: int = JSON) -> bytes:
 def rows_frame(frame: int, pending: Mapping[str, tuple[int, bytearray]]) -> bytes:
     """A ``rows`` frame: each stream's rows as one JSON array, which the stream process stores as a queue chunk
     without decoding it, after a small JSON header naming the streams, their row counts and sizes. ``pending``:
-    per stream, its row count and its rows as ``put`` encoded them (one JSON text a line)."""
-    blobs = [b"[" + bytes(lines[:-1]).replace(b"\n", b",") + b"]" for _, lines in pending.values()]
+    per stream, its row count and its rows as ``put`` encoded them (``[`` and one JSON text a line), taken: the
+    last newline becomes ``]`` in place and the others commas in one copy."""
+    blobs = []
+    for _, lines in pending.values():
+        lines[-1:] = b"]"
+        blobs.append(lines.replace(b"\n", b","))
     meta = orjson.dumps({"t": "rows", "id": frame,
                          "chunks": [[stream, n, len(blob)]
                                     for (stream, (n, _)), blob in zip(pending.items(), blobs, strict=True)]})
@@ -372,7 +376,8 @@ class ProcessQueue:
         if n:
             self._pending[stream] += _dumps(item, option=_LINE)
         else:
-            self._pending[stream] = bytearray(_dumps(item, option=_LINE))
+            self._pending[stream] = buf = bytearray(b"[")
+            buf += _dumps(item, option=_LINE)
         self._pending_n[stream] = n + 1
         self._pending_total += 1
         if not self._awake:
