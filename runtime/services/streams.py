@@ -5,7 +5,8 @@ A row leaves the queue only after its sink committed it; while a database is awa
 rows, records the error (``/status``, ``/metrics``) and retries with jittered back-off; the instance
 stays Running. A row the database refuses itself (a value its column cannot hold, a constraint it breaks) is
 another matter: retrying it would stop the stream for good, so the sink commits the batch's other rows and
-names the refused ones, which the queue keeps aside (``rejected``) while the stream goes on.
+names the refused ones, which the queue keeps aside (``rejected``) while the stream goes on; the operator
+looks at them (``rejected``) and, once the table takes them, queues them again (``requeue_rejected``).
 ``status()`` is CONTRACT §9's ``GET /datastreams`` body.
 """
 
@@ -71,7 +72,14 @@ class QueuePort(Protocol):
     @property
     def overflow(self) -> Mapping[str, int]: ...  # rows refused per stream (read-only here)
 
+    @property
+    def rejected_kept(self) -> Mapping[str, int]: ...  # refused rows kept aside now, per stream
+
     def depth(self, stream: str) -> int: ...
+
+    async def rejected(self, stream: str, limit: int) -> list[dict[str, Any]]: ...  # {id, at, reason, row}
+
+    async def requeue_rejected(self, stream: str) -> int: ...  # back at the end of the queue, in one transaction
 
     def put(self, stream: str, item: dict[str, Any]) -> bool: ...
 
@@ -318,6 +326,15 @@ class StreamService:
                    limit: int) -> list[dict[str, Any]]:
         return await self._states[stream].sink.read(device_id, start, end, limit)
 
+    async def rejected(self, stream: str, limit: int) -> list[dict[str, Any]]:
+        """The refused rows kept for ``stream``, newest first: ``{id, at, reason, row}``."""
+        return await self._queue.rejected(stream, limit)
+
+    async def requeue_rejected(self, stream: str) -> int:
+        """Queue ``stream``'s refused rows again (the table was widened, its CHECK dropped); how many. The
+        ``rejected`` count stays (a running total); ``rejectedKept`` drops to what is refused again."""
+        return await self._queue.requeue_rejected(stream)
+
     def status(self) -> list[dict[str, Any]]:
         """CONTRACT §9: key, name, type, target, depth, lastWriteAt, lastError (and counts)."""
         out = []
@@ -348,6 +365,7 @@ class StreamService:
                 "lastError": st.last_error,
                 "lastErrorAt": st.last_error_at,
                 "rejected": st.rejected,
+                "rejectedKept": self._queue.rejected_kept.get(s.key, 0),
                 "lastRejection": st.last_rejection,
                 "lastRejectionAt": st.last_rejection_at,
             })

@@ -108,3 +108,75 @@ def test_a_row_the_table_refuses_is_counted_in_status_and_the_stream_goes_on(
             kept = db.execute("SELECT stream, reason, item FROM rejected").fetchall()
         assert [(s, json.loads(item)["row"]["seq"]) for s, _, item in kept] == [("pgtelemetry", "a-much-too-long")]
         assert d.terminate() == 0
+
+
+def test_the_refused_rows_are_shown_and_queued_again_over_the_admin_api(
+    tmp_path: Path, postgres: Postgres, mosquitto: Mosquitto
+) -> None:
+    """The daemon with its stream process: two seqs too long for ``varchar(8)`` are refused; ``GET
+    /datastreams/{key}/rejected`` shows them newest first with the reason; the operator widens the column and
+    ``POST .../rejected/requeue`` sends them again: they arrive once, the list is empty, ``/status`` agrees.
+    Both need the token; an unknown stream is 404, a bad limit 400, each with its code."""
+    import asyncio
+    import time
+
+    table = f"t_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_create(postgres, f'CREATE TABLE {table} ("deviceId" text, "timeStamp" timestamptz, '
+                                  'seq varchar(8), temperature double precision, humidity bigint)'))
+    solution = streams_solution(tmp_path / "s.yaml", postgres=(postgres.host, postgres.port), table=table)
+    solution.write_text(solution.read_text().replace("autoCreateSqlTable: true", "autoCreateSqlTable: false"))
+    d = Daemon(tmp_path / "data", "--solution", str(solution), "--listener-port", "restin=0",
+               "--input-command-port", "0",
+               env={"MQTT_HOST": mosquitto.host, "MQTT_PORT": str(mosquitto.port), "MQTT_CLIENT_ID": "e2e-requeue"})
+    with d:
+        status = d.wait_state("Running", timeout=30)
+        assert d.request("PUT", "/devices/d0001", {"deviceConfiguration": "sensor"})[0] in (200, 201)
+        rest = next(item["port"] for item in status["listeners"] if item["key"] == "restin")
+        for seq in ("a-1", "a-long-one", "a-2", "a-longer-one"):
+            code, body = request_json("POST", f"http://127.0.0.1:{rest}/bench/d0001/rest",
+                                      {"seq": seq, "temperature": 21.5, "humidity": 40}, timeout=10)
+            assert code == 200, body
+
+        def stream() -> dict[str, Any]:
+            code, st = d.request("GET", "/status")
+            assert code == 200 and st["state"] == "Running", st
+            return next(s for s in st["dataStreams"] if s["key"] == "pgtelemetry")
+
+        def settle(written: int, kept: int) -> dict[str, Any]:
+            deadline = time.monotonic() + 30
+            while not ((st := stream())["depth"] == 0 and st["written"] == written and st["rejectedKept"] == kept):
+                assert time.monotonic() < deadline, f"not {written} written, {kept} kept: {st}"
+                time.sleep(0.1)
+            return st
+
+        settle(2, 2)
+        code, shown = d.request("GET", "/datastreams/pgtelemetry/rejected")
+        assert code == 200, shown
+        assert [r["row"]["row"]["seq"] for r in shown] == ["a-longer-one", "a-long-one"]
+        assert all("value too long for type character varying(8)" in r["reason"] and r["at"] and r["id"]
+                   for r in shown), shown
+        code, one = d.request("GET", "/datastreams/pgtelemetry/rejected?limit=1")
+        assert code == 200 and one == shown[:1], one
+
+        for path, method in (("/datastreams/pgtelemetry/rejected", "GET"),
+                             ("/datastreams/pgtelemetry/rejected/requeue", "POST")):
+            code, body = d.request(method, path, token=None)
+            assert code == 401 and body["error"]["code"] == "unauthorized", body
+            code, body = d.request(method, path.replace("pgtelemetry", "nope"))
+            assert code == 404 and body["error"]["code"] == "unknown_datastream", body
+        for limit in ("0", "1001", "ten", "-1"):
+            code, body = d.request("GET", f"/datastreams/pgtelemetry/rejected?limit={limit}")
+            assert code == 400 and body["error"]["code"] == "bad_limit", (limit, body)
+        assert stream()["rejectedKept"] == 2  # nothing was moved by the refused requests
+
+        asyncio.run(_create(postgres, f"ALTER TABLE {table} ALTER COLUMN seq TYPE text"))
+        code, body = d.request("POST", "/datastreams/pgtelemetry/rejected/requeue")
+        assert code == 200 and body == {"requeued": 2}, body
+        st = settle(4, 0)
+        assert st["rejected"] == 2 and st["failing"] is False, st  # the running total stays
+        rows = asyncio.run(_fetch(postgres, f"SELECT seq FROM {table} ORDER BY seq"))
+        assert [r["seq"] for r in rows] == ["a-1", "a-2", "a-long-one", "a-longer-one"]
+        assert d.request("GET", "/datastreams/pgtelemetry/rejected") == (200, [])
+        code, listed = d.request("GET", "/datastreams")
+        assert code == 200 and next(s for s in listed if s["key"] == "pgtelemetry")["rejectedKept"] == 0
+        assert d.terminate() == 0

@@ -261,3 +261,137 @@ async def test_the_rejected_table_keeps_the_newest_rows_per_stream(tmp_path: Pat
     assert all(at == "2026-01-01T00:00:00.000Z" for _, at, _, _ in kept)
     with sqlite3.connect(data / QUEUE_FILE) as db:
         assert db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0] == 0
+
+
+async def assert_refused_rows_shown_then_requeued(pg: Postgres, table: str, data: Path, service: StreamService) -> None:
+    """Rows the CHECK refuses are shown newest first with the database's reason; once the operator drops the
+    CHECK, queued again they arrive in the table exactly once, the kept list is empty, and a second requeue
+    queues nothing. The ``rejected`` count is a running total; ``rejectedKept`` follows the list."""
+    check = f'violates check constraint "{table}_humidity_check" (SQLSTATE 23514)'
+    for i in range(30):
+        values = {"seq": f"r{i}", "humidity": 150 + i if i % 10 == 3 else i, "code": "ok"}
+        assert service.add("pg", f"dev{i % 4}", T0 + i, values)
+    await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejectedKept"] == 3, within=40)
+    shown = await service.rejected("pg", 100)
+    assert [r["row"]["row"]["seq"] for r in shown] == ["r23", "r13", "r3"]  # newest first
+    assert [r["row"]["row"]["humidity"] for r in shown] == [173, 163, 153]
+    assert all(check in r["reason"] and r["at"].startswith("20") and r["row"]["op"] == "add" for r in shown), shown
+    assert [r["id"] for r in shown] == sorted((r["id"] for r in shown), reverse=True)
+    assert [r["row"]["row"]["seq"] for r in await service.rejected("pg", 2)] == ["r23", "r13"]
+    st = pg_status(service)
+    assert st["rejected"] == 3 and st["written"] == 27
+
+    await sql(pg, f"ALTER TABLE {table} DROP CONSTRAINT {table}_humidity_check")
+    assert await service.requeue_rejected("pg") == 3
+    assert rejected_in(data) == []  # out of the rejected table at once (the same transaction put them in the queue)
+    await until(lambda: pg_status(service)["written"] == 30 and pg_status(service)["depth"] == 0, within=40)
+    rows = await sql(pg, f"SELECT seq, humidity, count(*) AS n FROM {table} GROUP BY seq, humidity")
+    assert {r["seq"]: (r["humidity"], r["n"]) for r in rows} == {
+        f"r{i}": (150 + i if i % 10 == 3 else i, 1) for i in range(30)}
+    assert await service.rejected("pg", 100) == []
+    assert await service.requeue_rejected("pg") == 0
+    st = pg_status(service)
+    assert st["rejected"] == 3 and st["rejectedKept"] == 0 and st["failures"] == 0 and st["failing"] is False, st
+
+
+async def test_refused_rows_are_shown_and_once_the_table_takes_them_queued_again(tmp_path: Path,
+                                                                                 postgres: Postgres) -> None:
+    table = await user_table(postgres)
+    data = tmp_path / "data"
+    async with DataStreams(data) as ds:
+        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
+        await service.start()
+        try:
+            await assert_refused_rows_shown_then_requeued(postgres, table, data, service)
+        finally:
+            await service.stop()
+
+
+async def test_through_the_stream_process_refused_rows_are_shown_and_queued_again(tmp_path: Path,
+                                                                                  postgres: Postgres) -> None:
+    from tests.integration.test_stream_process import process_streams
+
+    table = await user_table(postgres)
+    data = tmp_path / "data"
+    async with process_streams(data) as ds:
+        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
+        await service.start()
+        try:
+            await assert_refused_rows_shown_then_requeued(postgres, table, data, service)
+        finally:
+            await service.stop()
+
+
+async def test_rows_refused_again_go_back_to_the_rejected_table(tmp_path: Path, postgres: Postgres) -> None:
+    """Queued again while the table still refuses them: kept aside again (new ids, the same order), none
+    written; the count goes on (6), what is kept does not grow (3)."""
+    table = await user_table(postgres)
+    data = tmp_path / "data"
+    async with DataStreams(data) as ds:
+        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
+        await service.start()
+        try:
+            for i in range(3):
+                assert service.add("pg", "dev0", T0 + i, {"seq": f"r{i}", "humidity": 200 + i, "code": "ok"})
+            await until(lambda: pg_status(service)["rejectedKept"] == 3 and pg_status(service)["depth"] == 0)
+            before = [r["id"] for r in await service.rejected("pg", 10)]
+            assert await service.requeue_rejected("pg") == 3
+            await until(lambda: pg_status(service)["rejected"] == 6 and pg_status(service)["depth"] == 0)
+            again = await service.rejected("pg", 10)
+            assert [r["row"]["row"]["seq"] for r in again] == ["r2", "r1", "r0"]
+            assert min(r["id"] for r in again) > max(before)
+            assert pg_status(service)["rejectedKept"] == 3 and pg_status(service)["written"] == 0
+            assert (await sql(postgres, f"SELECT count(*) AS n FROM {table}"))[0]["n"] == 0
+        finally:
+            await service.stop()
+
+
+async def test_a_requeue_is_one_transaction_with_rows_in_order_at_the_end_of_the_queue(tmp_path: Path) -> None:
+    """``StreamQueue`` alone (no drainer): the refused rows go after the rows already queued, in the order they
+    were refused, in chunks of ``CHUNK``; the file holds them in the queue or in ``rejected``, never both (read
+    from another connection right after); a failed transaction leaves them where they were; across a reopening
+    the requeued rows are taken from the file."""
+    from runtime.adapters.streams import queue as queue_module
+    from runtime.adapters.streams.queue import StreamQueue
+
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def item(i: int) -> dict[str, Any]:
+        return {"op": "add", "row": {"seq": f"r{i}"}, "at": T0 + i}
+
+    async with StreamQueue(data / QUEUE_FILE) as q:
+        for i in range(1500):
+            assert q.put("a", item(i))
+        assert q.put("b", item(0))
+        await q.flush()
+        chunks = await q.take("a", 10_000)
+        await q.ack("a", chunks[-1][0], 1500, [(item(i), f"refused {i}") for i in range(1500)], T0)
+        assert q.put("a", item(5000))  # queued before the requeue: stays first
+        await q.flush()
+        assert q.depth("a") == 1 and q.rejected_kept["a"] == 1500
+
+        woken: list[set[str]] = []
+        q.listeners.append(woken.append)
+        with sqlite3.connect(data / QUEUE_FILE) as db:  # a failed transaction: nothing moved
+            db.execute("CREATE TRIGGER fail BEFORE DELETE ON rejected BEGIN SELECT RAISE(ABORT, 'disk'); END")
+        with pytest.raises(sqlite3.Error):
+            await q.requeue_rejected("a")
+        assert q.depth("a") == 1 and q.rejected_kept["a"] == 1500 and len(rejected_in(data)) == 1500
+        with sqlite3.connect(data / QUEUE_FILE) as db:
+            db.execute("DROP TRIGGER fail")
+            assert db.execute("SELECT SUM(n) FROM chunks WHERE stream = 'a'").fetchone()[0] == 1
+
+        assert await q.requeue_rejected("a") == 1500
+        assert woken == [{"a"}]
+        assert q.depth("a") == 1501 and q.rejected_kept["a"] == 0 and await q.rejected("a", 10) == []
+        with sqlite3.connect(data / QUEUE_FILE) as db:
+            assert [n for (n,) in db.execute("SELECT n FROM chunks WHERE stream = 'a' ORDER BY seq")] == [
+                1, queue_module.CHUNK, 1500 - queue_module.CHUNK]
+            assert db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0] == 0
+        assert [r["seq"] for _, rows in await q.take("a", 10_000) for r in (x["row"] for x in rows)] == [
+            "r5000", *(f"r{i}" for i in range(1500))]
+    async with StreamQueue(data / QUEUE_FILE) as q:  # from the file
+        assert q.depth("a") == 1501 and q.depth("b") == 1
+        taken = [x["row"]["seq"] for _, rows in await q.take("a", 20_000) for x in rows]
+        assert taken[:3] == ["r5000", "r0", "r1"]

@@ -39,6 +39,7 @@ import structlog
 from runtime.adapters.streams.queue import warn_refused
 from runtime.adapters.supervision import Outcome, supervise
 from runtime.core.backoff import Backoff
+from runtime.core.errors import TransientError
 from runtime.core.streams import StreamStartError
 
 log = structlog.get_logger(__name__)
@@ -48,6 +49,7 @@ COALESCE = 0.02  # seconds rows gather before a frame (unless a chunk is full or
 MAX_FRAME = 256 * 1024 * 1024
 SINK_CLOSE = 3.0  # seconds the stream process's sinks get to close after their drain (PostgreSQL's close: 2 s)
 CLOSE_WAIT = 3.0  # seconds the process gets to commit and end at ``close`` before it is killed
+ASK_WAIT = 10.0  # seconds an operator's request (the refused rows: read, queue again) waits for the process
 _HEAD = struct.Struct("!IB")  # body length, kind
 _META = struct.Struct("!I")
 JSON, PICKLE, ROWS = 0, 1, 2
@@ -151,6 +153,7 @@ class ProcessQueue:
         self._depth: dict[str, int] = {}  # the process's depth, per stream, as it last said
         self._overflow: Counter[str] = Counter()  # refused here
         self._child_overflow: dict[str, int] = {}  # refused there
+        self._kept: dict[str, int] = {}  # refused rows in the queue file's ``rejected`` table, as it last said
         self._ended_overflow: Counter[str] = Counter()  # refused by stream processes that have ended
         self._next_id = 1
         self._wake = asyncio.Event()
@@ -324,6 +327,8 @@ class ProcessQueue:
             self._depth = msg["d"]
         if "o" in msg:
             self._child_overflow = msg["o"]
+        if "k" in msg:
+            self._kept = msg["k"]
         self._room = {stream: self.max_rows - self._depth.get(stream, 0) - self._transit[stream]
                       for stream in {*self._depth, *self._transit, *self._room}}
 
@@ -452,6 +457,33 @@ class ProcessQueue:
         self._requests[req] = fut
         self._writer.write(encode({**msg, "req": req}, kind=kind))
         return await asyncio.wait_for(fut, within)
+
+    @property
+    def rejected_kept(self) -> Mapping[str, int]:
+        return self._kept
+
+    async def rejected(self, stream: str, limit: int) -> list[dict[str, Any]]:
+        """The stream process's ``StreamQueue.rejected``: it owns the file and its one connection."""
+        answer = await self._ask({"t": "rejected", "stream": stream, "limit": limit})
+        rows: list[dict[str, Any]] = answer["rows"]
+        return rows
+
+    async def requeue_rejected(self, stream: str) -> int:
+        """The stream process's ``StreamQueue.requeue_rejected`` (its transaction, its drainer woken)."""
+        answer = await self._ask({"t": "requeue", "stream": stream})
+        return int(answer["requeued"])
+
+    async def _ask(self, msg: dict[str, Any]) -> Any:
+        """An operator's request: ``TransientError`` when the process does not answer within ``ASK_WAIT`` (it is
+        starting again, or stuck) or fails it. A requeue whose answer was lost may have been done: the rows are
+        then in the queue (asking again queues none)."""
+        try:
+            answer = await self._request(msg, within=ASK_WAIT)
+        except (TimeoutError, RuntimeError) as exc:
+            raise TransientError(f"the data-stream process did not answer: {exc or type(exc).__name__}") from None
+        if not answer.get("ok"):
+            raise TransientError(f"the data-stream process failed it: {answer.get('error')}")
+        return answer
 
     async def start_streams(self, streams: list[Any], observer: Callable[[dict[str, Any]], None]) -> None:
         """Start draining ``streams`` (their ``DataStream`` models) there; ``StreamStartError`` when one cannot."""

@@ -14,7 +14,8 @@ stream's queue is empty again.
 
 Rows a stream's database refused (a value its column cannot hold, a constraint they break) leave the queue with
 their batch's ack and are kept in the file's ``rejected`` table (stream, when, the database's reason, the
-queued operation's JSON), the newest ``REJECTED_KEEP`` per stream, for the operator to look at or queue again.
+queued operation's JSON), the newest ``REJECTED_KEEP`` per stream, for the operator to look at (``rejected``) or
+queue again (``requeue_rejected``: back at the end of the stream's queue, moved in one transaction).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ CHUNK = 1000
 MEMORY_ROWS = 20_000  # committed rows per stream also kept in memory for the drainer
 COALESCE = 0.02  # seconds the flusher waits for more rows before a commit (unless a chunk is full)
 REJECTED_KEEP = 10_000  # refused rows kept per stream (the newest)
+REJECTED_READ = 1000  # refused rows one ``rejected`` call returns at most
 
 
 def warn_refused(stream: str, max_rows: int, before: int, after: int) -> None:
@@ -87,6 +89,11 @@ class StreamQueue:
         # rows it keeps aside) would otherwise run their statements inside each other's transaction
         self._tx = asyncio.Lock()
         self._rejected_kept: Counter[str] = Counter()  # rows in the ``rejected`` table, per stream
+
+    @property
+    def rejected_kept(self) -> Mapping[str, int]:
+        """Rows in the ``rejected`` table now, per stream."""
+        return self._rejected_kept
 
     async def open(self) -> StreamQueue:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -322,3 +329,54 @@ class StreamQueue:
         held = self._memory.get(stream)
         while held and held[0][0] <= last_seq:
             self._memory_rows[stream] -= held.popleft()[2]
+
+    # ------------------------------------------------------------------ refused rows
+    async def rejected(self, stream: str, limit: int) -> list[dict[str, Any]]:
+        """The refused rows kept for ``stream``, newest first, at most ``limit`` (``REJECTED_READ``): ``{id, at,
+        reason, row}``, ``row`` the queued operation as it was refused. Under ``_tx``: a read on the connection
+        while an ``ack`` holds its transaction open would see that ack's rows before their commit."""
+        assert self._db is not None
+        async with self._tx, self._db.execute(
+            "SELECT id, at, reason, item FROM rejected WHERE stream = ? ORDER BY id DESC LIMIT ?",
+            (stream, max(1, min(limit, REJECTED_READ))),
+        ) as cur:
+            return [{"id": id_, "at": at, "reason": reason, "row": orjson.loads(item)}
+                    for id_, at, reason, item in await cur.fetchall()]
+
+    async def requeue_rejected(self, stream: str) -> int:
+        """Every refused row kept for ``stream`` back at the end of its queue, in the order they were refused
+        (chunks of ``CHUNK``), and out of the ``rejected`` table, in one transaction: a crash leaves them in one
+        place or the other, never both, never neither. The stream's drainer is woken (``listeners``); a row
+        refused again is kept aside again. Not bounded by ``max_rows`` (at most ``REJECTED_KEEP`` rows, which
+        the operator asked for). The number of rows queued."""
+        assert self._db is not None
+        async with self._tx:
+            await self._db.execute("BEGIN")
+            try:
+                async with self._db.execute(
+                    "SELECT id, item FROM rejected WHERE stream = ? ORDER BY id", (stream,)
+                ) as cur:
+                    kept = list(await cur.fetchall())
+                chunks: list[tuple[bytes, int]] = []
+                for i in range(0, len(kept), CHUNK):
+                    part = kept[i:i + CHUNK]
+                    chunks.append((b"[" + ",".join(item for _, item in part).encode() + b"]", len(part)))
+                seqs = [(await self._db.execute(_INSERT, (stream, n, body))).lastrowid for body, n in chunks]
+                if kept:
+                    await self._db.execute("DELETE FROM rejected WHERE stream = ? AND id <= ?", (stream, kept[-1][0]))
+                await self._db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._db.execute("ROLLBACK")
+                raise
+            # before the lock is let go (no await from here): the memory copy stays in the file's order
+            for (body, n), seq in zip(chunks, seqs, strict=True):
+                self._remember(stream, seq, body, n)
+                self.committed[stream] += n
+                self._held[stream] = self._held.get(stream, 0) + n
+            self._rejected_kept[stream] -= len(kept)
+        if kept:
+            log.info("datastream_rejected_requeued", stream=stream, rows=len(kept))
+            for listener in self.listeners:
+                listener({stream})
+        return len(kept)

@@ -3,7 +3,9 @@ and the drainers, fed by the daemon's ``ProcessQueue`` over the socket ``FD`` (d
 
 It reads frames in order: ``hello`` (the streams to run, after a restart), ``rows`` (each stream's rows one JSON array, stored in the queue as it came; answered
 ``committed`` once the queue file holds them), ``start`` / ``stop`` (the solution's streams; answered
-``reply``) and ``exit``. Each write and each failure of a drainer is reported (``state``: rows written since
+``reply``), ``rejected`` / ``requeue`` (an operator's look at the refused rows and their return to the queue,
+done here because this process owns the queue file, its one connection and its transactions; answered ``reply``)
+and ``exit``. Each write and each failure of a drainer is reported (``state``: rows written since
 the last report, the last write and error); warnings and errors are sent to the daemon's log sinks (``log``).
 It ignores SIGINT and SIGTERM (the daemon stops it, after its own drain) and ends, committing what it holds,
 when the socket closes.
@@ -50,6 +52,7 @@ class Worker:
         msg["r"] = self.received
         msg["d"] = {k: self._queue.depth(k) for k in keys}
         msg["o"] = dict(self._queue.overflow)
+        msg["k"] = dict(self._queue.rejected_kept)
         self._writer.write(encode(msg))
 
     def on_state(self, st: StreamState) -> None:
@@ -90,6 +93,19 @@ class Worker:
             self._queue.put_chunk(stream, n, body)  # stored as it came; a refusal is counted (reported with ``o``)
         self.received = frame = msg["id"]
         self._queue.after_commit(lambda: self.send({"t": "committed", "id": frame}))
+
+    async def refused_rows(self, msg: dict[str, Any]) -> None:
+        """``rejected`` (the rows, newest first) or ``requeue`` (back in the queue), answered ``reply``."""
+        try:
+            if msg["t"] == "rejected":
+                answer: dict[str, Any] = {"rows": await self._queue.rejected(msg["stream"], int(msg["limit"]))}
+            else:
+                answer = {"requeued": await self._queue.requeue_rejected(msg["stream"])}
+        except Exception as exc:  # noqa: BLE001 - the queue file failed it: the operator is told, this process goes on
+            log.error("datastream_rejected_request_failed", request=msg["t"], error=repr(exc))
+            self.send({"t": "reply", "req": msg["req"], "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            return
+        self.send({"t": "reply", "req": msg["req"], "ok": True, **answer})
 
     async def start(self, streams: list[Any]) -> None:
         """Run ``streams`` (those running before are stopped first); ``StreamStartError`` when one cannot."""
@@ -170,6 +186,8 @@ async def serve(fd: int, data_dir: Path, max_rows: int) -> None:
                 elif kind == "stop":
                     await worker.stop(float(msg["budget"]))
                     worker.send({"t": "reply", "req": msg["req"], "ok": True})
+                elif kind in ("rejected", "requeue"):
+                    await worker.refused_rows(msg)
                 elif kind == "exit":
                     break
             await worker.stop(0.0)
