@@ -183,6 +183,8 @@ def test_console_in_a_real_browser(tmp_path: Path, browser: Any, shots: Path) ->
             shutil.copyfile(shots / "08-console.png", target)
         assert not any(daemon.token in line for line in daemon.lines)
         assert by_id("datastreams").is_displayed() is True  # GET /datastreams answers (issue 13): the panel shows
+        head = [th.get_attribute("textContent") for th in d.find_elements(By.CSS_SELECTOR, "#datastreams thead th")]
+        assert head == ["Stream", "Type", "Depth", "Rejected", "Last write", "Last error"], head
         # no script error and no policy violation; the refused requests (401, 409) are the only errors logged
         problems = [e["message"] for e in d.get_log("browser")
                     if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]]

@@ -81,6 +81,15 @@ export async function loadEvents() {
   $("event-rows").replaceChildren(...rows);
 }
 
+// Rows the stream's database refused: the running total, and those still kept aside (to look at and queue
+// again with GET /datastreams/{key}/rejected and POST .../rejected/requeue), with the database's last reason.
+function rejected(d) {
+  const total = d.rejected ?? 0;
+  const kept = d.rejectedKept ?? 0;
+  return el("td", { class: kept ? "error" : null, title: d.lastRejection || null,
+    text: kept ? `${total.toLocaleString()} (${kept.toLocaleString()} kept)` : total.toLocaleString() });
+}
+
 // Data streams: the panel shows only when GET /datastreams answers 200.
 export async function loadDatastreams() {
   let streams;
@@ -94,7 +103,7 @@ export async function loadDatastreams() {
   $("datastreams").hidden = false;
   replaceRows($("datastream-rows"), streams.map((d) => el("tr", {},
     el("th", { scope: "row", text: d.name ? `${d.name} (${d.key})` : d.key }), el("td", { text: d.type ?? "–" }),
-    el("td", { text: (d.depth ?? 0).toLocaleString() }), el("td", { text: when(d.lastWriteAt) }),
-    el("td", { class: d.lastError ? "error" : "muted", text: d.lastError || "none" }))), "no data stream", 5);
+    el("td", { text: (d.depth ?? 0).toLocaleString() }), rejected(d), el("td", { text: when(d.lastWriteAt) }),
+    el("td", { class: d.lastError ? "error" : "muted", text: d.lastError || "none" }))), "no data stream", 6);
   return true;
 }
