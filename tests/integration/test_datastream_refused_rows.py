@@ -265,8 +265,9 @@ async def test_the_rejected_table_keeps_the_newest_rows_per_stream(tmp_path: Pat
 
 async def assert_refused_rows_shown_then_requeued(pg: Postgres, table: str, data: Path, service: StreamService) -> None:
     """Rows the CHECK refuses are shown newest first with the database's reason; once the operator drops the
-    CHECK, queued again they arrive in the table exactly once, the kept list is empty, and a second requeue
-    queues nothing. The ``rejected`` count is a running total; ``rejectedKept`` follows the list."""
+    CHECK, queued again (while new rows are being committed to the queue and drained) they arrive in the table
+    exactly once, the kept list is empty, and a second requeue queues nothing. The ``rejected`` count is a
+    running total; ``rejectedKept`` follows the list."""
     check = f'violates check constraint "{table}_humidity_check" (SQLSTATE 23514)'
     for i in range(30):
         values = {"seq": f"r{i}", "humidity": 150 + i if i % 10 == 3 else i, "code": "ok"}
@@ -282,12 +283,14 @@ async def assert_refused_rows_shown_then_requeued(pg: Postgres, table: str, data
     assert st["rejected"] == 3 and st["written"] == 27
 
     await sql(pg, f"ALTER TABLE {table} DROP CONSTRAINT {table}_humidity_check")
+    for i in range(30, 1530):  # being committed by the queue's flusher while the requeue runs
+        assert service.add("pg", f"dev{i % 4}", T0 + i, {"seq": f"r{i}", "humidity": i % 100, "code": "ok"})
     assert await service.requeue_rejected("pg") == 3
     assert rejected_in(data) == []  # out of the rejected table at once (the same transaction put them in the queue)
-    await until(lambda: pg_status(service)["written"] == 30 and pg_status(service)["depth"] == 0, within=40)
+    await until(lambda: pg_status(service)["written"] == 1530 and pg_status(service)["depth"] == 0, within=40)
     rows = await sql(pg, f"SELECT seq, humidity, count(*) AS n FROM {table} GROUP BY seq, humidity")
     assert {r["seq"]: (r["humidity"], r["n"]) for r in rows} == {
-        f"r{i}": (150 + i if i % 10 == 3 else i, 1) for i in range(30)}
+        f"r{i}": (150 + i if i in (3, 13, 23) else i % 100, 1) for i in range(1530)}
     assert await service.rejected("pg", 100) == []
     assert await service.requeue_rejected("pg") == 0
     st = pg_status(service)
