@@ -398,3 +398,37 @@ async def test_a_requeue_is_one_transaction_with_rows_in_order_at_the_end_of_the
         assert q.depth("a") == 1501 and q.depth("b") == 1
         taken = [x["row"]["seq"] for _, rows in await q.take("a", 20_000) for x in rows]
         assert taken[:3] == ["r5000", "r0", "r1"]
+
+
+async def test_the_kept_rows_are_served_and_queued_again_by_a_new_stream_process(tmp_path: Path,
+                                                                                  postgres: Postgres) -> None:
+    """The stream process killed (SIGKILL) with refused rows kept: a request made while it starts again waits for
+    the new one, which reads them from the file; ``rejectedKept`` comes back with it; the requeue works there."""
+    import os
+    import signal
+
+    from tests.integration.test_stream_process import process_streams, stream_processes
+
+    table = await user_table(postgres)
+    data = tmp_path / "data"
+    async with process_streams(data) as ds:
+        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
+        await service.start()
+        try:
+            for i in range(4):
+                assert service.add("pg", "dev0", T0 + i, {"seq": f"r{i}", "humidity": 120 if i % 2 else i})
+            await until(lambda: pg_status(service)["rejectedKept"] == 2 and pg_status(service)["depth"] == 0)
+            (pid,) = stream_processes()
+            os.kill(pid, signal.SIGKILL)
+            await until(lambda: pg_status(service)["failing"])
+            shown = await service.rejected("pg", 100)  # waits for the new process
+            assert [r["row"]["row"]["seq"] for r in shown] == ["r3", "r1"]
+            assert stream_processes() not in ([], [pid]) and pg_status(service)["rejectedKept"] == 2
+            await sql(postgres, f"ALTER TABLE {table} DROP CONSTRAINT {table}_humidity_check")
+            assert await service.requeue_rejected("pg") == 2
+            await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejectedKept"] == 0
+                        and not pg_status(service)["failing"])
+            rows = await sql(postgres, f"SELECT seq FROM {table} ORDER BY seq")
+            assert [r["seq"] for r in rows] == ["r0", "r1", "r2", "r3"]
+        finally:
+            await service.stop()
