@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,21 @@ async def user_table(pg: Postgres) -> str:
     table = f"t_{uuid.uuid4().hex[:10]}"
     await sql(pg, DDL.format(t=table))
     return table
+
+
+@asynccontextmanager
+async def pg_service(data: Path, pg: Postgres, table: str, *, process: bool = False) -> AsyncIterator[StreamService]:
+    """A started ``StreamService`` with the PostgreSQL stream on ``table``: its queue and drainer in this process,
+    or (``process``) in the real stream process."""
+    from tests.integration.test_stream_process import process_streams
+
+    async with (process_streams(data) if process else DataStreams(data)) as ds:
+        service = ds.service_for(doc_with(stream(pg, table)), drain_timeout=5)
+        await service.start()
+        try:
+            yield service
+        finally:
+            await service.stop()
 
 
 def add(service: StreamService, first: int, n: int) -> None:
@@ -135,24 +152,19 @@ async def test_an_update_with_a_value_asyncpg_cannot_encode_is_refused_in_order(
     refused; the adds and updates around it are applied in their order, in one batch."""
     table = await user_table(postgres)
     data = tmp_path / "data"
-    async with DataStreams(data) as ds:
-        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
-        await service.start()
-        try:
-            add(service, 1, 3)
-            service.put("pg", service.update_row("pg", "dev1", T0, {"humidity": 3_000_000_000}, {"seq": "r1"}))
-            service.put("pg", service.update_row("pg", "dev2", T0, {"code": "set"}, {"deviceId": "dev2"}))
-            add(service, 6, 1)  # dev2 too, after the update: keeps its own code
-            await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejected"] == 1)
-            rows = await sql(postgres, f"SELECT seq, humidity, code FROM {table} ORDER BY seq")
-            assert [tuple(r) for r in rows] == [("r1", 1, "ok"), ("r2", 2, "set"), ("r3", 3, "ok"), ("r6", 6, "ok")]
-            ((_, _, reason, item),) = rejected_in(data)
-            assert item["op"] == "update" and item["row"] == {"humidity": 3_000_000_000}
-            assert "DataError" in reason and "out of int32 range" in reason
-            st = pg_status(service)
-            assert st["written"] == 5 and st["failures"] == 0 and st["failing"] is False
-        finally:
-            await service.stop()
+    async with pg_service(data, postgres, table) as service:
+        add(service, 1, 3)
+        service.put("pg", service.update_row("pg", "dev1", T0, {"humidity": 3_000_000_000}, {"seq": "r1"}))
+        service.put("pg", service.update_row("pg", "dev2", T0, {"code": "set"}, {"deviceId": "dev2"}))
+        add(service, 6, 1)  # dev2 too, after the update: keeps its own code
+        await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejected"] == 1)
+        rows = await sql(postgres, f"SELECT seq, humidity, code FROM {table} ORDER BY seq")
+        assert [tuple(r) for r in rows] == [("r1", 1, "ok"), ("r2", 2, "set"), ("r3", 3, "ok"), ("r6", 6, "ok")]
+        ((_, _, reason, item),) = rejected_in(data)
+        assert item["op"] == "update" and item["row"] == {"humidity": 3_000_000_000}
+        assert "DataError" in reason and "out of int32 range" in reason
+        st = pg_status(service)
+        assert st["written"] == 5 and st["failures"] == 0 and st["failing"] is False
 
 
 async def test_a_unique_violation_between_batches_is_refused_not_retried(tmp_path: Path, postgres: Postgres) -> None:
@@ -160,19 +172,14 @@ async def test_a_unique_violation_between_batches_is_refused_not_retried(tmp_pat
     table = await user_table(postgres)
     await sql(postgres, f"INSERT INTO {table} VALUES ('dev0', now(), 'r5', 1, 'old')")
     data = tmp_path / "data"
-    async with DataStreams(data) as ds:
-        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
-        await service.start()
-        try:
-            add(service, 1, 9)
-            await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejected"] == 1)
-            rows = await sql(postgres, f"SELECT seq, code FROM {table} ORDER BY seq")
-            assert [tuple(r) for r in rows] == [(f"r{i}", "old" if i == 5 else "ok") for i in range(1, 10)]
-            ((_, _, reason, item),) = rejected_in(data)
-            assert item["row"]["seq"] == "r5" and "duplicate key value violates unique constraint" in reason
-            assert "(SQLSTATE 23505)" in reason
-        finally:
-            await service.stop()
+    async with pg_service(data, postgres, table) as service:
+        add(service, 1, 9)
+        await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejected"] == 1)
+        rows = await sql(postgres, f"SELECT seq, code FROM {table} ORDER BY seq")
+        assert [tuple(r) for r in rows] == [(f"r{i}", "old" if i == 5 else "ok") for i in range(1, 10)]
+        ((_, _, reason, item),) = rejected_in(data)
+        assert item["row"]["seq"] == "r5" and "duplicate key value violates unique constraint" in reason
+        assert "(SQLSTATE 23505)" in reason
 
 
 async def test_a_connection_lost_while_refused_rows_are_isolated_commits_nothing_of_the_batch(
@@ -194,36 +201,24 @@ async def test_a_connection_lost_while_refused_rows_are_isolated_commits_nothing
         CREATE TRIGGER {table}_drop BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {table}_drop();
     """)
     data = tmp_path / "data"
-    async with DataStreams(data) as ds:
-        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
-        await service.start()
-        try:
-            add(service, 0, 200)
-            await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejected"] == 3, within=40)
-            rows = await sql(postgres, f"SELECT seq, count(*) AS n FROM {table} GROUP BY seq")
-            assert {r["seq"]: r["n"] for r in rows} == {f"r{i}": 1 for i in range(200) if i not in REFUSED}
-            assert [item["row"]["seq"] for _, _, _, item in rejected_in(data)] == ["r0", "r100", "r199"]
-            st = pg_status(service)
-            assert st["failures"] == 1 and "went away" in st["lastError"]  # the lost connection: tried again
-            assert st["written"] == 197 and st["failing"] is False
-            assert (await sql(postgres, f"SELECT last_value FROM {table}_once"))[0]["last_value"] == 2
-        finally:
-            await service.stop()
+    async with pg_service(data, postgres, table) as service:
+        add(service, 0, 200)
+        await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejected"] == 3, within=40)
+        rows = await sql(postgres, f"SELECT seq, count(*) AS n FROM {table} GROUP BY seq")
+        assert {r["seq"]: r["n"] for r in rows} == {f"r{i}": 1 for i in range(200) if i not in REFUSED}
+        assert [item["row"]["seq"] for _, _, _, item in rejected_in(data)] == ["r0", "r100", "r199"]
+        st = pg_status(service)
+        assert st["failures"] == 1 and "went away" in st["lastError"]  # the lost connection: tried again
+        assert st["written"] == 197 and st["failing"] is False
+        assert (await sql(postgres, f"SELECT last_value FROM {table}_once"))[0]["last_value"] == 2
 
 
 async def test_through_the_stream_process_refused_rows_are_counted_in_this_process(tmp_path: Path,
                                                                                    postgres: Postgres) -> None:
-    from tests.integration.test_stream_process import process_streams
-
     table = await user_table(postgres)
     data = tmp_path / "data"
-    async with process_streams(data) as ds:
-        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
-        await service.start()
-        try:
-            await assert_refused_rows_kept_aside(postgres, table, data, service)
-        finally:
-            await service.stop()
+    async with pg_service(data, postgres, table, process=True) as service:
+        await assert_refused_rows_kept_aside(postgres, table, data, service)
 
 
 async def test_the_rejected_table_keeps_the_newest_rows_per_stream(tmp_path: Path,
@@ -301,28 +296,16 @@ async def test_refused_rows_are_shown_and_once_the_table_takes_them_queued_again
                                                                                  postgres: Postgres) -> None:
     table = await user_table(postgres)
     data = tmp_path / "data"
-    async with DataStreams(data) as ds:
-        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
-        await service.start()
-        try:
-            await assert_refused_rows_shown_then_requeued(postgres, table, data, service)
-        finally:
-            await service.stop()
+    async with pg_service(data, postgres, table) as service:
+        await assert_refused_rows_shown_then_requeued(postgres, table, data, service)
 
 
 async def test_through_the_stream_process_refused_rows_are_shown_and_queued_again(tmp_path: Path,
                                                                                   postgres: Postgres) -> None:
-    from tests.integration.test_stream_process import process_streams
-
     table = await user_table(postgres)
     data = tmp_path / "data"
-    async with process_streams(data) as ds:
-        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
-        await service.start()
-        try:
-            await assert_refused_rows_shown_then_requeued(postgres, table, data, service)
-        finally:
-            await service.stop()
+    async with pg_service(data, postgres, table, process=True) as service:
+        await assert_refused_rows_shown_then_requeued(postgres, table, data, service)
 
 
 async def test_rows_refused_again_go_back_to_the_rejected_table(tmp_path: Path, postgres: Postgres) -> None:
@@ -330,23 +313,18 @@ async def test_rows_refused_again_go_back_to_the_rejected_table(tmp_path: Path, 
     written; the count goes on (6), what is kept does not grow (3)."""
     table = await user_table(postgres)
     data = tmp_path / "data"
-    async with DataStreams(data) as ds:
-        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
-        await service.start()
-        try:
-            for i in range(3):
-                assert service.add("pg", "dev0", T0 + i, {"seq": f"r{i}", "humidity": 200 + i, "code": "ok"})
-            await until(lambda: pg_status(service)["rejectedKept"] == 3 and pg_status(service)["depth"] == 0)
-            before = [r["id"] for r in await service.rejected("pg", 10)]
-            assert await service.requeue_rejected("pg") == 3
-            await until(lambda: pg_status(service)["rejected"] == 6 and pg_status(service)["depth"] == 0)
-            again = await service.rejected("pg", 10)
-            assert [r["row"]["row"]["seq"] for r in again] == ["r2", "r1", "r0"]
-            assert min(r["id"] for r in again) > max(before)
-            assert pg_status(service)["rejectedKept"] == 3 and pg_status(service)["written"] == 0
-            assert (await sql(postgres, f"SELECT count(*) AS n FROM {table}"))[0]["n"] == 0
-        finally:
-            await service.stop()
+    async with pg_service(data, postgres, table) as service:
+        for i in range(3):
+            assert service.add("pg", "dev0", T0 + i, {"seq": f"r{i}", "humidity": 200 + i, "code": "ok"})
+        await until(lambda: pg_status(service)["rejectedKept"] == 3 and pg_status(service)["depth"] == 0)
+        before = [r["id"] for r in await service.rejected("pg", 10)]
+        assert await service.requeue_rejected("pg") == 3
+        await until(lambda: pg_status(service)["rejected"] == 6 and pg_status(service)["depth"] == 0)
+        again = await service.rejected("pg", 10)
+        assert [r["row"]["row"]["seq"] for r in again] == ["r2", "r1", "r0"]
+        assert min(r["id"] for r in again) > max(before)
+        assert pg_status(service)["rejectedKept"] == 3 and pg_status(service)["written"] == 0
+        assert (await sql(postgres, f"SELECT count(*) AS n FROM {table}"))[0]["n"] == 0
 
 
 async def test_a_requeue_is_one_transaction_with_rows_in_order_at_the_end_of_the_queue(tmp_path: Path) -> None:
@@ -407,28 +385,23 @@ async def test_the_kept_rows_are_served_and_queued_again_by_a_new_stream_process
     import os
     import signal
 
-    from tests.integration.test_stream_process import process_streams, stream_processes
+    from tests.integration.test_stream_process import stream_processes
 
     table = await user_table(postgres)
     data = tmp_path / "data"
-    async with process_streams(data) as ds:
-        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
-        await service.start()
-        try:
-            for i in range(4):
-                assert service.add("pg", "dev0", T0 + i, {"seq": f"r{i}", "humidity": 120 if i % 2 else i})
-            await until(lambda: pg_status(service)["rejectedKept"] == 2 and pg_status(service)["depth"] == 0)
-            (pid,) = stream_processes()
-            os.kill(pid, signal.SIGKILL)
-            await until(lambda: pg_status(service)["failing"])
-            shown = await service.rejected("pg", 100)  # waits for the new process
-            assert [r["row"]["row"]["seq"] for r in shown] == ["r3", "r1"]
-            assert stream_processes() not in ([], [pid]) and pg_status(service)["rejectedKept"] == 2
-            await sql(postgres, f"ALTER TABLE {table} DROP CONSTRAINT {table}_humidity_check")
-            assert await service.requeue_rejected("pg") == 2
-            await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejectedKept"] == 0
-                        and not pg_status(service)["failing"])
-            rows = await sql(postgres, f"SELECT seq FROM {table} ORDER BY seq")
-            assert [r["seq"] for r in rows] == ["r0", "r1", "r2", "r3"]
-        finally:
-            await service.stop()
+    async with pg_service(data, postgres, table, process=True) as service:
+        for i in range(4):
+            assert service.add("pg", "dev0", T0 + i, {"seq": f"r{i}", "humidity": 120 if i % 2 else i})
+        await until(lambda: pg_status(service)["rejectedKept"] == 2 and pg_status(service)["depth"] == 0)
+        (pid,) = stream_processes()
+        os.kill(pid, signal.SIGKILL)
+        await until(lambda: pg_status(service)["failing"])
+        shown = await service.rejected("pg", 100)  # waits for the new process
+        assert [r["row"]["row"]["seq"] for r in shown] == ["r3", "r1"]
+        assert stream_processes() not in ([], [pid]) and pg_status(service)["rejectedKept"] == 2
+        await sql(postgres, f"ALTER TABLE {table} DROP CONSTRAINT {table}_humidity_check")
+        assert await service.requeue_rejected("pg") == 2
+        await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejectedKept"] == 0
+                    and not pg_status(service)["failing"])
+        rows = await sql(postgres, f"SELECT seq FROM {table} ORDER BY seq")
+        assert [r["seq"] for r in rows] == ["r0", "r1", "r2", "r3"]
