@@ -36,6 +36,40 @@ async def _fetch(pg: Postgres, query: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
+def _varchar8_daemon(tmp_path: Path, postgres: Postgres, mosquitto: Mosquitto, client_id: str) -> tuple[Daemon, str]:
+    """The daemon (with its stream process) on the bench's streams solution, whose PostgreSQL stream writes a
+    user-made table (Auto Create Table off) with ``seq varchar(8)``: a longer seq is refused. The daemon and
+    the table's name."""
+    import asyncio
+
+    table = f"t_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_create(postgres, f'CREATE TABLE {table} ("deviceId" text, "timeStamp" timestamptz, '
+                                  'seq varchar(8), temperature double precision, humidity bigint)'))
+    solution = streams_solution(tmp_path / "s.yaml", postgres=(postgres.host, postgres.port), table=table)
+    solution.write_text(solution.read_text().replace("autoCreateSqlTable: true", "autoCreateSqlTable: false"))
+    daemon = Daemon(tmp_path / "data", "--solution", str(solution), "--listener-port", "restin=0",
+                    "--input-command-port", "0",
+                    env={"MQTT_HOST": mosquitto.host, "MQTT_PORT": str(mosquitto.port), "MQTT_CLIENT_ID": client_id})
+    return daemon, table
+
+
+def _post_seqs(d: Daemon, *seqs: str) -> None:
+    """Once Running: device d0001 provisioned, one REST message per seq."""
+    status = d.wait_state("Running", timeout=30)
+    assert d.request("PUT", "/devices/d0001", {"deviceConfiguration": "sensor"})[0] in (200, 201)
+    rest = next(item["port"] for item in status["listeners"] if item["key"] == "restin")
+    for seq in seqs:
+        code, body = request_json("POST", f"http://127.0.0.1:{rest}/bench/d0001/rest",
+                                  {"seq": seq, "temperature": 21.5, "humidity": 40}, timeout=10)
+        assert code == 200, body
+
+
+def _pg_stream(d: Daemon) -> dict[str, Any]:
+    code, st = d.request("GET", "/status")
+    assert code == 200 and st["state"] == "Running", st
+    return next(s for s in st["dataStreams"] if s["key"] == "pgtelemetry")
+
+
 def test_a_table_that_cannot_hold_the_stream_fails_the_start_naming_stream_table_and_column(
     tmp_path: Path, postgres: Postgres
 ) -> None:
@@ -71,30 +105,11 @@ def test_a_row_the_table_refuses_is_counted_in_status_and_the_stream_goes_on(
     import sqlite3
     import time
 
-    table = f"t_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_create(postgres, f'CREATE TABLE {table} ("deviceId" text, "timeStamp" timestamptz, '
-                                  'seq varchar(8), temperature double precision, humidity bigint)'))
-    solution = streams_solution(tmp_path / "s.yaml", postgres=(postgres.host, postgres.port), table=table)
-    solution.write_text(solution.read_text().replace("autoCreateSqlTable: true", "autoCreateSqlTable: false"))
-    data = tmp_path / "data"
-    d = Daemon(data, "--solution", str(solution), "--listener-port", "restin=0", "--input-command-port", "0",
-               env={"MQTT_HOST": mosquitto.host, "MQTT_PORT": str(mosquitto.port), "MQTT_CLIENT_ID": "e2e-refused"})
+    d, table = _varchar8_daemon(tmp_path, postgres, mosquitto, "e2e-refused")
     with d:
-        status = d.wait_state("Running", timeout=30)
-        assert d.request("PUT", "/devices/d0001", {"deviceConfiguration": "sensor"})[0] in (200, 201)
-        rest = next(item["port"] for item in status["listeners"] if item["key"] == "restin")
-        for seq in ("a-1", "a-2", "a-much-too-long", "a-3"):
-            code, body = request_json("POST", f"http://127.0.0.1:{rest}/bench/d0001/rest",
-                                      {"seq": seq, "temperature": 21.5, "humidity": 40}, timeout=10)
-            assert code == 200, body
-
-        def stream() -> dict[str, Any]:
-            code, st = d.request("GET", "/status")
-            assert code == 200 and st["state"] == "Running", st
-            return next(s for s in st["dataStreams"] if s["key"] == "pgtelemetry")
-
+        _post_seqs(d, "a-1", "a-2", "a-much-too-long", "a-3")
         deadline = time.monotonic() + 30
-        while not ((st := stream())["depth"] == 0 and st["written"] + st["rejected"] == 4):
+        while not ((st := _pg_stream(d))["depth"] == 0 and st["written"] + st["rejected"] == 4):
             assert time.monotonic() < deadline, f"the stream did not go on: {st}"
             time.sleep(0.1)
         assert st["written"] == 3 and st["rejected"] == 1 and st["failing"] is False and st["failures"] == 0, st
@@ -104,7 +119,7 @@ def test_a_row_the_table_refuses_is_counted_in_status_and_the_stream_goes_on(
         assert re.search(r'nuviot_datastream_rejected_total\{stream="pgtelemetry",type="postgresql"\} 1\.0', metrics)
         rows = asyncio.run(_fetch(postgres, f"SELECT seq FROM {table} ORDER BY seq"))
         assert [r["seq"] for r in rows] == ["a-1", "a-2", "a-3"]
-        with sqlite3.connect(data / "datastreams-queue.db") as db:
+        with sqlite3.connect(tmp_path / "data" / "datastreams-queue.db") as db:
             kept = db.execute("SELECT stream, reason, item FROM rejected").fetchall()
         assert [(s, json.loads(item)["row"]["seq"]) for s, _, item in kept] == [("pgtelemetry", "a-much-too-long")]
         assert d.terminate() == 0
@@ -120,31 +135,13 @@ def test_the_refused_rows_are_shown_and_queued_again_over_the_admin_api(
     import asyncio
     import time
 
-    table = f"t_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_create(postgres, f'CREATE TABLE {table} ("deviceId" text, "timeStamp" timestamptz, '
-                                  'seq varchar(8), temperature double precision, humidity bigint)'))
-    solution = streams_solution(tmp_path / "s.yaml", postgres=(postgres.host, postgres.port), table=table)
-    solution.write_text(solution.read_text().replace("autoCreateSqlTable: true", "autoCreateSqlTable: false"))
-    d = Daemon(tmp_path / "data", "--solution", str(solution), "--listener-port", "restin=0",
-               "--input-command-port", "0",
-               env={"MQTT_HOST": mosquitto.host, "MQTT_PORT": str(mosquitto.port), "MQTT_CLIENT_ID": "e2e-requeue"})
+    d, table = _varchar8_daemon(tmp_path, postgres, mosquitto, "e2e-requeue")
     with d:
-        status = d.wait_state("Running", timeout=30)
-        assert d.request("PUT", "/devices/d0001", {"deviceConfiguration": "sensor"})[0] in (200, 201)
-        rest = next(item["port"] for item in status["listeners"] if item["key"] == "restin")
-        for seq in ("a-1", "a-long-one", "a-2", "a-longer-one"):
-            code, body = request_json("POST", f"http://127.0.0.1:{rest}/bench/d0001/rest",
-                                      {"seq": seq, "temperature": 21.5, "humidity": 40}, timeout=10)
-            assert code == 200, body
-
-        def stream() -> dict[str, Any]:
-            code, st = d.request("GET", "/status")
-            assert code == 200 and st["state"] == "Running", st
-            return next(s for s in st["dataStreams"] if s["key"] == "pgtelemetry")
+        _post_seqs(d, "a-1", "a-long-one", "a-2", "a-longer-one")
 
         def settle(written: int, kept: int) -> dict[str, Any]:
             deadline = time.monotonic() + 30
-            while not ((st := stream())["depth"] == 0 and st["written"] == written and st["rejectedKept"] == kept):
+            while not ((st := _pg_stream(d))["depth"] == 0 and st["written"] == written and st["rejectedKept"] == kept):
                 assert time.monotonic() < deadline, f"not {written} written, {kept} kept: {st}"
                 time.sleep(0.1)
             return st
@@ -167,7 +164,7 @@ def test_the_refused_rows_are_shown_and_queued_again_over_the_admin_api(
         for limit in ("0", "1001", "ten", "-1"):
             code, body = d.request("GET", f"/datastreams/pgtelemetry/rejected?limit={limit}")
             assert code == 400 and body["error"]["code"] == "bad_limit", (limit, body)
-        assert stream()["rejectedKept"] == 2  # nothing was moved by the refused requests
+        assert _pg_stream(d)["rejectedKept"] == 2  # nothing was moved by the refused requests
 
         asyncio.run(_create(postgres, f"ALTER TABLE {table} ALTER COLUMN seq TYPE text"))
         code, body = d.request("POST", "/datastreams/pgtelemetry/rejected/requeue")
