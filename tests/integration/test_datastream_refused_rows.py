@@ -292,19 +292,12 @@ async def assert_refused_rows_shown_then_requeued(pg: Postgres, table: str, data
     assert st["rejected"] == 3 and st["rejectedKept"] == 0 and st["failures"] == 0 and st["failing"] is False, st
 
 
-async def test_refused_rows_are_shown_and_once_the_table_takes_them_queued_again(tmp_path: Path,
-                                                                                 postgres: Postgres) -> None:
+@pytest.mark.parametrize("process", [False, True], ids=["in-process", "stream-process"])
+async def test_refused_rows_are_shown_and_once_the_table_takes_them_queued_again(tmp_path: Path, postgres: Postgres,
+                                                                                 process: bool) -> None:
     table = await user_table(postgres)
     data = tmp_path / "data"
-    async with pg_service(data, postgres, table) as service:
-        await assert_refused_rows_shown_then_requeued(postgres, table, data, service)
-
-
-async def test_through_the_stream_process_refused_rows_are_shown_and_queued_again(tmp_path: Path,
-                                                                                  postgres: Postgres) -> None:
-    table = await user_table(postgres)
-    data = tmp_path / "data"
-    async with pg_service(data, postgres, table, process=True) as service:
+    async with pg_service(data, postgres, table, process=process) as service:
         await assert_refused_rows_shown_then_requeued(postgres, table, data, service)
 
 
