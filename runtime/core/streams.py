@@ -151,6 +151,12 @@ def specs_of(doc: SolutionDocument) -> dict[str, StreamSpec]:
 # --------------------------------------------------------------------------- rows
 
 
+def passed_mark(before: int, after: int) -> bool:
+    """A count went past 1, 10, 100, 1,000 or a multiple of 10,000: when a repeated event (a full queue's
+    refusals, a database's refused rows) is logged again, not at each row."""
+    return any(before < mark <= after for mark in (1, 10, 100, 1000)) or before // 10_000 != after // 10_000
+
+
 def format_time(at: float, epoch: bool) -> int | str:
     return int(at) if epoch else iso(at)  # type: ignore[return-value]  # iso() of a float is a str
 

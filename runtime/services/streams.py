@@ -23,7 +23,7 @@ from typing import Any, Protocol, cast
 import structlog
 
 from runtime.core.errors import describe
-from runtime.core.streams import StreamSpec, build_row
+from runtime.core.streams import StreamSpec, build_row, passed_mark
 from runtime.core.timefmt import iso
 
 log = structlog.get_logger(__name__)
@@ -32,11 +32,6 @@ BATCH = 2000
 RETRY_BASE = 0.25
 RETRY_CAP = 5.0
 COALESCE = 0.05  # seconds a drainer waits for more rows before a small batch
-
-
-def passed_mark(before: int, after: int) -> bool:
-    """A count went past 1, 10, 100, 1,000 or a multiple of 10,000: when a repeated refusal is logged again."""
-    return any(before < mark <= after for mark in (1, 10, 100, 1000)) or before // 10_000 != after // 10_000
 
 
 class StreamSink(Protocol):

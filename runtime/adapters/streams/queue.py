@@ -32,6 +32,7 @@ import aiosqlite
 import orjson
 import structlog
 
+from runtime.core.streams import passed_mark
 from runtime.core.timefmt import iso
 
 log = structlog.get_logger(__name__)
@@ -56,7 +57,7 @@ REJECTED_READ = 1000  # refused rows one ``rejected`` call returns at most
 
 def warn_refused(stream: str, max_rows: int, before: int, after: int) -> None:
     """A full queue's refusals, logged when their count passes 1, 10, 100, 1,000 and each 10,000 (not each row)."""
-    if any(before < mark <= after for mark in (1, 10, 100, 1000)) or before // 10_000 != after // 10_000:
+    if passed_mark(before, after):
         log.warning("datastream_queue_full", stream=stream, max_rows=max_rows, refused=after)
 
 
