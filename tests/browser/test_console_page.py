@@ -185,6 +185,17 @@ def test_console_in_a_real_browser(tmp_path: Path, browser: Any, shots: Path) ->
         assert by_id("datastreams").is_displayed() is True  # GET /datastreams answers (issue 13): the panel shows
         head = [th.get_attribute("textContent") for th in d.find_elements(By.CSS_SELECTOR, "#datastreams thead th")]
         assert head == ["Stream", "Type", "Depth", "Rejected", "Last write", "Last error"], head
+        # no card's content runs over its neighbour, here (1400 px) or in a narrower window (the dead letters'
+        # table needs ~1,040 px, the dry run ~700): it fits, or scrolls inside its card
+        for width in (1400, 900):
+            d.set_window_size(width, 1800)
+            until(lambda w=width: d.execute_script("return window.innerWidth") <= w, f"the window at {width} px")
+            spilled = d.execute_script("""
+              return [...document.querySelectorAll('.card')].filter((c) => c.offsetParent !== null
+                && c.scrollWidth > c.clientWidth && !['auto', 'scroll'].includes(getComputedStyle(c).overflowX))
+                .map((c) => c.id || c.className);""")
+            assert spilled == [], (width, spilled)
+        d.set_window_size(1400, 1800)
         # no script error and no policy violation; the refused requests (401, 409) are the only errors logged
         problems = [e["message"] for e in d.get_log("browser")
                     if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]]
