@@ -168,17 +168,23 @@ def unusable(queue_file: Path) -> None:
 PROCESS_TROUBLE = ("datastream_process_ended", "datastream_process_failed", "datastream_process_restarted")
 
 
+def flowing(d: Daemon, broker: Mosquitto, run: str) -> tuple[int, PublisherThread]:
+    """The running daemon's stream process, and a QoS 1 publisher of ``N`` messages once 600 rows are written."""
+    ready(d)
+    child = the_stream_process(d)
+    pub = PublisherThread(broker, run=run, n=N, qos=1, rate=RATE)
+    pub.start()
+    wait_until(lambda: streams(d)[STREAM]["written"] >= 600, 30, "rows written", every=0.05)
+    return child, pub
+
+
 def publish_and_stop(d: Daemon, pg: Postgres, broker: Mosquitto, data: Path, table: str, run: str,
                      stop: Any) -> tuple[int, int, Counter[str], Counter[str]]:
     """Publish ``N`` QoS 1 messages; once rows are flowing and some are queued, ``stop(d)`` (a graceful stop)
     must return 0. Returns (the depth seen just before, the stream process's pid, records, table rows)."""
     db = data / "runtime.db"
     with d:
-        ready(d)
-        child = the_stream_process(d)
-        pub = PublisherThread(broker, run=run, n=N, qos=1, rate=RATE)
-        pub.start()
-        wait_until(lambda: streams(d)[STREAM]["written"] >= 600, 30, "rows written before the stop", every=0.05)
+        child, pub = flowing(d, broker, run)
         queued = wait_until(lambda: streams(d)[STREAM]["depth"], 10, "rows queued", every=0.01)
         assert stop(d) == 0, "\n".join(d.lines[-30:])
         assert pub.is_alive(), "the stream ended before the stop: nothing was tested"
@@ -198,16 +204,6 @@ def every_recorded_row(data: Path, records: Counter[str], rows: Counter[str]) ->
     assert set(rows) <= set(records), sorted(set(rows) - set(records))[:5]
     assert max(rows.values()) == 1, [s for s, c in rows.items() if c > 1][:5]
     assert sum(queued_seqs(data).values()) == 0
-
-
-def flowing(d: Daemon, broker: Mosquitto, run: str) -> tuple[int, PublisherThread]:
-    """The running daemon's stream process, and a QoS 1 publisher of ``N`` messages once 600 rows are written."""
-    ready(d)
-    child = the_stream_process(d)
-    pub = PublisherThread(broker, run=run, n=N, qos=1, rate=RATE)
-    pub.start()
-    wait_until(lambda: streams(d)[STREAM]["written"] >= 600, 30, "rows written", every=0.05)
-    return child, pub
 
 
 def the_next_daemon_writes_every_row(data: Path, solution: Path, broker: Mosquitto, pg: Postgres, table: str) -> None:
@@ -315,11 +311,7 @@ def test_sigterm_while_the_database_hangs_exits_in_time_and_keeps_the_rows(
         frozen: list[int] = []
         try:
             with first:
-                ready(first)
-                child = the_stream_process(first)
-                pub = PublisherThread(own_mosquitto, run=run, n=N, qos=1, rate=RATE)
-                pub.start()
-                wait_until(lambda: streams(first)[STREAM]["written"] >= 600, 30, "rows written", every=0.05)
+                child, pub = flowing(first, own_mosquitto, run)
                 frozen = postgres_processes(pg)
                 for pid in frozen:
                     os.kill(pid, signal.SIGSTOP)
