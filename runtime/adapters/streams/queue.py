@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,20 @@ class StreamQueue:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @contextlib.asynccontextmanager
+    async def _atomic(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One transaction on the file's connection (the caller holds ``_tx``): committed when the block ends,
+        rolled back when it raises."""
+        assert self._db is not None
+        await self._db.execute("BEGIN")
+        try:
+            yield self._db
+            await self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._db.execute("ROLLBACK")
+            raise
+
     # ------------------------------------------------------------------ writing
     def depth(self, stream: str) -> int:
         return self._held.get(stream, 0) + len(self._pending.get(stream, ())) + self._chunk_rows.get(stream, 0)
@@ -227,14 +241,8 @@ class StreamQueue:
                             if len(batch) == 1:  # the usual flush: one statement, a transaction of its own
                                 seqs = [(await self._db.execute(_INSERT, batch[0])).lastrowid]
                             else:
-                                await self._db.execute("BEGIN")
-                                try:
-                                    seqs = [(await self._db.execute(_INSERT, args)).lastrowid for args in batch]
-                                    await self._db.execute("COMMIT")
-                                except BaseException:
-                                    with contextlib.suppress(Exception):
-                                        await self._db.execute("ROLLBACK")
-                                    raise
+                                async with self._atomic() as db:
+                                    seqs = [(await db.execute(_INSERT, args)).lastrowid for args in batch]
                         break
                     except Exception as exc:  # noqa: BLE001 - disk full, locked: keep the rows, try again
                         self.last_error = f"{type(exc).__name__}: {exc}"
@@ -308,22 +316,16 @@ class StreamQueue:
             else:
                 kept = self._rejected_kept[stream] + len(rejected)
                 when = iso(time.time() if at is None else at)
-                await self._db.execute("BEGIN")
-                try:
-                    await self._db.execute("DELETE FROM chunks WHERE stream = ? AND seq <= ?", (stream, last_seq))
-                    await self._db.executemany(
+                async with self._atomic() as db:
+                    await db.execute("DELETE FROM chunks WHERE stream = ? AND seq <= ?", (stream, last_seq))
+                    await db.executemany(
                         "INSERT INTO rejected(stream, at, reason, item) VALUES (?, ?, ?, ?)",
                         [(stream, when, reason, orjson.dumps(item).decode()) for item, reason in rejected])
                     if kept > REJECTED_KEEP:  # the newest kept
-                        await self._db.execute(
+                        await db.execute(
                             "DELETE FROM rejected WHERE stream = ? AND id <= (SELECT id FROM rejected WHERE "
                             "stream = ? ORDER BY id DESC LIMIT 1 OFFSET ?)", (stream, stream, REJECTED_KEEP))
                         kept = REJECTED_KEEP
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await self._db.execute("ROLLBACK")
-                    raise
                 self._rejected_kept[stream] = kept
         self.committed[stream] -= count
         self._held[stream] -= count
@@ -352,24 +354,16 @@ class StreamQueue:
         the operator asked for). The number of rows queued."""
         assert self._db is not None
         async with self._tx:
-            await self._db.execute("BEGIN")
-            try:
-                async with self._db.execute(
-                    "SELECT id, item FROM rejected WHERE stream = ? ORDER BY id", (stream,)
-                ) as cur:
+            async with self._atomic() as db:
+                async with db.execute("SELECT id, item FROM rejected WHERE stream = ? ORDER BY id", (stream,)) as cur:
                     kept = list(await cur.fetchall())
                 chunks: list[tuple[bytes, int]] = []
                 for i in range(0, len(kept), CHUNK):
                     part = kept[i:i + CHUNK]
                     chunks.append((b"[" + ",".join(item for _, item in part).encode() + b"]", len(part)))
-                seqs = [(await self._db.execute(_INSERT, (stream, n, body))).lastrowid for body, n in chunks]
+                seqs = [(await db.execute(_INSERT, (stream, n, body))).lastrowid for body, n in chunks]
                 if kept:
-                    await self._db.execute("DELETE FROM rejected WHERE stream = ? AND id <= ?", (stream, kept[-1][0]))
-                await self._db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await self._db.execute("ROLLBACK")
-                raise
+                    await db.execute("DELETE FROM rejected WHERE stream = ? AND id <= ?", (stream, kept[-1][0]))
             # before the lock is let go (no await from here): the memory copy stays in the file's order
             for (body, n), seq in zip(chunks, seqs, strict=True):
                 self._remember(stream, seq, body, n)
