@@ -138,6 +138,9 @@ def main() -> int:
         summary["datastream_msgs_per_s"] = round(ds["msgs_per_s"])
         summary["datastream_without_msgs_per_s"] = round(base)
         summary["ratio_datastream"] = round(ds["msgs_per_s"] / base, 3) if base else None
+        w, c = ds.get("cpu_us_per_msg_without") or {}, ds.get("cpu_us_per_msg") or {}
+        if w.get("machine") and c.get("machine"):
+            summary["datastream_cpu_us_per_msg"] = [w["machine"], c["machine"]]
     nr = res.get("nodered_q0")
     if nr is not None and "msgs_per_s" in nr:
         summary["nodered_msgs_per_s"] = round(nr["msgs_per_s"])
@@ -227,6 +230,14 @@ def render_table(res: dict[str, Any], s: dict[str, Any]) -> str:
         rows.append(("  same without the stream, back to back", f"{ds['without_stream_msgs_per_s']:,.0f} msg/s",
                         f"ratio {s['ratio_datastream']:.2f}",
                         f">= 0.80: {_ok((s['ratio_datastream'] or 0) >= GOALS['ratio_datastream'])}"))
+        w, c = ds.get("cpu_us_per_msg_without") or {}, ds.get("cpu_us_per_msg") or {}
+        if w.get("machine") and c.get("machine"):  # both runs CPU-bound: the rates follow the CPU per message
+            rows.append(("  CPU per message, whole machine", f"{w['machine']:.1f} / {c['machine']:.1f} µs",
+                         f"without / with the stream: ratio {w['machine'] / c['machine']:.2f}", ""))
+            rows.append(("  the stream's share of it", f"+{c['machine'] - w['machine']:.1f} µs",
+                         f"PostgreSQL {c['postgres']:.1f}, stream process {c['stream_process']:.1f}, "
+                         f"daemon +{c['daemon'] - w['daemon']:.1f}",
+                         f"0.80 allows +{w['machine'] * (1 / GOALS['ratio_datastream'] - 1):.1f} µs"))
     elif ds:
         rows.append(("end to end QoS0 + PostgreSQL stream", "skipped", ds.get("skipped", "")[:60], ""))
     nr = res.get("nodered_q0")

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,69 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float, float]]:
         fields = raw.rsplit(")", 1)[1].split()
         out[int(task)] = (comm, (int(fields[11]) + int(fields[12])) / TICK, int(fields[12]) / TICK)
     return out
+
+
+def _processes() -> list[tuple[int, int, float]]:
+    """(pid, parent pid, user+system CPU seconds) of every process, from ``/proc/<pid>/stat``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out.append((int(entry), int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK))
+    return out
+
+
+def pg_cpu(data: Path) -> dict[int, float]:
+    """pid -> user+system CPU seconds of the postmaster and its children (the server's processes)."""
+    try:
+        master = int((data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return {pid: cpu for pid, ppid, cpu in _processes() if master in (pid, ppid)}
+
+
+def children_cpu(parent: int) -> dict[int, float]:
+    """pid -> user+system CPU seconds of ``parent``'s child processes (the stream process)."""
+    return {pid: cpu for pid, ppid, cpu in _processes() if ppid == parent}
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (all CPUs: everything but idle and iowait), from /proc/stat."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    return (sum(values) - values[3] - values[4]) / TICK
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds used so far: the whole machine, the daemon (all its threads), its child processes (the
+    stream process) and the PostgreSQL server's processes (``pg_data``: its data directory, or None)."""
+
+    machine: float
+    daemon: float
+    children: dict[int, float]
+    postgres: dict[int, float]
+
+    @classmethod
+    def take(cls, pid: int, pg_data: Path | None = None) -> CpuSnapshot:
+        return cls(machine_busy(), sum(cpu for _, cpu, _ in thread_cpu(pid).values()), children_cpu(pid),
+                   pg_cpu(pg_data) if pg_data is not None else {})
+
+    def us_per(self, before: CpuSnapshot, n: int) -> dict[str, float]:
+        """Microseconds of CPU per one of ``n`` (messages or rows) since ``before``, by part."""
+        def used(now: dict[int, float], then: dict[int, float]) -> float:
+            return sum(v - then.get(p, 0.0) for p, v in now.items())
+
+        scale = 1e6 / n if n else 0.0
+        return {"machine": round((self.machine - before.machine) * scale, 1),
+                "daemon": round((self.daemon - before.daemon) * scale, 1),
+                "stream_process": round(used(self.children, before.children) * scale, 1),
+                "postgres": round(used(self.postgres, before.postgres) * scale, 1)}
 
 
 def python_thread_names(pid: int) -> dict[int, str]:

@@ -26,44 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Bench, Poll, Publisher
-from bench.profile import TICK, classify, python_thread_names, thread_cpu
+from bench.profile import children_cpu, classify, machine_busy, pg_cpu, python_thread_names, thread_cpu
 from bench.streams import stream_written, streams_solution, table_rows
-
-
-def _processes() -> list[tuple[int, int, float]]:
-    """(pid, parent pid, user+system CPU seconds) of every process, from ``/proc/<pid>/stat``."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out.append((int(entry), int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK))
-    return out
-
-
-def pg_cpu(data: Path) -> dict[int, float]:
-    """pid -> user+system CPU seconds of the postmaster and its children (the server's processes)."""
-    try:
-        master = int((data / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return {}
-    return {pid: cpu for pid, ppid, cpu in _processes() if master in (pid, ppid)}
-
-
-def children_cpu(parent: int) -> dict[int, float]:
-    """pid -> user+system CPU seconds of ``parent``'s child processes (the stream process)."""
-    return {pid: cpu for pid, ppid, cpu in _processes() if ppid == parent}
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine spent busy (all CPUs: everything but idle and iowait), from /proc/stat."""
-    with open("/proc/stat") as fh:
-        values = [int(v) for v in fh.readline().split()[1:]]
-    return (sum(values) - values[3] - values[4]) / TICK
 
 
 def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str, stream: bool,

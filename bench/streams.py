@@ -94,15 +94,21 @@ def run_datastream_phase(workdir: Path, broker: Any, devices: int, n: int, run: 
     then at once through a daemon on the streams solution with a PostgreSQL stream of the bench's own (initdb
     on a free port): back to back, so both see the same machine (it is shared and its load moves). The
     stream run's committed rate counts a message once its row is committed in PostgreSQL: rows / (last row
-    committed - first message received); the last commit is the stream's ``lastWriteAt`` (``/status``), the rows
-    are counted in the table at the end."""
+    committed - first message sent), the plain run's as ``Bench.throughput`` counts it (first message sent to
+    last committed); the last commit is the stream's ``lastWriteAt`` (``/status``), the rows are counted in the
+    table at the end. Both runs also report the CPU each part used per message (``CpuSnapshot``): the two
+    runs are CPU-bound on the same CPUs, so their rates' ratio follows the ratio of the whole machine's CPU
+    per message, and the parts show where the stream's share goes."""
     from bench.harness import Bench
+    from bench.profile import CpuSnapshot
     from tests.support.databases import Postgres
 
     plain = Bench(workdir / "ds-plain", broker, devices)
     plain.start_daemon()
     try:
+        before = CpuSnapshot.take(plain.pid)
         without = plain.throughput(0, n, run + "p")
+        cpu_without = CpuSnapshot.take(plain.pid).us_per(before, without["committed"])
     finally:
         plain.stop_daemon()
     with Postgres(workdir / "postgres") as pg:
@@ -110,13 +116,15 @@ def run_datastream_phase(workdir: Path, broker: Any, devices: int, n: int, run: 
         bench = Bench(workdir / "ds", broker, devices)
         bench.start_daemon(solution=solution)
         try:
+            before = CpuSnapshot.take(bench.pid, pg.data)
             q0 = bench.throughput(0, n, run)
             written, done_at = stream_written(bench, "pgtelemetry", q0["committed"], 600)
+            after = CpuSnapshot.take(bench.pid, pg.data)
             rows = table_rows(pg.dsn, "telemetry", run)
             status = bench.status()
         finally:
             code = bench.stop_daemon()
-    start = q0.get("first_received_at") or 0.0
+    start = q0.get("published_at") or 0.0
     stream = next((s for s in status.get("dataStreams", []) if s["key"] == "pgtelemetry"), {})
     return {
         "without_stream_msgs_per_s": without["msgs_per_s"],
@@ -124,5 +132,6 @@ def run_datastream_phase(workdir: Path, broker: Any, devices: int, n: int, run: 
         "records_msgs_per_s": q0["msgs_per_s"],
         "msgs_per_s": rows / (done_at - start) if rows and start and done_at > start else 0.0,
         "refused": q0["refused"], "overflow": stream.get("overflow"), "failures": stream.get("failures"),
+        "cpu_us_per_msg_without": cpu_without, "cpu_us_per_msg": after.us_per(before, rows),
         "daemon_exit": code,
     }
