@@ -398,3 +398,58 @@ async def test_the_kept_rows_are_served_and_queued_again_by_a_new_stream_process
                     and not pg_status(service)["failing"])
         rows = await sql(postgres, f"SELECT seq FROM {table} ORDER BY seq")
         assert [r["seq"] for r in rows] == ["r0", "r1", "r2", "r3"]
+
+
+async def test_while_the_stream_process_does_not_answer_the_endpoints_say_503_and_a_lost_requeue_is_done_once(
+        tmp_path: Path, postgres: Postgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream process frozen (SIGSTOP: alive, reading nothing): ``GET .../rejected`` and ``POST
+    .../rejected/requeue`` wait ``ASK_WAIT`` and answer 503 ``datastream_unavailable`` saying it did not answer.
+    The requeue was sent, though: once the process runs again it does it, so the rows arrive, once; the
+    operator's second requeue queues none (the answer that was lost is the only thing lost)."""
+    import os
+    import signal
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from runtime.adapters.command.datastreams import routes
+    from runtime.adapters.streams import process as process_module
+    from tests.integration.test_stream_process import process_streams, stream_processes
+
+    monkeypatch.setattr(process_module, "ASK_WAIT", 1.0)
+    table = await user_table(postgres)
+    app = web.Application()
+    async with process_streams(tmp_path / "data") as ds:
+        routes(ds)(app)
+        service = ds.service_for(doc_with(stream(postgres, table)), drain_timeout=5)
+        await service.start()
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            add(service, 0, 199)  # r0 and r100 refused (the CHECK, the varchar(8))
+            await until(lambda: pg_status(service)["depth"] == 0 and pg_status(service)["rejectedKept"] == 2)
+            await sql(postgres, f"ALTER TABLE {table} DROP CONSTRAINT {table}_humidity_check; "
+                                f"ALTER TABLE {table} ALTER COLUMN code TYPE text")
+            (pid,) = stream_processes()
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                for method, path in (("GET", "rejected"), ("POST", "rejected/requeue")):
+                    resp = await client.request(method, f"/datastreams/pg/{path}")
+                    body = await resp.json()
+                    assert resp.status == 503, body
+                    assert body["error"]["code"] == "datastream_unavailable"
+                    assert "did not answer" in body["error"]["message"], body
+                assert (await sql(postgres, f"SELECT count(*) AS n FROM {table}"))[0]["n"] == 197
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await until(lambda: pg_status(service)["written"] == 199 and pg_status(service)["depth"] == 0)
+            resp = await client.post("/datastreams/pg/rejected/requeue")
+            assert (resp.status, await resp.json()) == (200, {"requeued": 0})
+            resp = await client.get("/datastreams/pg/rejected")
+            assert (resp.status, await resp.json()) == (200, [])
+            rows = await sql(postgres, f"SELECT seq, count(*) AS n FROM {table} GROUP BY seq")
+            assert {r["seq"]: r["n"] for r in rows} == {f"r{i}": 1 for i in range(199)}
+            assert pg_status(service)["rejectedKept"] == 0
+        finally:
+            await client.close()
+            await service.stop()
