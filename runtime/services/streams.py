@@ -28,10 +28,11 @@ from runtime.core.timefmt import iso
 
 log = structlog.get_logger(__name__)
 
-BATCH = 2000
+BATCH = 10_000  # rows a drainer writes at most in one transaction
 RETRY_BASE = 0.25
 RETRY_CAP = 5.0
-COALESCE = 0.05  # seconds a drainer waits for more rows before a small batch
+GATHER = 0.1  # seconds a drainer lets rows gather at most before it writes under half a batch ...
+GATHER_STEP = 0.025  # ... as long as each step brings more (the stream process gets a frame each 0.02 s)
 
 
 class StreamSink(Protocol):
@@ -267,8 +268,7 @@ class StreamService:
         attempt = 0
         while True:
             await st.wake.wait()
-            if self._queue.depth(key) < BATCH // 2 and not st.stopping:
-                await asyncio.sleep(COALESCE)  # let rows gather: one database transaction for many
+            await self._gather(st)
             st.wake.clear()
             st.idle.clear()
             while True:
@@ -303,7 +303,25 @@ class StreamService:
                     self._count_refused(st, refused, now)
                 if self.observer is not None:
                     self.observer(st)
+                if 0 < self._queue.depth(key) < BATCH // 2:
+                    await self._gather(st)  # rows came during the write: let a batch's worth gather
             st.idle.set()
+
+    async def _gather(self, st: StreamState) -> None:
+        """Let rows gather before a write of under half a batch, while they keep coming, for ``GATHER`` seconds
+        at most: one transaction for more rows costs the database less per row (the bench's flow, eight
+        interleaved pairs: ~1,500 rows a COPY, PostgreSQL 3.95 us of CPU a row; ~4,200 rows, 3.0 us). Two steps
+        that bring nothing end the wait: the last rows of a burst, or a lone row, wait 0.05 s as before."""
+        key = st.spec.key
+        depth, waited, quiet = self._queue.depth(key), 0.0, 0
+        while depth < BATCH // 2 and waited < GATHER and not st.stopping:
+            await asyncio.sleep(GATHER_STEP)
+            waited += GATHER_STEP
+            now = self._queue.depth(key)
+            quiet = quiet + 1 if now == depth else 0
+            if quiet == 2:
+                return
+            depth = now
 
     @staticmethod
     def _count_refused(st: StreamState, refused: Sequence[tuple[dict[str, Any], str]], at: float) -> None:
