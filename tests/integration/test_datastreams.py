@@ -206,6 +206,74 @@ async def test_redis_keeps_one_record_per_device(streams: DataStreams, redis_ser
         await service.stop()
 
 
+def redis_stream(server: Redis) -> dict[str, Any]:
+    return {"key": f"r{uuid.uuid4().hex[:8]}", "name": "Latest", "streamType": "redis",
+            "redisServerUris": f"{server.host}:{server.port}", "dateStorageFormat": "epoch", "fields": FIELDS}
+
+
+async def test_redis_an_update_in_the_batch_of_its_rows_sees_them(streams: DataStreams, redis_server: Redis) -> None:
+    """A device's first row and an update of it taken in one batch: the update finds the row (it was written
+    before the update read the device's record), as it does when they come in two batches."""
+    stream = redis_stream(redis_server)
+    key = stream["key"]
+    service = await started(streams, stream)
+    try:
+        for i in range(3):
+            service.add(key, "devA", T0 + i, {"temperature": i, "humidity": 10 + i})
+        service.put(key, service.update_row(key, "devA", T0 + 3, {"mode": "auto"}, None))
+        service.put(key, service.update_row(key, "devA", T0 + 4, {"humidity": 99}, {"mode": "auto"}))
+        await until(lambda: service.status()[0]["written"] == 5 and service.status()[0]["depth"] == 0)
+        assert await service.read(key, "devA", None, None, 1) == [
+            {"deviceId": "devA", "timeStamp": int(T0) + 2, "temperature": 2.0, "humidity": 99, "mode": "auto"}]
+    finally:
+        await service.stop()
+
+
+async def test_redis_a_key_of_another_type_neither_stops_nor_is_lost_silently(streams: DataStreams,
+                                                                               redis_server: Redis) -> None:
+    """Something else wrote the stream's keys (Redis's WRONGTYPE). An update of a device whose key is a string
+    is refused, kept aside with the key named, and the stream goes on; the devices key as a string is retried
+    with the key named in ``lastError`` until it is removed, then every row arrives."""
+    import redis.asyncio as aioredis
+
+    stream = redis_stream(redis_server)
+    key = stream["key"]
+    prefix = f"nuviot:datastream:{key}:"
+    client = aioredis.Redis(host=redis_server.host, port=redis_server.port)
+    service = await started(streams, stream)
+    try:
+        await client.set(prefix + "dev9", "someone else's")
+        service.add(key, "dev1", T0, {"temperature": 1})
+        service.put(key, service.update_row(key, "dev9", T0 + 1, {"mode": "off"}, None))
+        service.put(key, service.update_row(key, "dev1", T0 + 2, {"mode": "on"}, None))
+        await until(lambda: service.status()[0]["depth"] == 0 and service.status()[0]["rejected"] == 1)
+        st = service.status()[0]
+        assert st["written"] == 2 and st["lastError"] is None and st["failing"] is False
+        assert st["lastRejection"] == f"the key {prefix}dev9 holds a string, not a device's record (WRONGTYPE)"
+        (kept,) = await service.rejected(key, 10)
+        assert kept["row"]["op"] == "update" and kept["row"]["where"] == {"deviceId": "dev9"}
+        assert await client.get(prefix + "dev9") == b"someone else's"
+        assert (await service.read(key, "dev1", None, None, 1))[0]["mode"] == "on"
+
+        await client.set(prefix + "devices", "not a set")
+        for i in range(3):
+            service.add(key, f"dev{i}", T0 + 10 + i, {"temperature": 10 + i})
+        await until(lambda: service.status()[0]["failing"])
+        assert service.status()[0]["lastError"] == (
+            f"Redis at {redis_server.host}:{redis_server.port}: the key {prefix}devices holds a string, not the "
+            "stream's set of devices (WRONGTYPE): remove or rename it")
+        assert service.status()[0]["depth"] == 3  # kept, tried again
+        await client.delete(prefix + "devices")
+        await until(lambda: service.status()[0]["depth"] == 0 and not service.status()[0]["failing"], within=30)
+        rows = await service.read(key, None, None, None, 10)
+        assert sorted((r["deviceId"], r["temperature"]) for r in rows) == [("dev0", 10.0), ("dev1", 11.0),
+                                                                           ("dev2", 12.0)]
+        assert service.status()[0]["rejected"] == 1
+    finally:
+        await service.stop()
+        await client.aclose()
+
+
 async def test_rows_queued_while_the_database_is_away_survive_a_restart(tmp_path: Path, postgres: Postgres) -> None:
     table = f"t_{uuid.uuid4().hex[:10]}"
     away = pg_stream(Postgres(tmp_path / "none", port=1), table)  # nothing listens on port 1

@@ -4,6 +4,11 @@ The device's record is a hash ``nuviot:datastream:{stream}:{deviceId}`` (each co
 the set ``nuviot:datastream:{stream}:devices`` lists the devices; a new row replaces the device's record,
 an update sets the given columns. Writes are idempotent, so a batch retried after an outage does no harm.
 Server Urls ``host[:port]`` (default port 6379; the first one is used), Password by reference.
+
+A key of the stream's that something else made of another type (Redis's ``WRONGTYPE``): an update of a device
+whose key is not a hash is refused (kept aside with the key named, like a row PostgreSQL refuses) instead of
+being retried for ever; a devices set that is not a set is the stream's own configuration, retried with the
+key named in ``lastError`` until the operator removes it. A new row replaces the device's key whatever it held.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from runtime.core.errors import TransientError
 from runtime.core.streams import StreamSpec, select, stamped
@@ -22,6 +27,12 @@ from runtime.core.streams import StreamSpec, select, stamped
 log = structlog.get_logger(__name__)
 
 TIMEOUT = 5.0
+
+
+def _wrong_type(exc: BaseException) -> bool:
+    """Redis's WRONGTYPE, alone or as a pipeline reports it (``Command # 3 (SADD ...) of pipeline caused error:
+    ('WRONGTYPE ...',)``)."""
+    return isinstance(exc, ResponseError) and "WRONGTYPE" in str(exc)
 
 
 def server_of(spec: StreamSpec) -> tuple[str, int]:
@@ -60,6 +71,7 @@ class RedisSink:
 
     async def write(self, ops: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
         dev = self.spec.device_field
+        refused: list[tuple[dict[str, Any], str]] = []
         try:
             latest: dict[str, dict[str, Any]] = {}  # one record per device: the batch's last row wins
             pipe = self._client.pipeline(transaction=True)
@@ -68,33 +80,57 @@ class RedisSink:
                 if op["op"] == "add":
                     latest[str(row.get(dev))] = stamped(self.spec, op)
                     continue
-                for device_id, rec in latest.items():  # updates see the rows before them
-                    if rec is not None:
-                        pipe.delete(self._prefix + device_id)
-                        pipe.hset(self._prefix + device_id, mapping=self._enc(rec))  # type: ignore[arg-type]  # redis-py's Mapping is invariant in its key: str is fine
-                        pipe.sadd(self._devices, device_id)
+                for device_id, rec in latest.items():
+                    pipe.delete(self._prefix + device_id)
+                    pipe.hset(self._prefix + device_id, mapping=self._enc(rec))  # type: ignore[arg-type]  # redis-py's Mapping is invariant in its key: str is fine
+                    pipe.sadd(self._devices, device_id)
                 latest = {}
-                await self._queue_update(pipe, row, op.get("where") or {})
+                if len(pipe):  # an update sees the rows and updates before it: they are written before it reads
+                    await pipe.execute()
+                reason = await self._queue_update(pipe, row, op.get("where") or {})
+                if reason is not None:
+                    refused.append((op, reason))
             for device_id, rec in latest.items():
                 pipe.delete(self._prefix + device_id)
                 pipe.hset(self._prefix + device_id, mapping=self._enc(rec))  # type: ignore[arg-type]  # redis-py's Mapping is invariant in its key: str is fine
                 pipe.sadd(self._devices, device_id)
             await pipe.execute()
         except (RedisError, OSError) as exc:
+            if _wrong_type(exc) and (kind := await self._type_of(self._devices)) not in ("set", "none"):
+                raise TransientError(f"Redis at {self.where}: the key {self._devices} holds a {kind}, not the "
+                                     "stream's set of devices (WRONGTYPE): remove or rename it") from None
             raise TransientError(f"Redis at {self.where}: {type(exc).__name__}: {exc}") from None
-        return []  # a hash takes any value: nothing refused
+        return refused  # a hash takes any value: only an update of a key that is not a hash is refused
 
-    async def _queue_update(self, pipe: Any, row: dict[str, Any], where: dict[str, Any]) -> None:
+    async def _queue_update(self, pipe: Any, row: dict[str, Any], where: dict[str, Any]) -> str | None:
+        """Queue the update's writes on ``pipe``, or none of them and say why it is refused: a target device's
+        key holds something else than a hash."""
         dev = self.spec.device_field
         if dev in where:
             targets = [str(where[dev])]
         else:
             targets = [m.decode() for m in await self._client.smembers(self._devices)]  # type: ignore[union-attr]  # bytes: no decode_responses
+        keys = []
         for device_id in targets:
-            current = await self._record(device_id)
-            if current is None or not all(current.get(k) == v for k, v in where.items()):
-                continue
-            pipe.hset(self._prefix + device_id, mapping=self._enc(row))
+            try:
+                current = await self._record(device_id)
+            except ResponseError as exc:
+                if not _wrong_type(exc):
+                    raise
+                key = self._prefix + device_id
+                return f"the key {key} holds a {await self._type_of(key)}, not a device's record (WRONGTYPE)"
+            if current is not None and all(current.get(k) == v for k, v in where.items()):
+                keys.append(self._prefix + device_id)
+        for key in keys:
+            pipe.hset(key, mapping=self._enc(row))
+        return None
+
+    async def _type_of(self, key: str) -> str:
+        """What the key holds (Redis's ``TYPE``: string, list, hash, set, zset, stream, none), best effort."""
+        try:
+            return (await self._client.type(key)).decode()  # type: ignore[union-attr]  # bytes: no decode_responses
+        except (RedisError, OSError):
+            return "something else"
 
     async def _record(self, device_id: str) -> dict[str, Any] | None:
         raw = await self._client.hgetall(self._prefix + device_id)
