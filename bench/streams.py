@@ -89,21 +89,39 @@ def table_rows(dsn: str, table: str, run: str) -> int:
     return asyncio.run(count())
 
 
-def run_datastream_phase(workdir: Path, broker: Any, devices: int, n: int, run: str) -> dict[str, Any]:
-    """The ``datastream`` phase: QoS 0 at full speed through a fresh daemon on the plain benchmark solution,
-    then at once through a daemon on the streams solution with a PostgreSQL stream of the bench's own (initdb
-    on a free port): back to back, so both see the same machine (it is shared and its load moves). The
-    stream run's committed rate counts a message once its row is committed in PostgreSQL: rows / (last row
-    committed - first message sent), the plain run's as ``Bench.throughput`` counts it (first message sent to
-    last committed); the last commit is the stream's ``lastWriteAt`` (``/status``), the rows are counted in the
-    table at the end. Both runs also report the CPU each part used per message (``CpuSnapshot``): the two
-    runs are CPU-bound on the same CPUs, so their rates' ratio follows the ratio of the whole machine's CPU
-    per message, and the parts show where the stream's share goes."""
-    from bench.harness import Bench
-    from bench.profile import CpuSnapshot
+PAIRS = 3  # back-to-back runs without and with the stream; the phase reports the pair of the median ratio
+
+
+def run_datastream_phase(workdir: Path, broker: Any, devices: int, n: int, run: str,
+                         pairs: int = PAIRS) -> dict[str, Any]:
+    """The ``datastream`` phase: ``pairs`` times, QoS 0 at full speed through a fresh daemon on the plain
+    benchmark solution, then at once through a daemon on the streams solution with a PostgreSQL stream of the
+    bench's own (initdb on a free port; a new table per pair): back to back, so both runs of a pair see the same
+    machine (it is shared and its load moves). The stream run's committed rate counts a message once its row is
+    committed in PostgreSQL: rows / (last row committed - first message sent), the plain run's as
+    ``Bench.throughput`` counts it (first message sent to last committed); the last commit is the stream's
+    ``lastWriteAt`` (``/status``), the rows are counted in the table at the end. Each run also reports the CPU
+    each part used per message (``CpuSnapshot``): both runs are CPU-bound on the same CPUs, so their rates'
+    ratio follows the ratio of the whole machine's CPU per message, and the parts show where the stream's share
+    goes. One pair's ratio moved 0.69-0.90 between pairs on a quiet machine (session 7): the phase reports the
+    pair with the median ratio, and every pair's ratio."""
     from tests.support.databases import Postgres
 
-    plain = Bench(workdir / "ds-plain", broker, devices)
+    results = []
+    with Postgres(workdir / "postgres") as pg:
+        for i in range(pairs):
+            results.append(_datastream_pair(workdir / f"pair{i}", broker, pg, devices, n, f"{run}{i}"))
+    ratios = [r["msgs_per_s"] / r["without_stream_msgs_per_s"] if r["without_stream_msgs_per_s"] else 0.0
+              for r in results]
+    median = sorted(range(pairs), key=lambda i: ratios[i])[pairs // 2]
+    return {**results[median], "pair_ratios": [round(r, 3) for r in ratios], "pairs": results}
+
+
+def _datastream_pair(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str) -> dict[str, Any]:
+    from bench.harness import Bench
+    from bench.profile import CpuSnapshot
+
+    plain = Bench(workdir / "plain", broker, devices)
     plain.start_daemon()
     try:
         before = CpuSnapshot.take(plain.pid)
@@ -111,19 +129,19 @@ def run_datastream_phase(workdir: Path, broker: Any, devices: int, n: int, run: 
         cpu_without = CpuSnapshot.take(plain.pid).us_per(before, without["committed"])
     finally:
         plain.stop_daemon()
-    with Postgres(workdir / "postgres") as pg:
-        solution = streams_solution(workdir / "streams-solution.yaml", postgres=(pg.host, pg.port))
-        bench = Bench(workdir / "ds", broker, devices)
-        bench.start_daemon(solution=solution)
-        try:
-            before = CpuSnapshot.take(bench.pid, pg.data)
-            q0 = bench.throughput(0, n, run)
-            written, done_at = stream_written(bench, "pgtelemetry", q0["committed"], 600)
-            after = CpuSnapshot.take(bench.pid, pg.data)
-            rows = table_rows(pg.dsn, "telemetry", run)
-            status = bench.status()
-        finally:
-            code = bench.stop_daemon()
+    table = f"telemetry_{run}"
+    solution = streams_solution(workdir.with_suffix(".yaml"), postgres=(pg.host, pg.port), table=table)
+    bench = Bench(workdir / "stream", broker, devices)
+    bench.start_daemon(solution=solution)
+    try:
+        before = CpuSnapshot.take(bench.pid, pg.data)
+        q0 = bench.throughput(0, n, run)
+        written, done_at = stream_written(bench, "pgtelemetry", q0["committed"], 600)
+        after = CpuSnapshot.take(bench.pid, pg.data)
+        rows = table_rows(pg.dsn, table, run)
+        status = bench.status()
+    finally:
+        code = bench.stop_daemon()
     start = q0.get("published_at") or 0.0
     stream = next((s for s in status.get("dataStreams", []) if s["key"] == "pgtelemetry"), {})
     return {
