@@ -229,9 +229,9 @@ def render_table(res: dict[str, Any], s: dict[str, Any]) -> str:
                         f"{ds['rows']:,} rows of {ds['sent']:,}; refused {ds['refused']:,}; overflow {ds['overflow']}",
                         ""))
         pairs = ds.get("pair_ratios") or []
-        of_pairs = f" (median of {len(pairs)} pairs: {', '.join(f'{r:.2f}' for r in sorted(pairs))})" if pairs else ""
+        of_pairs = f" (median of {len(pairs)} pairs: {', '.join(f'{r:.3f}' for r in sorted(pairs))})" if pairs else ""
         rows.append(("  same without the stream, back to back", f"{ds['without_stream_msgs_per_s']:,.0f} msg/s",
-                        f"ratio {s['ratio_datastream']:.2f}{of_pairs}",
+                        f"ratio {s['ratio_datastream']:.3f}{of_pairs}",
                         f">= 0.80: {_ok((s['ratio_datastream'] or 0) >= GOALS['ratio_datastream'])}"))
         w, c = ds.get("cpu_us_per_msg_without") or {}, ds.get("cpu_us_per_msg") or {}
         if w.get("machine") and c.get("machine"):  # both runs CPU-bound: the rates follow the CPU per message
