@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Bench, Poll, Publisher
-from bench.profile import children_cpu, classify, machine_busy, pg_cpu, python_thread_names, thread_cpu
+from bench.profile import CpuSnapshot, children_cpu, classify, python_thread_names, thread_cpu
 from bench.streams import stream_written, streams_solution, table_rows
 
 
@@ -56,15 +56,15 @@ def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str,
                  str(pyspy / f"{run}-{'stream' if stream else 'plain'}-process{kid}.txt")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for kid in children_cpu(pid)]
             time.sleep(1.0)
-        cpu0, pg0, kids0, busy0 = thread_cpu(pid), pg_cpu(pg.data), children_cpu(pid), machine_busy()
-        kid_threads0 = {kid: thread_cpu(kid) for kid in kids0}
+        snap0, cpu0 = CpuSnapshot.take(pid, pg.data), thread_cpu(pid)
+        kid_threads0 = {kid: thread_cpu(kid) for kid in snap0.children}
         poll = Poll(bench.max_seq())
         pub = Publisher(broker.host, broker.port, run=run, n=n, qos=0, devices=devices).start()
         bench.poll_until(poll, n, pub, interval=0.02)
         pub.result()
         rows, done_at = (stream_written(bench, "pgtelemetry", poll.count, 600) if stream else (0, 0.0))
-        cpu1, pg1, kids1, busy1 = thread_cpu(pid), pg_cpu(pg.data), children_cpu(pid), machine_busy()
-        kid_threads = {kid: thread_cpu(kid) for kid in kids1}
+        snap1, cpu1 = CpuSnapshot.take(pid, pg.data), thread_cpu(pid)
+        kid_threads = {kid: thread_cpu(kid) for kid in snap1.children}
         if stream:
             rows = min(rows, table_rows(pg.dsn, table, run))
         for one in ([spy] if spy is not None else []) + kid_spies:
@@ -89,8 +89,7 @@ def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str,
         per_sys[role] = per_sys.get(role, 0.0) + after_sys - before_sys
         if used > 0.01:
             threads[name] = threads.get(name, 0.0) + used
-    pg_used = sum(v - pg0.get(p, 0.0) for p, v in pg1.items())
-    kids_used = sum(v - kids0.get(p, 0.0) for p, v in kids1.items())
+    parts = snap1.us_per(snap0, done)  # machine, stream process, PostgreSQL
     us = {k: round(v / done * 1e6, 1) for k, v in per.items()} if done else {}
     kid_per: dict[str, float] = {}  # the stream process's threads: its event loop and the SQLite queue's
     for kid, tasks in kid_threads.items():
@@ -102,10 +101,10 @@ def one_run(workdir: Path, broker: Any, pg: Any, devices: int, n: int, run: str,
             "cpu_us_per_msg": us,
             "sys_us_per_msg": {k: round(v / done * 1e6, 1) for k, v in per_sys.items()} if done else {},
             "tail_s": round(done_at - poll.samples[-1][0], 3) if stream and poll.samples else None, "daemon_us_per_msg": round(sum(per.values()) / done * 1e6, 1) if done else None,
-            "pg_us_per_msg": round(pg_used / done * 1e6, 1) if done and stream else None,
-            "stream_process_us_per_msg": round(kids_used / done * 1e6, 1) if done else None,
+            "pg_us_per_msg": parts["postgres"] if done and stream else None,
+            "stream_process_us_per_msg": parts["stream_process"] if done else None,
             "stream_process_threads_us": {k: round(v / done * 1e6, 2) for k, v in kid_per.items()} if done else {},
-            "machine_us_per_msg": round((busy1 - busy0) / done * 1e6, 1) if done else None,
+            "machine_us_per_msg": parts["machine"] if done else None,
             "threads_us": {k: round(v / done * 1e6, 1) for k, v in threads.items()} if done else {},
             "load": round(os.getloadavg()[0], 2)}
 
