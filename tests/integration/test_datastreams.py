@@ -184,11 +184,15 @@ async def test_postgres_password_by_reference_is_never_in_status(streams: DataSt
     assert "s3cret-value" not in repr(spec) and "s3cret-value" not in str(service.status())
 
 
+def redis_stream(server: Redis) -> dict[str, Any]:
+    return {"key": f"r{uuid.uuid4().hex[:8]}", "name": "Latest", "streamType": "redis",
+            "redisServerUris": f"{server.host}:{server.port}", "dateStorageFormat": "epoch", "fields": FIELDS}
+
+
 async def test_redis_keeps_one_record_per_device(streams: DataStreams, redis_server: Redis) -> None:
-    key = f"r{uuid.uuid4().hex[:8]}"
-    service = await started(streams, {"key": key, "name": "Latest", "streamType": "redis",
-                                      "redisServerUris": f"{redis_server.host}:{redis_server.port}",
-                                      "dateStorageFormat": "epoch", "fields": FIELDS})
+    stream = redis_stream(redis_server)
+    key = stream["key"]
+    service = await started(streams, stream)
     try:
         for i in range(50):
             service.add(key, f"dev{i % 5}", T0 + i, {"temperature": i, "humidity": 2 * i})
@@ -204,11 +208,6 @@ async def test_redis_keeps_one_record_per_device(streams: DataStreams, redis_ser
         assert buckets(service.specs[key], every, 3600)[0]["count"] == 5
     finally:
         await service.stop()
-
-
-def redis_stream(server: Redis) -> dict[str, Any]:
-    return {"key": f"r{uuid.uuid4().hex[:8]}", "name": "Latest", "streamType": "redis",
-            "redisServerUris": f"{server.host}:{server.port}", "dateStorageFormat": "epoch", "fields": FIELDS}
 
 
 async def test_redis_an_update_in_the_batch_of_its_rows_sees_them(streams: DataStreams, redis_server: Redis) -> None:
